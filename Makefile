@@ -1,0 +1,47 @@
+# tem-book: two commands for users (see README.md)
+#   make book   create .venv if missing, install, execute every notebook with papermill, build the HTML book
+#   make test   same install, then the test suite (notebooks run by papermill in quick mode)
+# and for developers: make lab, make bench, make lint, make clean
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH_VERSION := 2.13.0
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: book test lab bench lint notebooks clean distclean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e '.[book,dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tem-book)" >/dev/null
+	touch $(STAMP)
+
+notebooks: $(STAMP)
+	$(PY) book/run_notebooks.py --notebooks notebooks --out book/chapters
+
+book: notebooks
+	$(VENV)/bin/jupyter-book build book --config _config.yml --path-output book --warningiserror --keep-going
+	@echo "Book built: $(CURDIR)/book/_build/html/index.html"
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.jpserver_extensions="{'jupytext': True}" --allow-root notebooks
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py --quick
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check tem_core tests benchmarks book/run_notebooks.py
+
+clean:
+	rm -rf book/_build book/chapters .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,53 @@
+"""Every book chapter executes headlessly with papermill in quick mode; failures are loud."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+RUNNER = REPO_ROOT / "book" / "run_notebooks.py"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_quick(source, tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(RUNNER), "--notebooks", str(source.parent), "--out", str(tmp_path),
+         "--quick", source.stem],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, f"{source.name} failed:\n{result.stdout}\n{result.stderr[-6000:]}"
+    assert (tmp_path / f"{source.stem}.ipynb").exists()
+
+
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_has_parameters_cell(source) -> None:
+    import jupytext
+
+    nb = jupytext.read(source)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{source.name} needs exactly one cell tagged 'parameters'"
+    text = tagged[0].source
+    for name in ("seed", "device", "quick"):
+        assert f"{name} =" in text, f"{source.name}: parameters cell lacks {name}"
+    assert "quick = False" in text
+
+
+def test_failing_notebook_fails_loudly(tmp_path) -> None:
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    (nbdir / "99_broken.py").write_text(
+        "# %% tags=['parameters']\nquick = False\n\n# %%\nx = 1\n\n# %%\nraise RuntimeError('deliberate failure')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(RUNNER), "--notebooks", str(nbdir), "--out", str(tmp_path / "out"), "--quick"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "99_broken.py" in result.stderr
+    assert "RuntimeError" in result.stderr and "deliberate failure" in result.stderr
