@@ -8,10 +8,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test lab bench lint notebooks clean distclean
+.PHONY: book test lab bench lint notebooks compare-env clean distclean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +35,14 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py --quick
+
+# Peers (abTEM, focal-frequency-loss) live in their own environment, used only by benchmarks/.
+compare-env: .venv-compare/.installed
+.venv-compare/.installed: pyproject.toml
+	test -x .venv-compare/bin/python || $(PYTHON) -m venv .venv-compare
+	.venv-compare/bin/python -m pip install --quiet torch==$(TORCH_VERSION)
+	.venv-compare/bin/python -m pip install --quiet -e '.[compare]'
+	touch $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tem_core tests benchmarks book/run_notebooks.py

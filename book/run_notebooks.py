@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import papermill as pm
 
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    # kernels must use the inline backend so figures are stored in the executed notebooks
+    os.environ.pop("MPLBACKEND", None)
     sources = sorted(args.notebooks.glob("[0-9][0-9]_*.py"))
     if args.names:
         sources = [s for s in sources if s.stem in set(args.names)]

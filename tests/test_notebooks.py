@@ -22,7 +22,9 @@ def test_notebook_runs_quick(source, tmp_path) -> None:
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, f"{source.name} failed:\n{result.stdout}\n{result.stderr[-6000:]}"
-    assert (tmp_path / f"{source.stem}.ipynb").exists()
+    executed = (tmp_path / f"{source.stem}.ipynb").read_text()
+    # figures must be stored in the executed notebook (inline backend, not Agg)
+    assert '"image/png"' in executed, f"{source.name} stored no figure"
 
 
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
