@@ -1,0 +1,181 @@
+"""Sampling warnings and memory preflight for :mod:`tem_core.propagate` (criteria there)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from tem_core._checks import require_in_range, require_positive, require_positive_int
+from tem_core.units import electron_wavelength_a
+
+_BYTES_PER_GB = 1e9
+
+
+class SamplingWarning(UserWarning):
+    """Sampling, band limit or slice thickness too coarse for the beam energy."""
+
+    __module__ = "tem_core.propagate"
+
+
+def check_fraction(bandlimit_fraction: float | None) -> None:
+    if bandlimit_fraction is not None:
+        require_in_range("bandlimit_fraction", bandlimit_fraction, 0.0, 1.0, "(of Nyquist)")
+        if bandlimit_fraction <= 0:
+            raise ValueError(f"bandlimit_fraction must be > 0 (or None), got {bandlimit_fraction}")
+
+
+def check_shape(shape: Sequence[int]) -> tuple[int, int]:
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (ny, nx), got {tuple(shape)!r}")
+    ny, nx = (int(s) for s in shape)
+    require_positive_int("shape[0] (ny)", ny)
+    require_positive_int("shape[1] (nx)", nx)
+    return ny, nx
+
+
+# --------------------------------------------------------------------------- checks
+def check_sampling(
+    shape: Sequence[int],
+    *,
+    sampling_a: float,
+    slice_thickness_a: float,
+    energy_ev: float,
+    bandlimit_fraction: float | None = 2.0 / 3.0,
+    resolution_a: float | None = None,
+    stacklevel: int = 2,
+) -> list[str]:
+    """Warn (:class:`SamplingWarning`) when sampling or slice thickness are too coarse.
+
+    The three criteria are documented in the module docstring. Returns the list of
+    messages (empty when all is well).
+
+    Parameters
+    ----------
+    shape
+        ``(ny, nx)`` grid shape.
+    sampling_a
+        Pixel size [Å].
+    slice_thickness_a
+        Slice thickness [Å].
+    energy_ev
+        Beam energy [eV].
+    bandlimit_fraction
+        Band limit as a fraction of Nyquist (``None``: Nyquist).
+    resolution_a
+        Finest detail the simulation must carry [Å]; ``None`` skips criterion 1.
+    """
+    ny, nx = check_shape(shape)
+    require_positive("sampling_a", sampling_a, "Å")
+    require_positive("slice_thickness_a", slice_thickness_a, "Å")
+    check_fraction(bandlimit_fraction)
+    wavelength = electron_wavelength_a(energy_ev)
+    fraction = 1.0 if bandlimit_fraction is None else bandlimit_fraction
+    k_bl = fraction / (2.0 * sampling_a)
+    messages = []
+    if resolution_a is not None:
+        require_positive("resolution_a", resolution_a, "Å")
+        if 1.0 / k_bl > resolution_a:
+            messages.append(
+                f"band limit {fraction:.3g} x Nyquist at sampling_a={sampling_a} Å resolves only "
+                f"{1.0 / k_bl:.3g} Å, coarser than resolution_a={resolution_a} Å; "
+                f"use sampling_a <= {fraction * resolution_a / 2.0:.3g} Å"
+            )
+    field_a = min(ny, nx) * sampling_a
+    spread_a = wavelength * k_bl * slice_thickness_a
+    if spread_a > field_a / 2.0:
+        messages.append(
+            f"Fresnel propagator undersampled: over slice_thickness_a={slice_thickness_a} Å "
+            f"a wave at the band limit spreads {spread_a:.3g} Å sideways, more than half "
+            f"the field of view ({field_a:.3g} Å) at energy_ev={energy_ev} eV; "
+            "use thinner slices or a larger grid"
+        )
+    depth_of_field_a = 1.0 / (2.0 * wavelength * k_bl**2)
+    if slice_thickness_a > depth_of_field_a:
+        messages.append(
+            f"slice_thickness_a={slice_thickness_a} Å exceeds the depth of field at the band "
+            f"limit, 1/(2 λ k²) = {depth_of_field_a:.3g} Å at energy_ev={energy_ev} eV and "
+            f"sampling_a={sampling_a} Å; "
+            "propagation inside a slice is not negligible: use thinner slices"
+        )
+    for message in messages:
+        warnings.warn(message, SamplingWarning, stacklevel=stacklevel)
+    return messages
+
+
+def available_memory_bytes(device=None) -> int:
+    """Memory a grid may use on ``device`` [bytes]: free memory on CUDA, physical RAM on the CPU."""
+    device = torch.device("cpu" if device is None else device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 2**63 - 1
+
+
+def estimate_wave_memory_bytes(
+    shape: Sequence[int],
+    dtype: torch.dtype = torch.complex64,
+    *,
+    device=None,
+    n_slices: int = 1,
+    requires_grad: bool = False,
+    n_buffers: int = 6,
+    check: bool = True,
+) -> int:
+    """Working memory of :func:`multislice` on a grid, checked before allocating.
+
+    The forward pass holds about 6 complex ``(ny, nx)`` arrays at once (wave, slice,
+    transmission, its spectrum, propagator, product spectrum). With autograd, each slice
+    keeps about 4 more until ``backward`` (inputs of the multiplications and FFTs).
+
+    Parameters
+    ----------
+    shape
+        ``(ny, nx)`` (leading batch dimensions are multiplied in).
+    dtype
+        Complex dtype of the wave.
+    device
+        Where it would run (``None``: CPU).
+    n_slices
+        Number of slices (matters only with ``requires_grad``).
+    requires_grad
+        Whether the graph for backpropagation is kept.
+    n_buffers
+        Complex grids held at once in the forward pass (6 for :func:`multislice`).
+    check
+        Raise ``ValueError`` when the estimate exceeds :func:`available_memory_bytes`.
+
+    Returns
+    -------
+    int
+        Estimated bytes.
+    """
+    if len(shape) < 2:
+        raise ValueError(f"shape must be (..., ny, nx), got {tuple(shape)!r}")
+    n_pixels = 1
+    for s in shape:
+        require_positive_int("shape entries", int(s))
+        n_pixels *= int(s)
+    require_positive_int("n_slices", n_slices)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    per_array = n_pixels * itemsize
+    require_positive_int("n_buffers", n_buffers)
+    n_arrays = n_buffers + (4 * n_slices if requires_grad else 0)
+    needed = n_arrays * per_array
+    if check:
+        available = available_memory_bytes(device)
+        if needed > available:
+            where = "cpu" if device is None else str(device)
+            raise ValueError(
+                f"a {' x '.join(str(int(s)) for s in shape)} {dtype} multislice"
+                f"{f' with gradients over {n_slices} slices' if requires_grad else ''} needs about "
+                f"{needed / _BYTES_PER_GB:.3g} GB but {where} has "
+                f"{available / _BYTES_PER_GB:.3g} GB available; "
+                "use a smaller grid, complex64, or fewer slices per backward pass"
+            )
+    return needed

@@ -1,0 +1,345 @@
+"""Tests for tem_core.propagate: multislice, Fresnel propagator, projection approximation."""
+
+from __future__ import annotations
+
+import gc
+import math
+import warnings
+import weakref
+
+import pytest
+import torch
+
+from tem_core.propagate import (
+    SamplingWarning,
+    bandlimit_mask,
+    check_sampling,
+    estimate_wave_memory_bytes,
+    fresnel_propagator,
+    multislice,
+    multislice_step,
+    phase_object_wave,
+    plane_wave,
+    transmission_function,
+)
+from tem_core.units import KV_TO_EV, electron_wavelength_a, interaction_parameter
+
+E300 = 300 * KV_TO_EV
+
+
+def _random_slices(n, shape=(32, 32), std=20.0, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [std * torch.randn(shape, generator=g, dtype=dtype) for _ in range(n)]
+
+
+def _lowpass(x, fraction):
+    """Keep |k| < fraction x Nyquist."""
+    mask = bandlimit_mask(x.shape[-2:], bandlimit_fraction=fraction)
+    return torch.fft.ifft2(torch.fft.fft2(x) * mask).real
+
+
+# ----------------------------------------------------------------------------- basics
+def test_transmission_function_reference_phase():
+    # σ(300 kV) = 6.5262e-4 rad/(V·Å) (shared/docs/physics.md): V = 1000 V·Å gives 0.65262 rad
+    v = torch.full((2, 2), 1000.0, dtype=torch.float64)
+    t = transmission_function(v, energy_ev=E300)
+    assert t.dtype == torch.complex128
+    assert torch.allclose(torch.angle(t), torch.full_like(v, 0.65262), atol=1e-5)
+    assert torch.allclose(t.abs(), torch.ones_like(v))
+    # the absorptive part attenuates by exp(-σ V')
+    t_abs = transmission_function(torch.complex(v, torch.full_like(v, 100.0)), energy_ev=E300)
+    sigma = interaction_parameter(E300)
+    assert torch.allclose(t_abs.abs(), torch.full_like(v, math.exp(-sigma * 100.0)))
+    assert transmission_function(v.float(), energy_ev=E300).dtype == torch.complex64
+
+
+def test_vacuum_is_identity():
+    for dtype in (torch.float32, torch.float64):
+        slices = [torch.zeros(48, 40, dtype=dtype) for _ in range(25)]
+        psi = multislice(iter(slices), sampling_a=0.5, slice_thickness_a=2.0, energy_ev=E300)
+        assert psi.dtype == (torch.complex128 if dtype == torch.float64 else torch.complex64)
+        assert torch.allclose(psi, plane_wave((48, 40), dtype=psi.dtype), atol=1e-6)
+
+
+def test_propagator_sign_on_plane_wave():
+    # ψ = exp(2πi k0 x) propagated by dz picks up exp(-iπλ dz k0²) (design.md)
+    n, s, dz = 64, 0.5, 1000.0
+    k0 = 5 / (n * s)
+    x = torch.arange(n, dtype=torch.float64) * s
+    psi = torch.exp(2j * math.pi * k0 * x)[None, :].expand(n, n)
+    p = fresnel_propagator(
+        (n, n), sampling_a=s, thickness_a=dz, energy_ev=E300, dtype=torch.complex128
+    )
+    out = torch.fft.ifft2(torch.fft.fft2(psi) * p)
+    expected = psi * complex(
+        math.cos(-math.pi * electron_wavelength_a(E300) * dz * k0**2),
+        math.sin(-math.pi * electron_wavelength_a(E300) * dz * k0**2),
+    )
+    assert torch.allclose(out, expected, atol=1e-10)
+
+
+def test_propagator_composition():
+    kw = dict(sampling_a=0.7, energy_ev=E300, dtype=torch.complex128)
+    half = fresnel_propagator((30, 36), thickness_a=1.5, **kw)
+    full = fresnel_propagator((30, 36), thickness_a=3.0, **kw)
+    assert torch.allclose(half * half, full, atol=1e-12)
+    # and through multislice: two vacuum half-slices == one vacuum slice, on a random wave
+    g = torch.Generator().manual_seed(1)
+    wave = torch.randn(30, 36, generator=g, dtype=torch.complex128)
+    zero = torch.zeros(30, 36, dtype=torch.float64)
+    two = multislice([zero, zero], slice_thickness_a=1.5, wave=wave, sampling_a=0.7, energy_ev=E300)
+    one = multislice([zero], slice_thickness_a=3.0, wave=wave, sampling_a=0.7, energy_ev=E300)
+    assert torch.allclose(two, one, atol=1e-12)
+    # backwards propagation undoes forwards propagation inside the band limit
+    back = fresnel_propagator((30, 36), thickness_a=-3.0, **kw)
+    mask = bandlimit_mask((30, 36))
+    assert torch.allclose(full * back, mask.to(full.dtype), atol=1e-12)
+
+
+def test_bandlimit_mask_radius():
+    mask = bandlimit_mask((96, 96))  # k_bl = (2/3)(1/2) = 1/3 cycles/px: 32 pixels
+    assert bool(mask[0, 31]) and not bool(mask[0, 32]) and not bool(mask[32, 0])
+    assert bool(bandlimit_mask((5, 5), bandlimit_fraction=None).all())
+
+
+# ----------------------------------------------------------------------------- norm
+def test_norm_conserved_without_bandlimit():
+    slices = _random_slices(60, std=50.0)
+    psi = multislice(
+        slices, sampling_a=0.5, slice_thickness_a=2.0, energy_ev=E300, bandlimit_fraction=None
+    )
+    assert abs(float((psi.abs() ** 2).mean()) - 1.0) < 1e-12
+    psi32 = multislice(
+        [s.float() for s in slices],
+        sampling_a=0.5,
+        slice_thickness_a=2.0,
+        energy_ev=E300,
+        bandlimit_fraction=None,
+    )
+    assert psi32.dtype == torch.complex64
+    assert abs(float((psi32.abs() ** 2).mean()) - 1.0) < 1e-5
+
+
+def test_norm_conserved_with_bandlimit_for_smooth_potential():
+    # a weak potential band-limited to 1/6 Nyquist scatters almost nothing beyond 2/3 Nyquist
+    slices = [_lowpass(s, 1 / 6) for s in _random_slices(40, shape=(64, 64), std=30.0)]
+    psi = multislice(slices, sampling_a=0.5, slice_thickness_a=2.0, energy_ev=E300)
+    assert abs(float((psi.abs() ** 2).mean()) - 1.0) < 1e-5
+
+
+def test_bandlimit_norm_loss_equals_power_outside_aperture():
+    (v,) = _random_slices(1, std=200.0)
+    shape = v.shape
+    mask = bandlimit_mask(shape)
+    t = transmission_function(v, energy_ev=E300)
+    prop = fresnel_propagator(
+        shape, sampling_a=0.5, thickness_a=2.0, energy_ev=E300, dtype=torch.complex128
+    )
+    psi = multislice_step(plane_wave(shape, dtype=torch.complex128), t, prop, mask=mask)
+    t_bl = torch.fft.ifft2(torch.fft.fft2(t) * mask)
+    spectrum = torch.fft.fft2(t_bl)  # ψ₀ = 1
+    inside = float((spectrum.abs() ** 2 * mask).sum()) / shape.numel() ** 2  # Parseval
+    assert abs(float((psi.abs() ** 2).mean()) - inside) < 1e-12
+    assert inside < 1.0  # a strong random potential does lose norm to the band limit
+
+
+def test_absorption_reduces_norm_by_expected_factor():
+    sigma = interaction_parameter(E300)
+    n, v_abs = 12, 3.0  # V' per slice [V·Å]
+    g = torch.Generator().manual_seed(2)
+    slices = [
+        torch.complex(
+            torch.full((16, 16), float(torch.rand(1, generator=g)) * 100.0, dtype=torch.float64),
+            torch.full((16, 16), v_abs, dtype=torch.float64),
+        )
+        for _ in range(n)
+    ]
+    psi = multislice(slices, sampling_a=0.5, slice_thickness_a=2.0, energy_ev=E300)
+    assert math.isclose(
+        float((psi.abs() ** 2).mean()), math.exp(-2 * sigma * n * v_abs), rel_tol=1e-12
+    )
+
+
+# ----------------------------------------------------------------------------- projection
+def test_projection_approximation_is_the_thin_specimen_limit():
+    slices = [_lowpass(s, 0.5) for s in _random_slices(10, shape=(64, 64), std=40.0)]
+    projected = torch.stack(slices).sum(0)
+    po = phase_object_wave(projected, energy_ev=E300)
+    errors = []
+    for total_a in (100.0, 10.0, 1.0):
+        psi = multislice(
+            slices,
+            sampling_a=0.5,
+            slice_thickness_a=total_a / len(slices),
+            energy_ev=E300,
+            bandlimit_fraction=None,
+        )
+        errors.append(float((psi - po).norm() / po.norm()))
+    # error O(λ T k²): falls tenfold per tenfold thinner specimen
+    assert errors[1] < errors[0] / 5 and errors[2] < errors[1] / 5
+    assert errors[2] < 2e-3
+    # one infinitely thin slice with the band limit: the band-limited transmission function
+    (v,) = _random_slices(1, shape=(64, 64), std=200.0)
+    psi = multislice([v], sampling_a=0.5, slice_thickness_a=1e-9, energy_ev=E300)
+    t_bl = torch.fft.ifft2(
+        torch.fft.fft2(phase_object_wave(v, energy_ev=E300)) * bandlimit_mask((64, 64))
+    )
+    assert torch.allclose(psi, t_bl, atol=1e-9)
+
+
+def test_phase_object_with_incident_wave():
+    v = _random_slices(1)[0]
+    wave = torch.full(v.shape, 0.5 + 0.5j, dtype=torch.complex64)
+    out = phase_object_wave(v, energy_ev=E300, wave=wave)
+    assert out.dtype == torch.complex128
+    assert torch.allclose(out, wave.to(torch.complex128) * transmission_function(v, energy_ev=E300))
+
+
+# ----------------------------------------------------------------------------- streaming
+def test_multislice_streams_slices_one_at_a_time():
+    refs = []
+
+    def generate():
+        for i in range(6):
+            if i >= 2:
+                gc.collect()
+                assert refs[i - 2]() is None, "multislice kept an old slice alive"
+            s = torch.randn(16, 16, dtype=torch.float64)
+            refs.append(weakref.ref(s))
+            yield s
+
+    psi = multislice(generate(), sampling_a=0.5, slice_thickness_a=2.0, energy_ev=E300)
+    assert psi.shape == (16, 16) and len(refs) == 6
+
+
+def test_per_slice_thickness_matches_scalar():
+    slices = _random_slices(4)
+    a = multislice(slices, sampling_a=0.5, slice_thickness_a=2.0, energy_ev=E300)
+    b = multislice(slices, sampling_a=0.5, slice_thickness_a=[2.0] * 4, energy_ev=E300)
+    c = multislice(slices, sampling_a=0.5, slice_thickness_a=torch.full((4,), 2.0), energy_ev=E300)
+    assert torch.allclose(a, b, atol=1e-12) and torch.allclose(a, c, atol=1e-6)
+
+
+def test_dtype_promotion_and_batch():
+    slices = _random_slices(2, dtype=torch.float32)
+    wave = torch.ones(3, 32, 32, dtype=torch.complex128)
+    out = multislice(slices, sampling_a=0.5, slice_thickness_a=2.0, energy_ev=E300, wave=wave)
+    assert out.dtype == torch.complex128 and out.shape == (3, 32, 32)
+
+
+# ----------------------------------------------------------------------------- gradients
+def test_gradcheck_wrt_potential_slices_and_wave():
+    g = torch.Generator().manual_seed(3)
+    v = [
+        (50 * torch.randn(6, 6, generator=g, dtype=torch.float64)).requires_grad_()
+        for _ in range(2)
+    ]
+    v_abs = (5 * torch.rand(6, 6, generator=g, dtype=torch.float64)).requires_grad_()
+    wave = torch.randn(6, 6, generator=g, dtype=torch.complex128).requires_grad_()
+
+    def f(a, b, c, w):
+        out = multislice(
+            [a, torch.complex(b, c)], sampling_a=0.5, slice_thickness_a=2.0, energy_ev=E300, wave=w
+        )
+        return torch.view_as_real(out)
+
+    assert torch.autograd.gradcheck(f, (v[0], v[1], v_abs, wave))
+
+
+def test_gradcheck_wrt_thickness():
+    slices = _random_slices(3, shape=(6, 6), std=200.0)
+    dz = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    per = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64, requires_grad=True)
+
+    def f(t):
+        return torch.view_as_real(
+            multislice(slices, sampling_a=0.2, slice_thickness_a=t, energy_ev=E300)
+        )
+
+    assert torch.autograd.gradcheck(f, (dz,))
+    assert torch.autograd.gradcheck(f, (per,))
+
+
+# ----------------------------------------------------------------------------- warnings
+def test_no_warning_for_typical_settings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (
+            check_sampling(
+                (512, 512), sampling_a=1.0, slice_thickness_a=10.0, energy_ev=E300, resolution_a=3.0
+            )
+            == []
+        )
+
+
+def test_sampling_warnings():
+    with pytest.warns(SamplingWarning, match="resolves only 3 Å"):
+        check_sampling(
+            (64, 64), sampling_a=1.0, slice_thickness_a=2.0, energy_ev=E300, resolution_a=2.0
+        )
+    with (
+        pytest.warns(SamplingWarning, match="undersampled"),
+        pytest.warns(SamplingWarning, match="depth"),
+    ):
+        check_sampling((16, 16), sampling_a=0.1, slice_thickness_a=200.0, energy_ev=E300)
+    with pytest.warns(SamplingWarning, match="depth of field"):
+        check_sampling((512, 512), sampling_a=1.0, slice_thickness_a=500.0, energy_ev=E300)
+    with pytest.warns(SamplingWarning, match="depth of field"):
+        multislice([torch.zeros(64, 64)], sampling_a=0.25, slice_thickness_a=100.0, energy_ev=E300)
+
+
+def test_memory_estimate():
+    assert estimate_wave_memory_bytes((128, 128), torch.complex64) == 6 * 128 * 128 * 8
+    assert (
+        estimate_wave_memory_bytes((128, 128), torch.complex128, n_slices=10, requires_grad=True)
+        == (6 + 40) * 128 * 128 * 16
+    )
+    with pytest.raises(ValueError, match=r"needs about .* GB but cpu has"):
+        estimate_wave_memory_bytes((2**20, 2**20), torch.complex128)
+
+
+# ----------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(sampling_a=0.0), "sampling_a must be > 0"),
+        (dict(sampling_a=float("nan")), "sampling_a must be finite"),
+        (dict(energy_ev=-1.0), "energy_ev must be > 0"),
+        (dict(slice_thickness_a=float("inf")), "slice_thickness_a must be finite"),
+        (dict(slice_thickness_a=-1.0), "slice_thickness_a must be > 0"),
+        (dict(slice_thickness_a=[1.0, 2.0, 3.0]), "3 thicknesses for 2 slices"),
+        (dict(bandlimit_fraction=1.5), "bandlimit_fraction must lie in"),
+        (dict(wave=torch.ones(8, 8, dtype=torch.complex64)), "wave has shape"),
+    ],
+)
+def test_multislice_errors(kwargs, match):
+    args = dict(sampling_a=0.5, slice_thickness_a=2.0, energy_ev=E300) | kwargs
+    with pytest.raises(ValueError, match=match):
+        multislice([torch.zeros(16, 16), torch.zeros(16, 16)], **args)
+
+
+def test_multislice_errors_on_slices():
+    with pytest.raises(ValueError, match="slices is empty"):
+        multislice([], sampling_a=0.5, slice_thickness_a=2.0, energy_ev=E300)
+    with pytest.raises(ValueError, match="slice 1 has shape"):
+        multislice(
+            [torch.zeros(8, 8), torch.zeros(8, 9)],
+            sampling_a=0.5,
+            slice_thickness_a=2.0,
+            energy_ev=E300,
+        )
+    with pytest.raises(TypeError, match="slice 0 must be a torch.Tensor"):
+        multislice([[0.0]], sampling_a=0.5, slice_thickness_a=2.0, energy_ev=E300)
+    with pytest.raises(ValueError, match="thickness_a must be finite"):
+        fresnel_propagator((4, 4), sampling_a=1.0, thickness_a=float("nan"), energy_ev=E300)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu():
+    slices = _random_slices(5, shape=(64, 64), dtype=torch.float32)
+    cpu = multislice(slices, sampling_a=0.5, slice_thickness_a=2.0, energy_ev=E300)
+    gpu = multislice(
+        [s.cuda() for s in slices], sampling_a=0.5, slice_thickness_a=2.0, energy_ev=E300
+    )
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.complex64
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-5)
