@@ -5,7 +5,12 @@ Stages (data flows one way):
 then the inverse stages ``mtf_fit``, ``denoise``, ``reconstruct``.
 """
 
-from tem_core import units
+import os as _os
+
+# Taichi prints a version banner on import; keep it out of notebooks and logs.
+_os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "False")
+
+from tem_core import units  # noqa: E402
 
 __all__ = ["units"]
 __version__ = "0.1.0"

@@ -9,6 +9,8 @@ kernels whose tensors live on another device fall back to their torch twin
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import threading
 
@@ -36,7 +38,9 @@ def get_taichi():
             import taichi as ti
 
             arch = ti.cuda if torch.cuda.is_available() else ti.cpu
-            ti.init(arch=arch, log_level=ti.WARN, default_fp=ti.f32, offline_cache=True)
+            # ti.init prints "[Taichi] Starting on arch=..." unconditionally: keep it out of pages
+            with contextlib.redirect_stdout(io.StringIO()):
+                ti.init(arch=arch, log_level=ti.WARN, default_fp=ti.f32, offline_cache=True)
             _state.update(initialised=True, arch="cuda" if arch == ti.cuda else "cpu", ti=ti)
         return _state["ti"]
 

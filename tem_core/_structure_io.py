@@ -1,0 +1,189 @@
+"""Private file handling for :mod:`tem_core.structure`: text reading, validation, download.
+
+Kept apart from the stage module so that each stays short. Errors name the file and,
+where the record can be found, the line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+RCSB_DOWNLOAD_URL = "https://files.rcsb.org/download/{id}.{ext}.gz"
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise FileNotFoundError(f"structure file not found: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"structure path is a directory, not a file: {path}")
+    try:
+        if path.suffix.lower() == ".gz":
+            with gzip.open(path, "rb") as handle:
+                data = handle.read()
+        else:
+            data = path.read_bytes()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: truncated or corrupt gzip file ({exc})") from exc
+    return data.decode("utf-8", errors="replace")
+
+
+def _file_format(path: Path, text: str) -> str:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    last = suffixes[-1] if suffixes else ""
+    if last in (".cif", ".mmcif"):
+        return "cif"
+    if last in (".pdb", ".ent"):
+        return "pdb"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return "cif" if first.lower().startswith("data_") else "pdb"
+
+
+def _check_pdb_records(path: Path, lines: list[str]) -> None:
+    """Check that every ATOM/HETATM record has numeric coordinates, occupancy and B."""
+    for number, line in enumerate(lines, start=1):
+        if not line.startswith(("ATOM  ", "HETATM")):
+            continue
+        if len(line.rstrip()) < 54:
+            raise ValueError(
+                f"{path}, line {number}: truncated ATOM/HETATM record (coordinates end at "
+                f"column 54): {line.rstrip()!r}"
+            )
+        fields = [("x", 30, 38), ("y", 38, 46), ("z", 46, 54), ("occupancy", 54, 60), ("B", 60, 66)]
+        for label, start, stop in fields:
+            text = line[start:stop].strip()
+            if not text and label in ("occupancy", "B"):
+                continue
+            try:
+                float(text)
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {number}: malformed {label} field {text!r} "
+                    f"in record {line.rstrip()!r}"
+                ) from None
+
+
+def _load(path: str | os.PathLike) -> tuple[object, Path, list[str], str]:
+    import gemmi
+
+    path = Path(path)
+    text = _read_text(path)
+    fmt = _file_format(path, text)
+    lines = text.splitlines()
+    if fmt == "pdb":
+        _check_pdb_records(path, lines)
+        try:
+            structure = gemmi.read_pdb_string(text)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"{path}: malformed PDB file: {exc}") from exc
+    else:
+        try:
+            document = gemmi.cif.read_string(text)
+            structure = gemmi.make_structure_from_block(document.sole_block())
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise ValueError(f"{path}: malformed or truncated mmCIF file: {exc}") from exc
+    return structure, path, lines, fmt
+
+
+def _locate(lines: list[str], fmt: str, serial: int) -> str:
+    """' (line N)' for the ATOM/HETATM record with this serial number, or ''."""
+    for number, line in enumerate(lines, start=1):
+        if not line.startswith(("ATOM", "HETATM")):
+            continue
+        if fmt == "pdb":
+            field = line[6:11].strip()
+        else:
+            parts = line.split()
+            field = parts[1] if len(parts) > 1 else ""
+        if field == str(serial):
+            return f" (line {number})"
+    return ""
+
+
+def _describe(atom, residue, chain) -> str:
+    return (
+        f"atom {atom.name!r} (serial {atom.serial}) of residue {residue.name} "
+        f"{residue.seqid.num} in chain {chain.name!r}"
+    )
+
+
+def _where(atom, residue, chain, lines: list[str], fmt: str) -> str:
+    return _describe(atom, residue, chain) + _locate(lines, fmt, atom.serial)
+
+
+def _select_conformers(residue) -> list:
+    """Atoms of a residue with alternate conformers resolved (see module docstring)."""
+    best: dict[str, object] = {}
+    total: dict[str, float] = {}
+    order: list[tuple[str, object]] = []
+    for atom in residue:
+        if atom.altloc == "\0":
+            order.append(("", atom))
+            continue
+        key = atom.name
+        total[key] = total.get(key, 0.0) + atom.occ
+        if key not in best:
+            best[key] = atom
+            order.append((key, None))
+        elif atom.occ > best[key].occ:
+            best[key] = atom
+    out = []
+    for key, atom in order:
+        if key:
+            chosen = best[key]
+            out.append((chosen, min(1.0, total[key])))
+        else:
+            out.append((atom, atom.occ))
+    return out
+
+
+def fetch_pdb(pdb_id: str, *, cache_dir: str | os.PathLike, file_format: str = "cif") -> Path:
+    """Path of an entry from the RCSB PDB, downloaded once into ``cache_dir``.
+
+    A cached file is returned without any network access. Downloads go through a
+    temporary file and an atomic rename, so an interrupted download leaves no partial file.
+
+    Parameters
+    ----------
+    pdb_id
+        Four-character PDB id starting with a digit (e.g. ``"5ire"``; case-insensitive).
+    cache_dir
+        Directory for the cached ``{id}.{format}.gz`` files (created if missing).
+    file_format
+        ``"cif"`` (mmCIF, every entry) or ``"pdb"`` (legacy format, not for very large entries).
+    """
+    if not isinstance(pdb_id, str) or not re.fullmatch(r"[0-9][A-Za-z0-9]{3}", pdb_id):
+        raise ValueError(
+            "pdb_id must be 4 alphanumeric characters starting with a digit (e.g. '5ire'), "
+            f"got {pdb_id!r}"
+        )
+    if file_format not in ("cif", "pdb"):
+        raise ValueError(f"file_format must be 'cif' or 'pdb', got {file_format!r}")
+    cache = Path(cache_dir)
+    target = cache / f"{pdb_id.lower()}.{file_format}.gz"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    url = RCSB_DOWNLOAD_URL.format(id=pdb_id.upper(), ext=file_format)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (fixed https URL)
+            data = response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise OSError(f"could not download {url} into {cache}: {exc}") from exc
+    if not data.startswith(b"\x1f\x8b"):
+        raise ValueError(f"download from {url} is not a gzip file ({len(data)} bytes)")
+    fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{pdb_id.lower()}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
