@@ -1,0 +1,433 @@
+"""Micrographs and tilt series: the forward pipeline from specimen to detector counts.
+
+``specimen -> potential (slice by slice) -> multislice exit wave -> CTF -> intensity -> detector``.
+
+The potential is streamed: :func:`tem_core.potential.iter_slice_potentials` yields one slice at
+a time and :func:`tem_core.propagate.multislice` consumes it, so memory does not grow with the
+specimen's thickness. Every continuous parameter (defocus, astigmatism, dose, detector
+parameters, atom positions and B-factors through the potential) stays differentiable in
+:func:`expected_micrograph`; :func:`micrograph` adds Poisson shot noise from an explicit
+``torch.Generator``.
+
+Tilt series rotate the specimen (not the beam) with :func:`tem_core.specimen.tilt_specimen`;
+schemes (uniform, bidirectional, dose-symmetric after Hagen et al. 2017, or imported from a
+SerialEM ``.mdoc``) are :class:`TiltScheme` objects. :func:`tilt_series` writes an MRC stack
+with the pixel size and IMOD ``.rawtlt``/``.tlt`` files, atomically, and resumes an interrupted
+run by skipping tilts already on disk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tem_core import io as tio
+from tem_core._checks import require_finite, require_nonnegative, require_positive
+from tem_core.detector import Detector, detect, expected_image
+from tem_core.optics import Microscope, apply_ctf, image_intensity
+from tem_core.potential import PotentialSettings, iter_slice_potentials, projected_potential
+from tem_core.propagate import estimate_wave_memory_bytes, multislice, phase_object_wave
+from tem_core.specimen import Specimen, tilt_specimen
+
+METHODS = ("multislice", "projection")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device must be available, got {device!r} but torch sees no CUDA GPU")
+    return dev
+
+
+@dataclass(frozen=True, kw_only=True)
+class Imaging:
+    """Per-image acquisition settings.
+
+    Parameters
+    ----------
+    defocus_a
+        Defocus [Å], positive = underfocus.
+    dose_e_per_a2
+        Electron dose of this exposure [e/Å²].
+    astigmatism_a
+        Two-fold astigmatism magnitude [Å].
+    astigmatism_angle_rad
+        Azimuth of the astigmatism [rad].
+    method
+        ``"multislice"`` (default) or ``"projection"`` (phase-object approximation).
+    """
+
+    defocus_a: float
+    dose_e_per_a2: float
+    astigmatism_a: float = 0.0
+    astigmatism_angle_rad: float = 0.0
+    method: str = "multislice"
+
+    def __post_init__(self) -> None:
+        require_finite("defocus_a", self.defocus_a, "Å")
+        require_positive("dose_e_per_a2", self.dose_e_per_a2, "e/Å²")
+        require_nonnegative("astigmatism_a", self.astigmatism_a, "Å")
+        require_finite("astigmatism_angle_rad", self.astigmatism_angle_rad, "rad")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+
+
+def exit_wave(
+    specimen: Specimen, potential: PotentialSettings, *, energy_ev: float, method: str = "multislice"
+) -> torch.Tensor:
+    """Exit wave of a plane wave through ``specimen`` [complex, (ny, nx)], streamed slice by slice."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "projection":
+        return phase_object_wave(projected_potential(specimen, potential), energy_ev=energy_ev)
+    return multislice(
+        iter_slice_potentials(specimen, potential),
+        sampling_a=potential.sampling_a,
+        slice_thickness_a=potential.slice_thickness_a,
+        energy_ev=energy_ev,
+    )
+
+
+def image_plane_intensity(
+    wave: torch.Tensor,
+    *,
+    sampling_a: float,
+    microscope: Microscope,
+    defocus_a: float | torch.Tensor,
+    astigmatism_a: float | torch.Tensor = 0.0,
+    astigmatism_angle_rad: float | torch.Tensor = 0.0,
+) -> torch.Tensor:
+    """Intensity |ψ ⊗ PSF|² in the image plane, normalised so vacuum gives 1 [dimensionless]."""
+    imaged = apply_ctf(
+        wave,
+        sampling_a=sampling_a,
+        microscope=microscope,
+        defocus_a=defocus_a,
+        astigmatism_a=astigmatism_a,
+        astigmatism_angle_rad=astigmatism_angle_rad,
+    )
+    return image_intensity(imaged)
+
+
+def _preflight(potential: PotentialSettings, device: torch.device, microscope: Microscope) -> None:
+    if not math.isclose(potential.energy_ev, float(microscope.energy_ev), rel_tol=1e-9):
+        raise ValueError(
+            f"potential.energy_ev ({potential.energy_ev} eV, used for absorption) must equal "
+            f"microscope.energy_ev, got {microscope.energy_ev} eV"
+        )
+    # the wave, its FFT, the propagator and a potential slice live at once: about 6 complex grids
+    estimate_wave_memory_bytes(potential.shape, torch.complex64, device=device, n_buffers=6)
+
+
+@dataclass(frozen=True, eq=False)
+class MicrographResult:
+    """A simulated micrograph: ``counts`` (noisy, None without generator), ``expected`` counts,
+    the image-plane ``intensity`` and the ``exit_wave``."""
+
+    counts: torch.Tensor | None
+    expected: torch.Tensor
+    intensity: torch.Tensor
+    exit_wave: torch.Tensor
+    sampling_a: float
+
+
+def micrograph(
+    specimen: Specimen,
+    *,
+    potential: PotentialSettings,
+    microscope: Microscope,
+    detector: Detector,
+    imaging: Imaging,
+    generator: torch.Generator | None = None,
+) -> MicrographResult:
+    """Simulate one micrograph of ``specimen``.
+
+    Returns the expected (noise-free, differentiable) detector image and, when a
+    ``generator`` is given, a Poisson-noise sample of it (noise before the MTF by default,
+    as in TEM-simulator).
+    """
+    device = specimen.atoms.positions_a.device
+    _preflight(potential, device, microscope)
+    wave = exit_wave(specimen, potential, energy_ev=microscope.energy_ev, method=imaging.method)
+    intensity = image_plane_intensity(
+        wave,
+        sampling_a=potential.sampling_a,
+        microscope=microscope,
+        defocus_a=imaging.defocus_a,
+        astigmatism_a=imaging.astigmatism_a,
+        astigmatism_angle_rad=imaging.astigmatism_angle_rad,
+    )
+    expected = expected_image(
+        intensity, detector=detector, dose_e_per_a2=imaging.dose_e_per_a2, sampling_a=potential.sampling_a
+    )
+    counts = None
+    if generator is not None:
+        counts = detect(
+            intensity,
+            detector=detector,
+            dose_e_per_a2=imaging.dose_e_per_a2,
+            sampling_a=potential.sampling_a,
+            generator=generator,
+        )
+    return MicrographResult(counts, expected, intensity, wave, potential.sampling_a)
+
+
+# --- tilt schemes --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TiltScheme:
+    """Tilt angles in acquisition order, with per-tilt dose and defocus.
+
+    Parameters
+    ----------
+    angles_rad
+        Tilt angles in **acquisition order** [rad].
+    dose_e_per_a2
+        Dose of each exposure, same order [e/Å²].
+    defocus_a
+        Defocus of each exposure, same order [Å], positive = underfocus.
+    tilt_axis_angle_rad
+        In-plane angle of the tilt axis from +x [rad].
+    """
+
+    angles_rad: tuple[float, ...]
+    dose_e_per_a2: tuple[float, ...]
+    defocus_a: tuple[float, ...]
+    tilt_axis_angle_rad: float = 0.0
+    name: str = field(default="custom")
+
+    def __post_init__(self) -> None:
+        n = len(self.angles_rad)
+        if n == 0:
+            raise ValueError("angles_rad must hold at least one tilt, got 0")
+        for label, values, unit in (("dose_e_per_a2", self.dose_e_per_a2, "e/Å²"), ("defocus_a", self.defocus_a, "Å")):
+            if len(values) != n:
+                raise ValueError(f"{label} must have one value per tilt ({n}), got {len(values)}")
+            require_finite(label, list(values), unit)
+        require_finite("angles_rad", list(self.angles_rad), "rad")
+        require_positive("dose_e_per_a2", list(self.dose_e_per_a2), "e/Å²")
+        if any(abs(a) >= math.pi / 2 for a in self.angles_rad):
+            bad = max(self.angles_rad, key=abs)
+            raise ValueError(f"angles_rad must lie in (-pi/2, pi/2), got {bad} rad")
+        require_finite("tilt_axis_angle_rad", self.tilt_axis_angle_rad, "rad")
+
+    def __len__(self) -> int:
+        return len(self.angles_rad)
+
+    @property
+    def total_dose_e_per_a2(self) -> float:
+        return float(sum(self.dose_e_per_a2))
+
+    def sorted_by_angle(self) -> list[int]:
+        """Acquisition indices ordered by increasing angle (the order of the output stack)."""
+        return sorted(range(len(self)), key=lambda i: self.angles_rad[i])
+
+
+def _angles_grid(min_angle_rad: float, max_angle_rad: float, step_rad: float) -> list[float]:
+    require_positive("step_rad", step_rad, "rad")
+    require_finite("min_angle_rad", min_angle_rad, "rad")
+    require_finite("max_angle_rad", max_angle_rad, "rad")
+    if max_angle_rad < min_angle_rad:
+        raise ValueError(f"max_angle_rad must be >= min_angle_rad ({min_angle_rad} rad), got {max_angle_rad} rad")
+    n = int(round((max_angle_rad - min_angle_rad) / step_rad)) + 1
+    return [min_angle_rad + i * step_rad for i in range(n)]
+
+
+def tilt_scheme(
+    kind: str,
+    *,
+    min_angle_rad: float,
+    max_angle_rad: float,
+    step_rad: float,
+    total_dose_e_per_a2: float,
+    defocus_a: float,
+    start_angle_rad: float = 0.0,
+    group_size: int = 2,
+    tilt_axis_angle_rad: float = 0.0,
+) -> TiltScheme:
+    """Build a tilt scheme with the dose shared equally between tilts.
+
+    Parameters
+    ----------
+    kind
+        ``"uniform"`` (min to max), ``"bidirectional"`` (start to max, then from start - step
+        down to min) or ``"dose-symmetric"`` (Hagen et al. 2017, J. Struct. Biol. 197:191: start
+        at ``start_angle_rad``, then alternate groups of ``group_size`` tilts on each side).
+    min_angle_rad, max_angle_rad, step_rad
+        Angular range and increment [rad].
+    total_dose_e_per_a2
+        Dose of the whole series [e/Å²].
+    defocus_a
+        Defocus of every tilt [Å] (positive = underfocus).
+    """
+    require_positive("total_dose_e_per_a2", total_dose_e_per_a2, "e/Å²")
+    grid = _angles_grid(min_angle_rad, max_angle_rad, step_rad)
+    if kind == "uniform":
+        order = grid
+    elif kind in ("bidirectional", "dose-symmetric"):
+        i0 = min(range(len(grid)), key=lambda i: abs(grid[i] - start_angle_rad))
+        if kind == "bidirectional":
+            order = grid[i0:] + grid[:i0][::-1]
+        else:
+            if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+                raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+            order = [grid[i0]]
+            up, down = grid[i0 + 1 :], grid[:i0][::-1]
+            while up or down:
+                order += up[:group_size]
+                up = up[group_size:]
+                order += down[:group_size]
+                down = down[group_size:]
+    else:
+        raise ValueError(f"kind must be 'uniform', 'bidirectional' or 'dose-symmetric', got {kind!r}")
+    dose = total_dose_e_per_a2 / len(order)
+    return TiltScheme(
+        angles_rad=tuple(order),
+        dose_e_per_a2=(dose,) * len(order),
+        defocus_a=(float(defocus_a),) * len(order),
+        tilt_axis_angle_rad=tilt_axis_angle_rad,
+        name=kind,
+    )
+
+
+def tilt_scheme_from_mdoc(path: str | Path, *, tilt_axis_angle_rad: float | None = None) -> TiltScheme:
+    """Import a SerialEM ``.mdoc`` acquisition: angles, doses and defoci in acquisition order."""
+    mdoc = tio.read_mdoc(path)
+    order = np.argsort(np.asarray(mdoc.acquisition_order))
+    axis = mdoc.tilt_axis_angle_rad if tilt_axis_angle_rad is None else tilt_axis_angle_rad
+    return TiltScheme(
+        angles_rad=tuple(float(np.asarray(mdoc.angles_rad)[i]) for i in order),
+        dose_e_per_a2=tuple(float(np.asarray(mdoc.dose_e_per_a2)[i]) for i in order),
+        defocus_a=tuple(float(np.asarray(mdoc.defocus_a)[i]) for i in order),
+        tilt_axis_angle_rad=float(axis if axis is not None else 0.0),
+        name=Path(path).name,
+    )
+
+
+# --- tilt series ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class TiltSeriesResult:
+    """A simulated tilt series, ordered by increasing tilt angle.
+
+    ``stack`` is ``(n_tilts, ny, nx)`` detector counts (or expected counts without noise),
+    ``angles_rad`` the matching angles, ``acquisition_index`` each image's position in the
+    acquisition order and ``paths`` the files written (empty without ``output``).
+    """
+
+    stack: torch.Tensor
+    angles_rad: tuple[float, ...]
+    acquisition_index: tuple[int, ...]
+    sampling_a: float
+    paths: dict[str, Path]
+
+
+def _tilt_path(workdir: Path, index: int) -> Path:
+    return workdir / f"tilt_{index:03d}.mrc"
+
+
+def tilt_series(
+    specimen: Specimen,
+    *,
+    scheme: TiltScheme,
+    potential: PotentialSettings,
+    microscope: Microscope,
+    detector: Detector,
+    generator: torch.Generator | None = None,
+    method: str = "multislice",
+    output: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = True,
+    progress: bool = True,
+) -> TiltSeriesResult:
+    """Simulate a tilt series of ``specimen`` following ``scheme``.
+
+    Parameters
+    ----------
+    generator
+        Source of shot noise; ``None`` returns expected (noise-free) counts. Each tilt draws
+        from its own generator seeded from this one, so a resumed run reproduces the same
+        images as an uninterrupted one.
+    output
+        Path stem: writes ``<stem>.mrc`` (stack ordered by angle, pixel size in the header),
+        ``<stem>.rawtlt`` and ``<stem>.tlt`` (IMOD, degrees), each atomically; per-tilt images
+        go to ``<stem>.tilts/`` while running so that an interrupted run resumes there.
+    resume
+        Skip tilts whose image already exists in ``<stem>.tilts/``.
+    """
+    from tqdm.auto import tqdm
+
+    device = specimen.atoms.positions_a.device
+    _preflight(potential, device, microscope)
+    base_seed = None
+    if generator is not None:
+        base_seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+
+    workdir = stem = None
+    if output is not None:
+        stem = Path(output)
+        if stem.suffix in (".mrc", ".st"):
+            stem = stem.with_suffix("")
+        final = stem.with_suffix(".mrc")
+        if final.exists() and not overwrite:
+            raise FileExistsError(f"output {final} exists; pass overwrite=True to replace it")
+        workdir = stem.parent / (stem.name + ".tilts")
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"output directory {workdir} cannot be created: {exc}") from exc
+
+    images: dict[int, torch.Tensor] = {}
+    iterator = tqdm(range(len(scheme)), desc="tilts", disable=not progress, leave=False)
+    for k in iterator:
+        if workdir is not None and resume and _tilt_path(workdir, k).exists():
+            data, _ = tio.read_mrc(_tilt_path(workdir, k))
+            images[k] = torch.from_numpy(np.array(data, dtype=np.float32)).to(device)
+            continue
+        tilted = tilt_specimen(
+            specimen, tilt_angle_rad=scheme.angles_rad[k], tilt_axis_angle_rad=scheme.tilt_axis_angle_rad
+        )
+        tilt_generator = None
+        if base_seed is not None:
+            tilt_generator = torch.Generator(device=device).manual_seed(base_seed + k)
+        imaging = Imaging(defocus_a=scheme.defocus_a[k], dose_e_per_a2=scheme.dose_e_per_a2[k], method=method)
+        with torch.no_grad():
+            result = micrograph(
+                tilted,
+                potential=potential,
+                microscope=microscope,
+                detector=detector,
+                imaging=imaging,
+                generator=tilt_generator,
+            )
+        image = result.counts if result.counts is not None else result.expected
+        images[k] = image.float()
+        if workdir is not None:
+            tio.write_mrc(_tilt_path(workdir, k), image.float().cpu().numpy(), voxel_size_a=potential.sampling_a,
+                          overwrite=True)
+
+    order = scheme.sorted_by_angle()
+    stack = torch.stack([images[k] for k in order])
+    angles = tuple(scheme.angles_rad[k] for k in order)
+    paths: dict[str, Path] = {}
+    if stem is not None and workdir is not None:
+        paths["stack"] = tio.write_mrc(
+            stem.with_suffix(".mrc"), stack.cpu().numpy(), voxel_size_a=potential.sampling_a, overwrite=overwrite
+        )
+        rawtlt, tlt = tio.write_tilt_angles(stem, angles, overwrite=True)
+        paths.update(rawtlt=rawtlt, tlt=tlt)
+        for k in range(len(scheme)):
+            _tilt_path(workdir, k).unlink(missing_ok=True)
+        workdir.rmdir()
+    return TiltSeriesResult(stack, angles, tuple(order), potential.sampling_a, paths)
