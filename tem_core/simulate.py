@@ -82,7 +82,11 @@ class Imaging:
 
 
 def exit_wave(
-    specimen: Specimen, potential: PotentialSettings, *, energy_ev: float, method: str = "multislice"
+    specimen: Specimen,
+    potential: PotentialSettings,
+    *,
+    energy_ev: float,
+    method: str = "multislice",
 ) -> torch.Tensor:
     """Exit wave of a plane wave through ``specimen`` [complex, (ny, nx)], streamed slice by slice."""
     if method not in METHODS:
@@ -167,7 +171,10 @@ def micrograph(
         astigmatism_angle_rad=imaging.astigmatism_angle_rad,
     )
     expected = expected_image(
-        intensity, detector=detector, dose_e_per_a2=imaging.dose_e_per_a2, sampling_a=potential.sampling_a
+        intensity,
+        detector=detector,
+        dose_e_per_a2=imaging.dose_e_per_a2,
+        sampling_a=potential.sampling_a,
     )
     counts = None
     if generator is not None:
@@ -210,7 +217,10 @@ class TiltScheme:
         n = len(self.angles_rad)
         if n == 0:
             raise ValueError("angles_rad must hold at least one tilt, got 0")
-        for label, values, unit in (("dose_e_per_a2", self.dose_e_per_a2, "e/Å²"), ("defocus_a", self.defocus_a, "Å")):
+        for label, values, unit in (
+            ("dose_e_per_a2", self.dose_e_per_a2, "e/Å²"),
+            ("defocus_a", self.defocus_a, "Å"),
+        ):
             if len(values) != n:
                 raise ValueError(f"{label} must have one value per tilt ({n}), got {len(values)}")
             require_finite(label, list(values), unit)
@@ -238,7 +248,9 @@ def _angles_grid(min_angle_rad: float, max_angle_rad: float, step_rad: float) ->
     require_finite("min_angle_rad", min_angle_rad, "rad")
     require_finite("max_angle_rad", max_angle_rad, "rad")
     if max_angle_rad < min_angle_rad:
-        raise ValueError(f"max_angle_rad must be >= min_angle_rad ({min_angle_rad} rad), got {max_angle_rad} rad")
+        raise ValueError(
+            f"max_angle_rad must be >= min_angle_rad ({min_angle_rad} rad), got {max_angle_rad} rad"
+        )
     n = int(round((max_angle_rad - min_angle_rad) / step_rad)) + 1
     return [min_angle_rad + i * step_rad for i in range(n)]
 
@@ -289,7 +301,9 @@ def tilt_scheme(
                 order += down[:group_size]
                 down = down[group_size:]
     else:
-        raise ValueError(f"kind must be 'uniform', 'bidirectional' or 'dose-symmetric', got {kind!r}")
+        raise ValueError(
+            f"kind must be 'uniform', 'bidirectional' or 'dose-symmetric', got {kind!r}"
+        )
     dose = total_dose_e_per_a2 / len(order)
     return TiltScheme(
         angles_rad=tuple(order),
@@ -300,7 +314,9 @@ def tilt_scheme(
     )
 
 
-def tilt_scheme_from_mdoc(path: str | Path, *, tilt_axis_angle_rad: float | None = None) -> TiltScheme:
+def tilt_scheme_from_mdoc(
+    path: str | Path, *, tilt_axis_angle_rad: float | None = None
+) -> TiltScheme:
     """Import a SerialEM ``.mdoc`` acquisition: angles, doses and defoci in acquisition order."""
     mdoc = tio.read_mdoc(path)
     order = np.argsort(np.asarray(mdoc.acquisition_order))
@@ -372,7 +388,9 @@ def tilt_series(
     _preflight(potential, device, microscope)
     base_seed = None
     if generator is not None:
-        base_seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+        base_seed = int(
+            torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item()
+        )
 
     workdir = stem = None
     if output is not None:
@@ -396,12 +414,16 @@ def tilt_series(
             images[k] = torch.from_numpy(np.array(data, dtype=np.float32)).to(device)
             continue
         tilted = tilt_specimen(
-            specimen, tilt_angle_rad=scheme.angles_rad[k], tilt_axis_angle_rad=scheme.tilt_axis_angle_rad
+            specimen,
+            tilt_angle_rad=scheme.angles_rad[k],
+            tilt_axis_angle_rad=scheme.tilt_axis_angle_rad,
         )
         tilt_generator = None
         if base_seed is not None:
             tilt_generator = torch.Generator(device=device).manual_seed(base_seed + k)
-        imaging = Imaging(defocus_a=scheme.defocus_a[k], dose_e_per_a2=scheme.dose_e_per_a2[k], method=method)
+        imaging = Imaging(
+            defocus_a=scheme.defocus_a[k], dose_e_per_a2=scheme.dose_e_per_a2[k], method=method
+        )
         with torch.no_grad():
             result = micrograph(
                 tilted,
@@ -414,8 +436,12 @@ def tilt_series(
         image = result.counts if result.counts is not None else result.expected
         images[k] = image.float()
         if workdir is not None:
-            tio.write_mrc(_tilt_path(workdir, k), image.float().cpu().numpy(), voxel_size_a=potential.sampling_a,
-                          overwrite=True)
+            tio.write_mrc(
+                _tilt_path(workdir, k),
+                image.float().cpu().numpy(),
+                voxel_size_a=potential.sampling_a,
+                overwrite=True,
+            )
 
     order = scheme.sorted_by_angle()
     stack = torch.stack([images[k] for k in order])
@@ -423,7 +449,10 @@ def tilt_series(
     paths: dict[str, Path] = {}
     if stem is not None and workdir is not None:
         paths["stack"] = tio.write_mrc(
-            stem.with_suffix(".mrc"), stack.cpu().numpy(), voxel_size_a=potential.sampling_a, overwrite=overwrite
+            stem.with_suffix(".mrc"),
+            stack.cpu().numpy(),
+            voxel_size_a=potential.sampling_a,
+            overwrite=overwrite,
         )
         rawtlt, tlt = tio.write_tilt_angles(stem, angles, overwrite=True)
         paths.update(rawtlt=rawtlt, tlt=tlt)

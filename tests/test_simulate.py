@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import DATA_DIR
+
 from tem_core import io as tio
 from tem_core import simulate
 from tem_core.detector import Detector
@@ -24,7 +24,9 @@ DEG = math.pi / 180
 def small_specimen():
     model = read_structure(DATA_DIR / "1crn.pdb.gz").centered()
     g = torch.Generator().manual_seed(7)
-    return build_specimen(model, 1, extent_a=(64.0, 64.0), ice=IceSlab(thickness_a=60.0), generator=g)
+    return build_specimen(
+        model, 1, extent_a=(64.0, 64.0), ice=IceSlab(thickness_a=60.0), generator=g
+    )
 
 
 SETTINGS = PotentialSettings(shape=(64, 64), sampling_a=1.0, slice_thickness_a=15.0)
@@ -33,19 +35,32 @@ SCOPE = Microscope(energy_ev=300e3)
 
 def test_dose_symmetric_order_hagen() -> None:
     scheme = simulate.tilt_scheme(
-        "dose-symmetric", min_angle_rad=-6 * DEG, max_angle_rad=6 * DEG, step_rad=2 * DEG,
-        total_dose_e_per_a2=70.0, defocus_a=3e4,
+        "dose-symmetric",
+        min_angle_rad=-6 * DEG,
+        max_angle_rad=6 * DEG,
+        step_rad=2 * DEG,
+        total_dose_e_per_a2=70.0,
+        defocus_a=3e4,
     )
     # Hagen et al. 2017: start at 0, then groups of two on alternating sides
     assert np.allclose(np.array(scheme.angles_rad) / DEG, [0, 2, 4, -2, -4, 6, -6])
     assert scheme.total_dose_e_per_a2 == pytest.approx(70.0)
-    assert np.allclose(np.array(scheme.angles_rad)[scheme.sorted_by_angle()] / DEG, [-6, -4, -2, 0, 2, 4, 6])
+    assert np.allclose(
+        np.array(scheme.angles_rad)[scheme.sorted_by_angle()] / DEG, [-6, -4, -2, 0, 2, 4, 6]
+    )
 
 
 def test_uniform_and_bidirectional() -> None:
-    kw = dict(min_angle_rad=-4 * DEG, max_angle_rad=4 * DEG, step_rad=2 * DEG, total_dose_e_per_a2=10.0,
-              defocus_a=2e4)
-    assert np.allclose(np.array(simulate.tilt_scheme("uniform", **kw).angles_rad) / DEG, [-4, -2, 0, 2, 4])
+    kw = dict(
+        min_angle_rad=-4 * DEG,
+        max_angle_rad=4 * DEG,
+        step_rad=2 * DEG,
+        total_dose_e_per_a2=10.0,
+        defocus_a=2e4,
+    )
+    assert np.allclose(
+        np.array(simulate.tilt_scheme("uniform", **kw).angles_rad) / DEG, [-4, -2, 0, 2, 4]
+    )
     bi = simulate.tilt_scheme("bidirectional", **kw)
     assert np.allclose(np.array(bi.angles_rad) / DEG, [0, 2, 4, -2, -4])
     assert all(d == pytest.approx(2.0) for d in bi.dose_e_per_a2)
@@ -54,7 +69,9 @@ def test_uniform_and_bidirectional() -> None:
 def test_scheme_from_mdoc(data_dir) -> None:
     scheme = simulate.tilt_scheme_from_mdoc(data_dir / "TS_017.mdoc")
     assert len(scheme) == 60
-    assert scheme.angles_rad[0] / DEG == pytest.approx(8.0, abs=0.05)  # first exposure (dose-symmetric)
+    assert scheme.angles_rad[0] / DEG == pytest.approx(
+        8.0, abs=0.05
+    )  # first exposure (dose-symmetric)
     assert min(scheme.angles_rad) / DEG == pytest.approx(-52.0, abs=0.05)
     assert max(scheme.angles_rad) / DEG == pytest.approx(66.0, abs=0.05)
     assert np.median(scheme.dose_e_per_a2) == pytest.approx(2.24, abs=0.01)
@@ -72,8 +89,14 @@ def test_scheme_from_mdoc(data_dir) -> None:
     ],
 )
 def test_scheme_errors(kwargs, match) -> None:
-    args = dict(kind="uniform", min_angle_rad=-0.5, max_angle_rad=0.5, step_rad=0.1, total_dose_e_per_a2=10.0,
-                defocus_a=1e4)
+    args = dict(
+        kind="uniform",
+        min_angle_rad=-0.5,
+        max_angle_rad=0.5,
+        step_rad=0.1,
+        total_dose_e_per_a2=10.0,
+        defocus_a=1e4,
+    )
     args.update(kwargs)
     kind = args.pop("kind")
     with pytest.raises(ValueError, match=match):
@@ -92,8 +115,14 @@ def test_imaging_errors() -> None:
 def test_micrograph_mean_and_determinism(small_specimen) -> None:
     imaging = simulate.Imaging(defocus_a=1.5e4, dose_e_per_a2=40.0)
     runs = [
-        simulate.micrograph(small_specimen, potential=SETTINGS, microscope=SCOPE, detector=Detector(),
-                            imaging=imaging, generator=torch.Generator().manual_seed(3))
+        simulate.micrograph(
+            small_specimen,
+            potential=SETTINGS,
+            microscope=SCOPE,
+            detector=Detector(),
+            imaging=imaging,
+            generator=torch.Generator().manual_seed(3),
+        )
         for _ in range(2)
     ]
     assert torch.equal(runs[0].counts, runs[1].counts)
@@ -105,7 +134,8 @@ def test_micrograph_mean_and_determinism(small_specimen) -> None:
 
 def test_projection_close_to_multislice_for_thin_specimen(small_specimen) -> None:
     waves = [
-        simulate.exit_wave(small_specimen, SETTINGS, energy_ev=300e3, method=m) for m in simulate.METHODS
+        simulate.exit_wave(small_specimen, SETTINGS, energy_ev=300e3, method=m)
+        for m in simulate.METHODS
     ]
     diff = torch.linalg.vector_norm(waves[0] - waves[1]) / torch.linalg.vector_norm(waves[0] - 1)
     assert diff.item() < 0.2
@@ -114,18 +144,35 @@ def test_projection_close_to_multislice_for_thin_specimen(small_specimen) -> Non
 def test_energy_mismatch_and_memory_preflight(small_specimen) -> None:
     imaging = simulate.Imaging(defocus_a=1e4, dose_e_per_a2=10.0)
     with pytest.raises(ValueError, match="potential.energy_ev"):
-        simulate.micrograph(small_specimen, potential=SETTINGS, microscope=Microscope(energy_ev=200e3),
-                            detector=Detector(), imaging=imaging)
+        simulate.micrograph(
+            small_specimen,
+            potential=SETTINGS,
+            microscope=Microscope(energy_ev=200e3),
+            detector=Detector(),
+            imaging=imaging,
+        )
     huge = PotentialSettings(shape=(400_000, 400_000), sampling_a=1.0, slice_thickness_a=10.0)
     with pytest.raises(ValueError, match="needs about"):
-        simulate.micrograph(small_specimen, potential=huge, microscope=SCOPE, detector=Detector(), imaging=imaging)
+        simulate.micrograph(
+            small_specimen, potential=huge, microscope=SCOPE, detector=Detector(), imaging=imaging
+        )
 
 
 def test_tilt_series_files_and_resume(small_specimen, tmp_path, monkeypatch) -> None:
-    scheme = simulate.tilt_scheme("dose-symmetric", min_angle_rad=-20 * DEG, max_angle_rad=20 * DEG,
-                                  step_rad=20 * DEG, total_dose_e_per_a2=30.0, defocus_a=2e4)
-    kwargs = dict(scheme=scheme, potential=SETTINGS, microscope=SCOPE, detector=Detector(), progress=False)
-    reference = simulate.tilt_series(small_specimen, generator=torch.Generator().manual_seed(5), **kwargs)
+    scheme = simulate.tilt_scheme(
+        "dose-symmetric",
+        min_angle_rad=-20 * DEG,
+        max_angle_rad=20 * DEG,
+        step_rad=20 * DEG,
+        total_dose_e_per_a2=30.0,
+        defocus_a=2e4,
+    )
+    kwargs = dict(
+        scheme=scheme, potential=SETTINGS, microscope=SCOPE, detector=Detector(), progress=False
+    )
+    reference = simulate.tilt_series(
+        small_specimen, generator=torch.Generator().manual_seed(5), **kwargs
+    )
 
     stem = tmp_path / "series"
     calls = {"n": 0}
@@ -139,12 +186,16 @@ def test_tilt_series_files_and_resume(small_specimen, tmp_path, monkeypatch) -> 
 
     monkeypatch.setattr(simulate, "micrograph", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        simulate.tilt_series(small_specimen, generator=torch.Generator().manual_seed(5), output=stem, **kwargs)
+        simulate.tilt_series(
+            small_specimen, generator=torch.Generator().manual_seed(5), output=stem, **kwargs
+        )
     assert not stem.with_suffix(".mrc").exists()  # no partial stack
     assert len(list((tmp_path / "series.tilts").glob("tilt_*.mrc"))) == 1
 
     calls["n"] = 10  # from now on never interrupt; count the tilts actually simulated
-    result = simulate.tilt_series(small_specimen, generator=torch.Generator().manual_seed(5), output=stem, **kwargs)
+    result = simulate.tilt_series(
+        small_specimen, generator=torch.Generator().manual_seed(5), output=stem, **kwargs
+    )
     assert calls["n"] == 10 + len(scheme) - 1  # the finished tilt was skipped
     torch.testing.assert_close(result.stack, reference.stack)  # resumed == uninterrupted
 
