@@ -142,7 +142,7 @@ class AtomicModel:
             if not bool(torch.isfinite(value).all()):
                 bad = value[~torch.isfinite(value)][0].item()
                 raise ValueError(f"{field} must be finite, got {bad} {unit}")
-        b_min = float(self.b_factors_a2.min())
+        b_min = float(self.b_factors_a2.detach().min())
         if b_min < 0:
             raise ValueError(f"b_factors_a2 must be >= 0, got min {b_min} Å²")
         occ = self.occupancies.detach()
