@@ -9,6 +9,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# torch's OpenMP spin-waiting starves Taichi's CPU threads on 2-core machines
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: book test lab bench lint notebooks compare-env clean distclean
 

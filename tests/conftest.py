@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
-import torch
-
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see tem_core/__init__.py
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"

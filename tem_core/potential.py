@@ -1,0 +1,482 @@
+"""Projected potential per slice: atoms (Peng 1996), amorphous ice, carbon film, absorption.
+
+Model (isolated-atom superposition, see ``book/design.md`` for units and signs):
+
+* Atom ``Z`` at ``r_j``: ``V(r) = C Σ_i a_i (4π/b'_i)^{3/2} exp(−4π²|r − r_j|²/b'_i)`` [V]
+  with Peng 1996 five-Gaussian electron scattering factors ``a_i`` [Å], ``b_i`` [Å²]
+  (International Tables C, Table 4.3.2.2, via ``gemmi.Element(Z).c4322``), the B-factor
+  folded in (``b'_i = b_i + B_j``), weighted by the occupancy, ``C = h²/(2π m0 e)``.
+* Each Gaussian is integrated analytically over the slice's z range and averaged over each
+  pixel's area (erf in x, y, z), so ``Σ_pixels V_z · s² = C Σ_i a_i`` per atom, exactly, less
+  the truncated tails. The window half-width per atom is ``R = √b'_max/(2π) · erfcinv(tol/2)``
+  (widest Gaussian, ``tol = cutoff_tolerance = 1e-4``): the lost fraction is below ``tol``.
+* Solvent: amorphous ice of mean inner potential :data:`ICE_MEAN_INNER_POTENTIAL_V` fills the
+  slab ``|(r − c)·n| ≤ t/2`` inside the support hole; outside the hole a carbon film of
+  :data:`CARBON_MEAN_INNER_POTENTIAL_V` (or vacuum). Both follow from number density × the
+  Peng integral ``C Σ a`` of the constituent atoms (isolated-atom model, consistent with the
+  atoms; measured mean inner potentials of vitreous ice are lower, about 3.5 V, because of
+  bonding). Ice is sampled at pixel centres; the hole edge is smoothed over one pixel.
+* Excluded volume: each atom removes ice over a Gaussian of volume ``v_Z`` (Fraser, MacRae &
+  Suzuki 1978, J. Appl. Cryst. 11:693: ``exp(−π r²/v^{2/3})`` integrates to ``v``), i.e. a
+  Gaussian of width ``b = 4π v^{2/3}`` and amplitude ``−V_ice v_Z``, integrated with the same
+  erf machinery; net ice is clamped at 0 per pixel (dense protein holds no ice).
+  ``v_Z = 4/3 π r_vdW³`` with Bondi's van der Waals radii (``gemmi.Element.vdw_r``) for every
+  heavy atom and ``v_H = 0``: hydrogens are folded into their heavy atoms, so models with and
+  without explicit hydrogens displace the same volume. For crambin (1CRN) the sum is 6103 Å³,
+  6% above the 5734 Å³ from the protein partial specific volume 0.73 cm³/g.
+* Absorption (imaginary potential ``V'`` ≥ 0, zero-loss / energy-filtered imaging): ice and
+  carbon remove the inelastically scattered electrons, ``|t|² = exp(−2σV'_z) = exp(−L/Λ)``,
+  hence ``V' = 1/(2σΛ)`` [V] with the inelastic mean free path ``Λ`` (ice: 350 nm at 300 kV,
+  the value usually quoted for vitreous ice, measurements spanning about 300-400 nm; amorphous
+  carbon: about 150 nm at 300 kV, Egerton's estimate for density ≈ 2 g/cm³), scaled with beam
+  energy as ``Λ ∝ β²`` (Bethe cross-section ∝ 1/v², logarithm neglected). Atoms absorb a fixed
+  fraction of their potential, ``V' = f V`` with ``f = 0.07`` (the amplitude contrast commonly
+  assumed for cryo-EM of proteins).
+
+Boundary conditions: the field of view is periodic (atoms near one edge also spill onto the
+opposite edge, as in FFT multislice) unless ``periodic=False``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from tem_core import units
+from tem_core._checks import (
+    require_in_range,
+    require_nonnegative,
+    require_positive,
+)
+from tem_core._potential_kernels import (
+    MAX_ATOMIC_NUMBER,
+    SolventGeometry,
+    check_atoms,
+    check_backend,
+    check_shape,
+    gaussian_radius_a,
+    project_gaussians,
+)
+from tem_core._taichi import taichi_available, taichi_device_matches
+
+__all__ = [
+    "PotentialSettings", "slice_potential", "iter_slice_potentials", "projected_potential",
+    "slice_edges_a", "peng_coefficients", "displaced_volumes_a3", "mean_inner_potential_v",
+    "absorptive_potential_v", "inelastic_mean_free_path_a", "ICE_MEAN_INNER_POTENTIAL_V",
+    "CARBON_MEAN_INNER_POTENTIAL_V",
+]  # fmt: skip
+
+#: Density of low-density amorphous (vitreous) ice [g/cm³] (Dubochet et al. 1988, Q. Rev.
+#: Biophys. 21:129, about 0.93-0.94). TEM-simulator uses 33.5 molecules/nm³ (1.0 g/cm³, 4.88 V).
+ICE_DENSITY_G_PER_CM3 = 0.94
+WATER_MOLAR_MASS_G_PER_MOL = 18.01528
+#: Water molecules per Å³ in amorphous ice: 0.94 g/cm³ → 0.031422 Å⁻³ (31.4 nm⁻³).
+ICE_MOLECULES_PER_A3 = (
+    ICE_DENSITY_G_PER_CM3 / WATER_MOLAR_MASS_G_PER_MOL * units.AVOGADRO_PER_MOL * 1e-24
+)
+#: Density of evaporated amorphous carbon support film [g/cm³] (typical 1.8-2.2).
+CARBON_DENSITY_G_PER_CM3 = 2.0
+CARBON_MOLAR_MASS_G_PER_MOL = 12.011
+CARBON_ATOMS_PER_A3 = (
+    CARBON_DENSITY_G_PER_CM3 / CARBON_MOLAR_MASS_G_PER_MOL * units.AVOGADRO_PER_MOL * 1e-24
+)
+#: Inelastic mean free paths at 300 kV [Å]; see the module docstring for sources.
+ICE_INELASTIC_MFP_300KV_A = 3500.0
+CARBON_INELASTIC_MFP_300KV_A = 1500.0
+#: Imaginary/real ratio of the atoms' potential (amplitude contrast).
+ATOM_ABSORPTION_FRACTION = 0.07
+
+_TABLES: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _element_tables_f64() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    import gemmi
+
+    a = torch.zeros(MAX_ATOMIC_NUMBER + 1, 5, dtype=torch.float64)
+    b = torch.ones(MAX_ATOMIC_NUMBER + 1, 5, dtype=torch.float64)
+    vol = torch.zeros(MAX_ATOMIC_NUMBER + 1, dtype=torch.float64)
+    for z in range(1, MAX_ATOMIC_NUMBER + 1):
+        element = gemmi.Element(z)
+        a[z] = torch.tensor(element.c4322.a, dtype=torch.float64)
+        b[z] = torch.tensor(element.c4322.b, dtype=torch.float64)
+        vol[z] = 0.0 if z == 1 else 4.0 / 3.0 * math.pi * float(element.vdw_r) ** 3
+    return a, b, vol
+
+
+def _tables(device: torch.device, dtype: torch.dtype):
+    key = (str(device), dtype)
+    if key not in _TABLES:
+        base = _TABLES.get(("cpu", torch.float64)) or _element_tables_f64()
+        _TABLES[("cpu", torch.float64)] = base
+        _TABLES[key] = tuple(t.to(device=device, dtype=dtype) for t in base)
+    return _TABLES[key]
+
+
+def peng_coefficients(*, device=None, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Peng 1996 coefficients ``(a [Å], b [Å²])``, each ``(99, 5)``, row ``Z`` (row 0 unused)."""
+    a, b, _ = _tables(torch.device(device or "cpu"), dtype)
+    return a, b
+
+
+def displaced_volumes_a3(atomic_numbers: torch.Tensor, *, dtype=torch.float64) -> torch.Tensor:
+    """Volume of solvent each atom displaces [Å³]: ``4/3 π r_vdW³``, 0 for hydrogen."""
+    return _tables(atomic_numbers.device, dtype)[2][atomic_numbers]
+
+
+def mean_inner_potential_v(composition: dict[int, float], number_density_per_a3: float) -> float:
+    """Isolated-atom mean inner potential ``C n Σ_Z count_Z Σ_i a_i(Z)`` [V].
+
+    Parameters
+    ----------
+    composition
+        Atoms per formula unit by atomic number, e.g. ``{8: 1, 1: 2}`` for water.
+    number_density_per_a3
+        Formula units per volume [1/Å³].
+    """
+    require_positive("number_density_per_a3", number_density_per_a3, "1/Å³")
+    a = _tables(torch.device("cpu"), torch.float64)[0]
+    total = sum(count * float(a[z].sum()) for z, count in composition.items())
+    return units.PENG_PREFACTOR_V_A2 * total * number_density_per_a3
+
+
+#: Amorphous ice, 0.94 g/cm³, isolated-atom model: 4.575 V.
+ICE_MEAN_INNER_POTENTIAL_V = mean_inner_potential_v({8: 1, 1: 2}, ICE_MOLECULES_PER_A3)
+#: Amorphous carbon, 2.0 g/cm³: 12.04 V (TEM-simulator: 12.0 V).
+CARBON_MEAN_INNER_POTENTIAL_V = mean_inner_potential_v({6: 1}, CARBON_ATOMS_PER_A3)
+
+
+def inelastic_mean_free_path_a(mfp_300kv_a: float, energy_ev: float) -> float:
+    """Scale a 300 kV inelastic mean free path to ``energy_ev`` with ``Λ ∝ β² = (v/c)²`` [Å]."""
+
+    def beta2(e):
+        gamma = units.relativistic_mass_ratio(e)
+        return 1.0 - 1.0 / gamma**2
+
+    return mfp_300kv_a * beta2(energy_ev) / beta2(300.0 * units.KV_TO_EV)
+
+
+def absorptive_potential_v(mean_free_path_a: float, energy_ev: float) -> float:
+    """Imaginary potential ``V' = 1/(2σΛ)`` [V] removing electrons at rate ``1/Λ`` [1/Å]."""
+    require_positive("mean_free_path_a", mean_free_path_a, "Å")
+    return 1.0 / (2.0 * units.interaction_parameter(energy_ev) * mean_free_path_a)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PotentialSettings:
+    """Discretisation and material model of the potential.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Grid ``(ny, nx)``.
+    sampling_a
+        Pixel size [Å].
+    slice_thickness_a
+        Slice thickness along the beam [Å].
+    cutoff_tolerance
+        Largest fraction of each atom's integral lost by the window truncation.
+    backend
+        ``"auto"`` (Taichi when it runs on the atoms' device), ``"taichi"`` or ``"torch"``.
+    periodic
+        Periodic field of view (default, as FFT multislice); else atoms are clipped.
+    include_solvent
+        Add the ice slab / carbon film of the specimen; False: atoms in vacuum.
+    exclude_solvent
+        Remove ice displaced by atoms (excluded volume).
+    ice_potential_v, carbon_potential_v
+        Mean inner potentials [V].
+    energy_ev
+        Beam energy [eV], used only by the absorption model.
+    absorption
+        Add the imaginary (absorptive) potential.
+    atom_absorption_fraction
+        ``V'/V`` of the atoms.
+    ice_mfp_300kv_a, carbon_mfp_300kv_a
+        Inelastic mean free paths at 300 kV [Å], scaled to ``energy_ev``.
+    """
+
+    shape: tuple[int, int]
+    sampling_a: float
+    slice_thickness_a: float
+    cutoff_tolerance: float = 1e-4
+    backend: str = "auto"
+    periodic: bool = True
+    include_solvent: bool = True
+    exclude_solvent: bool = True
+    ice_potential_v: float = ICE_MEAN_INNER_POTENTIAL_V
+    carbon_potential_v: float = CARBON_MEAN_INNER_POTENTIAL_V
+    energy_ev: float = 300.0 * units.KV_TO_EV
+    absorption: bool = True
+    atom_absorption_fraction: float = ATOM_ABSORPTION_FRACTION
+    ice_mfp_300kv_a: float = ICE_INELASTIC_MFP_300KV_A
+    carbon_mfp_300kv_a: float = CARBON_INELASTIC_MFP_300KV_A
+
+    def __post_init__(self) -> None:
+        check_shape(self.shape)
+        require_positive("sampling_a", self.sampling_a, "Å")
+        require_positive("slice_thickness_a", self.slice_thickness_a, "Å")
+        require_in_range("cutoff_tolerance", self.cutoff_tolerance, 1e-12, 0.1, inclusive=True)
+        check_backend(self.backend)
+        require_nonnegative("ice_potential_v", self.ice_potential_v, "V")
+        require_nonnegative("carbon_potential_v", self.carbon_potential_v, "V")
+        require_positive("energy_ev", self.energy_ev, "eV")
+        require_in_range("atom_absorption_fraction", self.atom_absorption_fraction, 0.0, 1.0)
+        require_positive("ice_mfp_300kv_a", self.ice_mfp_300kv_a, "Å")
+        require_positive("carbon_mfp_300kv_a", self.carbon_mfp_300kv_a, "Å")
+
+    def ice_absorption_v(self) -> float:
+        """Imaginary potential of ice at ``energy_ev`` [V] (0.219 V at 300 kV)."""
+        mfp = inelastic_mean_free_path_a(self.ice_mfp_300kv_a, self.energy_ev)
+        return absorptive_potential_v(mfp, self.energy_ev) if self.absorption else 0.0
+
+    def carbon_absorption_v(self) -> float:
+        """Imaginary potential of the carbon film at ``energy_ev`` [V]."""
+        mfp = inelastic_mean_free_path_a(self.carbon_mfp_300kv_a, self.energy_ev)
+        return absorptive_potential_v(mfp, self.energy_ev) if self.absorption else 0.0
+
+
+# ----------------------------------------------------------------------------- validation
+def _use_taichi(backend: str, tensor: torch.Tensor) -> bool:
+    if backend == "torch":
+        return False
+    if backend == "taichi":
+        if not taichi_available():
+            raise RuntimeError("backend='taichi' requested but taichi cannot be imported")
+        if not taichi_device_matches(tensor):
+            raise ValueError(
+                f"backend='taichi' cannot run on device {tensor.device}; use 'auto' or 'torch'"
+            )
+        return True
+    return taichi_device_matches(tensor)
+
+
+# ----------------------------------------------------------------------------- atoms
+def _atom_gaussians(atomic_numbers, b_factors_a2, occupancies, dtype, tolerance):
+    a, b, _ = _tables(atomic_numbers.device, dtype)
+    amplitudes = units.PENG_PREFACTOR_V_A2 * a[atomic_numbers] * occupancies.to(dtype)[:, None]
+    widths = b[atomic_numbers] + b_factors_a2.to(dtype)[:, None]
+    return amplitudes, widths, gaussian_radius_a(widths, tolerance)
+
+
+def _excluded_gaussians(atomic_numbers, occupancies, dtype, tolerance, ice_v):
+    vol = _tables(atomic_numbers.device, dtype)[2][atomic_numbers]
+    keep = vol > 0
+    vol = vol[keep]
+    amplitudes = (ice_v * vol * occupancies.to(dtype)[keep])[:, None]
+    widths = (4.0 * math.pi * vol ** (2.0 / 3.0))[:, None]
+    return keep, amplitudes, widths, gaussian_radius_a(widths, tolerance)
+
+
+def slice_potential(
+    atomic_numbers: torch.Tensor,
+    positions_a: torch.Tensor,
+    b_factors_a2: torch.Tensor,
+    occupancies: torch.Tensor,
+    *,
+    z0_a: float,
+    z1_a: float,
+    shape: tuple[int, int],
+    sampling_a: float,
+    backend: str = "auto",
+    cutoff_tolerance: float = 1e-4,
+    periodic: bool = True,
+) -> torch.Tensor:
+    """Pixel-averaged projected potential of the atoms' part inside ``z0_a ≤ z < z1_a``.
+
+    Differentiable wrt ``positions_a``, ``b_factors_a2`` and ``occupancies``.
+
+    Parameters
+    ----------
+    atomic_numbers
+        ``(N,)`` integer tensor, Z in 1..98.
+    positions_a
+        ``(N, 3)`` ``(x, y, z)`` [Å]; the dtype and device of the result follow it.
+    b_factors_a2
+        ``(N,)`` Debye-Waller factors B ≥ 0 [Å²].
+    occupancies
+        ``(N,)`` weights in [0, 1].
+    z0_a, z1_a
+        Slice bounds along the beam [Å].
+    shape
+        ``(ny, nx)``.
+    sampling_a
+        Pixel size [Å].
+    backend
+        ``"auto"``, ``"taichi"`` or ``"torch"``.
+    cutoff_tolerance
+        Largest lost fraction of each atom's integral.
+    periodic
+        Wrap atoms around the field of view (else clip).
+
+    Returns
+    -------
+    Tensor
+        ``(ny, nx)`` projected potential V_z [V·Å].
+    """
+    check_atoms(atomic_numbers, positions_a, b_factors_a2, occupancies)
+    check_shape(shape)
+    require_positive("sampling_a", sampling_a, "Å")
+    require_in_range("cutoff_tolerance", cutoff_tolerance, 1e-12, 0.1)
+    check_backend(backend)
+    require_in_range("z0_a", z0_a, -math.inf, math.inf, "Å", inclusive=False)
+    require_in_range("z1_a", z1_a, -math.inf, math.inf, "Å", inclusive=False)
+    if not z1_a > z0_a:
+        raise ValueError(f"z1_a must be > z0_a, got z0_a={z0_a} Å, z1_a={z1_a} Å")
+    dtype = positions_a.dtype
+    amplitudes, widths, radii = _atom_gaussians(
+        atomic_numbers, b_factors_a2, occupancies, dtype, cutoff_tolerance
+    )
+    return project_gaussians(
+        positions_a,
+        amplitudes,
+        widths,
+        radii,
+        z0_a=float(z0_a),
+        z1_a=float(z1_a),
+        shape=tuple(shape),
+        sampling_a=float(sampling_a),
+        periodic=periodic,
+        use_taichi=_use_taichi(backend, positions_a),
+    )
+
+
+# ----------------------------------------------------------------------------- specimen streaming
+class _Prepared:
+    """Atoms sorted by z with their Gaussians, ready to be bucketed into slices."""
+
+    def __init__(self, specimen, settings: PotentialSettings) -> None:
+        atoms = specimen.atoms
+        z_num, pos = atoms.atomic_numbers, atoms.positions_a
+        check_atoms(z_num, pos, atoms.b_factors_a2, atoms.occupancies)
+        self.dtype, self.device = pos.dtype, pos.device
+        self.use_taichi = _use_taichi(settings.backend, pos)
+        order = torch.argsort(pos[:, 2].detach(), stable=True)
+        z_num, pos = z_num[order], pos[order]
+        tol = settings.cutoff_tolerance
+        amp, wid, rad = _atom_gaussians(
+            z_num, atoms.b_factors_a2[order], atoms.occupancies[order], self.dtype, tol
+        )
+        self.atoms = self._group(pos, amp, wid, rad)
+        self.ice_v = settings.ice_potential_v if settings.include_solvent else 0.0
+        self.excluded = None
+        if settings.include_solvent and settings.exclude_solvent and self.ice_v > 0:
+            keep, amp_e, wid_e, rad_e = _excluded_gaussians(
+                z_num, atoms.occupancies[order], self.dtype, tol, self.ice_v
+            )
+            self.excluded = self._group(pos[keep], amp_e, wid_e, rad_e)
+
+    @staticmethod
+    def _group(pos, amp, wid, rad):
+        r_max = float(rad.max()) if rad.numel() else 0.0
+        return pos, amp, wid, rad, pos[:, 2].detach().contiguous(), r_max
+
+    def select(self, group, z0: float, z1: float):
+        """Atoms of ``group`` whose z ± radius overlaps ``[z0, z1)`` (z is sorted)."""
+        pos, amp, wid, rad, z, r_max = group
+        lo = int(torch.searchsorted(z, torch.tensor(z0 - r_max, dtype=z.dtype, device=z.device)))
+        hi = int(torch.searchsorted(z, torch.tensor(z1 + r_max, dtype=z.dtype, device=z.device)))
+        sl = slice(lo, hi)
+        near = ((z[sl] + rad[sl]) > z0) & ((z[sl] - rad[sl]) < z1)
+        idx = torch.arange(lo, hi, device=z.device)[near]
+        return pos[idx], amp[idx], wid[idx], rad[idx]
+
+    def z_extent(self) -> tuple[float, float] | None:
+        pos, _, _, rad, z, _ = self.atoms
+        if pos.shape[0] == 0:
+            return None
+        return float((z - rad).min()), float((z + rad).max())
+
+
+def slice_edges_a(specimen, settings: PotentialSettings) -> torch.Tensor:
+    """Slice boundaries [Å], ``(n_slices + 1,)`` float64, spaced ``slice_thickness_a``.
+
+    They cover ``specimen.z_range_a()`` (when the solvent is included) and every atom's
+    z ± cutoff radius, so no atom loses more than the cutoff tolerance along z.
+    """
+    return _slice_edges(specimen, settings, _Prepared(specimen, settings))
+
+
+def _slice_edges(specimen, settings, prepared: _Prepared) -> torch.Tensor:
+    lows, highs = [], []
+    if settings.include_solvent:
+        z_lo, z_hi = specimen.z_range_a()
+        lows.append(float(z_lo))
+        highs.append(float(z_hi))
+    extent = prepared.z_extent()
+    if extent is not None:
+        lows.append(extent[0])
+        highs.append(extent[1])
+    if not lows:
+        raise ValueError("specimen has no atoms and include_solvent=False: nothing to slice")
+    z_lo, z_hi = min(lows), max(highs)
+    dz = settings.slice_thickness_a
+    n = max(1, math.ceil((z_hi - z_lo) / dz - 1e-9))
+    return z_lo + dz * torch.arange(n + 1, dtype=torch.float64)
+
+
+def iter_slice_potentials(specimen, settings: PotentialSettings) -> Iterator[torch.Tensor]:
+    """Stream the specimen's complex slice potentials, one slice at a time, increasing z.
+
+    Atoms are sorted by z once; each slice projects only the atoms whose z ± cutoff radius
+    overlaps it, so memory does not grow with the specimen's thickness.
+
+    Parameters
+    ----------
+    specimen
+        :class:`tem_core.specimen.Specimen` (atoms, ice slab geometry).
+    settings
+        :class:`PotentialSettings`.
+
+    Yields
+    ------
+    Tensor
+        ``(ny, nx)`` complex: real part V_z [V·Å], imaginary part V'_z ≥ 0 [V·Å], dtype the
+        complex counterpart of the atoms' positions, on their device. Slices follow
+        :func:`slice_edges_a`.
+    """
+    if not isinstance(settings, PotentialSettings):
+        raise TypeError(f"settings must be a PotentialSettings, got {type(settings).__name__}")
+    prepared = _Prepared(specimen, settings)
+    edges = _slice_edges(specimen, settings, prepared).tolist()
+    geometry = None
+    if settings.include_solvent:
+        geometry = SolventGeometry(
+            specimen, settings.shape, settings.sampling_a, prepared.dtype, prepared.device
+        )
+    common = dict(
+        shape=tuple(settings.shape),
+        sampling_a=settings.sampling_a,
+        periodic=settings.periodic,
+        use_taichi=prepared.use_taichi,
+    )
+    ice_ratio = settings.ice_absorption_v() / prepared.ice_v if prepared.ice_v > 0 else 0.0
+    atom_fraction = settings.atom_absorption_fraction if settings.absorption else 0.0
+    for z0, z1 in zip(edges[:-1], edges[1:], strict=True):
+        pos, amp, wid, rad = prepared.select(prepared.atoms, z0, z1)
+        real = project_gaussians(pos, amp, wid, rad, z0_a=z0, z1_a=z1, **common)
+        imag = atom_fraction * real
+        if geometry is not None:
+            ice_len, carbon_len = geometry.lengths(z0, z1)
+            ice = prepared.ice_v * ice_len
+            if prepared.excluded is not None:
+                pos_e, amp_e, wid_e, rad_e = prepared.select(prepared.excluded, z0, z1)
+                ice = torch.relu(
+                    ice - project_gaussians(pos_e, amp_e, wid_e, rad_e, z0_a=z0, z1_a=z1, **common)
+                )
+            real = real + ice
+            imag = imag + ice_ratio * ice
+            if carbon_len is not None:
+                real = real + settings.carbon_potential_v * carbon_len
+                imag = imag + settings.carbon_absorption_v() * carbon_len
+        yield torch.complex(real, imag)
+
+
+def projected_potential(specimen, settings: PotentialSettings) -> torch.Tensor:
+    """Sum of all slices of :func:`iter_slice_potentials`: complex ``(ny, nx)`` [V·Å]."""
+    total = None
+    for sl in iter_slice_potentials(specimen, settings):
+        total = sl if total is None else total + sl
+    return total
