@@ -43,6 +43,7 @@ from tem_core._detector_tables import (
     load_dqe_table,
     load_mtf_table,
 )
+from tem_core._fft import fft2, ifft2
 
 __all__ = [
     "Detector",
@@ -238,7 +239,7 @@ def apply_mtf(image: torch.Tensor, mtf: torch.Tensor) -> torch.Tensor:
             f"mtf shape {tuple(mtf.shape)} does not match the image's last two dimensions "
             f"{tuple(image.shape[-2:])}"
         )
-    return torch.fft.ifft2(torch.fft.fft2(image) * mtf).real
+    return ifft2(fft2(image) * mtf).real
 
 
 # --- dose and noise --------------------------------------------------------------------------

@@ -63,6 +63,7 @@ from tem_core._checks import (
     require_positive,
     require_positive_int,
 )
+from tem_core._fft import fft2, ifft2
 from tem_core.units import ELECTRON_REST_ENERGY_EV, electron_wavelength_a
 
 __all__ = [
@@ -398,7 +399,7 @@ def apply_ctf(
         dtype=cdtype,
     )
     out_dtype = torch.promote_types(cdtype, h.dtype)
-    return torch.fft.ifft2(torch.fft.fft2(wave.to(out_dtype)) * h)
+    return ifft2(fft2(wave.to(out_dtype)) * h)
 
 
 def image_intensity(wave: torch.Tensor) -> torch.Tensor:

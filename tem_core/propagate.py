@@ -54,6 +54,7 @@ from tem_core._checks import (
     require_finite,
     require_positive,
 )
+from tem_core._fft import fft2, ifft2
 from tem_core._propagate_checks import (
     SamplingWarning,
     available_memory_bytes,
@@ -245,7 +246,7 @@ def fresnel_propagator(
 def _bandlimit(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
         return x
-    return torch.fft.ifft2(torch.fft.fft2(x) * mask)
+    return ifft2(fft2(x) * mask)
 
 
 def multislice_step(
@@ -261,7 +262,7 @@ def multislice_step(
     aperture of the propagator itself is already inside ``propagator``.
     """
     t = _bandlimit(transmission, mask)
-    return torch.fft.ifft2(torch.fft.fft2(wave * t) * propagator)
+    return ifft2(fft2(wave * t) * propagator)
 
 
 def phase_object_wave(
