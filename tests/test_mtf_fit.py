@@ -1,0 +1,280 @@
+"""MTF estimation: focal frequency loss, Whittle fit, published FFL fit, background crops."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from tem_core.detector import (
+    apply_mtf,
+    mtf_parametric,
+    radial_frequency_cycles_per_px,
+    sample_counts,
+)
+from tem_core.mtf_fit import (
+    MTFFit,
+    averaged_periodogram,
+    detect_particles_in_crops,
+    find_background_crops,
+    fit_mtf_ffl,
+    fit_mtf_whittle,
+    focal_frequency_loss,
+    mtf_relative_rms_error,
+    normalise_min_max,
+    radial_profile,
+)
+
+# TEM-simulator's example detector: MTF 0.8285 / 0.5879 / 0.3182 at 0.125 / 0.25 / 0.5 cycles/px
+TRUTH = dict(a=0.7, b=0.2, c=0.1, alpha=10.0, beta=40.0)
+
+
+def _blurred_noise(shape, *, mean=25.0, truth=TRUTH, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    counts = sample_counts(torch.full(shape, mean, dtype=torch.float64), generator=g)
+    mtf = mtf_parametric(radial_frequency_cycles_per_px(shape[-2:], dtype=torch.float64), **truth)
+    return apply_mtf(counts, mtf)
+
+
+def _crops_from_micrograph(n_crops, size, *, big=512, seed=0):
+    """Crops cut from larger periodic micrographs: not periodic themselves, like real crops."""
+    per_side = big // size
+    n_images = math.ceil(n_crops / per_side**2)
+    images = _blurred_noise((n_images, big, big), seed=seed)
+    crops = images.reshape(n_images, per_side, size, per_side, size).permute(0, 1, 3, 2, 4)
+    return crops.reshape(-1, size, size)[:n_crops]
+
+
+# --- focal frequency loss ----------------------------------------------------------------------
+
+
+def _ffl_by_hand(pred, target, alpha):
+    """Jiang et al. 2021, written out with numpy for one (H, W) image."""
+    d = np.fft.fft2(pred, norm="ortho") - np.fft.fft2(target, norm="ortho")
+    dist = np.abs(d) ** 2
+    w = np.sqrt(dist) ** alpha
+    w = w / w.max()
+    return float(np.mean(w * dist))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0, 2.0])
+def test_ffl_matches_hand_computed_values(alpha):
+    g = torch.Generator().manual_seed(1)
+    pred = torch.rand(3, 8, 10, generator=g, dtype=torch.float64)
+    target = torch.rand(3, 8, 10, generator=g, dtype=torch.float64)
+    pairs = zip(pred.numpy(), target.numpy(), strict=True)
+    expected = np.mean([_ffl_by_hand(p, t, alpha) for p, t in pairs])
+    got = focal_frequency_loss(pred, target, alpha=alpha)
+    assert float(got) == pytest.approx(expected, rel=1e-12)
+
+
+def test_ffl_alpha_zero_is_mse_by_parseval():
+    g = torch.Generator().manual_seed(2)
+    pred, target = torch.rand(2, 2, 16, 16, generator=g, dtype=torch.float64)
+    assert float(focal_frequency_loss(pred, target, alpha=0.0)) == pytest.approx(
+        float(torch.mean((pred - target) ** 2)), rel=1e-12
+    )
+    assert float(focal_frequency_loss(pred, pred.clone())) == 0.0  # NaN weights -> 0
+
+
+@pytest.mark.parametrize("log_weight", [False, True])
+@pytest.mark.parametrize("batch_max", [False, True])
+def test_ffl_matches_reference_package(log_weight, batch_max):
+    ffl_module = pytest.importorskip("focal_frequency_loss")  # installed in .venv-compare only
+    g = torch.Generator().manual_seed(3)
+    pred = torch.rand(4, 1, 12, 12, generator=g)
+    target = torch.rand(4, 1, 12, 12, generator=g)
+    ref = ffl_module.FocalFrequencyLoss(alpha=1.5, log_matrix=log_weight, batch_matrix=batch_max)
+    ours = focal_frequency_loss(pred, target, alpha=1.5, log_weight=log_weight, batch_max=batch_max)
+    assert float(ours) == pytest.approx(float(ref(pred, target)), rel=1e-5)
+
+
+def test_ffl_rejects_bad_input():
+    x = torch.zeros(4, 4)
+    with pytest.raises(ValueError, match="same shape"):
+        focal_frequency_loss(x, torch.zeros(4, 5))
+    with pytest.raises(ValueError, match="alpha must be >= 0"):
+        focal_frequency_loss(x, x, alpha=-1.0)
+
+
+def test_normalise_min_max_range():
+    x = torch.randn(3, 5, 6, generator=torch.Generator().manual_seed(0))
+    y = normalise_min_max(x)
+    assert torch.allclose(y.amin(dim=(-2, -1)), torch.zeros(3))
+    assert torch.allclose(y.amax(dim=(-2, -1)), torch.ones(3))
+
+
+# --- Whittle fit -------------------------------------------------------------------------------
+
+
+def test_periodogram_of_blurred_noise_is_mean_times_mtf_squared():
+    """Poisson noise (variance = mean) blurred by the MTF has NPS mean · MTF²."""
+    x = _blurred_noise((8, 128, 128), mean=25.0)
+    _, nps = radial_profile(averaged_periodogram(x, taper=None), n_bins=8)
+    model = 25.0 * mtf_parametric(radial_frequency_cycles_per_px((128, 128)), **TRUTH) ** 2
+    _, expected = radial_profile(model.double(), n_bins=8)  # ring means of the model
+    assert torch.allclose(nps, expected, rtol=0.04)
+
+
+def test_whittle_recovers_known_mtf():
+    crops = _crops_from_micrograph(8, 128)
+    fit = fit_mtf_whittle(crops, generator=torch.Generator().manual_seed(0), n_restarts=3)
+    omega = torch.tensor([0.125, 0.25, 0.5], dtype=torch.float64)
+    true = mtf_parametric(omega, **TRUTH)
+    # 5% at 0.25 / 0.5 / 1.0 Nyquist from 8 crops of 128² (typical error ~1%)
+    assert torch.allclose(fit.mtf(omega), true, rtol=0.05)
+    assert mtf_relative_rms_error(fit, TRUTH) < 0.05
+    assert fit.params["a"] + fit.params["b"] + fit.params["c"] == pytest.approx(1.0)
+    assert fit.params["alpha"] <= fit.params["beta"]
+    assert fit.gain_counts_per_e(float(crops.mean())) == pytest.approx(1.0, rel=0.1)
+    se = fit.mtf_standard_error(omega)
+    assert se is not None and bool(torch.all((se > 0) & (se < 0.05)))
+    assert fit.final_loss == pytest.approx(min(fit.loss_history), abs=1e-6)
+
+
+def test_whittle_gain_and_white_noise():
+    """White noise: the fitted MTF is flat; the NPS scale gives the gain (s = gain · mean)."""
+    g = torch.Generator().manual_seed(5)
+    crops = 7.0 * sample_counts(torch.full((4, 64, 64), 40.0, dtype=torch.float64), generator=g)
+    fit = fit_mtf_whittle(crops, generator=g, n_restarts=2)
+    omega = torch.linspace(0.05, 0.5, 10, dtype=torch.float64)
+    assert torch.allclose(fit.mtf(omega), torch.ones_like(omega), atol=0.06)
+    assert fit.gain_counts_per_e(float(crops.mean())) == pytest.approx(7.0, rel=0.06)
+
+
+def test_simulated_background_reproduces_fitted_spectrum():
+    fit = MTFFit(method="whittle", params={**TRUTH, "p": 1.0, "q": 1.0}, scale=5.0 * 100.0)
+    g = torch.Generator().manual_seed(7)
+    sim = fit.simulate_background((16, 64, 64), mean_counts=100.0, generator=g)
+    assert float(sim.mean()) == pytest.approx(100.0, rel=0.02)
+    _, nps = radial_profile(averaged_periodogram(sim, taper=None), n_bins=6)
+    _, model = radial_profile(
+        fit.noise_power(radial_frequency_cycles_per_px((64, 64))).double(), n_bins=6
+    )
+    assert torch.allclose(nps, model, rtol=0.1)  # first ring: ~350 bins, 5% s.d.
+
+
+# --- published FFL fit -------------------------------------------------------------------------
+
+
+def test_ffl_fit_runs_and_reduces_its_loss():
+    """Released-notebook variant (FFL alone on counts, gain fitted): the loss falls."""
+    crops = _blurred_noise((2, 64, 64), mean=25.0)
+    fit = fit_mtf_ffl(
+        crops,
+        generator=torch.Generator().manual_seed(0),
+        n_steps=40,
+        normalise=False,
+        mse_weight=0.0,
+        betas=(0.9, 0.999),
+    )
+    history = np.array(fit.loss_history)
+    assert len(history) == 40 and np.isfinite(history).all()
+    assert history[-5:].mean() < history[:5].mean()
+    assert fit.method == "ffl" and fit.scale is not None
+    assert sum(fit.params[k] for k in "abc") == pytest.approx(1.0)
+
+
+def test_ffl_fit_default_runs():
+    crops = _blurred_noise((2, 32, 32), mean=25.0)
+    fit = fit_mtf_ffl(
+        crops,
+        generator=torch.Generator().manual_seed(1),
+        n_steps=5,
+        init={"alpha": 10.0, "beta": 40.0},
+    )
+    assert len(fit.loss_history) == 5 and all(math.isfinite(v) for v in fit.loss_history)
+    assert math.isfinite(mtf_relative_rms_error(fit, TRUTH))
+
+
+def test_ffl_loss_gradient_wrt_mtf_params_is_finite():
+    crops = normalise_min_max(_blurred_noise((2, 32, 32)))
+    omega = radial_frequency_cycles_per_px((32, 32), dtype=torch.float64)
+    params = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in TRUTH.items()}
+    g = torch.Generator().manual_seed(4)
+    counts = sample_counts(torch.full((2, 32, 32), 25.0, dtype=torch.float64), generator=g)
+    pred = normalise_min_max(apply_mtf(counts, mtf_parametric(omega, **params)))
+    loss = torch.mean((pred - crops) ** 2) + focal_frequency_loss(pred, crops, alpha=1.0)
+    loss.backward()
+    grads = torch.stack([p.grad for p in params.values()])
+    assert bool(torch.isfinite(grads).all()) and bool((grads != 0).any())
+
+
+# --- background crops --------------------------------------------------------------------------
+
+
+def _micrograph_with_blobs(seed=0):
+    size, mean = 512, 50.0
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    centres = [(100, 100, 0.4), (300, 420, -0.3), (430, 150, 0.5)]  # (row, col, contrast)
+    expected = torch.full((size, size), mean, dtype=torch.float64)
+    for r, c, contrast in centres:
+        r2 = (yy - r) ** 2 + (xx - c) ** 2
+        expected = expected + mean * contrast * torch.exp(-r2 / (2 * 15.0**2))
+    g = torch.Generator().manual_seed(seed)
+    counts = sample_counts(expected, generator=g)
+    mtf = mtf_parametric(radial_frequency_cycles_per_px((size, size), dtype=torch.float64), **TRUTH)
+    return apply_mtf(counts, mtf), centres
+
+
+def test_crop_finder_rejects_blob_tiles():
+    image, centres = _micrograph_with_blobs()
+    found = find_background_crops(image, crop_size=64)
+    assert 30 <= len(found) <= 64
+    for r0, c0 in found.origins_px.tolist():
+        for r, c, _ in centres:  # no accepted tile reaches within 1.5σ of a blob centre
+            dr = max(r0 - r, 0, r - (r0 + 63))
+            dc = max(c0 - c, 0, c - (c0 + 63))
+            assert math.hypot(dr, dc) > 22.5, f"tile {(r0, c0)} overlaps blob {(r, c)}"
+    assert found.crops.shape[1:] == (64, 64)
+    assert bool(torch.all(found.scores[:-1] <= found.scores[1:]))
+    few = find_background_crops(image.numpy(), crop_size=64, n_max=5)
+    assert len(few) == 5
+
+
+def test_detect_particles_warns_on_blob_crops():
+    image, _ = _micrograph_with_blobs()
+    blob = image[68:132, 68:132]  # centred on the first blob
+    flat = image[200:264, 200:264]
+    with pytest.warns(UserWarning, match="appear to contain particles"):
+        flags = detect_particles_in_crops(torch.stack([flat, blob]))
+    assert flags.tolist() == [False, True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not bool(detect_particles_in_crops(_blurred_noise((4, 64, 64))).any())
+    with pytest.warns(UserWarning, match="appear to contain particles"):
+        fit_mtf_whittle(
+            torch.stack([flat, blob]),
+            generator=torch.Generator(),
+            n_restarts=1,
+            max_iter=5,
+            debias_iterations=0,
+        )
+
+
+def test_bad_inputs_raise():
+    g = torch.Generator()
+    with pytest.raises(ValueError, match="finite"):
+        fit_mtf_whittle(torch.full((1, 32, 32), float("nan")), generator=g)
+    with pytest.raises(ValueError, match="at least 16 x 16"):
+        fit_mtf_whittle(torch.ones(2, 8, 8), generator=g)
+    with pytest.raises(ValueError, match=r"shape \(M, N\) or \(B, M, N\)"):
+        fit_mtf_ffl(torch.ones(2, 2, 32, 32), generator=g)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        fit_mtf_whittle(torch.ones(32, 32), generator=None)
+    with pytest.raises(ValueError, match="ffl_weight and mse_weight are both 0"):
+        fit_mtf_ffl(torch.ones(32, 32), generator=g, ffl_weight=0.0, mse_weight=0.0)
+    with pytest.raises(ValueError, match="only 1 tiles"):
+        find_background_crops(torch.ones(100, 100), crop_size=64)
+    with pytest.raises(ValueError, match="crop_size must be >= 16"):
+        find_background_crops(torch.ones(100, 100), crop_size=8)
+    with pytest.raises(ValueError, match="found only"):
+        image, _ = _micrograph_with_blobs()
+        find_background_crops(image, crop_size=64, min_crops=100)
+    with pytest.raises(ValueError, match="micrograph must be finite"):
+        find_background_crops(torch.full((64, 64), float("inf")), crop_size=16)
+    with pytest.raises(ValueError, match="init has unknown parameter"):
+        fit_mtf_ffl(torch.ones(32, 32) * 5, generator=g, n_steps=1, init={"gamma": 1.0})
