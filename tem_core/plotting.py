@@ -1,0 +1,210 @@
+"""Matplotlib figures shared by the book's chapters: images, power spectra, montages.
+
+Display helpers only (no physics): they take tensors or arrays, move them to the CPU and
+draw on given axes, so notebooks stay thin. Power spectra are Welch estimates, the average
+periodogram of non-overlapping square tiles (:func:`tem_core.mtf_fit.averaged_periodogram`),
+shown with a logarithmic grey scale and axes in spatial frequency [1/Å].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from tem_core._checks import require_positive
+from tem_core.mtf_fit import averaged_periodogram, radial_profile
+
+__all__ = [
+    "image_tiles",
+    "montage",
+    "power_spectrum",
+    "radial_average",
+    "show_image",
+    "show_power_spectrum",
+]
+
+
+def _numpy(image: Any) -> np.ndarray:
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.is_complex():
+            raise TypeError(f"image must be real, got dtype {image.dtype}")
+        return image.double().numpy()
+    return np.asarray(image, dtype=np.float64)
+
+
+def image_tiles(image: Any, tile: int) -> torch.Tensor:
+    """Non-overlapping ``tile × tile`` crops of a 2-D image, as a ``(B, tile, tile)`` float64.
+
+    Rows and columns beyond the last whole tile are dropped.
+    """
+    x = torch.as_tensor(_numpy(image))
+    if x.ndim != 2:
+        raise ValueError(f"image must be 2-D (ny, nx), got shape {tuple(x.shape)}")
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 16:
+        raise ValueError(f"tile must be an integer >= 16 pixels, got {tile!r}")
+    ny, nx = (n // tile for n in x.shape)
+    if ny == 0 or nx == 0:
+        raise ValueError(f"tile ({tile} px) must not exceed the image shape {tuple(x.shape)}")
+    x = x[: ny * tile, : nx * tile]
+    return x.reshape(ny, tile, nx, tile).permute(0, 2, 1, 3).reshape(-1, tile, tile)
+
+
+def power_spectrum(image: Any, *, tile: int = 256) -> torch.Tensor:
+    """Welch power spectrum of ``image``: Hann-windowed periodograms of its tiles, averaged.
+
+    Returns a ``(tile, tile)`` float64 tensor in FFT order [image units² per frequency bin].
+    """
+    return averaged_periodogram(image_tiles(image, tile), taper="hann", detrend="plane")
+
+
+def radial_average(
+    spectrum: torch.Tensor, *, sampling_a: float, n_bins: int = 96
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ring average of a spectrum in FFT order: (frequency [1/Å], mean value) up to Nyquist."""
+    require_positive("sampling_a", sampling_a, "Å")
+    freq, values = radial_profile(spectrum, n_bins=n_bins)
+    return freq.cpu().numpy() / sampling_a, values.cpu().numpy()
+
+
+def _ring_mean(power: np.ndarray) -> np.ndarray:
+    """Mean of ``power`` (FFT order) over rings one Fourier pixel wide, at every pixel."""
+    ny, nx = power.shape
+    fy, fx = np.meshgrid(np.fft.fftfreq(ny), np.fft.fftfreq(nx), indexing="ij")
+    ring = np.rint(np.hypot(fy, fx) * max(ny, nx)).astype(np.int64)
+    sums = np.bincount(ring.ravel(), weights=power.ravel())
+    counts = np.bincount(ring.ravel())
+    return np.maximum(sums[ring] / counts[ring], np.finfo(float).tiny)
+
+
+def show_image(
+    ax,
+    image: Any,
+    *,
+    sampling_a: float | None = None,
+    title: str = "",
+    label: str | None = None,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    cmap: str = "gray",
+    unit: str = "nm",
+):
+    """Draw a 2-D image with grey levels clipped to ``percentiles``.
+
+    With ``sampling_a`` [Å] the axes are in ``unit`` (``"nm"`` or ``"Å"``), else in pixels.
+    With ``label`` a colour bar with that label is added. Returns the ``AxesImage``.
+    """
+    data = _numpy(image)
+    lo, hi = np.percentile(data, percentiles)
+    extent = None
+    if sampling_a is not None:
+        scale = sampling_a / (10.0 if unit == "nm" else 1.0)
+        extent = (0.0, data.shape[1] * scale, 0.0, data.shape[0] * scale)
+        ax.set(xlabel=f"x [{unit}]", ylabel=f"y [{unit}]")
+    im = ax.imshow(
+        data,
+        cmap=cmap,
+        vmin=lo,
+        vmax=hi,
+        origin="lower",
+        extent=extent,
+        interpolation="nearest" if data.shape[0] < 200 else "antialiased",
+    )
+    if title:
+        ax.set_title(title)
+    if label is not None:
+        ax.figure.colorbar(im, ax=ax, label=label, shrink=0.8)
+    return im
+
+
+def show_power_spectrum(
+    ax,
+    spectrum: torch.Tensor,
+    *,
+    sampling_a: float,
+    title: str = "",
+    percentiles: tuple[float, float] = (1.0, 99.7),
+    max_frequency_per_a: float | None = None,
+    flatten: bool = False,
+):
+    """Draw ``log10`` of a spectrum in FFT order, centred, with axes in spatial frequency [1/Å].
+
+    The zero-frequency bin is excluded from the grey-level range. With ``flatten`` the
+    spectrum is divided by its ring average first, so that Thon rings stand out at every
+    frequency (as in CTF-fitting programs). Returns the ``AxesImage``.
+    """
+    require_positive("sampling_a", sampling_a, "Å")
+    power = _numpy(spectrum)
+    if flatten:
+        power = power / _ring_mean(power)
+    log_power = np.log10(np.maximum(power, np.finfo(float).tiny))
+    log_power[0, 0] = np.median(log_power)
+    lo, hi = np.percentile(log_power, percentiles)
+    ny, nx = power.shape
+    half = 0.5 / sampling_a
+    im = ax.imshow(
+        np.fft.fftshift(log_power),
+        cmap="gray",
+        vmin=lo,
+        vmax=hi,
+        origin="lower",
+        extent=(-half, half * (nx - 2) / nx, -half, half * (ny - 2) / ny),
+    )
+    ax.set(xlabel="$k_x$ [1/Å]", ylabel="$k_y$ [1/Å]")
+    if max_frequency_per_a is not None:
+        ax.set(
+            xlim=(-max_frequency_per_a, max_frequency_per_a),
+            ylim=(-max_frequency_per_a, max_frequency_per_a),
+        )
+    if title:
+        ax.set_title(title)
+    return im
+
+
+def montage(
+    images: Any,
+    *,
+    titles: Sequence[str] | None = None,
+    ncols: int = 6,
+    panel_size: float = 1.9,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    label: str | None = None,
+    common_scale: bool = True,
+):
+    """Figure with a grid of the images of a ``(n, ny, nx)`` stack (e.g. a tilt series).
+
+    With ``common_scale`` one grey scale (percentiles over the whole stack) is shared and a
+    single colour bar labelled ``label`` is drawn. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    stack = _numpy(images)
+    if stack.ndim != 3:
+        raise ValueError(f"images must have shape (n, ny, nx), got {stack.shape}")
+    n = stack.shape[0]
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    aspect = stack.shape[1] / stack.shape[2]
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(panel_size * ncols + 0.8, panel_size * aspect * nrows + 0.4),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    lo, hi = np.percentile(stack, percentiles) if common_scale else (None, None)
+    im = None
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        vmin, vmax = (lo, hi) if common_scale else np.percentile(stack[i], percentiles)
+        im = ax.imshow(stack[i], cmap="gray", vmin=vmin, vmax=vmax, origin="lower")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9)
+    if common_scale and label is not None and im is not None:
+        fig.colorbar(im, ax=axes, label=label, shrink=0.8)
+    return fig
