@@ -1,0 +1,318 @@
+"""Wall time and peak memory of one micrograph: tem_core versus abTEM on the same atoms.
+
+Scene: the apoferritin field of the book, 20 copies of 6Z6U (human apoferritin 24-mer,
+32,618 atoms each) at random poses in a 500 Å ice slab, 1024 × 1024 grid at 1 Å, 300 kV,
+20 Å slices, float32 (``--quick``: 384 × 384, 5 particles; 5 do not fit 256 Å). The scene is
+built once by the parent process with :func:`tem_core.specimen.build_specimen` and saved;
+every case then runs in its own subprocess, so each peak memory is that code's alone:
+
+* ``tem_core, ice``: :func:`tem_core.simulate.micrograph` (streamed potential with the ice
+  slab, excluded solvent and absorption; multislice; CTF at 1 µm underfocus; expected image
+  of a counting camera, no noise). The exit wave alone is timed as well.
+* ``tem_core, no ice``: the same atoms in vacuum (``include_solvent=False``), which is the
+  scene abTEM simulates.
+* ``abTEM``: the same atoms as an ``ase.Atoms`` in a periodic cell ``Lx × Ly × 500 Å``,
+  ``abtem.Potential(parametrization="peng", projection="infinite" | "finite")`` with the same
+  sampling and slice thickness, ``PlaneWave(...).multislice(potential).compute()``. abTEM has
+  no ice and ignores B-factors (its independent-atom model has no Debye–Waller factor; ours
+  widens each atom by its PDB B, which widens the kernel windows too).
+
+Times exclude reading the model and the one-off compilation (Taichi kernels, numba): each case
+first runs the same code on a tiny scene. Peak memory: ``ru_maxrss`` of the case's process
+(and its increase over the RSS just before the timed run); on CUDA also
+``torch.cuda.max_memory_allocated`` (tem_core; abTEM runs on the CPU unless cupy works).
+
+Run (abTEM in the comparison environment, tem_core in the main one)::
+
+    .venv/bin/python benchmarks/forward.py [--quick] [--device cpu|cuda]
+        [--abtem-python .venv-compare/bin/python] [--abtem-projection infinite,finite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+
+
+def _rss_mib() -> float:
+    """Current resident set size of this process [MiB] (Linux /proc)."""
+    with open("/proc/self/statm") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+# --------------------------------------------------------------------------- the scene
+def build_scene(*, n_px: int, n_particles: int, sampling_a: float, ice_a: float, seed: int):
+    import torch
+
+    from tem_core.specimen import IceSlab, build_specimen
+    from tem_core.structure import read_structure
+
+    model = read_structure(DATA / "6z6u.pdb.gz", dtype=torch.float32)
+    extent = n_px * sampling_a
+    return build_specimen(
+        model,
+        n_particles,
+        extent_a=(extent, extent),
+        ice=IceSlab(thickness_a=ice_a),
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def _tiny(specimen):
+    """A 2-particle crop of ``specimen`` for warm-up (same code paths, seconds)."""
+    import torch
+
+    from tem_core.specimen import build_specimen
+    from tem_core.structure import read_structure
+
+    model = read_structure(DATA / "1crn.pdb.gz", dtype=torch.float32)
+    return build_specimen(
+        model, 2, extent_a=(64.0, 64.0), ice=specimen.ice,
+        generator=torch.Generator().manual_seed(1),
+    )
+
+
+# --------------------------------------------------------------------------- workers
+def worker_ours(cfg: dict) -> dict:
+    import torch
+
+    from tem_core.detector import Detector
+    from tem_core.optics import Microscope
+    from tem_core.potential import PotentialSettings
+    from tem_core.simulate import Imaging, exit_wave, micrograph
+    from tem_core.units import KV_TO_EV, UM_TO_A
+
+    torch.set_num_threads(cfg["threads"])
+    device = torch.device(cfg["device"])
+    specimen = torch.load(cfg["scene"], weights_only=False)
+    specimen = _to_device(specimen, device)
+    energy = cfg["energy_kv"] * KV_TO_EV
+    microscope = Microscope(energy_ev=energy)
+    detector = Detector(dqe=1.0, gain_counts_per_e=1.0, mtf_camera="k2_300kv")
+    imaging = Imaging(defocus_a=1.0 * UM_TO_A, dose_e_per_a2=40.0)
+
+    def settings(shape):
+        return PotentialSettings(
+            shape=shape,
+            sampling_a=cfg["sampling_a"],
+            slice_thickness_a=cfg["slice_a"],
+            energy_ev=energy,
+            include_solvent=cfg["ice"],
+        )
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    tiny = _to_device(_tiny(specimen), device)
+    with torch.no_grad():
+        micrograph(tiny, potential=settings((64, 64)), microscope=microscope,
+                   detector=detector, imaging=imaging)
+    sync()
+    full = settings((cfg["n_px"], cfg["n_px"]))
+    rss0 = _rss_mib()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        result = micrograph(specimen, potential=full, microscope=microscope,
+                            detector=detector, imaging=imaging)
+        sync()
+        t_micrograph = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        wave = exit_wave(specimen, full, energy_ev=energy)
+        sync()
+        t_wave = time.perf_counter() - t0
+    out = dict(
+        t_total_s=t_micrograph,
+        t_exit_wave_s=t_wave,
+        rss_before_mib=rss0,
+        maxrss_mib=_maxrss_mib(),
+        exit_wave_mean_abs2=float((wave.abs() ** 2).mean()),
+        image_mean=float(result.expected.mean()),
+        n_atoms=len(specimen.atoms),
+    )
+    if device.type == "cuda":
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def _to_device(specimen, device):
+    import dataclasses
+
+    if specimen.atoms.positions_a.device == device:
+        return specimen
+    return dataclasses.replace(
+        specimen,
+        atoms=specimen.atoms.to(device=device),
+        slab_center_a=specimen.slab_center_a.to(device),
+        slab_normal=specimen.slab_normal.to(device),
+        particle_centers_a=specimen.particle_centers_a.to(device),
+        particle_radii_a=specimen.particle_radii_a.to(device),
+        particle_rotations=specimen.particle_rotations.to(device),
+    )
+
+
+def worker_abtem(cfg: dict) -> dict:
+    import abtem
+    import ase
+    import numpy as np
+    import torch
+
+    from tem_core.units import KV_TO_EV
+
+    use_gpu = False
+    if cfg["device"].startswith("cuda"):
+        try:
+            import cupy  # noqa: F401
+
+            use_gpu = True
+        except ImportError:
+            pass
+    abtem.config.set({"device": "gpu" if use_gpu else "cpu", "precision": "float32",
+                      "diagnostics.progress_bar": False})
+    specimen = torch.load(cfg["scene"], weights_only=False)
+    energy = cfg["energy_kv"] * KV_TO_EV
+
+    def to_ase(spec, lz):
+        lx, ly = spec.extent_a
+        return ase.Atoms(
+            numbers=spec.atoms.atomic_numbers.numpy(),
+            positions=spec.atoms.positions_a.double().numpy(),
+            cell=[lx, ly, lz],
+            pbc=True,
+        )
+
+    def run(atoms, gpts):
+        potential = abtem.Potential(
+            atoms, gpts=gpts, sampling=None, slice_thickness=cfg["slice_a"],
+            parametrization="peng", projection=cfg["projection"],
+        )
+        wave = abtem.PlaneWave(energy=energy).multislice(potential).compute()
+        return potential, np.asarray(wave.array)
+
+    lz = specimen.ice.thickness_a
+    run(to_ase(_tiny(specimen), lz), (64, 64))
+    atoms = to_ase(specimen, lz)
+    rss0 = _rss_mib()
+    t0 = time.perf_counter()
+    potential, wave = run(atoms, (cfg["n_px"], cfg["n_px"]))
+    t = time.perf_counter() - t0
+    assert abs(potential.sampling[0] - cfg["sampling_a"]) < 1e-9, potential.sampling
+    return dict(
+        t_total_s=t,
+        t_exit_wave_s=t,
+        rss_before_mib=rss0,
+        maxrss_mib=_maxrss_mib(),
+        exit_wave_mean_abs2=float((np.abs(wave) ** 2).mean()),
+        n_atoms=len(atoms),
+        n_slices=len(potential),
+        gpu=use_gpu,
+    )
+
+
+# --------------------------------------------------------------------------- driver
+def _run_case(python: str, cfg: dict) -> dict:
+    cmd = [python, __file__, "--worker", json.dumps(cfg)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _default_python(name: str) -> str:
+    candidate = ROOT / name / "bin" / "python"
+    return str(candidate) if candidate.exists() else sys.executable
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (tem_core; abTEM needs cupy)")
+    parser.add_argument("--quick", action="store_true",
+                        help="384² grid, 5 particles (5 do not fit a 256 Å field)")
+    parser.add_argument("--ours-python", default=_default_python(".venv"))
+    parser.add_argument("--abtem-python", default=_default_python(".venv-compare"))
+    parser.add_argument("--abtem-projection", default="infinite",
+                        help="comma list of abTEM projections: infinite, finite")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        cfg = json.loads(args.worker)
+        result = (worker_abtem if cfg["code"] == "abtem" else worker_ours)(cfg)
+        print(json.dumps(result))
+        return
+
+    n_px, n_particles = (384, 5) if args.quick else (1024, 20)
+    base = dict(n_px=n_px, sampling_a=1.0, slice_a=20.0, energy_kv=300.0, ice_a=500.0,
+                device=args.device, threads=args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        import torch
+
+        scene = Path(tmp) / "scene.pt"
+        specimen = build_scene(n_px=n_px, n_particles=n_particles, sampling_a=1.0,
+                               ice_a=base["ice_a"], seed=args.seed)
+        torch.save(specimen, scene)
+        base["scene"] = str(scene)
+        print(
+            f"scene: {n_particles} × 6Z6U, {len(specimen.atoms):,} atoms, {n_px}² px at 1 Å, "
+            f"{base['ice_a']:.0f} Å ice, {base['slice_a']:.0f} Å slices, 300 kV, "
+            f"device {args.device}, {args.threads} threads"
+        )
+        cases = [
+            ("tem_core, ice", args.ours_python, dict(base, code="ours", ice=True)),
+            ("tem_core, no ice", args.ours_python, dict(base, code="ours", ice=False)),
+        ]
+        for projection in args.abtem_projection.split(","):
+            cases.append((f"abTEM peng {projection}", args.abtem_python,
+                          dict(base, code="abtem", projection=projection.strip())))
+        rows = {}
+        for label, python, cfg in cases:
+            t0 = time.perf_counter()
+            rows[label] = _run_case(python, cfg)
+            rows[label]["process_s"] = time.perf_counter() - t0
+            print(f"  ran {label:<22} ({rows[label]['process_s']:.1f} s incl. start-up)",
+                  flush=True)
+
+    header = (f"{'code':<24} {'exit wave [s]':>13} {'micrograph [s]':>14} "
+              f"{'peak RSS [MiB]':>14} {'Δ RSS [MiB]':>12} {'CUDA peak [MiB]':>15} "
+              f"{'<|ψ|²>':>8}")
+    print("\n" + header + "\n" + "-" * len(header))
+    for label, r in rows.items():
+        if "error" in r:
+            print(f"{label:<24} failed: {r['error']}")
+            continue
+        micro = f"{r['t_total_s']:.2f}" if r.get("code") != "abtem" and "image_mean" in r else "-"
+        cuda = f"{r['cuda_peak_mib']:.0f}" if "cuda_peak_mib" in r else "-"
+        print(f"{label:<24} {r['t_exit_wave_s']:>13.2f} {micro:>14} {r['maxrss_mib']:>14.0f} "
+              f"{r['maxrss_mib'] - r['rss_before_mib']:>12.0f} {cuda:>15} "
+              f"{r['exit_wave_mean_abs2']:>8.4f}")
+    ab = [r for k, r in rows.items() if k.startswith("abTEM") and "error" not in r]
+    for label in ("tem_core, ice", "tem_core, no ice"):
+        r = rows[label]
+        if ab and "error" not in r:
+            ref = ab[0]
+            print(f"ratio abTEM ({cases[2][0].split()[-1]}) / {label}: exit-wave time "
+                  f"{ref['t_exit_wave_s'] / r['t_exit_wave_s']:.2f}×, peak RSS "
+                  f"{ref['maxrss_mib'] / r['maxrss_mib']:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
