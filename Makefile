@@ -47,7 +47,7 @@ compare-env: .venv-compare/.installed
 	touch $@
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check tem_core tests benchmarks book/run_notebooks.py
+	$(VENV)/bin/ruff check tem_core tests benchmarks notebooks book/run_notebooks.py
 
 clean:
 	rm -rf book/_build book/chapters .pytest_cache

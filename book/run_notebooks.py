@@ -6,7 +6,9 @@ default parameters (or ``quick=True`` with ``--quick``) into
 executing again. Any error stops the run with a non-zero exit status, printing
 the failing cell and its traceback.
 
-Usage: ``python book/run_notebooks.py --notebooks notebooks --out book/chapters [--quick] [NAME ...]``
+Usage::
+
+    python book/run_notebooks.py --notebooks notebooks --out book/chapters [--quick] [NAME ...]
 """
 
 from __future__ import annotations

@@ -45,7 +45,9 @@ def require_finite(name: str, value: Any, unit: str = "") -> None:
         raise TypeError(f"{name} must be a number or tensor [{unit}], got {value!r}") from exc
     for v in values:
         if not math.isfinite(v):
-            raise ValueError(f"{name} must be finite, got {_fmt(v if len(values) > 1 else value, unit)}")
+            raise ValueError(
+                f"{name} must be finite, got {_fmt(v if len(values) > 1 else value, unit)}"
+            )
 
 
 def require_positive(name: str, value: Any, unit: str = "") -> None:
@@ -89,7 +91,9 @@ def require_shape(name: str, tensor: torch.Tensor, shape: tuple[int | None, ...]
     """Raise unless ``tensor`` has the given shape (``None`` matches any size)."""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    ok = tensor.ndim == len(shape) and all(s is None or s == t for s, t in zip(shape, tensor.shape))
+    ok = tensor.ndim == len(shape) and all(
+        s is None or s == t for s, t in zip(shape, tensor.shape, strict=True)
+    )
     if not ok:
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name} must have shape {want}, got {tuple(tensor.shape)}")

@@ -21,7 +21,7 @@ _state: dict[str, object] = {"initialised": False, "arch": None, "ti": None}
 
 
 def taichi_available() -> bool:
-    """True when the ``taichi`` package can be imported (and not disabled by TEM_CORE_NO_TAICHI=1)."""
+    """True when ``taichi`` can be imported and is not disabled by TEM_CORE_NO_TAICHI=1."""
     if os.environ.get("TEM_CORE_NO_TAICHI", "0") == "1":
         return False
     try:

@@ -88,7 +88,7 @@ def exit_wave(
     energy_ev: float,
     method: str = "multislice",
 ) -> torch.Tensor:
-    """Exit wave of a plane wave through ``specimen`` [complex, (ny, nx)], streamed slice by slice."""
+    """Exit wave of a plane wave through ``specimen`` [complex, (ny, nx)], streamed by slice."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "projection":

@@ -67,7 +67,9 @@ NM3_TO_A3 = 1e3
 #: Prefactor C = h² / (2π m0 e) that turns Peng/Kirkland electron scattering
 #: factors [Å] into potentials: V_z(ρ) = C Σ a_i (4π/b_i) exp(-4π²ρ²/b_i) [V·Å].
 #: Value 47.8776 V·Å².
-PENG_PREFACTOR_V_A2 = PLANCK_J_S**2 / (2.0 * math.pi * ELECTRON_MASS_KG * ELEMENTARY_CHARGE_C) * M_TO_A**2
+PENG_PREFACTOR_V_A2 = (
+    PLANCK_J_S**2 / (2.0 * math.pi * ELECTRON_MASS_KG * ELEMENTARY_CHARGE_C) * M_TO_A**2
+)
 
 
 def relativistic_mass_ratio(energy_ev: float) -> float:
@@ -98,7 +100,10 @@ def electron_wavelength_a(energy_ev: float) -> float:
     require_positive("energy_ev", energy_ev, "eV")
     e_joule = energy_ev * ELEMENTARY_CHARGE_C
     momentum = math.sqrt(
-        2.0 * ELECTRON_MASS_KG * e_joule * (1.0 + e_joule / (2.0 * ELECTRON_MASS_KG * SPEED_OF_LIGHT_M_S**2))
+        2.0
+        * ELECTRON_MASS_KG
+        * e_joule
+        * (1.0 + e_joule / (2.0 * ELECTRON_MASS_KG * SPEED_OF_LIGHT_M_S**2))
     )
     return PLANCK_J_S / momentum * M_TO_A
 
@@ -118,5 +123,7 @@ def interaction_parameter(energy_ev: float) -> float:
     """
     wavelength_m = electron_wavelength_a(energy_ev) / M_TO_A
     mass = ELECTRON_MASS_KG * relativistic_mass_ratio(energy_ev)
-    sigma_si = 2.0 * math.pi * mass * ELEMENTARY_CHARGE_C * wavelength_m / PLANCK_J_S**2  # rad/(V·m)
+    sigma_si = (  # rad/(V·m)
+        2.0 * math.pi * mass * ELEMENTARY_CHARGE_C * wavelength_m / PLANCK_J_S**2
+    )
     return sigma_si / M_TO_A

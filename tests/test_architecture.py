@@ -5,13 +5,23 @@ from __future__ import annotations
 import ast
 
 import pytest
-
 from conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "tem_core"
 # Forward stages in data-flow order; a stage may import only stages to its left.
-FORWARD = ["units", "structure", "specimen", "potential", "propagate", "optics", "detector", "io", "simulate"]
-INVERSE = ["mtf_fit", "denoise", "reconstruct", "render", "estimators"]
+FORWARD = [
+    "units",
+    "structure",
+    "specimen",
+    "potential",
+    "propagate",
+    "optics",
+    "detector",
+    "io",
+    "simulate",
+]
+# plotting draws results of every stage, inverse ones included, and nothing imports it.
+INVERSE = ["mtf_fit", "denoise", "reconstruct", "render", "estimators", "plotting"]
 MAX_LINES = 550  # "modules under ~500 lines"
 
 

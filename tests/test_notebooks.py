@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -17,11 +16,23 @@ RUNNER = REPO_ROOT / "book" / "run_notebooks.py"
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_quick(source, tmp_path) -> None:
     result = subprocess.run(
-        [sys.executable, str(RUNNER), "--notebooks", str(source.parent), "--out", str(tmp_path),
-         "--quick", source.stem],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            str(RUNNER),
+            "--notebooks",
+            str(source.parent),
+            "--out",
+            str(tmp_path),
+            "--quick",
+            source.stem,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
-    assert result.returncode == 0, f"{source.name} failed:\n{result.stdout}\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, (
+        f"{source.name} failed:\n{result.stdout}\n{result.stderr[-6000:]}"
+    )
     executed = (tmp_path / f"{source.stem}.ipynb").read_text()
     # figures must be stored in the executed notebook (inline backend, not Agg)
     assert '"image/png"' in executed, f"{source.name} stored no figure"
@@ -44,11 +55,22 @@ def test_failing_notebook_fails_loudly(tmp_path) -> None:
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
     (nbdir / "99_broken.py").write_text(
-        "# %% tags=['parameters']\nquick = False\n\n# %%\nx = 1\n\n# %%\nraise RuntimeError('deliberate failure')\n"
+        "# %% tags=['parameters']\nquick = False\n\n# %%\nx = 1\n\n"
+        "# %%\nraise RuntimeError('deliberate failure')\n"
     )
     result = subprocess.run(
-        [sys.executable, str(RUNNER), "--notebooks", str(nbdir), "--out", str(tmp_path / "out"), "--quick"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(RUNNER),
+            "--notebooks",
+            str(nbdir),
+            "--out",
+            str(tmp_path / "out"),
+            "--quick",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0
     assert "99_broken.py" in result.stderr

@@ -1,4 +1,4 @@
-"""Packaging: environment.yml mirrors pyproject.toml; the Makefile and CI entry point are as documented."""
+"""Packaging: environment.yml mirrors pyproject.toml; Makefile and CI entry point as documented."""
 
 from __future__ import annotations
 

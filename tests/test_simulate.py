@@ -1,4 +1,4 @@
-"""The forward pipeline: micrographs, tilt schemes, tilt series on disk (MRC + IMOD angles), resume."""
+"""Forward pipeline: micrographs, tilt schemes, tilt series on disk (MRC + IMOD angles), resume."""
 
 from __future__ import annotations
 
