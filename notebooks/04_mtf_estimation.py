@@ -50,13 +50,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import tem_core
 from tem_core.detector import (
     apply_mtf,
     mtf_parametric,
     mtf_tabulated,
     radial_frequency_cycles_per_px,
-    sample_counts,
 )
 from tem_core.io import read_mrc
 from tem_core.mtf_fit import (
@@ -69,18 +67,11 @@ from tem_core.mtf_fit import (
     mtf_relative_rms_error,
     radial_profile,
     simulate_flat_background,
+    synthetic_background_crops,
 )
+from tem_core.simulate import resolve_device
 
-try:
-    from tem_core.simulate import resolve_device
-
-    device = resolve_device(device)
-except ImportError:
-    device = torch.device(
-        "cuda"
-        if device == "auto" and torch.cuda.is_available()
-        else ("cpu" if device == "auto" else device)
-    )
+device = resolve_device(device)
 if quick:
     crop_size_px, n_synthetic_crops, ffl_steps, n_real_crops = 128, 8, 15, 16
 n_restarts = 3 if quick else 6
@@ -97,19 +88,13 @@ print("device:", device)
 # %%
 truth = dict(a=0.7, b=0.2, c=0.1, alpha=10.0, beta=40.0)
 generator = torch.Generator().manual_seed(seed)
-big = 2 * crop_size_px
-per_image = (big // crop_size_px) ** 2
-n_images = -(-n_synthetic_crops // per_image)
-counts = sample_counts(
-    torch.full((n_images, big, big), mean_electrons_per_px, dtype=torch.float64),
+crops = synthetic_background_crops(
+    truth,
+    n_crops=n_synthetic_crops,
+    crop_size_px=crop_size_px,
+    mean_electrons_per_px=mean_electrons_per_px,
     generator=generator,
 )
-images = apply_mtf(
-    counts, mtf_parametric(radial_frequency_cycles_per_px((big, big), dtype=torch.float64), **truth)
-)
-k = big // crop_size_px
-crops = images.reshape(n_images, k, crop_size_px, k, crop_size_px).permute(0, 1, 3, 2, 4)
-crops = crops.reshape(-1, crop_size_px, crop_size_px)[:n_synthetic_crops]
 print(f"{crops.shape[0]} crops of {crop_size_px}² px, mean {crops.mean():.2f} counts")
 
 # %%
@@ -202,15 +187,9 @@ plt.show()
 
 
 # %%
-def find_data_dir(name="fei-extended_crop2048.mrc"):
-    candidates = [Path.cwd(), *Path.cwd().parents, Path(tem_core.__file__).resolve().parents[1]]
-    for base in candidates:
-        if (base / "data" / name).exists():
-            return base / "data"
-    raise FileNotFoundError(f"no data/{name} above {Path.cwd()}")
-
-
-micrograph_np, voxel_size_a = read_mrc(find_data_dir() / "fei-extended_crop2048.mrc")
+roots = (Path.cwd(), *Path.cwd().parents)
+DATA = next(p / "data" for p in roots if (p / "data" / "fei-extended_crop2048.mrc").exists())
+micrograph_np, voxel_size_a = read_mrc(DATA / "fei-extended_crop2048.mrc")
 micrograph = torch.from_numpy(np.asarray(micrograph_np, dtype=np.float64))
 print(f"{tuple(micrograph.shape)} px, {voxel_size_a:.4f} Å/px, mean {micrograph.mean():.0f} counts")
 found = find_background_crops(micrograph, crop_size=crop_size_px, n_max=n_real_crops)

@@ -61,6 +61,65 @@ def simulate_flat_background(
     return gain_counts_per_e * counts
 
 
+def synthetic_background_crops(
+    mtf_params: dict[str, float],
+    *,
+    n_crops: int,
+    crop_size_px: int,
+    mean_electrons_per_px: float,
+    generator: torch.Generator,
+    micrograph_size_px: int | None = None,
+) -> torch.Tensor:
+    """Background crops cut from flat micrographs with a known parametric MTF.
+
+    Flat square micrographs of ``micrograph_size_px`` (default twice the crop) are
+    simulated with :func:`simulate_flat_background` (Poisson, then the MTF of
+    ``mtf_params``, gain 1) and cut into non-overlapping crops, so the crops are not
+    periodic, as crops of a real micrograph are not.
+
+    Parameters
+    ----------
+    mtf_params
+        Parameters of :func:`tem_core.detector.mtf_parametric` (``a, b, c, alpha, beta``
+        and optionally ``p, q``).
+    n_crops
+        Number of crops returned.
+    crop_size_px
+        Edge of each square crop [pixel].
+    mean_electrons_per_px
+        Expected electrons per pixel [e/pixel].
+    generator
+        Random generator (its device is used).
+    micrograph_size_px
+        Edge of the simulated micrographs [pixel], a multiple of ``crop_size_px``.
+
+    Returns
+    -------
+    Tensor
+        ``(n_crops, crop_size_px, crop_size_px)`` float64 [counts].
+    """
+    require_positive_int("n_crops", n_crops)
+    require_positive_int("crop_size_px", crop_size_px)
+    big = 2 * crop_size_px if micrograph_size_px is None else micrograph_size_px
+    require_positive_int("micrograph_size_px", big)
+    if big % crop_size_px:
+        raise ValueError(
+            f"micrograph_size_px must be a multiple of crop_size_px = {crop_size_px} px, "
+            f"got {big} px"
+        )
+    k = big // crop_size_px
+    n_images = -(-n_crops // (k * k))
+    omega = radial_frequency_cycles_per_px((big, big), device=generator.device, dtype=torch.float64)
+    images = simulate_flat_background(
+        (n_images, big, big),
+        mean_electrons_per_px=mean_electrons_per_px,
+        mtf=mtf_parametric(omega, **mtf_params),
+        generator=generator,
+    )
+    crops = images.reshape(n_images, k, crop_size_px, k, crop_size_px).permute(0, 1, 3, 2, 4)
+    return crops.reshape(-1, crop_size_px, crop_size_px)[:n_crops].contiguous()
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class MTFFit:
     """A fitted parametric MTF (TEM-simulator's form, see :func:`tem_core.detector.mtf_parametric`).

@@ -55,6 +55,7 @@ from tem_core._mtf_fit_result import (
     blurred_image_difference,
     mtf_relative_rms_error,
     simulate_flat_background,
+    synthetic_background_crops,
 )
 from tem_core.detector import mtf_parametric, radial_frequency_cycles_per_px
 
@@ -73,6 +74,7 @@ __all__ = [
     "normalise_min_max",
     "radial_profile",
     "simulate_flat_background",
+    "synthetic_background_crops",
     "NYQUIST_FRACTIONS",
 ]
 

@@ -278,3 +278,29 @@ def test_bad_inputs_raise():
         find_background_crops(torch.full((64, 64), float("inf")), crop_size=16)
     with pytest.raises(ValueError, match="init has unknown parameter"):
         fit_mtf_ffl(torch.ones(32, 32) * 5, generator=g, n_steps=1, init={"gamma": 1.0})
+
+
+def test_synthetic_background_crops_statistics_and_errors() -> None:
+    from tem_core.mtf_fit import synthetic_background_crops
+
+    truth = dict(a=0.7, b=0.2, c=0.1, alpha=10.0, beta=40.0)
+    crops = synthetic_background_crops(
+        truth,
+        n_crops=5,
+        crop_size_px=64,
+        mean_electrons_per_px=25.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert crops.shape == (5, 64, 64)
+    assert abs(float(crops.mean()) - 25.0) < 0.2  # the MTF keeps the mean (MTF(0) = 1)
+    # blurred Poisson noise: variance = mean · Σ PSF² < mean
+    assert 0.2 * 25.0 < float(crops.var()) < 25.0
+    with pytest.raises(ValueError, match="micrograph_size_px must be a multiple"):
+        synthetic_background_crops(
+            truth,
+            n_crops=1,
+            crop_size_px=64,
+            mean_electrons_per_px=25.0,
+            generator=torch.Generator(),
+            micrograph_size_px=100,
+        )
