@@ -39,8 +39,10 @@ def get_taichi():
 
             arch = ti.cuda if torch.cuda.is_available() else ti.cpu
             # ti.init prints "[Taichi] Starting on arch=..." unconditionally: keep it out of pages
+            # The log level comes from TI_LOG_LEVEL (tem_core/__init__ sets "warn" unless the user
+            # chose another); passing log_level here as well makes Taichi warn about the clash.
             with contextlib.redirect_stdout(io.StringIO()):
-                ti.init(arch=arch, log_level=ti.WARN, default_fp=ti.f32, offline_cache=True)
+                ti.init(arch=arch, default_fp=ti.f32, offline_cache=True)
             _state.update(initialised=True, arch="cuda" if arch == ti.cuda else "cpu", ti=ti)
         return _state["ti"]
 

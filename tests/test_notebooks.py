@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 
@@ -36,6 +38,16 @@ def test_notebook_runs_quick(source, tmp_path) -> None:
     executed = (tmp_path / f"{source.stem}.ipynb").read_text()
     # figures must be stored in the executed notebook (inline backend, not Agg)
     assert '"image/png"' in executed, f"{source.name} stored no figure"
+    # no Taichi log lines ("[I 11/28/26 ...] ...", "[W ...]") or tracebacks on the pages
+    nb = json.loads(executed)
+    streams = [
+        "".join(out.get("text", ""))
+        for cell in nb["cells"]
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "stream"
+    ]
+    noisy = [t for t in streams if re.search(r"^\[[IWE] \d", t, flags=re.M)]
+    assert not noisy, f"{source.name} printed log lines: {noisy[0][:300]}"
 
 
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
