@@ -13,17 +13,17 @@
 #
 # A detector blurs what it records. TEM-simulator models the blur with a parametric
 # modulation transfer function (MTF),
-# $\mathrm{MTF}(\omega) = \big(a\,L_p(\alpha\omega^2) + b\,L_q(\beta\omega^2) + c\big)/(a+b+c)$
-# with generalised Lorentzians $L$ (see `tem_core.detector.mtf_parametric`), applied
+# MTF(ω) = (a·L_p(αω²) + b·L_q(βω²) + c)/(a + b + c)
+# with generalised Lorentzians L (see `tem_core.detector.mtf_parametric`), applied
 # **after** the shot noise. A flat background (vacuum or featureless ice) is then Poisson
-# noise blurred by the MTF, and its noise power spectrum (NPS) is $s\,\mathrm{MTF}^2(\omega)$.
+# noise blurred by the MTF, and its noise power spectrum (NPS) is s·MTF²(ω).
 #
 # This chapter compares two ways to recover the MTF parameters from background crops:
 #
 # * the **published method** (DiffTEM): simulate flat noisy images with the current MTF and
 #   pull them towards the crops with MSE + focal frequency loss (FFL) and Adam
 #   (`tem_core.mtf_fit.fit_mtf_ffl`);
-# * a **Whittle likelihood** fit of $s\,\mathrm{MTF}^2$ to the crops' periodogram
+# * a **Whittle likelihood** fit of s·MTF² to the crops' periodogram
 #   (`tem_core.mtf_fit.fit_mtf_whittle`), with standard errors from the Hessian.
 #
 # Then both are applied to a real K2 micrograph and compared with the camera's published
@@ -82,7 +82,7 @@ print("device:", device)
 # ## Synthetic background with a known MTF
 #
 # Flat micrographs of twice the crop size with Poisson counts, blurred by
-# TEM-simulator's default MTF ($a, b, c, \alpha, \beta = 0.7, 0.2, 0.1, 10, 40$), cut into
+# TEM-simulator's default MTF (a, b, c, α, β = 0.7, 0.2, 0.1, 10, 40), cut into
 # crops. Crops of a larger image are not periodic, as real crops are not.
 
 # %%
@@ -172,8 +172,8 @@ plt.show()
 # The Whittle fit recovers the MTF to about a percent from 16 crops (the benchmark
 # `benchmarks/mtf_experiments.py` gives the full table). The published loss does not:
 # the simulated and recorded noise are independent, so pixel-wise or frequency-wise
-# differences cannot vanish; their expectation $\sigma^2(|\mathrm{MTF}_\theta|^2 +
-# |\mathrm{MTF}|^2)$ is smallest for $\mathrm{MTF}_\theta \to 0$, and min-max normalisation
+# differences cannot vanish; their expectation σ²(|MTF_θ|² +
+# |MTF|²) is smallest for MTF_θ → 0, and min-max normalisation
 # removes most of what is left of the signal in the loss. Its parameters mostly reflect
 # the random start and this bias, and its loss does not fall.
 
@@ -276,7 +276,7 @@ plt.show()
 # 0.22 cycles/px (≈ 3.9 Å, the crystalline-ice reflection). Fitting every frequency can
 # let a narrow Lorentzian absorb the low-frequency excess, which lowers the whole
 # normalised curve: with all 63 crops of 256² (`quick=False`) the dashed curve drops to
-# about 0.80 / 0.79 / 0.77. Excluding $|\omega| < 0.08$ avoids it. The ice ring remains as
+# about 0.80 / 0.79 / 0.77. Excluding |ω| < 0.08 avoids it. The ice ring remains as
 # a small bias (a few percent in power).
 
 # %% [markdown]
@@ -336,11 +336,11 @@ plt.show()
 # The simulation with the fitted (nearly flat) MTF reproduces the real background's
 # spectrum except for the specimen signal (low frequencies, ice ring); a simulation with
 # the published K2 MTF in TEM-simulator's model would have its noise power fall by
-# $0.39^2 \approx 0.15$ towards Nyquist, which the real camera does not show.
+# 0.39² ≈ 0.15 towards Nyquist, which the real camera does not show.
 #
 # ## Summary
 #
-# * In TEM-simulator's detector model the background NPS is $s\,\mathrm{MTF}^2$; the
+# * In TEM-simulator's detector model the background NPS is s·MTF²; the
 #   Whittle likelihood recovers the MTF from a few crops (about 1% from 16 crops of 256²,
 #   a few percent from one; exact to <1% when the gain is known), with standard errors.
 # * The published MSE + FFL fit compares independent noise realisations; it is biased

@@ -63,6 +63,18 @@ def test_notebook_has_parameters_cell(source) -> None:
     assert "quick = False" in text
 
 
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_markdown_has_no_latex(source) -> None:
+    """The book renders LaTeX with MathJax from a CDN, which an offline reader lacks: the
+    chapters write formulas in Unicode (χ(k) = πλk²(½C_sλ²k² − Δf)) instead."""
+    import jupytext
+
+    nb = jupytext.read(source)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            assert "$" not in cell.source, f"{source.name}: LaTeX in {cell.source[:80]!r}"
+
+
 def test_failing_notebook_fails_loudly(tmp_path) -> None:
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
