@@ -46,9 +46,7 @@ device = "auto"
 quick = False
 
 # %%
-import signal
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -280,64 +278,31 @@ plt.show()
 # `tilt_series` keeps each finished tilt in `<stem>.tilts/` until the whole stack is
 # written, and on the next call with the same output it **skips the tilts already on
 # disk**. Each tilt draws its noise from its own generator, seeded from the one passed in,
-# so a resumed series is identical to an uninterrupted one. Below, a watcher thread
-# interrupts a run once half of the tilts are on disk (as a `Ctrl-C` would); the second
-# call with the same arguments finishes the job.
-
+# so a resumed series is identical to an uninterrupted one. Below, a `callback` (called
+# after each tilt is on disk) stops the first run half-way, as a `Ctrl-C` would; the
+# second call with the same arguments finishes the job.
 
 # %%
-class Interrupted(Exception):
-    """Raised in the main thread to stop the first run, as a KeyboardInterrupt would."""
+def stop_half_way(index, image):
+    if len(list((out / "resumed.tilts").glob("tilt_*.mrc"))) >= len(scheme) // 2:
+        raise KeyboardInterrupt
 
 
-def _interrupt(signum, frame):
-    raise Interrupted
-
-
-def _interrupt_when(folder, n_done, stop):
-    """Signal the main thread once ``n_done`` tilt images exist in ``folder``."""
-    while not stop.is_set():
-        if len(list(folder.glob("*.mrc"))) >= n_done:
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
-            return
-        time.sleep(0.01)
-
-
-interrupted = False
-if hasattr(signal, "pthread_kill") and len(scheme) > 1:  # POSIX only
-    previous = signal.signal(signal.SIGALRM, _interrupt)
-    stop = threading.Event()
-    watcher = threading.Thread(
-        target=_interrupt_when, args=(out / "resumed.tilts", len(scheme) // 2, stop), daemon=True
-    )
-    start = time.perf_counter()
-    watcher.start()
-    try:
-        simulate("resumed")
-        time.sleep(1.0)  # a signal sent just as the run ended is delivered here
-    except Interrupted:
-        interrupted = True
-    finally:
-        stop.set()
-        watcher.join()
-        signal.signal(signal.SIGALRM, previous)
-    t_first = time.perf_counter() - start
-
-if interrupted:
-    done = sorted(p.name for p in (out / "resumed.tilts").glob("*.mrc"))
-    print(
-        f"first run interrupted after {t_first:.1f} s with {len(done)} of {len(scheme)} tilts "
-        f"on disk ({done[0]} .. {done[-1]})"
-    )
-    resumed, t_resume = simulate("resumed")
-    same = np.array_equal(resumed.stack.cpu().numpy(), series.stack.cpu().numpy())
-    print(f"\n{'run':>28} {'tilts simulated':>16} {'wall time [s]':>14}")
-    print(f"{'uninterrupted':>28} {len(scheme):16d} {t_full:14.1f}")
-    print(f"{'interrupted':>28} {len(done):16d} {t_first:14.1f}")
-    print(f"{'resumed (skips finished)':>28} {len(scheme) - len(done):16d} {t_resume:14.1f}")
-    print(f"resumed stack identical to the uninterrupted one: {same}")
-else:
-    print("no interruption (signals between threads are not available on this system)")
+start = time.perf_counter()
+try:
+    simulate("resumed", callback=stop_half_way)
+except KeyboardInterrupt:
+    pass
+t_first = time.perf_counter() - start
+done = sorted(p.name for p in (out / "resumed.tilts").glob("tilt_*.mrc"))
+print(f"first run stopped after {t_first:.1f} s with {len(done)} of {len(scheme)} tilts on disk")
+resumed, t_resume = simulate("resumed")
+same = np.array_equal(resumed.stack.cpu().numpy(), series.stack.cpu().numpy())
+print(f"\n{'run':>28} {'tilts simulated':>16} {'wall time [s]':>14}")
+print(f"{'uninterrupted':>28} {len(scheme):16d} {t_full:14.1f}")
+print(f"{'stopped half-way':>28} {len(done):16d} {t_first:14.1f}")
+print(f"{'resumed (skips finished)':>28} {len(scheme) - len(done):16d} {t_resume:14.1f}")
+print(f"resumed stack identical to the uninterrupted one: {same}")
 
 # %% [markdown]
 # The files are left in the output folder printed at the top (a temporary folder unless

@@ -19,6 +19,7 @@ run by skipping tilts already on disk.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -366,6 +367,7 @@ def tilt_series(
     overwrite: bool = False,
     resume: bool = True,
     progress: bool = True,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> TiltSeriesResult:
     """Simulate a tilt series of ``specimen`` following ``scheme``.
 
@@ -381,6 +383,10 @@ def tilt_series(
         go to ``<stem>.tilts/`` while running so that an interrupted run resumes there.
     resume
         Skip tilts whose image already exists in ``<stem>.tilts/``.
+    callback
+        Called as ``callback(index, image)`` after each simulated tilt (acquisition index,
+        counts) once its image is on disk; for progress reports, live previews, or to stop
+        a run (an exception raised there propagates, and a later call resumes).
     """
     from tqdm.auto import tqdm
 
@@ -442,6 +448,8 @@ def tilt_series(
                 voxel_size_a=potential.sampling_a,
                 overwrite=True,
             )
+        if callback is not None:
+            callback(k, images[k])
 
     order = scheme.sorted_by_angle()
     stack = torch.stack([images[k] for k in order])

@@ -208,6 +208,53 @@ def test_tilt_series_files_and_resume(small_specimen, tmp_path, monkeypatch) -> 
         simulate.tilt_series(small_specimen, output=stem, **kwargs)
 
 
+def test_tilt_series_callback_reports_and_can_stop(small_specimen, tmp_path) -> None:
+    scheme = simulate.tilt_scheme(
+        "uniform",
+        min_angle_rad=-20 * DEG,
+        max_angle_rad=20 * DEG,
+        step_rad=20 * DEG,
+        total_dose_e_per_a2=30.0,
+        defocus_a=2e4,
+    )
+    kwargs = dict(
+        scheme=scheme, potential=SETTINGS, microscope=SCOPE, detector=Detector(), progress=False
+    )
+    seen = []
+    reference = simulate.tilt_series(
+        small_specimen,
+        generator=torch.Generator().manual_seed(3),
+        callback=lambda k, image: seen.append((k, image.shape)),
+        **kwargs,
+    )
+    assert seen == [(k, (64, 64)) for k in range(len(scheme))]
+
+    def stop_after_two(k, image):
+        if k == 1:
+            raise KeyboardInterrupt
+
+    stem = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        simulate.tilt_series(
+            small_specimen,
+            generator=torch.Generator().manual_seed(3),
+            output=stem,
+            callback=stop_after_two,
+            **kwargs,
+        )
+    assert len(list((tmp_path / "stopped.tilts").glob("tilt_*.mrc"))) == 2
+    seen.clear()
+    resumed = simulate.tilt_series(
+        small_specimen,
+        generator=torch.Generator().manual_seed(3),
+        output=stem,
+        callback=lambda k, image: seen.append(k),
+        **kwargs,
+    )
+    assert seen == [2]  # only the missing tilt was simulated
+    torch.testing.assert_close(resumed.stack, reference.stack)
+
+
 def test_resolve_device() -> None:
     assert simulate.resolve_device("cpu") == torch.device("cpu")
     assert simulate.resolve_device("auto").type in ("cpu", "cuda")
