@@ -87,7 +87,7 @@ from tem_core.plotting import (
 from tem_core.potential import PotentialSettings, projected_potential, slice_potential
 from tem_core.propagate import phase_object_wave
 from tem_core.simulate import Imaging, image_plane_intensity, micrograph, resolve_device
-from tem_core.specimen import IceSlab, build_specimen
+from tem_core.specimen import IceSlab, amorphous_film, build_specimen
 from tem_core.structure import read_structure
 
 if quick:  # smaller fields, fewer particles, thicker slices
@@ -260,26 +260,25 @@ print(
 #
 # An amorphous specimen scatters into all spatial frequencies with a smooth spectrum, so
 # the power spectrum of its image shows the CTF directly: the **Thon rings**. We scatter
-# carbon atoms at random in a film of density 2.0 g/cm³ (0.100 atoms/Å³), project them
-# with `slice_potential`, form the phase-object exit wave and image it at the defocus
-# above. The dashed circles and the vertical lines mark the analytic zeros of the CTF.
+# carbon atoms at random in a film of density 2.0 g/cm³ (0.100 atoms/Å³, with
+# `amorphous_film`), project them with `slice_potential`, form the phase-object exit wave
+# and image it at the defocus above. The dashed circles and the vertical lines mark the analytic zeros of the CTF.
 
 # %%
 carbon_sampling_a, carbon_px = 2.0, 256
-carbon_t_a = carbon_thickness_nm * units.NM_TO_A
 film_l = carbon_px * carbon_sampling_a
-n_carbon = int(film_l**2 * carbon_t_a * 0.1003)
-rng = torch.Generator().manual_seed(seed)
-carbon_positions = torch.rand(n_carbon, 3, generator=rng, dtype=torch.float64) * torch.tensor(
-    [film_l, film_l, carbon_t_a], dtype=torch.float64
-)
+film = amorphous_film(
+    extent_a=(film_l, film_l),
+    thickness_a=carbon_thickness_nm * units.NM_TO_A,
+    generator=torch.Generator().manual_seed(seed),
+).to(device=device)
 carbon_potential = slice_potential(
-    torch.full((n_carbon,), 6, dtype=torch.int64, device=device),
-    carbon_positions.to(device),
-    torch.full((n_carbon,), 1.0, dtype=torch.float64, device=device),
-    torch.ones(n_carbon, dtype=torch.float64, device=device),
+    film.atomic_numbers,
+    film.positions_a,
+    film.b_factors_a2,
+    film.occupancies,
     z0_a=-5.0,
-    z1_a=carbon_t_a + 5.0,
+    z1_a=carbon_thickness_nm * units.NM_TO_A + 5.0,
     shape=(carbon_px, carbon_px),
     sampling_a=carbon_sampling_a,
 )
@@ -289,7 +288,7 @@ carbon_intensity = image_plane_intensity(
 )
 thon = torch.fft.fft2(carbon_intensity - carbon_intensity.mean()).abs() ** 2
 print(
-    f"{n_carbon:,} carbon atoms in {film_l / 10:.0f} × {film_l / 10:.0f} × "
+    f"{len(film):,} carbon atoms in {film_l / 10:.0f} × {film_l / 10:.0f} × "
     f"{carbon_thickness_nm} nm; mean phase shift "
     f"{float(torch.angle(carbon_wave).mean()):.2f} rad"
 )

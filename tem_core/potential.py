@@ -75,13 +75,16 @@ ICE_DENSITY_G_PER_CM3 = 0.94
 WATER_MOLAR_MASS_G_PER_MOL = 18.01528
 #: Water molecules per Å³ in amorphous ice: 0.94 g/cm³ → 0.031422 Å⁻³ (31.4 nm⁻³).
 ICE_MOLECULES_PER_A3 = (
-    ICE_DENSITY_G_PER_CM3 / WATER_MOLAR_MASS_G_PER_MOL * units.AVOGADRO_PER_MOL * 1e-24
+    ICE_DENSITY_G_PER_CM3 / WATER_MOLAR_MASS_G_PER_MOL * units.AVOGADRO_PER_MOL / units.CM3_TO_A3
 )
 #: Density of evaporated amorphous carbon support film [g/cm³] (typical 1.8-2.2).
 CARBON_DENSITY_G_PER_CM3 = 2.0
 CARBON_MOLAR_MASS_G_PER_MOL = 12.011
 CARBON_ATOMS_PER_A3 = (
-    CARBON_DENSITY_G_PER_CM3 / CARBON_MOLAR_MASS_G_PER_MOL * units.AVOGADRO_PER_MOL * 1e-24
+    CARBON_DENSITY_G_PER_CM3
+    / CARBON_MOLAR_MASS_G_PER_MOL
+    * units.AVOGADRO_PER_MOL
+    / units.CM3_TO_A3
 )
 #: Inelastic mean free paths at 300 kV [Å]; see the module docstring for sources.
 ICE_INELASTIC_MFP_300KV_A = 3500.0

@@ -31,6 +31,7 @@ import torch
 
 from tem_core._checks import require_finite, require_nonnegative, require_positive
 from tem_core._specimen_checks import _check_poses, _check_rotations
+from tem_core._specimen_films import amorphous_film
 from tem_core.structure import AtomicModel, rotation_about_axis
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "place_particles",
     "build_specimen",
     "tilt_specimen",
+    "amorphous_film",
 ]
 
 

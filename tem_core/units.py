@@ -63,6 +63,7 @@ DEG_TO_RAD = math.pi / 180.0
 RAD_TO_DEG = 180.0 / math.pi
 E_PER_NM2_TO_E_PER_A2 = 1e-2  # 1 e/Å² = 100 e/nm²
 NM3_TO_A3 = 1e3
+CM3_TO_A3 = 1e24
 
 #: Prefactor C = h² / (2π m0 e) that turns Peng/Kirkland electron scattering
 #: factors [Å] into potentials: V_z(ρ) = C Σ a_i (4π/b_i) exp(-4π²ρ²/b_i) [V·Å].

@@ -380,3 +380,45 @@ def test_build_and_tilt_on_cuda_match_cpu(crambin):
     torch.testing.assert_close(
         tilted.atoms.positions_a.cpu(), tilt_specimen(cpu, tilt_angle_rad=0.4).atoms.positions_a
     )
+
+
+def test_amorphous_film_density_bounds_and_seed() -> None:
+    from tem_core.specimen import amorphous_film
+
+    film = amorphous_film(
+        extent_a=(100.0, 50.0),
+        thickness_a=30.0,
+        z0_a=10.0,
+        generator=torch.Generator().manual_seed(1),
+    )
+    # 2.0 g/cm³ of carbon: 0.1003 atoms/Å³
+    assert len(film) == round(0.100283 * 100 * 50 * 30)
+    pos = film.positions_a
+    assert float(pos[:, 0].min()) >= 0 and float(pos[:, 0].max()) < 100.0
+    assert float(pos[:, 2].min()) >= 10.0 and float(pos[:, 2].max()) < 40.0
+    assert set(film.atomic_numbers.tolist()) == {6}
+    again = amorphous_film(
+        extent_a=(100.0, 50.0),
+        thickness_a=30.0,
+        z0_a=10.0,
+        generator=torch.Generator().manual_seed(1),
+    )
+    torch.testing.assert_close(again.positions_a, pos)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(thickness_a=-1.0), "thickness_a must be"),
+        (dict(density_g_per_cm3=float("nan")), "density_g_per_cm3 must be"),
+        (dict(atomic_number=7), "atomic_number must be one of"),
+        (dict(extent_a=(10.0,)), "extent_a must be"),
+    ],
+)
+def test_amorphous_film_errors(kwargs, match) -> None:
+    from tem_core.specimen import amorphous_film
+
+    args = dict(extent_a=(10.0, 10.0), thickness_a=5.0, generator=torch.Generator())
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        amorphous_film(**args)
