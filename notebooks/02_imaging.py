@@ -262,7 +262,8 @@ print(
 # the power spectrum of its image shows the CTF directly: the **Thon rings**. We scatter
 # carbon atoms at random in a film of density 2.0 g/cm³ (0.100 atoms/Å³, with
 # `amorphous_film`), project them with `slice_potential`, form the phase-object exit wave
-# and image it at the defocus above. The dashed circles and the vertical lines mark the analytic zeros of the CTF.
+# and image it at the defocus above. The dashed circles and the vertical lines mark the
+# analytic zeros of the CTF.
 
 # %%
 carbon_sampling_a, carbon_px = 2.0, 256

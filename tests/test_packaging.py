@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 
+import pytest
 from conftest import REPO_ROOT
 
 
@@ -65,3 +66,19 @@ def test_makefile_targets_and_torch_pin() -> None:
     assert "TORCH_VERSION := 2.13.0" in makefile
     # torch is installed before the project so pip keeps the pinned wheel
     assert makefile.index("torch==$(TORCH_VERSION)") < makefile.index("-e '.[book,dev]'")
+
+
+def test_ruff_is_clean() -> None:
+    """``make lint`` as part of the suite, so CI keeps the style rules."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("ruff")
+    paths = ["tem_core", "tests", "benchmarks", "notebooks", "book/run_notebooks.py"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--output-format", "concise", *paths],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
