@@ -207,7 +207,7 @@ def _figure(images, profiles, zeros_px, fitted, microscope) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     fig = plt.figure(figsize=(16, 10), layout="constrained")
     n_img = len(images)
-    crop = 1024
+    crop = min(1024, *(min(img.shape) // 4 * 4 for img in images.values()))
     for i, (label, img) in enumerate(images.items()):
         ax = fig.add_subplot(2, n_img, i + 1)
         view = img[:crop, :crop]
