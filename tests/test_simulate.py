@@ -158,18 +158,24 @@ def test_energy_mismatch_and_memory_preflight(small_specimen) -> None:
         )
 
 
-def test_tilt_series_files_and_resume(small_specimen, tmp_path, monkeypatch) -> None:
+def _three_tilts(kind: str) -> dict:
+    """tilt_series arguments for three tilts at -20, 0, 20 degrees on the small grid."""
     scheme = simulate.tilt_scheme(
-        "dose-symmetric",
+        kind,
         min_angle_rad=-20 * DEG,
         max_angle_rad=20 * DEG,
         step_rad=20 * DEG,
         total_dose_e_per_a2=30.0,
         defocus_a=2e4,
     )
-    kwargs = dict(
+    return dict(
         scheme=scheme, potential=SETTINGS, microscope=SCOPE, detector=Detector(), progress=False
     )
+
+
+def test_tilt_series_files_and_resume(small_specimen, tmp_path, monkeypatch) -> None:
+    kwargs = _three_tilts("dose-symmetric")
+    scheme = kwargs["scheme"]
     reference = simulate.tilt_series(
         small_specimen, generator=torch.Generator().manual_seed(5), **kwargs
     )
@@ -209,17 +215,8 @@ def test_tilt_series_files_and_resume(small_specimen, tmp_path, monkeypatch) -> 
 
 
 def test_tilt_series_callback_reports_and_can_stop(small_specimen, tmp_path) -> None:
-    scheme = simulate.tilt_scheme(
-        "uniform",
-        min_angle_rad=-20 * DEG,
-        max_angle_rad=20 * DEG,
-        step_rad=20 * DEG,
-        total_dose_e_per_a2=30.0,
-        defocus_a=2e4,
-    )
-    kwargs = dict(
-        scheme=scheme, potential=SETTINGS, microscope=SCOPE, detector=Detector(), progress=False
-    )
+    kwargs = _three_tilts("uniform")
+    scheme = kwargs["scheme"]
     seen = []
     reference = simulate.tilt_series(
         small_specimen,
