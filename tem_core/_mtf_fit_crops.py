@@ -22,6 +22,7 @@ import torch
 
 from tem_core._checks import require_positive, require_positive_int
 from tem_core._fft import fft2
+from tem_core.detector import radial_frequency_cycles_per_px
 
 #: Smallest crop edge accepted by the estimators [pixel].
 MIN_CROP_SIZE = 16
@@ -282,9 +283,7 @@ def detect_particles_in_crops(
     b, m, n = x.shape
     centred = x - x.mean(dim=(-2, -1), keepdim=True)
     power = fft2(centred).abs() ** 2
-    fy = torch.fft.fftfreq(m, dtype=torch.float64)
-    fx = torch.fft.fftfreq(n, dtype=torch.float64)
-    radius = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
+    radius = radial_frequency_cycles_per_px((m, n), device=x.device, dtype=torch.float64)
     f1 = 4.0 / min(m, n)
     inner = (radius > 0) & (radius <= f1)
     outer = (radius > f1) & (radius <= 2 * f1)

@@ -26,6 +26,8 @@ from tem_core.mtf_fit import (
     mtf_relative_rms_error,
     normalise_min_max,
     radial_profile,
+    simulate_flat_background,
+    synthetic_background_crops,
 )
 
 # TEM-simulator's example detector: MTF 0.8285 / 0.5879 / 0.3182 at 0.125 / 0.25 / 0.5 cycles/px
@@ -33,19 +35,22 @@ TRUTH = dict(a=0.7, b=0.2, c=0.1, alpha=10.0, beta=40.0)
 
 
 def _blurred_noise(shape, *, mean=25.0, truth=TRUTH, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    counts = sample_counts(torch.full(shape, mean, dtype=torch.float64), generator=g)
     mtf = mtf_parametric(radial_frequency_cycles_per_px(shape[-2:], dtype=torch.float64), **truth)
-    return apply_mtf(counts, mtf)
+    return simulate_flat_background(
+        shape, mean_electrons_per_px=mean, mtf=mtf, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def _crops_from_micrograph(n_crops, size, *, big=512, seed=0):
     """Crops cut from larger periodic micrographs: not periodic themselves, like real crops."""
-    per_side = big // size
-    n_images = math.ceil(n_crops / per_side**2)
-    images = _blurred_noise((n_images, big, big), seed=seed)
-    crops = images.reshape(n_images, per_side, size, per_side, size).permute(0, 1, 3, 2, 4)
-    return crops.reshape(-1, size, size)[:n_crops]
+    return synthetic_background_crops(
+        TRUTH,
+        n_crops=n_crops,
+        crop_size_px=size,
+        mean_electrons_per_px=25.0,
+        generator=torch.Generator().manual_seed(seed),
+        micrograph_size_px=big,
+    )
 
 
 # --- focal frequency loss ----------------------------------------------------------------------
@@ -281,11 +286,8 @@ def test_bad_inputs_raise():
 
 
 def test_synthetic_background_crops_statistics_and_errors() -> None:
-    from tem_core.mtf_fit import synthetic_background_crops
-
-    truth = dict(a=0.7, b=0.2, c=0.1, alpha=10.0, beta=40.0)
     crops = synthetic_background_crops(
-        truth,
+        TRUTH,
         n_crops=5,
         crop_size_px=64,
         mean_electrons_per_px=25.0,
@@ -297,7 +299,7 @@ def test_synthetic_background_crops_statistics_and_errors() -> None:
     assert 0.2 * 25.0 < float(crops.var()) < 25.0
     with pytest.raises(ValueError, match="micrograph_size_px must be a multiple"):
         synthetic_background_crops(
-            truth,
+            TRUTH,
             n_crops=1,
             crop_size_px=64,
             mean_electrons_per_px=25.0,
