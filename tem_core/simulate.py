@@ -390,6 +390,8 @@ def tilt_series(
     """
     from tqdm.auto import tqdm
 
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable(index, image), got {type(callback).__name__}")
     device = specimen.atoms.positions_a.device
     _preflight(potential, device, microscope)
     base_seed = None

@@ -250,6 +250,8 @@ def test_tilt_series_callback_reports_and_can_stop(small_specimen, tmp_path) -> 
     )
     assert seen == [2]  # only the missing tilt was simulated
     torch.testing.assert_close(resumed.stack, reference.stack)
+    with pytest.raises(TypeError, match="callback must be callable"):
+        simulate.tilt_series(small_specimen, callback="print", **kwargs)
 
 
 def test_resolve_device() -> None:
