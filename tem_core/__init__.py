@@ -1,10 +1,16 @@
 """tem_core: fast, differentiable transmission electron microscopy simulation.
 
 Stages (data flows one way):
-``units -> structure -> specimen -> potential -> propagate -> optics -> detector -> simulate``,
-then the inverse stages ``mtf_fit``, ``denoise``, ``reconstruct``.
+``units -> structure -> specimen -> potential -> propagate -> optics -> detector -> io ->
+simulate``, then the inverse stages ``mtf_fit``, ``denoise``, ``reconstruct``.
+
+The public names of every stage are available from the package itself, e.g.
+``tem_core.micrograph`` or ``from tem_core import Detector, read_structure``, and each stage
+stays importable as a module (``tem_core.detector``). Names are imported on first use
+(PEP 562), so ``import tem_core`` is cheap and does not start Taichi.
 """
 
+import importlib as _importlib
 import os as _os
 
 # Taichi prints a version banner on import; keep it out of notebooks and logs.
@@ -17,5 +23,156 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from tem_core import units  # noqa: E402
 
-__all__ = ["units"]
+# Public names by the stage that defines them: each stage's ``__all__``
+# (tests/test_public_api.py checks that the two agree).
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "structure": (
+        "AtomicModel",
+        "assembly_operators",
+        "expand_assembly",
+        "fetch_pdb",
+        "helical_operators",
+        "read_structure",
+        "rotation_about_axis",
+    ),
+    "specimen": (
+        "IceSlab",
+        "Specimen",
+        "amorphous_film",
+        "build_specimen",
+        "place_particles",
+        "random_rotations",
+        "tilt_specimen",
+    ),
+    "potential": (
+        "CARBON_MEAN_INNER_POTENTIAL_V",
+        "ICE_MEAN_INNER_POTENTIAL_V",
+        "PotentialSettings",
+        "absorptive_potential_v",
+        "displaced_volumes_a3",
+        "inelastic_mean_free_path_a",
+        "iter_slice_potentials",
+        "mean_inner_potential_v",
+        "peng_coefficients",
+        "projected_potential",
+        "slice_edges_a",
+        "slice_potential",
+    ),
+    "propagate": (
+        "SamplingWarning",
+        "available_memory_bytes",
+        "bandlimit_mask",
+        "check_sampling",
+        "estimate_wave_memory_bytes",
+        "fresnel_propagator",
+        "multislice",
+        "multislice_step",
+        "phase_object_wave",
+        "plane_wave",
+        "transmission_function",
+    ),
+    "optics": (
+        "FWHM_TO_RMS",
+        "Microscope",
+        "aberration_phase",
+        "aperture",
+        "apply_ctf",
+        "chromatic_factor",
+        "ctf",
+        "ctf_1d",
+        "ctf_zeros_per_a",
+        "defocus_from_uv",
+        "defocus_to_uv",
+        "image_intensity",
+        "spatial_envelope",
+        "temporal_envelope",
+    ),
+    "detector": (
+        "NOISE_MODELS",
+        "Detector",
+        "apply_mtf",
+        "available_cameras",
+        "available_dqe_tables",
+        "detect",
+        "expected_electrons",
+        "expected_image",
+        "load_dqe_table",
+        "load_mtf_table",
+        "mtf_parametric",
+        "mtf_tabulated",
+        "poisson_log_prob",
+        "radial_frequency_cycles_per_px",
+        "sample_counts",
+        "sample_electrons",
+    ),
+    "io": (
+        "MdocTiltSeries",
+        "read_mdoc",
+        "read_mrc",
+        "read_tilt_angles",
+        "write_mrc",
+        "write_png_preview",
+        "write_tilt_angles",
+    ),
+    "simulate": (
+        "Imaging",
+        "MicrographResult",
+        "TiltScheme",
+        "TiltSeriesResult",
+        "exit_wave",
+        "image_plane_intensity",
+        "micrograph",
+        "resolve_device",
+        "tilt_scheme",
+        "tilt_scheme_from_mdoc",
+        "tilt_series",
+    ),
+    "mtf_fit": (
+        "NYQUIST_FRACTIONS",
+        "PARAM_NAMES",
+        "BackgroundCrops",
+        "MTFFit",
+        "averaged_periodogram",
+        "blurred_image_difference",
+        "detect_particles_in_crops",
+        "find_background_crops",
+        "fit_mtf_ffl",
+        "fit_mtf_whittle",
+        "focal_frequency_loss",
+        "mtf_relative_rms_error",
+        "normalise_min_max",
+        "radial_profile",
+        "simulate_flat_background",
+        "synthetic_background_crops",
+    ),
+    "estimators": ("RELAXATIONS", "pathwise_poisson_sample", "score_function_surrogate"),
+    "plotting": (
+        "image_tiles",
+        "montage",
+        "power_spectrum",
+        "radial_average",
+        "show_image",
+        "show_power_spectrum",
+    ),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+# Modules reachable as attributes (``tem_core.detector``) without an explicit import.
+_MODULES = ("units", "grids", "validation", *_EXPORTS)
+
+__all__ = ["units", *_WHERE]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(_importlib.import_module(f"tem_core.{_WHERE[name]}"), name)
+    elif name in _MODULES:
+        value = _importlib.import_module(f"tem_core.{name}")
+    else:
+        raise AttributeError(f"module 'tem_core' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_MODULES))

@@ -1,99 +1,13 @@
-"""Input validation shared by every stage.
+"""Deprecated alias of :mod:`tem_core.validation`, kept while parallel branches still import it.
 
-Errors name the parameter, the value and its unit, e.g.
-``ValueError: defocus_a must be finite, got nan Å``. Never ``assert`` on user
-input (asserts vanish under ``python -O``).
+New code imports ``tem_core.validation``; this module is removed once no branch uses it.
 """
 
-from __future__ import annotations
-
-import math
-from collections.abc import Sequence
-from typing import Any
-
-import torch
-
-
-def _fmt(value: Any, unit: str) -> str:
-    if isinstance(value, torch.Tensor):
-        if value.numel() == 1:
-            value = value.detach().cpu().item()
-        else:
-            bad = value.detach()
-            value = f"tensor of shape {tuple(bad.shape)}"
-    return f"{value} {unit}".rstrip()
-
-
-def _as_float_values(value: Any) -> list[float]:
-    if isinstance(value, torch.Tensor):
-        return value.detach().reshape(-1).double().cpu().tolist()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [float(value)]
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        out: list[float] = []
-        for item in value:
-            out.extend(_as_float_values(item))
-        return out
-    raise TypeError(f"expected a number or tensor, got {type(value).__name__}")
-
-
-def require_finite(name: str, value: Any, unit: str = "") -> None:
-    """Raise ``ValueError`` unless every element of ``value`` is finite."""
-    try:
-        values = _as_float_values(value)
-    except TypeError as exc:
-        raise TypeError(f"{name} must be a number or tensor [{unit}], got {value!r}") from exc
-    for v in values:
-        if not math.isfinite(v):
-            raise ValueError(
-                f"{name} must be finite, got {_fmt(v if len(values) > 1 else value, unit)}"
-            )
-
-
-def require_positive(name: str, value: Any, unit: str = "") -> None:
-    """Raise ``ValueError`` unless every element is finite and > 0."""
-    require_finite(name, value, unit)
-    for v in _as_float_values(value):
-        if not v > 0:
-            raise ValueError(f"{name} must be > 0, got {_fmt(v, unit)}")
-
-
-def require_nonnegative(name: str, value: Any, unit: str = "") -> None:
-    """Raise ``ValueError`` unless every element is finite and >= 0."""
-    require_finite(name, value, unit)
-    for v in _as_float_values(value):
-        if not v >= 0:
-            raise ValueError(f"{name} must be >= 0, got {_fmt(v, unit)}")
-
-
-def require_in_range(
-    name: str, value: Any, low: float, high: float, unit: str = "", *, inclusive: bool = True
-) -> None:
-    """Raise ``ValueError`` unless every element lies in ``[low, high]`` (or the open interval)."""
-    require_finite(name, value, unit)
-    for v in _as_float_values(value):
-        ok = low <= v <= high if inclusive else low < v < high
-        if not ok:
-            brackets = "[]" if inclusive else "()"
-            raise ValueError(
-                f"{name} must lie in {brackets[0]}{low}, {high}{brackets[1]} {unit}".rstrip()
-                + f", got {_fmt(v, unit)}"
-            )
-
-
-def require_positive_int(name: str, value: Any) -> None:
-    """Raise unless ``value`` is an int >= 1 (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def require_shape(name: str, tensor: torch.Tensor, shape: tuple[int | None, ...]) -> None:
-    """Raise unless ``tensor`` has the given shape (``None`` matches any size)."""
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    ok = tensor.ndim == len(shape) and all(
-        s is None or s == t for s, t in zip(shape, tensor.shape, strict=True)
-    )
-    if not ok:
-        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-        raise ValueError(f"{name} must have shape {want}, got {tuple(tensor.shape)}")
+from tem_core.validation import (  # noqa: F401
+    require_finite,
+    require_in_range,
+    require_nonnegative,
+    require_positive,
+    require_positive_int,
+    require_shape,
+)

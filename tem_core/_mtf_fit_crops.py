@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tem_core._checks import require_positive, require_positive_int
 from tem_core._fft import fft2
 from tem_core.detector import radial_frequency_cycles_per_px
+from tem_core.validation import require_positive, require_positive_int
 
 #: Smallest crop edge accepted by the estimators [pixel].
 MIN_CROP_SIZE = 16

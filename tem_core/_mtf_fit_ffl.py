@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from tem_core._checks import require_nonnegative, require_positive, require_positive_int
 from tem_core._fft import fft2
 from tem_core._mtf_fit_crops import as_crops, detect_particles_in_crops
 from tem_core._mtf_fit_result import PARAM_NAMES, MTFFit, simulate_flat_background
 from tem_core.detector import mtf_parametric, radial_frequency_cycles_per_px
+from tem_core.validation import require_nonnegative, require_positive, require_positive_int
 
 
 def focal_frequency_loss(

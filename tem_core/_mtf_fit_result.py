@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 
-from tem_core._checks import require_finite, require_positive, require_positive_int
 from tem_core.detector import (
     apply_mtf,
     mtf_parametric,
     radial_frequency_cycles_per_px,
     sample_counts,
 )
+from tem_core.validation import require_finite, require_positive, require_positive_int
 
 #: Parameters of :func:`tem_core.detector.mtf_parametric`, in order.
 PARAM_NAMES = ("a", "b", "c", "alpha", "beta", "p", "q")

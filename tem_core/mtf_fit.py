@@ -36,7 +36,6 @@ from typing import Any
 
 import torch
 
-from tem_core._checks import require_nonnegative, require_positive
 from tem_core._fft import fft2, ifft2
 from tem_core._mtf_fit_crops import (
     BackgroundCrops,
@@ -58,6 +57,7 @@ from tem_core._mtf_fit_result import (
     synthetic_background_crops,
 )
 from tem_core.detector import mtf_parametric, radial_frequency_cycles_per_px
+from tem_core.validation import require_nonnegative, require_positive
 
 __all__ = [
     "BackgroundCrops",

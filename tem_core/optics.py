@@ -57,14 +57,16 @@ from dataclasses import dataclass
 
 import torch
 
-from tem_core._checks import (
+from tem_core._fft import fft2, ifft2
+from tem_core.grids import frequencies_per_a
+from tem_core.units import ELECTRON_REST_ENERGY_EV, electron_wavelength_a
+from tem_core.validation import (
     require_finite,
+    require_grid_shape,
     require_nonnegative,
     require_positive,
     require_positive_int,
 )
-from tem_core._fft import fft2, ifft2
-from tem_core.units import ELECTRON_REST_ENERGY_EV, electron_wavelength_a
 
 __all__ = [
     "FWHM_TO_RMS",
@@ -194,17 +196,6 @@ def _working(params, device, dtype: torch.dtype) -> tuple[torch.device, torch.dt
             if p.dtype == torch.float64:
                 real = torch.float64
     return torch.device("cpu") if device is None else torch.device(device), real
-
-
-def _frequencies(shape, sampling_a: float, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    if len(shape) != 2:
-        raise ValueError(f"shape must be (ny, nx), got {tuple(shape)!r}")
-    require_positive_int("shape[0] (ny)", int(shape[0]))
-    require_positive_int("shape[1] (nx)", int(shape[1]))
-    require_positive("sampling_a", sampling_a, "Å")
-    ky = torch.fft.fftfreq(int(shape[0]), d=sampling_a, device=device, dtype=dtype)[:, None]
-    kx = torch.fft.fftfreq(int(shape[1]), d=sampling_a, device=device, dtype=dtype)[None, :]
-    return kx.expand(int(shape[0]), int(shape[1])), ky.expand(int(shape[0]), int(shape[1]))
 
 
 def _check_aberrations(defocus_a, astigmatism_a, astigmatism_angle_rad, cs_a) -> None:
@@ -346,7 +337,9 @@ def ctf(
     if dtype not in (torch.complex64, torch.complex128):
         raise TypeError(f"dtype must be torch.complex64 or torch.complex128, got {dtype}")
     device, real = _working(params, device, dtype)
-    kx, ky = _frequencies(shape, sampling_a, device, real)
+    ny, nx = require_grid_shape(shape)
+    ky, kx = frequencies_per_a(shape, sampling_a, device=device, dtype=real)
+    kx, ky = kx.expand(ny, nx), ky.expand(ny, nx)
     k = torch.sqrt(kx**2 + ky**2)
     chi, gx, gy = aberration_phase(
         kx,

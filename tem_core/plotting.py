@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tem_core._checks import require_positive
+from tem_core.grids import radial_frequency_cycles_per_px
 from tem_core.mtf_fit import averaged_periodogram, radial_profile
+from tem_core.validation import require_positive
 
 __all__ = [
     "image_tiles",
@@ -74,8 +75,8 @@ def radial_average(
 def _ring_mean(power: np.ndarray) -> np.ndarray:
     """Mean of ``power`` (FFT order) over rings one Fourier pixel wide, at every pixel."""
     ny, nx = power.shape
-    fy, fx = np.meshgrid(np.fft.fftfreq(ny), np.fft.fftfreq(nx), indexing="ij")
-    ring = np.rint(np.hypot(fy, fx) * max(ny, nx)).astype(np.int64)
+    radius = radial_frequency_cycles_per_px((ny, nx), dtype=torch.float64).numpy()
+    ring = np.rint(radius * max(ny, nx)).astype(np.int64)
     sums = np.bincount(ring.ravel(), weights=power.ravel())
     counts = np.bincount(ring.ravel())
     return np.maximum(sums[ring] / counts[ring], np.finfo(float).tiny)

@@ -27,14 +27,29 @@ import numpy as np
 import torch
 
 from tem_core import io as tio
-from tem_core._checks import require_finite, require_nonnegative, require_positive
 from tem_core.detector import Detector, detect, expected_image
 from tem_core.optics import Microscope, apply_ctf, image_intensity
 from tem_core.potential import PotentialSettings, iter_slice_potentials, projected_potential
 from tem_core.propagate import estimate_wave_memory_bytes, multislice, phase_object_wave
 from tem_core.specimen import Specimen, tilt_specimen
+from tem_core.validation import require_finite, require_nonnegative, require_positive
 
 METHODS = ("multislice", "projection")
+
+
+__all__ = [
+    "Imaging",
+    "MicrographResult",
+    "TiltScheme",
+    "TiltSeriesResult",
+    "exit_wave",
+    "image_plane_intensity",
+    "micrograph",
+    "resolve_device",
+    "tilt_scheme",
+    "tilt_scheme_from_mdoc",
+    "tilt_series",
+]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 
-from tem_core._checks import require_positive
+from tem_core.validation import require_positive
 
 # --- CODATA 2018 --------------------------------------------------------------
 PLANCK_J_S = 6.62607015e-34  # h, exact

@@ -9,8 +9,8 @@ import torch
 
 from tem_core import potential as pot
 from tem_core import units
-from tem_core._potential_kernels import SplatFunction
 from tem_core._taichi import taichi_available
+from tem_core.potential.kernels import SplatFunction
 from tem_core.specimen import IceSlab, Specimen, tilt_specimen
 from tem_core.structure import AtomicModel, read_structure
 
@@ -311,7 +311,7 @@ def _call(**over):
         (dict(sampling_a=-1.0), ValueError, "sampling_a must be > 0"),
         (dict(z1_a=0.0), ValueError, "z1_a must be > z0_a"),
         (dict(z0_a=math.nan), ValueError, "z0_a must"),
-        (dict(shape=(8, 0)), ValueError, "shape must be a positive integer"),
+        (dict(shape=(8, 0)), ValueError, r"shape \(nx\) must be a positive integer, got 0"),
         (dict(shape=(8,)), ValueError, r"shape must be a pair \(ny, nx\)"),
         (dict(backend="cupy"), ValueError, "backend must be 'auto', 'taichi' or 'torch'"),
     ],
@@ -327,7 +327,7 @@ def test_bad_inputs_raise_clear_errors(over, exc, match):
         (dict(slice_thickness_a=0.0), "slice_thickness_a must be > 0, got 0.0 Å"),
         (dict(slice_thickness_a=-5.0), "slice_thickness_a must be > 0"),
         (dict(sampling_a=math.inf), "sampling_a must be finite"),
-        (dict(shape=(0, 4)), "shape must be a positive integer"),
+        (dict(shape=(0, 4)), r"shape \(ny\) must be a positive integer, got 0"),
         (dict(cutoff_tolerance=0.5), "cutoff_tolerance must lie in"),
         (dict(backend="gpu"), "backend must be"),
         (dict(ice_potential_v=-1.0), "ice_potential_v must be >= 0"),

@@ -27,7 +27,7 @@ many hydrogens as heavy atoms and the Peng scattering factor of H at s = 0 (0.53
 fifth of carbon's (2.51 Å): hydrogens carry about 18 % of a protein's integrated
 electron-scattering potential (crambin with hydrogens added: 17.7 %). With ``add_hydrogens=True``
 every residue that has no deposited hydrogen gets, for each heavy atom, the standard
-number of bonded hydrogens of its residue type (table in :mod:`tem_core._hydrogens`:
+number of bonded hydrogens of its residue type (table in :mod:`tem_core.structure.hydrogens`:
 the 20 amino acids, MSE, RNA and DNA nucleotides and water, polymer residues at neutral
 pH), as H atoms placed **at the position of the heavy atom they are bonded to**, with
 the heavy atom's B and occupancy. This "united atom" placement puts the right scattering
@@ -59,10 +59,10 @@ from dataclasses import dataclass
 
 import torch
 
-from tem_core._checks import require_finite, require_positive_int
-from tem_core._hydrogens import hydrogen_count
-from tem_core._structure_geometry import _as_operators, _axis_vector, rotation_about_axis
-from tem_core._structure_io import _load, _select_conformers, _where, fetch_pdb
+from tem_core.structure.files import _load, _select_conformers, _where, fetch_pdb
+from tem_core.structure.geometry import _as_operators, _axis_vector, rotation_about_axis
+from tem_core.structure.hydrogens import hydrogen_count
+from tem_core.validation import require_finite, require_positive_int
 
 __all__ = [
     "AtomicModel",

@@ -46,21 +46,21 @@ from dataclasses import dataclass
 import torch
 
 from tem_core import units
-from tem_core._checks import (
-    require_in_range,
-    require_nonnegative,
-    require_positive,
-)
-from tem_core._potential_kernels import (
+from tem_core._taichi import taichi_available, taichi_device_matches
+from tem_core.potential.kernels import (
     MAX_ATOMIC_NUMBER,
     SolventGeometry,
     check_atoms,
     check_backend,
-    check_shape,
     gaussian_radius_a,
     project_gaussians,
 )
-from tem_core._taichi import taichi_available, taichi_device_matches
+from tem_core.validation import (
+    require_grid_shape,
+    require_in_range,
+    require_nonnegative,
+    require_positive,
+)
 
 __all__ = [
     "PotentialSettings", "slice_potential", "iter_slice_potentials", "projected_potential",
@@ -218,7 +218,7 @@ class PotentialSettings:
     carbon_mfp_300kv_a: float = CARBON_INELASTIC_MFP_300KV_A
 
     def __post_init__(self) -> None:
-        check_shape(self.shape)
+        require_grid_shape(self.shape)
         require_positive("sampling_a", self.sampling_a, "Å")
         require_positive("slice_thickness_a", self.slice_thickness_a, "Å")
         require_in_range("cutoff_tolerance", self.cutoff_tolerance, 1e-12, 0.1, inclusive=True)
@@ -320,7 +320,7 @@ def slice_potential(
         ``(ny, nx)`` projected potential V_z [V·Å].
     """
     check_atoms(atomic_numbers, positions_a, b_factors_a2, occupancies)
-    check_shape(shape)
+    require_grid_shape(shape)
     require_positive("sampling_a", sampling_a, "Å")
     require_in_range("cutoff_tolerance", cutoff_tolerance, 1e-12, 0.1)
     check_backend(backend)

@@ -30,12 +30,8 @@ from typing import Any
 
 import torch
 
-from tem_core._checks import (
-    require_finite,
-    require_nonnegative,
-    require_positive,
-)
-from tem_core._detector_tables import (
+from tem_core._fft import fft2, ifft2
+from tem_core.detector.tables import (
     _interp_table,
     _read_table,
     available_cameras,
@@ -43,7 +39,12 @@ from tem_core._detector_tables import (
     load_dqe_table,
     load_mtf_table,
 )
-from tem_core._fft import fft2, ifft2
+from tem_core.grids import radial_frequency_cycles_per_px
+from tem_core.validation import (
+    require_finite,
+    require_nonnegative,
+    require_positive,
+)
 
 __all__ = [
     "Detector",
@@ -113,35 +114,6 @@ def _show(value: torch.Tensor) -> str:
 
 
 # --- MTF -----------------------------------------------------------------------------------
-
-
-def radial_frequency_cycles_per_px(
-    shape: tuple[int, int],
-    *,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """Radial spatial frequency ``|ω|`` of each FFT bin [cycles/pixel], FFT order.
-
-    Parameters
-    ----------
-    shape
-        Image shape ``(ny, nx)``.
-    device, dtype
-        Of the result.
-
-    Returns
-    -------
-    Tensor
-        ``(ny, nx)``, from 0 to ``√0.5 ≈ 0.707`` in the corners (0.5 at Nyquist on an axis).
-    """
-    if len(shape) != 2 or any(
-        isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape
-    ):
-        raise ValueError(f"shape must be two positive integers (ny, nx), got {shape!r}")
-    fy = torch.fft.fftfreq(shape[0], device=device, dtype=dtype)
-    fx = torch.fft.fftfreq(shape[1], device=device, dtype=dtype)
-    return torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
 
 
 def _lorentzian(omega2: torch.Tensor, width: torch.Tensor, power: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tem_core._checks import require_finite
+from tem_core.validation import require_finite
 
 
 def _axis_vector(axis: str | Sequence[float] | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

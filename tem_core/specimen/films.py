@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from tem_core._checks import require_nonnegative, require_positive
 from tem_core.structure import AtomicModel
 from tem_core.units import AVOGADRO_PER_MOL, CM3_TO_A3
+from tem_core.validation import require_nonnegative, require_positive
 
 #: Standard atomic weights [g/mol] of the film elements offered.
 _ATOMIC_WEIGHT_G_PER_MOL = {6: 12.011, 14: 28.085, 79: 196.967}

@@ -50,20 +50,21 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from tem_core._checks import (
-    require_finite,
-    require_positive,
-)
 from tem_core._fft import fft2, ifft2
-from tem_core._propagate_checks import (
+from tem_core.grids import frequency_squared_per_a2
+from tem_core.propagate.checks import (
     SamplingWarning,
     available_memory_bytes,
     check_fraction,
     check_sampling,
-    check_shape,
     estimate_wave_memory_bytes,
 )
 from tem_core.units import electron_wavelength_a, interaction_parameter
+from tem_core.validation import (
+    require_finite,
+    require_grid_shape,
+    require_positive,
+)
 
 __all__ = [
     "SamplingWarning",
@@ -92,15 +93,6 @@ def _real_dtype_for(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
 
 
-def _k2_per_a2(
-    shape: tuple[int, int], sampling_a: float, device, dtype: torch.dtype
-) -> torch.Tensor:
-    """|k|² [1/Å²] on the FFT grid, shape (ny, nx)."""
-    ky = torch.fft.fftfreq(shape[0], d=sampling_a, device=device, dtype=dtype)
-    kx = torch.fft.fftfreq(shape[1], d=sampling_a, device=device, dtype=dtype)
-    return ky[:, None] ** 2 + kx[None, :] ** 2
-
-
 def bandlimit_mask(
     shape: Sequence[int], *, bandlimit_fraction: float | None = 2.0 / 3.0, device=None
 ) -> torch.Tensor:
@@ -120,11 +112,12 @@ def bandlimit_mask(
         Boolean ``(ny, nx)`` mask (frequencies in FFT order). Computed in cycles per pixel,
         so it does not depend on the pixel size. The boundary pixel is excluded.
     """
-    ny, nx = check_shape(shape)
+    ny, nx = require_grid_shape(shape)
     check_fraction(bandlimit_fraction)
     if bandlimit_fraction is None:
         return torch.ones((ny, nx), dtype=torch.bool, device=device)
-    k2 = _k2_per_a2((ny, nx), 1.0, device, torch.float64)  # cycles per pixel
+    # cycles per pixel
+    k2 = frequency_squared_per_a2((ny, nx), 1.0, device=device, dtype=torch.float64)
     cutoff = 0.5 * bandlimit_fraction
     return k2 < cutoff**2 * (1.0 - 1e-9)
 
@@ -140,7 +133,7 @@ def plane_wave(
     shape: Sequence[int], *, device=None, dtype: torch.dtype = torch.complex64
 ) -> torch.Tensor:
     """Unit-amplitude plane wave along +z, ``ψ = 1`` everywhere (mean ``|ψ|² = 1``)."""
-    ny, nx = check_shape(shape)
+    ny, nx = require_grid_shape(shape)
     return torch.ones((ny, nx), device=device, dtype=dtype)
 
 
@@ -212,7 +205,7 @@ def fresnel_propagator(
     Tensor
         Complex ``(ny, nx)`` propagator in FFT order.
     """
-    ny, nx = check_shape(shape)
+    ny, nx = require_grid_shape(shape)
     require_positive("sampling_a", sampling_a, "Å")
     require_finite("thickness_a", thickness_a, "Å")
     check_fraction(bandlimit_fraction)
@@ -229,11 +222,11 @@ def fresnel_propagator(
             dtype = torch.complex128
         rdtype = _real_dtype_for(dtype)
         dz = thickness_a.reshape(()).to(device=device, dtype=rdtype)
-        k2 = _k2_per_a2((ny, nx), sampling_a, device, rdtype)
+        k2 = frequency_squared_per_a2((ny, nx), sampling_a, device=device, dtype=rdtype)
         phase = (-math.pi * wavelength) * dz * k2
     else:
         # Python float: compute the phase in float64 and round once.
-        k2 = _k2_per_a2((ny, nx), sampling_a, device, torch.float64)
+        k2 = frequency_squared_per_a2((ny, nx), sampling_a, device=device, dtype=torch.float64)
         phase = ((-math.pi * wavelength * float(thickness_a)) * k2).to(_real_dtype_for(dtype))
     prop = torch.polar(torch.ones_like(phase), phase).to(dtype)
     if bandlimit_fraction is not None:

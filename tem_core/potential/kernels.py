@@ -25,12 +25,11 @@ result is bitwise reproducible. :func:`splat_torch` is the pure-torch twin
 import contextlib
 import math
 import os
-from typing import Any
 
 import torch
 
-from tem_core._checks import require_positive, require_positive_int
 from tem_core._taichi import get_taichi
+from tem_core.validation import require_positive
 
 #: Largest atomic number with Peng 1996 coefficients in gemmi.
 MAX_ATOMIC_NUMBER = 98
@@ -391,13 +390,6 @@ class SolventGeometry:
 
 
 # ----------------------------------------------------------------------------- validation
-def check_shape(shape: Any) -> None:
-    if not (isinstance(shape, tuple | list) and len(shape) == 2):
-        raise ValueError(f"shape must be a pair (ny, nx) of positive integers, got {shape!r}")
-    for n in shape:
-        require_positive_int("shape", n)
-
-
 def check_backend(backend: str) -> None:
     if backend not in ("auto", "taichi", "torch"):
         raise ValueError(f"backend must be 'auto', 'taichi' or 'torch', got {backend!r}")

@@ -8,8 +8,13 @@ from collections.abc import Sequence
 
 import torch
 
-from tem_core._checks import require_in_range, require_positive, require_positive_int
 from tem_core.units import electron_wavelength_a
+from tem_core.validation import (
+    require_grid_shape,
+    require_in_range,
+    require_positive,
+    require_positive_int,
+)
 
 _BYTES_PER_GB = 1e9
 
@@ -17,23 +22,12 @@ _BYTES_PER_GB = 1e9
 class SamplingWarning(UserWarning):
     """Sampling, band limit or slice thickness too coarse for the beam energy."""
 
-    __module__ = "tem_core.propagate"
-
 
 def check_fraction(bandlimit_fraction: float | None) -> None:
     if bandlimit_fraction is not None:
         require_in_range("bandlimit_fraction", bandlimit_fraction, 0.0, 1.0, "(of Nyquist)")
         if bandlimit_fraction <= 0:
             raise ValueError(f"bandlimit_fraction must be > 0 (or None), got {bandlimit_fraction}")
-
-
-def check_shape(shape: Sequence[int]) -> tuple[int, int]:
-    if len(shape) != 2:
-        raise ValueError(f"shape must be (ny, nx), got {tuple(shape)!r}")
-    ny, nx = (int(s) for s in shape)
-    require_positive_int("shape[0] (ny)", ny)
-    require_positive_int("shape[1] (nx)", nx)
-    return ny, nx
 
 
 # --------------------------------------------------------------------------- checks
@@ -67,7 +61,7 @@ def check_sampling(
     resolution_a
         Finest detail the simulation must carry [Å]; ``None`` skips criterion 1.
     """
-    ny, nx = check_shape(shape)
+    ny, nx = require_grid_shape(shape)
     require_positive("sampling_a", sampling_a, "Å")
     require_positive("slice_thickness_a", slice_thickness_a, "Å")
     check_fraction(bandlimit_fraction)

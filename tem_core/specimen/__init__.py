@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import torch
 
-from tem_core._checks import require_finite, require_nonnegative, require_positive
-from tem_core._specimen_checks import _check_poses, _check_rotations
-from tem_core._specimen_films import amorphous_film
+from tem_core.specimen.checks import _check_poses, _check_rotations
+from tem_core.specimen.films import amorphous_film
 from tem_core.structure import AtomicModel, rotation_about_axis
+from tem_core.validation import require_finite, require_nonnegative, require_positive
 
 __all__ = [
     "IceSlab",

@@ -1,0 +1,106 @@
+"""MRC images, image stacks and volumes (float32, voxel size in Å; MRC2014)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tem_core.io.files import PathLike, atomic_write, to_numpy
+from tem_core.validation import require_positive
+
+
+def _write_mrc_file(tmp: Path, array: np.ndarray, voxel_size_a: float, volume: bool) -> None:
+    """Write ``array`` (float32) to ``tmp`` with mrcfile (module-level so tests can replace it)."""
+    import mrcfile
+
+    with mrcfile.new(str(tmp), overwrite=True) as mrc:
+        mrc.set_data(array)
+        if array.ndim == 3:
+            if volume:
+                mrc.set_volume()
+            else:
+                mrc.set_image_stack()
+        mrc.voxel_size = voxel_size_a
+        mrc.update_header_stats()
+        mrc.add_label("tem_core")
+
+
+def write_mrc(
+    path: PathLike,
+    data: np.ndarray | torch.Tensor,
+    *,
+    voxel_size_a: float,
+    overwrite: bool = False,
+    volume: bool = False,
+) -> Path:
+    """Write an image, an image stack or a volume to an MRC file (float32, atomic).
+
+    Parameters
+    ----------
+    path
+        Destination (``.mrc``; ``.st`` / ``.ali`` for IMOD tilt series work too).
+    data
+        ``(ny, nx)`` image, ``(n, ny, nx)`` image stack (tilt series) or volume; numpy or
+        torch (detached, moved to the CPU), real and finite; stored as float32 (mode 2).
+    voxel_size_a
+        Pixel / voxel size written to the header (> 0) [Å].
+    overwrite
+        Replace an existing file.
+    volume
+        Write 3-D data as a volume (``ispg = 1``) instead of an image stack (``ispg = 0``).
+
+    Returns
+    -------
+    Path
+        The path written.
+    """
+    array = to_numpy(data)
+    if array.ndim not in (2, 3):
+        raise ValueError(
+            f"data must be 2-D (ny, nx) or 3-D (n, ny, nx), got shape {tuple(array.shape)}"
+        )
+    if array.size == 0:
+        raise ValueError(f"data must not be empty, got shape {tuple(array.shape)}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("data must be finite (it contains nan or inf)")
+    require_positive("voxel_size_a", voxel_size_a, "Å")
+    voxel = float(voxel_size_a)
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    return atomic_write(
+        path, lambda tmp: _write_mrc_file(tmp, array, voxel, bool(volume)), overwrite=overwrite
+    )
+
+
+def read_mrc(path: PathLike) -> tuple[np.ndarray, float]:
+    """Read an MRC file.
+
+    Parameters
+    ----------
+    path
+        An MRC file (2-D image, image stack or volume).
+
+    Returns
+    -------
+    (data, voxel_size_a)
+        The data in the file's dtype (an in-memory copy, ``(ny, nx)`` or ``(nz, ny, nx)``) and
+        the x voxel size from the header [Å] (0.0 when the header has none, with a warning).
+    """
+    import mrcfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"MRC file {path} does not exist")
+    with mrcfile.open(str(path), mode="r") as mrc:
+        data = np.array(mrc.data)
+        voxel = mrc.voxel_size
+        vx, vy = float(voxel.x), float(voxel.y)
+    if vx <= 0:
+        warnings.warn(f"{path} has no voxel size in its header; returning 0.0 Å", stacklevel=2)
+        vx = 0.0
+    elif not math.isclose(vx, vy, rel_tol=1e-4):
+        warnings.warn(f"{path} has anisotropic pixels ({vx} × {vy} Å); returning x", stacklevel=2)
+    return data, vx
