@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from tem_core.detector import poisson_log_prob
+from tem_core.validation import require_generator
 
 __all__ = ["RELAXATIONS", "pathwise_poisson_sample", "score_function_surrogate"]
 
@@ -201,13 +202,7 @@ def pathwise_poisson_sample(
         Relaxed counts, same shape, dtype and device as ``expected`` [counts].
     """
     expected = _require_expected(expected)
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if generator.device.type != expected.device.type:
-        raise ValueError(
-            f"generator is on {generator.device} but expected is on {expected.device}; "
-            "create it with torch.Generator(device=expected.device)"
-        )
+    require_generator(generator, expected, "expected")
     if relaxation not in RELAXATIONS:
         raise ValueError(f"relaxation must be one of {RELAXATIONS}, got {relaxation!r}")
     eps = torch.randn(

@@ -17,7 +17,7 @@ import torch
 
 from tem_core.grids import radial_frequency_cycles_per_px
 from tem_core.mtf_fit import averaged_periodogram, radial_profile
-from tem_core.validation import require_positive
+from tem_core.validation import require_integer, require_positive
 
 __all__ = [
     "image_tiles",
@@ -46,8 +46,7 @@ def image_tiles(image: Any, tile: int) -> torch.Tensor:
     x = torch.as_tensor(_numpy(image))
     if x.ndim != 2:
         raise ValueError(f"image must be 2-D (ny, nx), got shape {tuple(x.shape)}")
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 16:
-        raise ValueError(f"tile must be an integer >= 16 pixels, got {tile!r}")
+    require_integer("tile", tile, minimum=16, unit="pixels")
     ny, nx = (n // tile for n in x.shape)
     if ny == 0 or nx == 0:
         raise ValueError(f"tile ({tile} px) must not exceed the image shape {tuple(x.shape)}")

@@ -32,7 +32,12 @@ from tem_core.optics import Microscope, apply_ctf, image_intensity
 from tem_core.potential import PotentialSettings, iter_slice_potentials, projected_potential
 from tem_core.propagate import estimate_wave_memory_bytes, multislice, phase_object_wave
 from tem_core.specimen import Specimen, tilt_specimen
-from tem_core.validation import require_finite, require_nonnegative, require_positive
+from tem_core.validation import (
+    require_finite,
+    require_integer,
+    require_nonnegative,
+    require_positive,
+)
 
 METHODS = ("multislice", "projection")
 
@@ -307,8 +312,7 @@ def tilt_scheme(
         if kind == "bidirectional":
             order = grid[i0:] + grid[:i0][::-1]
         else:
-            if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-                raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+            require_integer("group_size", group_size, minimum=1)
             order = [grid[i0]]
             up, down = grid[i0 + 1 :], grid[:i0][::-1]
             while up or down:

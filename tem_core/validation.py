@@ -82,10 +82,27 @@ def require_in_range(
             )
 
 
+def require_integer(name: str, value: Any, minimum: int | None = None, unit: str = "") -> int:
+    """Check an integer (Python or NumPy; bools rejected), at least ``minimum`` if given.
+
+    Raises ``TypeError`` for a non-integer when there is no ``minimum`` (an index), and
+    ``ValueError`` naming the bound otherwise (a count or size). Returns ``int(value)``.
+    """
+    is_int = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if minimum is None:
+        if not is_int:
+            raise TypeError(f"{name} must be an int, got {value!r}")
+    elif not is_int or value < minimum:
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(
+            minimum, f"an integer >= {minimum}"
+        )
+        raise ValueError(f"{name} must be {kind} {unit}".rstrip() + f", got {value!r}")
+    return int(value)
+
+
 def require_positive_int(name: str, value: Any) -> None:
     """Raise unless ``value`` is an integer >= 1 (Python or NumPy integer; bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    require_integer(name, value, minimum=1)
 
 
 def require_grid_shape(shape: Any, name: str = "shape") -> tuple[int, int]:
@@ -97,13 +114,46 @@ def require_grid_shape(shape: Any, name: str = "shape") -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def require_shape(name: str, tensor: torch.Tensor, shape: tuple[int | None, ...]) -> None:
-    """Raise unless ``tensor`` has the given shape (``None`` matches any size)."""
+def require_shape(
+    name: str, tensor: Any, shape: tuple[int | str | None, ...], note: str = ""
+) -> None:
+    """Raise unless ``tensor`` is a tensor of the given shape.
+
+    An ``int`` entry must match exactly; a ``str`` (``"N"``) or ``None`` (printed ``*``)
+    matches any size. ``note`` is appended to the message (``"to match positions_a"``).
+    """
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
     ok = tensor.ndim == len(shape) and all(
-        s is None or s == t for s, t in zip(shape, tensor.shape, strict=True)
+        not isinstance(s, int) or s == t for s, t in zip(shape, tensor.shape, strict=True)
     )
     if not ok:
-        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-        raise ValueError(f"{name} must have shape {want}, got {tuple(tensor.shape)}")
+        entries = ["*" if s is None else str(s) for s in shape]
+        want = "(" + ", ".join(entries) + ("," if len(entries) == 1 else "") + ")"
+        raise ValueError(
+            f"{name} must have shape {want} {note}".rstrip() + f", got {tuple(tensor.shape)}"
+        )
+
+
+def require_generator(
+    generator: Any, like: torch.Tensor | None = None, like_name: str = "the input"
+) -> torch.Generator:
+    """Check a ``torch.Generator`` (on the device type of ``like``, when given) and return it.
+
+    Parameters
+    ----------
+    generator
+        The value passed as ``generator``.
+    like
+        Tensor the random numbers are drawn for; the generator must be on its device type.
+    like_name
+        How the error message names ``like`` (its parameter name).
+    """
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if like is not None and generator.device.type != like.device.type:
+        raise ValueError(
+            f"generator is on {generator.device} but {like_name} is on {like.device}; "
+            f"create it with torch.Generator(device={like_name}.device)"
+        )
+    return generator

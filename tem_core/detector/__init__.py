@@ -42,6 +42,7 @@ from tem_core.detector.tables import (
 from tem_core.grids import radial_frequency_cycles_per_px
 from tem_core.validation import (
     require_finite,
+    require_generator,
     require_nonnegative,
     require_positive,
 )
@@ -239,16 +240,6 @@ def expected_electrons(
     return intensity * dose * sampling**2
 
 
-def _check_generator(generator: Any, like: torch.Tensor) -> None:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if generator.device.type != like.device.type:
-        raise ValueError(
-            f"generator is on {generator.device} but the image is on {like.device}; "
-            "create it with torch.Generator(device=image.device)"
-        )
-
-
 def sample_counts(expected: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
     """Poisson samples with mean ``expected`` (not differentiable; the input is detached).
 
@@ -259,7 +250,7 @@ def sample_counts(expected: torch.Tensor, *, generator: torch.Generator) -> torc
     generator
         Random generator on ``expected``'s device.
     """
-    _check_generator(generator, expected)
+    require_generator(generator, expected, "expected")
     expected = expected.detach()
     if expected.numel() and not bool(torch.all(expected >= 0)):
         raise ValueError(

@@ -29,7 +29,7 @@ import os
 import torch
 
 from tem_core._taichi import get_taichi
-from tem_core.validation import require_positive
+from tem_core.validation import require_positive, require_shape
 
 #: Largest atomic number with Peng 1996 coefficients in gemmi.
 MAX_ATOMIC_NUMBER = 98
@@ -396,26 +396,14 @@ def check_backend(backend: str) -> None:
 
 
 def check_atoms(atomic_numbers, positions_a, b_factors_a2, occupancies) -> None:
-    for name, t in (
-        ("atomic_numbers", atomic_numbers),
-        ("positions_a", positions_a),
-        ("b_factors_a2", b_factors_a2),
-        ("occupancies", occupancies),
-    ):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if positions_a.ndim != 2 or positions_a.shape[1] != 3:
-        raise ValueError(f"positions_a must have shape (N, 3), got {tuple(positions_a.shape)}")
+    require_shape("positions_a", positions_a, ("N", 3))
     n = positions_a.shape[0]
     for name, t in (
         ("atomic_numbers", atomic_numbers),
         ("b_factors_a2", b_factors_a2),
         ("occupancies", occupancies),
     ):
-        if tuple(t.shape) != (n,):
-            raise ValueError(
-                f"{name} must have shape ({n},) to match positions_a, got {tuple(t.shape)}"
-            )
+        require_shape(name, t, (n,), "to match positions_a")
     if atomic_numbers.dtype.is_floating_point or atomic_numbers.is_complex():
         raise TypeError(f"atomic_numbers must be an integer tensor, got {atomic_numbers.dtype}")
     if not positions_a.dtype.is_floating_point:

@@ -32,7 +32,13 @@ import torch
 from tem_core.specimen.checks import _check_poses, _check_rotations
 from tem_core.specimen.films import amorphous_film
 from tem_core.structure import AtomicModel, rotation_about_axis
-from tem_core.validation import require_finite, require_nonnegative, require_positive
+from tem_core.validation import (
+    require_finite,
+    require_generator,
+    require_integer,
+    require_nonnegative,
+    require_positive,
+)
 
 __all__ = [
     "IceSlab",
@@ -206,10 +212,8 @@ def random_rotations(
     Tensor
         ``(n, 3, 3)`` proper rotations acting on column vectors.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    require_integer("n", n, minimum=0)
+    require_generator(generator)
     q = torch.randn(n, 4, generator=generator, dtype=dtype, device=generator.device)
     q = q / torch.linalg.vector_norm(q, dim=1, keepdim=True)
     w, x, y, z = q.unbind(1)
@@ -269,8 +273,7 @@ def place_particles(
     lx, ly = _extent(extent_a)
     require_positive("thickness_a", thickness_a, "Å")
     require_nonnegative("min_gap_a", min_gap_a, "Å")
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}")
+    require_integer("max_attempts", max_attempts, minimum=1)
     device = generator.device
     radii = torch.as_tensor(radii_a, dtype=torch.float64).detach().to(device).reshape(-1)
     require_nonnegative("radii_a", radii, "Å")
@@ -369,9 +372,8 @@ def build_specimen(
     count_list = [counts] if isinstance(counts, int) else list(counts)
     if len(model_list) != len(count_list):
         raise ValueError(f"got {len(model_list)} models but {len(count_list)} counts")
-    for c in count_list:
-        if isinstance(c, bool) or not isinstance(c, int) or c < 0:
-            raise ValueError(f"counts must be non-negative integers, got {count_list!r}")
+    for i, c in enumerate(count_list):
+        require_integer(f"counts[{i}]", c, minimum=0)
     for m in model_list:
         if not isinstance(m, AtomicModel):
             raise TypeError(f"models must be AtomicModel objects, got {type(m).__name__}")

@@ -8,7 +8,7 @@ import torch
 
 from tem_core.structure import AtomicModel
 from tem_core.units import AVOGADRO_PER_MOL, CM3_TO_A3
-from tem_core.validation import require_nonnegative, require_positive
+from tem_core.validation import require_generator, require_nonnegative, require_positive
 
 #: Standard atomic weights [g/mol] of the film elements offered.
 _ATOMIC_WEIGHT_G_PER_MOL = {6: 12.011, 14: 28.085, 79: 196.967}
@@ -67,8 +67,7 @@ def amorphous_film(
             f"atomic_number must be one of {sorted(_ATOMIC_WEIGHT_G_PER_MOL)}, "
             f"got {atomic_number!r}"
         )
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    require_generator(generator)
     per_a3 = (
         density_g_per_cm3 / CM3_TO_A3 * AVOGADRO_PER_MOL / _ATOMIC_WEIGHT_G_PER_MOL[atomic_number]
     )

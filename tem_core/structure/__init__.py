@@ -62,7 +62,7 @@ import torch
 from tem_core.structure.files import _load, _select_conformers, _where, fetch_pdb
 from tem_core.structure.geometry import _as_operators, _axis_vector, rotation_about_axis
 from tem_core.structure.hydrogens import hydrogen_count
-from tem_core.validation import require_finite, require_positive_int
+from tem_core.validation import require_finite, require_integer, require_positive_int, require_shape
 
 __all__ = [
     "AtomicModel",
@@ -197,10 +197,8 @@ class AtomicModel:
         pos = self.positions_a
         rotation = torch.as_tensor(rotation).to(device=pos.device, dtype=pos.dtype)
         translation = torch.as_tensor(translation_a).to(device=pos.device, dtype=pos.dtype)
-        if rotation.shape != (3, 3):
-            raise ValueError(f"rotation must have shape (3, 3), got {tuple(rotation.shape)}")
-        if translation.shape != (3,):
-            raise ValueError(f"translation_a must have shape (3,), got {tuple(translation.shape)}")
+        require_shape("rotation", rotation, (3, 3))
+        require_shape("translation_a", translation, (3,))
         return self._replace_positions(pos @ rotation.T + translation)
 
     def center_a(self) -> torch.Tensor:
@@ -277,8 +275,7 @@ def read_structure(
         Positions [Å], B [Å²], occupancies, Z.
     """
     structure, path, lines, fmt = _load(path)
-    if isinstance(model_index, bool) or not isinstance(model_index, int):
-        raise TypeError(f"model_index must be an int, got {model_index!r}")
+    require_integer("model_index", model_index)
     if len(structure) == 0:
         raise ValueError(
             f"{path}: no atoms found (no ATOM/HETATM records; empty, truncated or not a "
@@ -456,8 +453,7 @@ def helical_operators(
     require_finite("rise_a", rise_a, "Å")
     require_finite("twist_rad", twist_rad, "rad")
     require_positive_int("n_subunits", n_subunits)
-    if isinstance(first_index, bool) or not isinstance(first_index, int):
-        raise TypeError(f"first_index must be an int, got {first_index!r}")
+    require_integer("first_index", first_index)
     unit = _axis_vector(axis, dtype)
     k = torch.arange(first_index, first_index + n_subunits, dtype=dtype)
     rotations = rotation_about_axis(unit.expand(n_subunits, 3), k * float(twist_rad))
