@@ -94,6 +94,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "available_cameras",
         "available_dqe_tables",
         "detect",
+        "expected_and_detected",
         "expected_electrons",
         "expected_image",
         "load_dqe_table",

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from tem_core import io as tio
-from tem_core.detector import Detector, detect, expected_image
+from tem_core.detector import Detector, expected_and_detected
 from tem_core.optics import Microscope, apply_ctf, image_intensity
 from tem_core.potential import PotentialSettings, iter_slice_potentials, projected_potential
 from tem_core.propagate import estimate_wave_memory_bytes, multislice, phase_object_wave
@@ -109,9 +109,13 @@ def exit_wave(
     energy_ev: float,
     method: str = "multislice",
 ) -> torch.Tensor:
-    """Exit wave of a plane wave through ``specimen`` [complex, (ny, nx)], streamed by slice."""
+    """Exit wave of a plane wave through ``specimen`` [complex, (ny, nx)], streamed by slice.
+
+    ``potential.energy_ev=None`` takes ``energy_ev`` (see :meth:`PotentialSettings.at_energy`).
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    potential = potential.at_energy(energy_ev)
     if method == "projection":
         return phase_object_wave(projected_potential(specimen, potential), energy_ev=energy_ev)
     return multislice(
@@ -144,11 +148,7 @@ def image_plane_intensity(
 
 
 def _preflight(potential: PotentialSettings, device: torch.device, microscope: Microscope) -> None:
-    if not math.isclose(potential.energy_ev, float(microscope.energy_ev), rel_tol=1e-9):
-        raise ValueError(
-            f"potential.energy_ev ({potential.energy_ev} eV, used for absorption) must equal "
-            f"microscope.energy_ev, got {microscope.energy_ev} eV"
-        )
+    potential.at_energy(microscope.energy_ev)  # before the memory check: a cheap mistake first
     # the wave, its FFT, the propagator and a potential slice live at once: about 6 complex grids
     estimate_wave_memory_bytes(potential.shape, torch.complex64, device=device, n_buffers=6)
 
@@ -191,21 +191,13 @@ def micrograph(
         astigmatism_a=imaging.astigmatism_a,
         astigmatism_angle_rad=imaging.astigmatism_angle_rad,
     )
-    expected = expected_image(
+    expected, counts = expected_and_detected(
         intensity,
         detector=detector,
         dose_e_per_a2=imaging.dose_e_per_a2,
         sampling_a=potential.sampling_a,
+        generator=generator,
     )
-    counts = None
-    if generator is not None:
-        counts = detect(
-            intensity,
-            detector=detector,
-            dose_e_per_a2=imaging.dose_e_per_a2,
-            sampling_a=potential.sampling_a,
-            generator=generator,
-        )
     return MicrographResult(counts, expected, intensity, wave, potential.sampling_a)
 
 

@@ -15,6 +15,7 @@ from tem_core.detector import (
     apply_mtf,
     available_cameras,
     detect,
+    expected_and_detected,
     expected_electrons,
     expected_image,
     load_dqe_table,
@@ -173,6 +174,20 @@ def test_expected_electrons_and_image():
     torch.testing.assert_close(img.mean(dim=(-2, -1)), 2.5 * n.mean(dim=(-2, -1)))
     assert torch.equal(detect(intensity, detector=d, dose_e_per_a2=40.0, sampling_a=1.5), img)
 
+
+
+@pytest.mark.parametrize("after", [True, False])
+def test_expected_and_detected_share_one_computation(after):
+    """micrograph's single pass gives what expected_image and detect give separately."""
+    intensity = torch.rand(2, 6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    d = Detector(gain_counts_per_e=1.7, dqe=0.8, mtf_after_noise=after)
+    kw = dict(detector=d, dose_e_per_a2=30.0, sampling_a=1.2)
+    expected, counts = expected_and_detected(
+        intensity, generator=torch.Generator().manual_seed(5), **kw
+    )
+    assert torch.equal(expected, expected_image(intensity, **kw))
+    assert torch.equal(counts, detect(intensity, generator=torch.Generator().manual_seed(5), **kw))
+    assert expected_and_detected(intensity, **kw)[1] is None
 
 def test_apply_mtf_identity_and_self_adjoint():
     g = torch.Generator().manual_seed(2)

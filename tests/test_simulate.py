@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from tem_core import io as tio
 from tem_core import simulate
 from tem_core.detector import Detector
 from tem_core.optics import Microscope
-from tem_core.potential import PotentialSettings
+from tem_core.potential import PotentialSettings, inelastic_mean_free_path_a
 from tem_core.specimen import IceSlab, build_specimen
 from tem_core.structure import read_structure
 
@@ -141,12 +142,31 @@ def test_projection_close_to_multislice_for_thin_specimen(small_specimen) -> Non
     assert diff.item() < 0.2
 
 
+def test_potential_without_energy_takes_the_microscope_energy(small_specimen) -> None:
+    """The energy is stated once (Microscope); the ice absorbs as at that energy."""
+    result = simulate.micrograph(
+        small_specimen,
+        potential=SETTINGS,
+        microscope=Microscope(energy_ev=200e3),
+        detector=Detector(),
+        imaging=simulate.Imaging(defocus_a=1.5e4, dose_e_per_a2=40.0),
+    )
+    mfp_a = inelastic_mean_free_path_a(SETTINGS.ice_mfp_300kv_a, 200e3)
+    # Λ ∝ β² = 1 - 1/γ², γ = 1 + E/mc² (mc² = 510998.95 eV): β² = 0.483462 / 0.602992
+    assert mfp_a == pytest.approx(SETTINGS.ice_mfp_300kv_a * 0.483462 / 0.602992, rel=1e-5)
+    expected_mean = 40.0 * math.exp(-60.0 / mfp_a)
+    assert result.expected.mean().item() == pytest.approx(expected_mean, rel=0.01)
+    assert SETTINGS.at_energy(200e3).energy_ev == 200e3
+    assert SETTINGS.energy_ev is None and SETTINGS.absorption_energy_ev == 300e3
+
+
 def test_energy_mismatch_and_memory_preflight(small_specimen) -> None:
     imaging = simulate.Imaging(defocus_a=1e4, dose_e_per_a2=10.0)
-    with pytest.raises(ValueError, match="potential.energy_ev"):
+    at_300kv = dataclasses.replace(SETTINGS, energy_ev=300e3)
+    with pytest.raises(ValueError, match=r"potential.energy_ev \(300000.0 eV, used for absorption"):
         simulate.micrograph(
             small_specimen,
-            potential=SETTINGS,
+            potential=at_300kv,
             microscope=Microscope(energy_ev=200e3),
             detector=Detector(),
             imaging=imaging,

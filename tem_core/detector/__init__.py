@@ -54,6 +54,7 @@ __all__ = [
     "available_cameras",
     "available_dqe_tables",
     "detect",
+    "expected_and_detected",
     "expected_electrons",
     "expected_image",
     "load_dqe_table",
@@ -448,11 +449,8 @@ def expected_image(
         Expected counts per pixel [counts], same shape, device and dtype as ``intensity``.
         Differentiable wrt the intensity, dose, gain and MTF parameters.
     """
-    electrons = expected_electrons(intensity, dose_e_per_a2=dose_e_per_a2, sampling_a=sampling_a)
-    mtf = _image_mtf(detector, electrons)
-    if mtf is not None:
-        electrons = apply_mtf(electrons, mtf)
-    return _batch_shaped(_as_tensor(detector.gain_counts_per_e, electrons)) * electrons
+    electrons, mtf = _electrons_and_mtf(intensity, detector, dose_e_per_a2, sampling_a)
+    return _expected_counts(electrons, mtf, detector)
 
 
 def detect(
@@ -494,8 +492,55 @@ def detect(
         return expected_image(
             intensity, detector=detector, dose_e_per_a2=dose_e_per_a2, sampling_a=sampling_a
         )
+    electrons, mtf = _electrons_and_mtf(intensity, detector, dose_e_per_a2, sampling_a)
+    return _sampled_counts(electrons, mtf, detector, generator)
+
+
+def expected_and_detected(
+    intensity: torch.Tensor,
+    *,
+    detector: Detector,
+    dose_e_per_a2: Scalar,
+    sampling_a: Scalar,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`expected_image` and :func:`detect` of one intensity, sharing electrons and MTF.
+
+    Returns
+    -------
+    (expected, counts)
+        The expected counts and, when ``generator`` is given, a noisy sample (else ``None``);
+        the same values as the two functions called separately with this generator.
+    """
+    electrons, mtf = _electrons_and_mtf(intensity, detector, dose_e_per_a2, sampling_a)
+    expected = _expected_counts(electrons, mtf, detector)
+    counts = None
+    if generator is not None:
+        counts = _sampled_counts(electrons, mtf, detector, generator)
+    return expected, counts
+
+
+def _electrons_and_mtf(
+    intensity: torch.Tensor, detector: Detector, dose_e_per_a2: Scalar, sampling_a: Scalar
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     electrons = expected_electrons(intensity, dose_e_per_a2=dose_e_per_a2, sampling_a=sampling_a)
-    mtf = _image_mtf(detector, electrons)
+    return electrons, _image_mtf(detector, electrons)
+
+
+def _expected_counts(
+    electrons: torch.Tensor, mtf: torch.Tensor | None, detector: Detector
+) -> torch.Tensor:
+    if mtf is not None:
+        electrons = apply_mtf(electrons, mtf)
+    return _batch_shaped(_as_tensor(detector.gain_counts_per_e, electrons)) * electrons
+
+
+def _sampled_counts(
+    electrons: torch.Tensor,
+    mtf: torch.Tensor | None,
+    detector: Detector,
+    generator: torch.Generator,
+) -> torch.Tensor:
     if mtf is not None and not detector.mtf_after_noise:
         electrons = apply_mtf(electrons, mtf.detach()).clamp_min(0.0)
     detected = sample_electrons(

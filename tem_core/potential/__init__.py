@@ -39,6 +39,7 @@ opposite edge, as in FFT multislice) unless ``periodic=False``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,6 +92,9 @@ ICE_INELASTIC_MFP_300KV_A = 3500.0
 CARBON_INELASTIC_MFP_300KV_A = 1500.0
 #: Imaginary/real ratio of the atoms' potential (amplitude contrast).
 ATOM_ABSORPTION_FRACTION = 0.07
+# Beam energy of the absorption model when PotentialSettings.energy_ev is None and no
+# microscope supplies one (a potential computed on its own) [eV].
+DEFAULT_ENERGY_EV = 300.0 * units.KV_TO_EV
 
 _TABLES: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
@@ -192,7 +196,10 @@ class PotentialSettings:
     ice_potential_v, carbon_potential_v
         Mean inner potentials [V].
     energy_ev
-        Beam energy [eV], used only by the absorption model.
+        Beam energy [eV], used only by the absorption model. ``None`` (default): the
+        microscope's energy when :mod:`tem_core.simulate` images the specimen, so the energy
+        is stated once, in :class:`tem_core.optics.Microscope`; 300 kV
+        (:data:`DEFAULT_ENERGY_EV`) when a potential function is called on its own.
     absorption
         Add the imaginary (absorptive) potential.
     atom_absorption_fraction
@@ -211,7 +218,7 @@ class PotentialSettings:
     exclude_solvent: bool = True
     ice_potential_v: float = ICE_MEAN_INNER_POTENTIAL_V
     carbon_potential_v: float = CARBON_MEAN_INNER_POTENTIAL_V
-    energy_ev: float = 300.0 * units.KV_TO_EV
+    energy_ev: float | None = None
     absorption: bool = True
     atom_absorption_fraction: float = ATOM_ABSORPTION_FRACTION
     ice_mfp_300kv_a: float = ICE_INELASTIC_MFP_300KV_A
@@ -225,20 +232,43 @@ class PotentialSettings:
         check_backend(self.backend)
         require_nonnegative("ice_potential_v", self.ice_potential_v, "V")
         require_nonnegative("carbon_potential_v", self.carbon_potential_v, "V")
-        require_positive("energy_ev", self.energy_ev, "eV")
+        if self.energy_ev is not None:
+            require_positive("energy_ev", self.energy_ev, "eV")
         require_in_range("atom_absorption_fraction", self.atom_absorption_fraction, 0.0, 1.0)
         require_positive("ice_mfp_300kv_a", self.ice_mfp_300kv_a, "Å")
         require_positive("carbon_mfp_300kv_a", self.carbon_mfp_300kv_a, "Å")
 
+    @property
+    def absorption_energy_ev(self) -> float:
+        """The beam energy the absorption model uses [eV]: ``energy_ev`` or 300 kV."""
+        return DEFAULT_ENERGY_EV if self.energy_ev is None else float(self.energy_ev)
+
     def ice_absorption_v(self) -> float:
         """Imaginary potential of ice at ``energy_ev`` [V] (0.219 V at 300 kV)."""
-        mfp = inelastic_mean_free_path_a(self.ice_mfp_300kv_a, self.energy_ev)
-        return absorptive_potential_v(mfp, self.energy_ev) if self.absorption else 0.0
+        energy = self.absorption_energy_ev
+        mfp = inelastic_mean_free_path_a(self.ice_mfp_300kv_a, energy)
+        return absorptive_potential_v(mfp, energy) if self.absorption else 0.0
 
     def carbon_absorption_v(self) -> float:
         """Imaginary potential of the carbon film at ``energy_ev`` [V]."""
-        mfp = inelastic_mean_free_path_a(self.carbon_mfp_300kv_a, self.energy_ev)
-        return absorptive_potential_v(mfp, self.energy_ev) if self.absorption else 0.0
+        energy = self.absorption_energy_ev
+        mfp = inelastic_mean_free_path_a(self.carbon_mfp_300kv_a, energy)
+        return absorptive_potential_v(mfp, energy) if self.absorption else 0.0
+
+    def at_energy(self, energy_ev: float) -> PotentialSettings:
+        """These settings for a beam of ``energy_ev`` [eV] (the microscope's).
+
+        Fills in ``energy_ev=None``; raises when an explicit ``energy_ev`` differs.
+        """
+        require_positive("energy_ev", energy_ev, "eV")
+        if self.energy_ev is None:
+            return dataclasses.replace(self, energy_ev=float(energy_ev))
+        if not math.isclose(self.energy_ev, float(energy_ev), rel_tol=1e-9):
+            raise ValueError(
+                f"potential.energy_ev ({self.energy_ev} eV, used for absorption) must equal "
+                f"microscope.energy_ev, got {energy_ev} eV (or leave potential.energy_ev=None)"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------- validation
