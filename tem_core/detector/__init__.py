@@ -26,13 +26,25 @@ the same device as the image.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from tem_core._fft import fft2, ifft2
+from tem_core.detector.mtf import apply_mtf, mtf_parametric, mtf_tabulated
+from tem_core.detector.noise import (
+    NOISE_MODELS,
+    expected_electrons,
+    poisson_log_prob,
+    sample_counts,
+    sample_electrons,
+)
+from tem_core.detector.params import (
+    Scalar,
+    _as_tensor,
+    _batch_shaped,
+    _check_dqe,
+    _check_mtf_params,
+)
 from tem_core.detector.tables import (
-    _interp_table,
     _read_table,
     available_cameras,
     available_dqe_tables,
@@ -40,12 +52,7 @@ from tem_core.detector.tables import (
     load_mtf_table,
 )
 from tem_core.grids import radial_frequency_cycles_per_px
-from tem_core.validation import (
-    require_finite,
-    require_generator,
-    require_nonnegative,
-    require_positive,
-)
+from tem_core.validation import require_positive
 
 __all__ = [
     "Detector",
@@ -66,277 +73,6 @@ __all__ = [
     "sample_counts",
     "sample_electrons",
 ]
-
-#: Noise models for the DQE: see :class:`Detector`.
-NOISE_MODELS = ("poisson_wald", "scaled_poisson")
-
-Scalar = float | torch.Tensor
-
-
-# --- parameters ----------------------------------------------------------------------------
-
-
-def _as_tensor(value: Scalar, like: torch.Tensor) -> torch.Tensor:
-    """``value`` as a tensor on ``like``'s device and (real) dtype, keeping autograd history."""
-    dtype = like.real.dtype if like.is_complex() else like.dtype
-    if not dtype.is_floating_point:
-        dtype = torch.get_default_dtype()
-    if isinstance(value, torch.Tensor):
-        return value.to(device=like.device, dtype=dtype)
-    return torch.as_tensor(float(value), device=like.device, dtype=dtype)
-
-
-def _batch_shaped(value: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-image value ``(B...)`` to ``(B..., 1, 1)`` to broadcast over images."""
-    return value.reshape(value.shape + (1, 1)) if value.ndim > 0 else value
-
-
-def _check_mtf_params(a: Any, b: Any, c: Any, alpha: Any, beta: Any, p: Any, q: Any) -> None:
-    for name, value in (("a", a), ("b", b), ("c", c)):
-        require_nonnegative(name, value)
-    total = sum(torch.as_tensor(v).detach().double().cpu() for v in (a, b, c))
-    if not bool(torch.all(total > 0)):
-        raise ValueError(f"a + b + c must be > 0 (the MTF is normalised by it), got {_show(total)}")
-    require_nonnegative("alpha", alpha, "px²")
-    require_nonnegative("beta", beta, "px²")
-    require_positive("p", p)
-    require_positive("q", q)
-
-
-def _check_dqe(dqe: Any) -> None:
-    require_finite("dqe", dqe)
-    values = torch.as_tensor(dqe).detach().double().reshape(-1).cpu()
-    bad = values[(values <= 0) | (values > 1)]
-    if bad.numel():
-        raise ValueError(f"dqe must lie in (0, 1], got {bad[0].item()}")
-
-
-def _show(value: torch.Tensor) -> str:
-    return str(value.item()) if value.numel() == 1 else f"tensor of shape {tuple(value.shape)}"
-
-
-# --- MTF -----------------------------------------------------------------------------------
-
-
-def _lorentzian(omega2: torch.Tensor, width: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
-    """TEM-simulator's generalised Lorentzian 2^p·y^(−p)/(2 + (2^p − 2)·y^(−p)), y = 1 + width·ω².
-
-    Equals ``1/y`` for ``p = 1`` and 1 at ω = 0 for every ``p``.
-    """
-    z = torch.exp(-power * torch.log1p(width * omega2))  # y^(-p)
-    two_p = torch.exp2(power)
-    return two_p * z / (2.0 + (two_p - 2.0) * z)
-
-
-def mtf_parametric(
-    frequency_cycles_per_px: torch.Tensor,
-    *,
-    a: Scalar,
-    b: Scalar,
-    c: Scalar,
-    alpha: Scalar,
-    beta: Scalar,
-    p: Scalar = 1.0,
-    q: Scalar = 1.0,
-) -> torch.Tensor:
-    """TEM-simulator's parametric MTF.
-
-    ``MTF(ω) = (a·L_p(αω²) + b·L_q(βω²) + c) / (a + b + c)`` with the generalised Lorentzian
-    ``L_p = 2^p·y^(−p) / (2 + (2^p − 2)·y^(−p))``, ``y = 1 + αω²``; ``p = q = 1`` gives the
-    plain form ``a/(1 + αω²) + b/(1 + βω²) + c``. ``MTF(0) = 1``; for ``a, b, c, α, β ≥ 0``
-    and ``p, q > 0`` it decreases monotonically towards ``c/(a + b + c)``.
-    Defaults of TEM-simulator's examples, ``a, b, c, α, β = 0.7, 0.2, 0.1, 10, 40``, give
-    0.8285 / 0.5879 / 0.3182 at ω = 0.125 / 0.25 / 0.5.
-
-    Parameters
-    ----------
-    frequency_cycles_per_px
-        Spatial frequency ω (any shape; radial frequency for images) [cycles/pixel].
-    a, b, c
-        Weights of the two Lorentzians and of the constant term (≥ 0, ``a + b + c > 0``).
-    alpha, beta
-        Widths of the Lorentzians (≥ 0) [pixel²].
-    p, q
-        Shape exponents of the two Lorentzians (> 0).
-
-    Every parameter is a float or a tensor (broadcast against the frequencies; differentiable).
-    """
-    _check_mtf_params(a, b, c, alpha, beta, p, q)
-    omega2 = frequency_cycles_per_px**2
-    a_, b_, c_ = (_as_tensor(v, omega2) for v in (a, b, c))
-    alpha_, beta_, p_, q_ = (_as_tensor(v, omega2) for v in (alpha, beta, p, q))
-    mtf = a_ * _lorentzian(omega2, alpha_, p_) + b_ * _lorentzian(omega2, beta_, q_) + c_
-    return mtf / (a_ + b_ + c_)
-
-
-def mtf_tabulated(frequency_cycles_per_px: torch.Tensor, *, camera: str) -> torch.Tensor:
-    """Published MTF of ``camera`` at the given frequencies, by linear interpolation.
-
-    ``MTF(0) = 1``. The MTF is even, so ``|ω|`` is used. Beyond the last tabulated
-    frequency (0.5 cycles/pixel, or 0.492 for the Falcon tables) the last value is
-    continued: the corners of a 2-D grid (radial frequency up to 0.707) get the Nyquist value.
-
-    Parameters
-    ----------
-    frequency_cycles_per_px
-        Frequencies (any shape, floating) [cycles/pixel]; the result follows its device
-        and dtype.
-    camera
-        One of :func:`available_cameras`.
-    """
-    freq, mtf = load_mtf_table(camera)
-    if not isinstance(frequency_cycles_per_px, torch.Tensor):
-        raise TypeError("frequency_cycles_per_px must be a torch.Tensor")
-    x = frequency_cycles_per_px
-    if not x.dtype.is_floating_point:
-        x = x.to(torch.get_default_dtype())
-    return _interp_table(x.abs(), freq, mtf)
-
-
-def apply_mtf(image: torch.Tensor, mtf: torch.Tensor) -> torch.Tensor:
-    """Filter ``image`` with a real transfer function: ``real(ifft2(fft2(image) · mtf))``.
-
-    Parameters
-    ----------
-    image
-        ``(..., ny, nx)`` real image (batch dimensions allowed).
-    mtf
-        ``(ny, nx)`` (or broadcastable) transfer function in FFT order, e.g. from
-        :func:`mtf_parametric` applied to :func:`radial_frequency_cycles_per_px`.
-    """
-    if image.ndim < 2:
-        raise ValueError(
-            f"image must have at least 2 dimensions (..., ny, nx), got {tuple(image.shape)}"
-        )
-    if tuple(mtf.shape[-2:]) != tuple(image.shape[-2:]):
-        raise ValueError(
-            f"mtf shape {tuple(mtf.shape)} does not match the image's last two dimensions "
-            f"{tuple(image.shape[-2:])}"
-        )
-    return ifft2(fft2(image) * mtf).real
-
-
-# --- dose and noise --------------------------------------------------------------------------
-
-
-def expected_electrons(
-    intensity: torch.Tensor, *, dose_e_per_a2: Scalar, sampling_a: Scalar
-) -> torch.Tensor:
-    """Expected electrons per pixel ``N = intensity · dose · sampling²``.
-
-    Parameters
-    ----------
-    intensity
-        ``(..., ny, nx)`` image intensity, 1 for vacuum [dimensionless].
-    dose_e_per_a2
-        Electron dose per area (≥ 0) [e/Å²]; a float, a scalar tensor, or a tensor of the
-        batch shape ``intensity.shape[:-2]`` (one dose per image, e.g. per tilt).
-    sampling_a
-        Pixel size (> 0) [Å].
-    """
-    require_nonnegative("dose_e_per_a2", dose_e_per_a2, "e/Å²")
-    require_positive("sampling_a", sampling_a, "Å")
-    dose = _batch_shaped(_as_tensor(dose_e_per_a2, intensity))
-    sampling = _as_tensor(sampling_a, intensity)
-    return intensity * dose * sampling**2
-
-
-def sample_counts(expected: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
-    """Poisson samples with mean ``expected`` (not differentiable; the input is detached).
-
-    Parameters
-    ----------
-    expected
-        Expected counts (≥ 0, floating).
-    generator
-        Random generator on ``expected``'s device.
-    """
-    require_generator(generator, expected, "expected")
-    expected = expected.detach()
-    if expected.numel() and not bool(torch.all(expected >= 0)):
-        raise ValueError(
-            f"expected counts must be >= 0 and finite, got minimum {expected.min().item()}"
-        )
-    return torch.poisson(expected, generator=generator)
-
-
-def _sample_wald(mean: torch.Tensor, k: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Inverse-Gaussian samples with the given mean and variance ``k · mean`` (Michael et al. 1976).
-
-    Written in a cancellation-free form; ``mean = 0`` gives 0, ``k = 0`` gives ``mean``.
-    """
-    y = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype) ** 2
-    u = torch.rand(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-    k = torch.broadcast_to(k, mean.shape)
-    positive = (mean > 0) & (k > 0)
-    k_safe = torch.where(positive, k, torch.ones_like(k))
-    root = torch.sqrt(y * y + 4.0 * mean * y / k_safe)
-    x = mean - 2.0 * mean * y / (y + root).clamp_min(torch.finfo(mean.dtype).tiny)
-    x_safe = torch.where(x > 0, x, torch.ones_like(x))
-    pick_small = u * (mean + x) <= mean
-    sample = torch.where(pick_small, x, mean * mean / x_safe)
-    sample = torch.where(x > 0, sample, mean)  # x underflows only when y = 0: then x = mean
-    return torch.where(positive, sample, mean)
-
-
-def sample_electrons(
-    expected: torch.Tensor,
-    *,
-    dqe: Scalar,
-    generator: torch.Generator,
-    noise_model: str = "poisson_wald",
-) -> torch.Tensor:
-    """Detected electrons per pixel: mean ``expected``, variance ``expected / dqe``.
-
-    ``noise_model="poisson_wald"`` (TEM-simulator's ``detector_apply_quantization``):
-    ``c ~ Poisson(N)``, then an inverse-Gaussian (Wald) sample with mean ``c`` and variance
-    ``(1/DQE − 1)·c``: continuous values for DQE < 1, exact Poisson for DQE = 1.
-    ``noise_model="scaled_poisson"``: ``Poisson(DQE·N) / DQE`` (values on a grid of
-    ``1/DQE``; its likelihood is Poisson, see :func:`poisson_log_prob`). Not differentiable.
-
-    Parameters
-    ----------
-    expected
-        Expected electrons per pixel ``N`` (≥ 0).
-    dqe
-        Detective quantum efficiency in (0, 1] (scalar, or one per image of the batch).
-    generator
-        Random generator on ``expected``'s device.
-    noise_model
-        One of :data:`NOISE_MODELS`.
-    """
-    _check_dqe(dqe)
-    if noise_model not in NOISE_MODELS:
-        raise ValueError(f"noise_model must be one of {NOISE_MODELS}, got {noise_model!r}")
-    expected = expected.detach()
-    dqe_t = _batch_shaped(_as_tensor(dqe, expected).detach())
-    if noise_model == "scaled_poisson":
-        return sample_counts(expected * dqe_t, generator=generator) / dqe_t
-    counts = sample_counts(expected, generator=generator)
-    if bool(torch.all(dqe_t == 1)):
-        return counts
-    return _sample_wald(counts, 1.0 / dqe_t - 1.0, generator)
-
-
-def poisson_log_prob(counts: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
-    """Elementwise Poisson log-probability ``k log λ − λ − log k!`` (differentiable wrt λ).
-
-    For the score-function estimator ``∇θ E[f(k)] = E[(f(k) − b) ∇θ log p(k; λ(θ))]``
-    (``∂/∂λ log p = k/λ − 1``). ``λ = 0`` gives 0 for ``k = 0`` and ``−inf`` for ``k > 0``.
-
-    Parameters
-    ----------
-    counts
-        Observed counts ``k`` (non-negative integers, any floating or integer dtype).
-    expected
-        Poisson means ``λ`` (≥ 0), broadcastable with ``counts``.
-    """
-    k = counts.to(expected.dtype) if expected.dtype.is_floating_point else counts.double()
-    lam = expected
-    lam_safe = torch.where(lam > 0, lam, torch.ones_like(lam))
-    k_log_lam = torch.where(k > 0, k * torch.log(lam_safe), torch.zeros_like(lam_safe))
-    k_log_lam = torch.where((lam <= 0) & (k > 0), torch.full_like(k_log_lam, -torch.inf), k_log_lam)
-    return k_log_lam - lam - torch.lgamma(k + 1.0)
 
 
 # --- the detector --------------------------------------------------------------------------
