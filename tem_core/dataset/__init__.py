@@ -20,7 +20,7 @@ from tem_core.dataset.run import DatasetReport, generate_dataset, metadata_rows
 from tem_core.dataset.spec import (
     DatasetSpec,
     DatasetSpecError,
-    Distribution,
+    ParameterDistribution,
     load_dataset_spec,
     parse_dataset_spec,
 )
@@ -37,7 +37,7 @@ __all__ = [
     "metadata_rows",
     "DatasetSpec",
     "DatasetSpecError",
-    "Distribution",
+    "ParameterDistribution",
     "euler_zyz_from_matrices",
     "generate_item",
     "item_name",

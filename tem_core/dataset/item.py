@@ -31,17 +31,25 @@ import torch
 import tem_core
 from tem_core import io as tio
 from tem_core import units
-from tem_core.dataset.spec import DatasetSpec, Distribution
+from tem_core.dataset.spec import DatasetSpec, ParameterDistribution
 from tem_core.dataset.star import particle_columns, write_star
 from tem_core.detector import Detector
+from tem_core.io.files import atomic_write
 from tem_core.optics import Microscope
 from tem_core.potential import PotentialSettings, iter_slice_potentials
 from tem_core.simulate import Imaging, micrograph, resolve_device, tilt_scheme
 from tem_core.specimen import IceSlab, Specimen, build_specimen, place_particles, tilt_specimen
 from tem_core.structure import AtomicModel, assembly_operators, expand_assembly, read_structure
 
-__all__ = ["ItemResult", "data_sha256", "item_name", "item_parameters", "item_paths", "settings_hash",
-           "generate_item"]
+__all__ = [
+    "ItemResult",
+    "data_sha256",
+    "item_name",
+    "item_parameters",
+    "item_paths",
+    "settings_hash",
+    "generate_item",
+]
 
 
 def item_name(index: int) -> str:
@@ -67,7 +75,7 @@ def item_parameters(spec: DatasetSpec, index: int) -> dict[str, Any]:
         raise ValueError(f"index must be an integer in [0, {spec.n_items}), got {index!r}")
     params: dict[str, Any] = {"index": index, "name": item_name(index)}
     for key, value in spec.values.items():
-        if isinstance(value, Distribution):
+        if isinstance(value, ParameterDistribution):
             params[key] = value.sample(np.random.default_rng(_stream(spec.seed, index, key)))
         elif value is None and key.split(".")[0] not in ("dataset", "grid", "outputs"):
             params[key] = None
@@ -101,7 +109,7 @@ def data_sha256(array: np.ndarray) -> str:
 
 def static_settings(spec: DatasetSpec) -> dict[str, Any]:
     """Settings shared by every item (everything not drawn), JSON-serialisable."""
-    out = {k: v for k, v in spec.values.items() if not isinstance(v, Distribution)}
+    out = {k: v for k, v in spec.values.items() if not isinstance(v, ParameterDistribution)}
     out["grid.shape_px"] = list(out["grid.shape_px"])
     out["structures"] = [
         {
@@ -172,8 +180,12 @@ def _in_plane_rotations(n: int, generator: torch.Generator) -> torch.Tensor:
     psi = 2 * math.pi * torch.rand(n, generator=generator, dtype=torch.float64)
     c, s, zero, one = psi.cos(), psi.sin(), torch.zeros(n, dtype=torch.float64), torch.ones(n)
     return torch.stack(
-        [torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1),
-         torch.stack([zero, zero, one.double()], -1)], -2
+        [
+            torch.stack([c, -s, zero], -1),
+            torch.stack([s, c, zero], -1),
+            torch.stack([zero, zero, one.double()], -1),
+        ],
+        -2,
     )
 
 
@@ -201,19 +213,32 @@ def build_item(spec: DatasetSpec, params: dict[str, Any], device: torch.device) 
     gap = float(p["specimen.min_gap_a"])
     poses = None
     if p["specimen.poses"] != "uniform":
-        radii = [m.bounding_radius_a() for m, c in zip(models, counts, strict=True)
-                 for _ in range(c)]
+        radii = [
+            m.bounding_radius_a() for m, c in zip(models, counts, strict=True) for _ in range(c)
+        ]
         k = len(radii)
-        rot = (_in_plane_rotations(k, generator) if p["specimen.poses"] == "in_plane"
-               else torch.eye(3, dtype=torch.float64).expand(k, 3, 3).clone())
+        rot = (
+            _in_plane_rotations(k, generator)
+            if p["specimen.poses"] == "in_plane"
+            else torch.eye(3, dtype=torch.float64).expand(k, 3, 3).clone()
+        )
         centers = place_particles(
-            radii, extent_a=extent, thickness_a=ice.thickness_a, generator=generator,
-            min_gap_a=gap, hole_diameter_a=ice.hole_diameter_a,
+            radii,
+            extent_a=extent,
+            thickness_a=ice.thickness_a,
+            generator=generator,
+            min_gap_a=gap,
+            hole_diameter_a=ice.hole_diameter_a,
         )
         poses = (rot, centers)
     specimen = build_specimen(
-        [m.to(device=device, dtype=torch.float32) for m in models], counts,
-        extent_a=extent, ice=ice, generator=generator, poses=poses, min_gap_a=gap,
+        [m.to(device=device, dtype=torch.float32) for m in models],
+        counts,
+        extent_a=extent,
+        ice=ice,
+        generator=generator,
+        poses=poses,
+        min_gap_a=gap,
     )
     aperture = p.get("microscope.objective_aperture_mrad")
     microscope = Microscope(
@@ -233,7 +258,9 @@ def build_item(spec: DatasetSpec, params: dict[str, Any], device: torch.device) 
         noise_model=p["detector.noise_model"],
     )
     potential = PotentialSettings(
-        shape=(ny, nx), sampling_a=s, slice_thickness_a=float(spec["grid.slice_thickness_a"]),
+        shape=(ny, nx),
+        sampling_a=s,
+        slice_thickness_a=float(spec["grid.slice_thickness_a"]),
         energy_ev=energy_ev,
     )
     imaging = Imaging(
@@ -243,8 +270,15 @@ def build_item(spec: DatasetSpec, params: dict[str, Any], device: torch.device) 
         astigmatism_angle_rad=float(p["imaging.astigmatism_angle_deg"]) * units.DEG_TO_RAD,
         method=spec["grid.method"],
     )
-    return ItemSetup(specimen=specimen, class_numbers=classes, potential=potential,
-                     microscope=microscope, detector=detector, imaging=imaging, params=params)
+    return ItemSetup(
+        specimen=specimen,
+        class_numbers=classes,
+        potential=potential,
+        microscope=microscope,
+        detector=detector,
+        imaging=imaging,
+        params=params,
+    )
 
 
 def _simulate(spec: DatasetSpec, setup: ItemSetup, device: torch.device):
@@ -257,20 +291,30 @@ def _simulate(spec: DatasetSpec, setup: ItemSetup, device: torch.device):
         return r.counts, r.expected, None
     p, deg = setup.params, units.DEG_TO_RAD
     scheme = tilt_scheme(
-        p["tilt.scheme"], min_angle_rad=p["tilt.min_deg"] * deg, max_angle_rad=p["tilt.max_deg"]
-        * deg, step_rad=p["tilt.step_deg"] * deg, total_dose_e_per_a2=setup.imaging.dose_e_per_a2,
-        defocus_a=setup.imaging.defocus_a, start_angle_rad=p["tilt.start_deg"] * deg,
-        group_size=int(p["tilt.group_size"]), tilt_axis_angle_rad=p["tilt.axis_deg"] * deg,
+        p["tilt.scheme"],
+        min_angle_rad=p["tilt.min_deg"] * deg,
+        max_angle_rad=p["tilt.max_deg"] * deg,
+        step_rad=p["tilt.step_deg"] * deg,
+        total_dose_e_per_a2=setup.imaging.dose_e_per_a2,
+        defocus_a=setup.imaging.defocus_a,
+        start_angle_rad=p["tilt.start_deg"] * deg,
+        group_size=int(p["tilt.group_size"]),
+        tilt_axis_angle_rad=p["tilt.axis_deg"] * deg,
     )
     counts, expected = [], []
     order = scheme.sorted_by_angle()
     for k in order:  # each tilt its own noise stream, as in simulate.tilt_series
-        tilted = tilt_specimen(setup.specimen, tilt_angle_rad=scheme.angles_rad[k],
-                               tilt_axis_angle_rad=scheme.tilt_axis_angle_rad)
+        tilted = tilt_specimen(
+            setup.specimen,
+            tilt_angle_rad=scheme.angles_rad[k],
+            tilt_axis_angle_rad=scheme.tilt_axis_angle_rad,
+        )
         imaging = Imaging(
-            defocus_a=scheme.defocus_a[k], dose_e_per_a2=scheme.dose_e_per_a2[k],
+            defocus_a=scheme.defocus_a[k],
+            dose_e_per_a2=scheme.dose_e_per_a2[k],
             astigmatism_a=setup.imaging.astigmatism_a,
-            astigmatism_angle_rad=setup.imaging.astigmatism_angle_rad, method=setup.imaging.method,
+            astigmatism_angle_rad=setup.imaging.astigmatism_angle_rad,
+            method=setup.imaging.method,
         )
         gen = torch.Generator(device=device).manual_seed(int(setup.params["seed.noise"]) + k)
         with torch.no_grad():
@@ -284,8 +328,10 @@ def _simulate(spec: DatasetSpec, setup: ItemSetup, device: torch.device):
 def potential_volume_v(specimen: Specimen, potential: PotentialSettings) -> torch.Tensor:
     """The specimen's potential on cubic voxels of the pixel size, ``(nz, ny, nx)`` [V]."""
     cubic = PotentialSettings(
-        shape=potential.shape, sampling_a=potential.sampling_a,
-        slice_thickness_a=potential.sampling_a, energy_ev=potential.energy_ev,
+        shape=potential.shape,
+        sampling_a=potential.sampling_a,
+        slice_thickness_a=potential.sampling_a,
+        energy_ev=potential.energy_ev,
     )
     with torch.no_grad():
         slices = [v.real if v.is_complex() else v for v in iter_slice_potentials(specimen, cubic)]
@@ -303,8 +349,7 @@ class ItemResult:
 
 def _write_json(path: Path, data: Any) -> Path:
     text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
-    return tio._atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"),
-                             overwrite=True)
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)
 
 
 def generate_item(
@@ -314,6 +359,7 @@ def generate_item(
     *,
     device: str | torch.device | None = None,
     paths: dict[str, str] | None = None,
+    write_record: bool = True,
 ) -> dict[str, Any]:
     """Simulate item ``index`` of ``spec`` and write its files under ``out`` (atomically).
 
@@ -328,6 +374,8 @@ def generate_item(
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default: ``dataset.device``.
     paths
         Output files relative to ``out`` (default :func:`item_paths`).
+    write_record
+        Write ``records/<item>.json`` (a dataset run needs it; a single image does not).
 
     Returns
     -------
@@ -349,20 +397,33 @@ def generate_item(
     if angles is not None and "tlt" in paths:
         tio.write_tilt_angles(out / paths["tlt"], angles, overwrite=True)
     if "noise_free" in paths:
-        tio.write_mrc(out / paths["noise_free"], expected.float().cpu().numpy(), voxel_size_a=s,
-                      overwrite=True)
+        tio.write_mrc(
+            out / paths["noise_free"],
+            expected.float().cpu().numpy(),
+            voxel_size_a=s,
+            overwrite=True,
+        )
     if "particles" in paths:
         sp = setup.specimen
         cols = particle_columns(
-            centers_a=sp.particle_centers_a, rotations=sp.particle_rotations, pixel_size_a=s,
-            class_numbers=setup.class_numbers, image_name=paths["image"],
-            with_z=spec.kind == "tilt_series", tomogram=spec.kind == "tilt_series",
+            centers_a=sp.particle_centers_a,
+            rotations=sp.particle_rotations,
+            pixel_size_a=s,
+            class_numbers=setup.class_numbers,
+            image_name=paths["image"],
+            with_z=spec.kind == "tilt_series",
+            tomogram=spec.kind == "tilt_series",
         )
         write_star(out / paths["particles"], {"particles": cols}, overwrite=True)
     if "potential" in paths:
         volume = potential_volume_v(setup.specimen, setup.potential)
-        tio.write_mrc(out / paths["potential"], volume.float().cpu().numpy(), voxel_size_a=s,
-                      overwrite=True, volume=True)
+        tio.write_mrc(
+            out / paths["potential"],
+            volume.float().cpu().numpy(),
+            voxel_size_a=s,
+            overwrite=True,
+            volume=True,
+        )
     record = {
         "index": index,
         "name": item_name(index),
@@ -371,11 +432,18 @@ def generate_item(
         "n_particles": setup.specimen.n_particles,
         "n_atoms": len(setup.specimen.atoms),
         "image_data_sha256": data_sha256(image),
-        "files": {role: {"path": rel, "sha256": sha256_of(out / rel)}
-                  for role, rel in paths.items()},
-        "run": {"seconds": round(time.perf_counter() - t0, 3), "device": str(dev),
-                "torch_threads": torch.get_num_threads(), "pid": os.getpid()},
+        "files": {
+            role: {"path": rel, "sha256": sha256_of(out / rel)} for role, rel in paths.items()
+        },
+        "run": {
+            "seconds": round(time.perf_counter() - t0, 3),
+            "device": str(dev),
+            "torch_threads": torch.get_num_threads(),
+            "pid": os.getpid(),
+        },
     }
+    if not write_record:
+        return record
     (out / "records").mkdir(exist_ok=True)
     _write_json(out / "records" / f"{item_name(index)}.json", record)
     return record

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import sys
 import time
@@ -35,7 +34,6 @@ from typing import Any
 import torch
 from distributed import WorkerPlugin
 
-from tem_core import io as tio
 from tem_core.dataset.item import (
     _write_json,
     generate_item,
@@ -45,6 +43,7 @@ from tem_core.dataset.item import (
     static_settings,
 )
 from tem_core.dataset.spec import DatasetSpec, load_dataset_spec
+from tem_core.io.files import atomic_write
 
 __all__ = ["DatasetReport", "generate_dataset", "metadata_rows"]
 
@@ -160,7 +159,8 @@ def metadata_rows(spec: DatasetSpec, records: list[dict[str, Any]]) -> list[dict
     for rec in sorted(records, key=lambda r: r["index"]):
         row = {"index": rec["index"], "name": rec["name"]}
         row.update({f"file.{role}": f["path"] for role, f in sorted(rec["files"].items())})
-        row.update({k: v for k, v in rec["parameters"].items() if k not in ("index", "name")})
+        params = rec["parameters"]  # sorted: the same columns from memory or from JSON
+        row.update({k: params[k] for k in sorted(params) if k not in ("index", "name")})
         row["n_particles"] = rec["n_particles"]
         row["n_atoms"] = rec["n_atoms"]
         row["image_data_sha256"] = rec["image_data_sha256"]
@@ -179,8 +179,9 @@ def _write_tables(spec: DatasetSpec, out: Path, records: list[dict[str, Any]]) -
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
     text = buffer.getvalue()
     paths = {
-        "csv": tio._atomic_write(
-            out / "metadata.csv", lambda tmp: tmp.write_text(text, encoding="utf-8"),
+        "csv": atomic_write(
+            out / "metadata.csv",
+            lambda tmp: tmp.write_text(text, encoding="utf-8"),
             overwrite=True,
         ),
         "json": _write_json(out / "metadata.json", {"dataset": spec.name, "items": rows}),
@@ -191,7 +192,7 @@ def _write_tables(spec: DatasetSpec, out: Path, records: list[dict[str, Any]]) -
     except ImportError:
         return paths
     table = pa.Table.from_pylist(rows)  # pragma: no cover - only where pyarrow is installed
-    paths["parquet"] = tio._atomic_write(  # pragma: no cover
+    paths["parquet"] = atomic_write(  # pragma: no cover
         out / "metadata.parquet", lambda tmp: pq.write_table(table, tmp), overwrite=True
     )
     return paths  # pragma: no cover
@@ -210,8 +211,13 @@ def _write_manifest(spec: DatasetSpec, out: Path, records: dict[int, dict[str, A
 
 
 def _failure(spec: DatasetSpec, index: int, error: str, tb: str) -> dict[str, Any]:
-    return {"index": index, "name": item_name(index), "error": error, "traceback": tb,
-            "parameters": item_parameters(spec, index)}
+    return {
+        "index": index,
+        "name": item_name(index),
+        "error": error,
+        "traceback": tb,
+        "parameters": item_parameters(spec, index),
+    }
 
 
 def generate_dataset(
@@ -255,8 +261,9 @@ def generate_dataset(
     except OSError as exc:
         raise OSError(f"output folder {out} cannot be created: {exc}") from exc
     log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 0):
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
+    ):
         raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
     records: dict[int, dict[str, Any]] = {}
     todo: list[int] = []
@@ -296,16 +303,26 @@ def generate_dataset(
                 log(f"dask: {n_workers} workers, dashboard: {dashboard or 'off (needs bokeh)'}")
             resources = {"GPU": 1} if _uses_gpu_resources(client, spec) else None
             futures = {
-                client.submit(_run_item, spec, index, str(out), key=f"{item_name(index)}-"
-                              f"{spec.seed}", pure=False, resources=resources): index
+                client.submit(
+                    _run_item,
+                    spec,
+                    index,
+                    str(out),
+                    key=f"{item_name(index)}-{spec.seed}",
+                    pure=False,
+                    resources=resources,
+                ): index
                 for index in todo
             }
             for future in _progress(as_completed(futures), progress, total=len(futures)):
                 index = futures[future]
                 if future.status == "error":
                     exc = future.exception()
-                    tb = "".join(traceback.format_tb(future.traceback())) if future.traceback() \
+                    tb = (
+                        "".join(traceback.format_tb(future.traceback()))
+                        if future.traceback()
                         else ""
+                    )
                     failed.append(_failure(spec, index, f"{type(exc).__name__}: {exc}", tb))
                 else:
                     _collect(spec, future.result(), index, records, failed)
@@ -326,8 +343,14 @@ def generate_dataset(
         failures_path.unlink()
     completed = tuple(sorted(set(records) - set(skipped)))
     return DatasetReport(
-        out=out, completed=completed, skipped=skipped, failed=tuple(failed),
-        seconds=time.perf_counter() - t0, workers=n_workers, dashboard=dashboard, tables=tables,
+        out=out,
+        completed=completed,
+        skipped=skipped,
+        failed=tuple(failed),
+        seconds=time.perf_counter() - t0,
+        workers=n_workers,
+        dashboard=dashboard,
+        tables=tables,
     )
 
 

@@ -29,7 +29,13 @@ import numpy as np
 
 from tem_core.detector import available_cameras
 
-__all__ = ["Distribution", "DatasetSpec", "StructureSpec", "load_dataset_spec", "parse_dataset_spec"]
+__all__ = [
+    "ParameterDistribution",
+    "DatasetSpec",
+    "StructureSpec",
+    "load_dataset_spec",
+    "parse_dataset_spec",
+]
 
 KINDS = ("micrograph", "tilt_series")
 DEVICES = ("auto", "cpu", "cuda")
@@ -46,7 +52,7 @@ class DatasetSpecError(ValueError):
 
 
 @dataclass(frozen=True)
-class Distribution:
+class ParameterDistribution:
     """A value drawn per item: ``fixed``, ``choice``, ``uniform`` or ``int_uniform``."""
 
     kind: str
@@ -143,10 +149,22 @@ STRUCTURE_SCHEMA: dict[str, tuple[str, str, Any, Any]] = {
 }
 # keys whose value is set once for the whole dataset (not sampled per item)
 STATIC = {
-    "dataset.name", "dataset.items", "dataset.seed", "dataset.kind", "dataset.device",
-    "grid.shape_px", "grid.slice_thickness_a", "grid.method", "outputs.noise_free",
-    "outputs.particles", "outputs.potential_volume", "structures.path", "structures.assembly",
-    "structures.add_hydrogens", "structures.keep_waters", "structures.name",
+    "dataset.name",
+    "dataset.items",
+    "dataset.seed",
+    "dataset.kind",
+    "dataset.device",
+    "grid.shape_px",
+    "grid.slice_thickness_a",
+    "grid.method",
+    "outputs.noise_free",
+    "outputs.particles",
+    "outputs.potential_volume",
+    "structures.path",
+    "structures.assembly",
+    "structures.add_hydrogens",
+    "structures.keep_waters",
+    "structures.name",
 }
 
 
@@ -155,7 +173,7 @@ class StructureSpec:
     """One atomic model of the recipe: ``path`` (resolved), copies per item, reading options."""
 
     path: Path
-    copies: Distribution
+    copies: ParameterDistribution
     assembly: str | None = None
     add_hydrogens: bool = False
     keep_waters: bool = False
@@ -171,7 +189,7 @@ class DatasetSpec:
     source
         The TOML file (``None`` when parsed from a dict).
     values
-        ``{"section.key": value or Distribution}`` in field units, defaults filled in.
+        ``{"section.key": value or ParameterDistribution}`` in field units, defaults filled in.
     structures
         The atomic models (at least one).
     """
@@ -202,7 +220,7 @@ class DatasetSpec:
 
     def sampled_keys(self) -> list[str]:
         """Keys drawn per item, in a fixed order (the metadata table's columns)."""
-        keys = [k for k, v in self.values.items() if isinstance(v, Distribution)]
+        keys = [k for k, v in self.values.items() if isinstance(v, ParameterDistribution)]
         keys += [f"structures.{i}.copies" for i in range(len(self.structures))]
         return keys
 
@@ -250,15 +268,16 @@ def _parse_value(source, key: str, value: Any, spec: tuple[str, str, Any, Any], 
         return tuple(_check_scalar(source, key, v, _INT, unit, rule) for v in value)
     if not isinstance(value, dict):
         checked = _check_scalar(source, key, value, kind, unit, rule)
-        return checked if static else Distribution("fixed", (checked,))
+        return checked if static else ParameterDistribution("fixed", (checked,))
     if static:
         raise _fail(source, key, f"is set once for the whole dataset; got a distribution {value}")
     if len(value) != 1:
         raise _fail(
-            source, key, f"must be a value or one of {{choice|uniform|int_uniform = [...]}}, "
-            f"got {value!r}"
+            source,
+            key,
+            f"must be a value or one of {{choice|uniform|int_uniform = [...]}}, got {value!r}",
         )
-    (dist, args), = value.items()
+    ((dist, args),) = value.items()
     if dist not in ("choice", "uniform", "int_uniform"):
         raise _fail(
             source, key, f"distribution must be 'choice', 'uniform' or 'int_uniform', got {dist!r}"
@@ -266,8 +285,9 @@ def _parse_value(source, key: str, value: Any, spec: tuple[str, str, Any, Any], 
     if not isinstance(args, list) or not args:
         raise _fail(source, key, f"{dist} needs a non-empty list, got {args!r}")
     if dist == "choice":
-        return Distribution("choice", tuple(_check_scalar(source, key, v, kind, unit, rule)
-                                            for v in args))
+        return ParameterDistribution(
+            "choice", tuple(_check_scalar(source, key, v, kind, unit, rule) for v in args)
+        )
     if kind not in (_NUM, _INT) or (dist == "uniform" and kind == _INT):
         raise _fail(source, key, f"cannot be drawn from {dist} (it takes {kind} values)")
     if dist == "int_uniform" and kind != _INT:
@@ -277,7 +297,7 @@ def _parse_value(source, key: str, value: Any, spec: tuple[str, str, Any, Any], 
     low, high = (_check_scalar(source, key, v, kind, unit, rule) for v in args)
     if high < low:
         raise _fail(source, key, f"{dist} needs low <= high, got [{low}, {high}] {unit}".rstrip())
-    return Distribution(dist, (low, high))
+    return ParameterDistribution(dist, (low, high))
 
 
 def _parse_table(source, section: str, table: Any, schema, static_prefix: str) -> dict[str, Any]:
@@ -286,8 +306,9 @@ def _parse_table(source, section: str, table: Any, schema, static_prefix: str) -
     unknown = sorted(set(table) - set(schema))
     if unknown:
         raise _fail(
-            source, f"{section}.{unknown[0]}", f"is not a known key; known keys of [{section}]: "
-            f"{sorted(schema)}"
+            source,
+            f"{section}.{unknown[0]}",
+            f"is not a known key; known keys of [{section}]: {sorted(schema)}",
         )
     out: dict[str, Any] = {}
     for key, spec in schema.items():
@@ -297,7 +318,9 @@ def _parse_table(source, section: str, table: Any, schema, static_prefix: str) -
                 raise _fail(source, path, "is required")
             default = spec[3]
             static = f"{static_prefix}.{key}" in STATIC or spec[0] == "pair"
-            out[key] = default if static or default is None else Distribution("fixed", (default,))
+            out[key] = (
+                default if static or default is None else ParameterDistribution("fixed", (default,))
+            )
             continue
         static = f"{static_prefix}.{key}" in STATIC
         out[key] = _parse_value(source, path, table[key], spec, static)
@@ -333,9 +356,7 @@ def parse_dataset_spec(raw: dict[str, Any], *, source: str | Path | None = None)
         low = max(values["tilt.min_deg"].support())
         high = min(values["tilt.max_deg"].support())
         if high < low:
-            raise _fail(
-                src, "tilt.max_deg", f"must be >= tilt.min_deg ({low} deg), got {high} deg"
-            )
+            raise _fail(src, "tilt.max_deg", f"must be >= tilt.min_deg ({low} deg), got {high} deg")
     camera = values["detector.camera"]
     cameras = ("parametric", *available_cameras())
     for cam in camera.support():
@@ -344,8 +365,10 @@ def parse_dataset_spec(raw: dict[str, Any], *, source: str | Path | None = None)
     for support in values["specimen.support"].support():
         if support == "carbon" and values["specimen.hole_diameter_um"] is None:
             raise _fail(
-                src, "specimen.support", "'carbon' needs specimen.hole_diameter_um (the hole "
-                "in the film that holds the ice), got no hole"
+                src,
+                "specimen.support",
+                "'carbon' needs specimen.hole_diameter_um (the hole "
+                "in the film that holds the ice), got no hole",
             )
     structures = _parse_structures(src, raw.get("structures"))
     return DatasetSpec(source=src, values=values, structures=structures, raw=raw)
@@ -366,8 +389,8 @@ def _parse_structures(src: Path | None, raw: Any) -> tuple[StructureSpec, ...]:
         if not path.is_file():
             raise _fail(src, f"{section}.path", f"must name an existing file, got {str(path)!r}")
         copies = parsed["copies"]
-        if not isinstance(copies, Distribution):
-            copies = Distribution("fixed", (copies,))
+        if not isinstance(copies, ParameterDistribution):
+            copies = ParameterDistribution("fixed", (copies,))
         out.append(
             StructureSpec(
                 path=path.resolve(),
@@ -381,13 +404,18 @@ def _parse_structures(src: Path | None, raw: Any) -> tuple[StructureSpec, ...]:
     return tuple(out)
 
 
-def load_dataset_spec(path: str | Path) -> DatasetSpec:
+def load_dataset_spec(
+    path: str | Path, *, defaults: dict[str, dict[str, Any]] | None = None
+) -> DatasetSpec:
     """Read and validate a dataset description (TOML).
 
     Parameters
     ----------
     path
         The ``.toml`` file; structure paths in it are relative to its folder.
+    defaults
+        ``{section: {key: value}}`` used where the file has no value (``tem-book simulate``
+        reads a single-image settings file with ``{"dataset": {"items": 1, "seed": 0}}``).
 
     Raises
     ------
@@ -402,4 +430,9 @@ def load_dataset_spec(path: str | Path) -> DatasetSpec:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise DatasetSpecError(f"{path.name}: not valid TOML: {exc}") from exc
+    for section, table in (defaults or {}).items():
+        target = raw.setdefault(section, {})
+        if isinstance(target, dict):
+            for key, value in table.items():
+                target.setdefault(key, value)
     return parse_dataset_spec(raw, source=path)

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from tem_core import io as tio
+from tem_core.io.files import atomic_write
 
 __all__ = [
     "euler_zyz_from_matrices",
@@ -54,8 +54,10 @@ def matrices_from_euler_zyz(
     rot_deg: torch.Tensor, tilt_deg: torch.Tensor, psi_deg: torch.Tensor
 ) -> torch.Tensor:
     """RELION's ``Euler_angles2matrix``: ``(N,)`` angles [deg] -> ``(N, 3, 3)`` matrices ``A``."""
-    a, b, g = (torch.as_tensor(t, dtype=torch.float64) * (math.pi / 180) for t in
-               (rot_deg, tilt_deg, psi_deg))
+    a, b, g = (
+        torch.as_tensor(t, dtype=torch.float64) * (math.pi / 180)
+        for t in (rot_deg, tilt_deg, psi_deg)
+    )
     ca, sa, cb, sb, cg, sg = a.cos(), a.sin(), b.cos(), b.sin(), g.cos(), g.sin()
     rows = [
         torch.stack([cg * cb * ca - sg * sa, cg * cb * sa + sg * ca, -cg * sb], -1),
@@ -141,7 +143,7 @@ def write_star(
         Replace an existing file.
     """
     text = star_text(blocks)
-    return tio._atomic_write(
+    return atomic_write(
         path, lambda tmp: tmp.write_text(text, encoding="ascii"), overwrite=overwrite
     )
 
@@ -170,9 +172,7 @@ def read_star(path: str | Path) -> dict[str, dict[str, list[str]]]:
         elif current is not None and labels:
             values = line.split()
             if len(values) != len(labels):
-                raise ValueError(
-                    f"{path}:{lineno}: {len(values)} values for {len(labels)} labels"
-                )
+                raise ValueError(f"{path}:{lineno}: {len(values)} values for {len(labels)} labels")
             for label, value in zip(labels, values, strict=True):
                 current[label].append(value)
     return blocks

@@ -1,0 +1,113 @@
+"""Datasets on a local Dask cluster: a worker killed mid-run, then a resumed run, give the same
+files as an uninterrupted run (arrays, STAR and tilt files, metadata table)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DATA_DIR
+
+from tem_core import io as tio
+from tem_core.dataset import generate_dataset, parse_dataset_spec
+
+pytestmark = pytest.mark.slow
+EXAMPLE = DATA_DIR / "example_dataset.toml"
+
+
+def _tilt_spec():
+    """The example as 4 small tilt series (7 tilts, 96² px) with every output requested."""
+    raw = tomllib.loads(EXAMPLE.read_text())
+    raw["dataset"]["kind"] = "tilt_series"
+    raw["grid"]["shape_px"] = [96, 96]
+    raw["tilt"] = {"scheme": "dose-symmetric", "min_deg": -30.0, "max_deg": 30.0, "step_deg": 10.0}
+    raw["outputs"]["potential_volume"] = True
+    return parse_dataset_spec(raw, source=EXAMPLE)
+
+
+def _same_files(a: Path, b: Path) -> list[str]:
+    """Compare every file of two dataset folders; MRC files by array and pixel size (their
+    header labels carry a time stamp), the rest byte for byte. Returns the files compared."""
+    names = sorted(
+        str(p.relative_to(a)) for p in a.rglob("*") if p.is_file() and p.parent.name != "records"
+    )
+    other = sorted(
+        str(p.relative_to(b)) for p in b.rglob("*") if p.is_file() and p.parent.name != "records"
+    )
+    assert names == other
+    for name in names:
+        if name == "manifest.json":  # holds each file's SHA-256, header included: compared below
+            continue
+        if name.endswith(".mrc"):
+            (x, sx), (y, sy) = tio.read_mrc(a / name), tio.read_mrc(b / name)
+            assert sx == sy and x.shape == y.shape and np.array_equal(x, y), name
+        else:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
+    assert ma["items"].keys() == mb["items"].keys()
+    for item in ma["items"]:
+        assert ma["items"][item]["settings_hash"] == mb["items"][item]["settings_hash"]
+    return names
+
+
+def test_killed_worker_and_resume_give_the_files_of_an_uninterrupted_run(tmp_path) -> None:
+    import dask
+    from distributed import Client, LocalCluster
+
+    spec = _tilt_spec()
+    reference = generate_dataset(spec, tmp_path / "ref", workers=0, progress=False)
+    assert reference.completed == (0, 1, 2, 3)
+
+    run = tmp_path / "run"
+    # no retries: the item whose worker dies is reported as failed (and redone on resume)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+            silence_logs=50,
+        )
+        client = Client(cluster)
+        try:
+            outcome: dict = {}
+            thread = threading.Thread(
+                target=lambda: outcome.update(
+                    report=generate_dataset(spec, run, scheduler=cluster.scheduler_address,
+                                            progress=False, log=lambda m: None)
+                )
+            )
+            thread.start()
+            pids = client.run(os.getpid)
+            victim, deadline = None, time.monotonic() + 120
+            while victim is None and time.monotonic() < deadline:
+                busy = client.run(lambda dask_worker: len(dask_worker.state.executing))
+                victim = next((w for w, n in busy.items() if n), None)
+                if victim is None:
+                    time.sleep(0.02)
+            assert victim is not None, "no worker ever ran an item"
+            os.kill(pids[victim], signal.SIGKILL)
+            thread.join(timeout=300)
+        finally:
+            client.close()
+            cluster.close()
+    first = outcome["report"]
+    assert len(first.failed) == 1, first.failed
+    lost = first.failed[0]["index"]
+    assert "KilledWorker" in first.failed[0]["error"]
+    assert first.failed[0]["parameters"]["index"] == lost
+    assert (run / "failures.json").is_file()
+    assert sorted(first.completed) == [i for i in range(4) if i != lost]
+
+    resumed = generate_dataset(spec, run, workers=2, progress=False, log=lambda m: None)
+    assert resumed.completed == (lost,) and resumed.skipped == first.completed
+    assert resumed.ok and not (run / "failures.json").exists()
+    compared = _same_files(tmp_path / "ref", run)
+    assert "metadata.csv" in compared and "tilt_series/item_000003.tlt" in compared
+    assert "potential/item_000000.mrc" in compared and "particles/item_000002.star" in compared
+    stack, _ = tio.read_mrc(run / "tilt_series/item_000000.mrc")
+    assert stack.shape == (7, 96, 96)
