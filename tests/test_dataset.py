@@ -316,7 +316,11 @@ def test_particles_star_matches_the_specimen(loop_dataset) -> None:
 
 
 def test_star_round_trip_and_errors(tmp_path) -> None:
-    cols = {"rlnCoordinateX": [1.5, 2.25], "rlnClassNumber": [1, 2], "rlnMicrographName": ["a", "b"]}
+    cols = {
+        "rlnCoordinateX": [1.5, 2.25],
+        "rlnClassNumber": [1, 2],
+        "rlnMicrographName": ["a", "b"],
+    }
     path = write_star(tmp_path / "p.star", {"particles": cols})
     assert read_star(path) == {
         "particles": {

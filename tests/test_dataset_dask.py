@@ -66,10 +66,18 @@ def test_killed_worker_and_resume_give_the_files_of_an_uninterrupted_run(tmp_pat
     assert reference.completed == (0, 1, 2, 3)
 
     run = tmp_path / "run"
-    # no retries: the item whose worker dies is reported as failed (and redone on resume)
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+    # no retries: the item whose worker dies is reported as failed (and redone on resume);
+    # one item per worker at a time (as generate_dataset's own clusters), so one item is lost
+    config = {
+        "distributed.scheduler.allowed-failures": 0,
+        "distributed.scheduler.worker-saturation": 1.0,
+    }
+    with dask.config.set(config):
         cluster = LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
             silence_logs=50,
         )
         client = Client(cluster)
@@ -77,8 +85,13 @@ def test_killed_worker_and_resume_give_the_files_of_an_uninterrupted_run(tmp_pat
             outcome: dict = {}
             thread = threading.Thread(
                 target=lambda: outcome.update(
-                    report=generate_dataset(spec, run, scheduler=cluster.scheduler_address,
-                                            progress=False, log=lambda m: None)
+                    report=generate_dataset(
+                        spec,
+                        run,
+                        scheduler=cluster.scheduler_address,
+                        progress=False,
+                        log=lambda m: None,
+                    )
                 )
             )
             thread.start()

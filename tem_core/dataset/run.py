@@ -127,6 +127,7 @@ def _has_bokeh() -> bool:
 
 
 def _local_cluster(workers: int, threads: int, gpus: int):
+    import dask
     from distributed import LocalCluster
 
     env = {
@@ -135,15 +136,18 @@ def _local_cluster(workers: int, threads: int, gpus: int):
         "TI_CPU_MAX_NUM_THREADS": str(threads),
         "OMP_WAIT_POLICY": "PASSIVE",
     }
-    return LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0" if _has_bokeh() else None,
-        env=env,
-        resources={"GPU": 1} if gpus else None,
-        silence_logs=40,
-    )
+    # items are long: a worker holds only the item it runs (no prefetched queue that a dying
+    # worker would take down with it)
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0" if _has_bokeh() else None,
+            env=env,
+            resources={"GPU": 1} if gpus else None,
+            silence_logs=40,
+        )
 
 
 def _uses_gpu_resources(client, spec: DatasetSpec) -> bool:
@@ -302,8 +306,12 @@ def generate_dataset(
             if progress:
                 log(f"dask: {n_workers} workers, dashboard: {dashboard or 'off (needs bokeh)'}")
             resources = {"GPU": 1} if _uses_gpu_resources(client, spec) else None
-            futures = {
-                client.submit(
+            pending = list(reversed(todo))
+            futures: dict[Any, int] = {}
+
+            def submit() -> Any:
+                index = pending.pop()
+                future = client.submit(
                     _run_item,
                     spec,
                     index,
@@ -311,11 +319,18 @@ def generate_dataset(
                     key=f"{item_name(index)}-{spec.seed}",
                     pure=False,
                     resources=resources,
-                ): index
-                for index in todo
-            }
-            for future in _progress(as_completed(futures), progress, total=len(futures)):
-                index = futures[future]
+                )
+                futures[future] = index
+                return future
+
+            # a window of one item per worker thread: a worker that dies takes down only the
+            # item it runs, never a queue of items assigned to it in advance
+            window = max(1, sum(client.nthreads().values()))
+            stream = as_completed([submit() for _ in range(min(window, len(pending)))])
+            for future in _progress(stream, progress, total=len(todo)):
+                index = futures.pop(future)
+                if pending:
+                    stream.add(submit())
                 if future.status == "error":
                     exc = future.exception()
                     tb = (
