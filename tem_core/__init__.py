@@ -60,6 +60,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "propagate": (
         "SamplingWarning",
+        "apply_bandlimit",
         "available_memory_bytes",
         "bandlimit_mask",
         "check_sampling",

@@ -55,7 +55,6 @@ def _build_kernels(dtype: torch.dtype):
         dx: arr3,
         dy: arr3,
         kx0: arr1i,
-        ky0: arr1i,
         wins: arr1i,
         row_start: arr1i,
         out: arr2,
@@ -145,7 +144,7 @@ class SplatFunction(torch.autograd.Function):
         if w.shape[0] > 0:
             row_start = _row_starts(ky0, ny)
             col_chunk = nx if w.device.type == "cpu" else 32
-            forward_kernel(w, dx, dy, kx0, ky0, wins, row_start, out, col_chunk, int(dx.shape[1]))
+            forward_kernel(w, dx, dy, kx0, wins, row_start, out, col_chunk, int(dx.shape[1]))
         ctx.save_for_backward(w, dx, dy, kx0, ky0, wins)
         return out
 

@@ -68,6 +68,7 @@ from tem_core.validation import (
 
 __all__ = [
     "SamplingWarning",
+    "apply_bandlimit",
     "available_memory_bytes",
     "bandlimit_mask",
     "check_sampling",
@@ -236,7 +237,11 @@ def fresnel_propagator(
     return prop
 
 
-def _bandlimit(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def apply_bandlimit(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Band-limit ``x`` ``(..., ny, nx)``: ``F⁻¹[mask · F[x]]`` (``mask=None``: unchanged).
+
+    ``mask`` is a :func:`bandlimit_mask`; the operator is linear and self-adjoint.
+    """
     if mask is None:
         return x
     return ifft2(fft2(x) * mask)
@@ -254,7 +259,7 @@ def multislice_step(
     ``mask`` (boolean band-limit aperture) band-limits ``t`` first, as abTEM does; the
     aperture of the propagator itself is already inside ``propagator``.
     """
-    t = _bandlimit(transmission, mask)
+    t = apply_bandlimit(transmission, mask)
     return ifft2(fft2(wave * t) * propagator)
 
 
