@@ -150,7 +150,7 @@ def image_plane_intensity(
 def _preflight(potential: PotentialSettings, device: torch.device, microscope: Microscope) -> None:
     potential.at_energy(microscope.energy_ev)  # before the memory check: a cheap mistake first
     # the wave, its FFT, the propagator and a potential slice live at once: about 6 complex grids
-    estimate_wave_memory_bytes(potential.shape, torch.complex64, device=device, n_buffers=6)
+    estimate_wave_memory_bytes(potential.shape, torch.complex64, device=device)
 
 
 @dataclass(frozen=True, eq=False)

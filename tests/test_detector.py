@@ -151,6 +151,25 @@ def test_dqe_tables():
         load_dqe_table("k3")
 
 
+
+def test_detector_for_camera_uses_the_published_dqe():
+    k2 = Detector.for_camera("k2_300kv", gain_counts_per_e=2.0)
+    assert (k2.mtf_camera, k2.dqe, k2.gain_counts_per_e) == ("k2_300kv", 0.79668, 2.0)
+    falcon = Detector.for_camera("falcon3ec_300kv", dqe_table="falcon3ec_counting_300kv")
+    assert falcon.dqe == 0.8889  # first tabulated point, 0.001 cycles/px
+    with pytest.raises(ValueError, match="no DQE table 'falcon4ec_300kv'.*pass dqe_table="):
+        Detector.for_camera("falcon4ec_300kv")
+    # the DQE sets the noise: var/mean = 1/DQE(0) for a flat field without blur;
+    # 256² pixels give a relative standard error sqrt(2/65536) = 0.0055 on the variance
+    flat = torch.ones(256, 256, dtype=torch.float64)
+    no_blur = Detector.for_camera("k2_300kv", mtf_enabled=False)
+    counts = detect(
+        flat, detector=no_blur, dose_e_per_a2=100.0, sampling_a=1.0,
+        generator=torch.Generator().manual_seed(9),
+    )  # fmt: skip
+    ratio = (counts.var() / counts.mean()).item()
+    assert ratio == pytest.approx(1 / 0.79668, rel=4 * 0.0055)
+
 def test_detector_with_camera_mtf():
     d = Detector(mtf_camera="falcon3ec_300kv")
     mtf = d.mtf((8, 8), dtype=torch.float64)

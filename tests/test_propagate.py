@@ -265,18 +265,12 @@ def test_no_warning_for_typical_settings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert (
-            check_sampling(
-                (512, 512), sampling_a=1.0, slice_thickness_a=10.0, energy_ev=E300, resolution_a=3.0
-            )
+            check_sampling((512, 512), sampling_a=1.0, slice_thickness_a=10.0, energy_ev=E300)
             == []
         )
 
 
 def test_sampling_warnings():
-    with pytest.warns(SamplingWarning, match="resolves only 3 Å"):
-        check_sampling(
-            (64, 64), sampling_a=1.0, slice_thickness_a=2.0, energy_ev=E300, resolution_a=2.0
-        )
     with (
         pytest.warns(SamplingWarning, match="undersampled"),
         pytest.warns(SamplingWarning, match="depth"),

@@ -26,6 +26,7 @@ the same device as the image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -131,6 +132,32 @@ class Detector:
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.noise_model not in NOISE_MODELS:
             raise ValueError(f"noise_model must be one of {NOISE_MODELS}, got {self.noise_model!r}")
+
+    @classmethod
+    def for_camera(cls, camera: str, *, dqe_table: str | None = None, **settings: Any) -> Detector:
+        """A detector with a real camera's published MTF and DQE(0).
+
+        Parameters
+        ----------
+        camera
+            Tabulated MTF (:func:`available_cameras`, e.g. ``"k2_300kv"``).
+        dqe_table
+            DQE curve (:func:`available_dqe_tables`) whose zero-frequency value becomes
+            ``dqe``; default: the table named like ``camera`` (``k2_300kv``, ``falcon2_300kv``,
+            ``de20_300kv``). The simulator's DQE is frequency independent; with
+            ``mtf_after_noise=True`` the model's DQE(ω) is ``DQE(0) · MTF(ω)²``.
+        **settings
+            Other :class:`Detector` fields (``gain_counts_per_e``, ``noise_model``, ...).
+        """
+        name = camera if dqe_table is None else dqe_table
+        if name not in available_dqe_tables():
+            raise ValueError(
+                f"no DQE table {name!r} (camera={camera!r}); pass dqe_table= one of "
+                f"{', '.join(available_dqe_tables())}"
+            )
+        _, dqe = load_dqe_table(name)
+        # the curves start at 0 or 0.001 cycles/px: the first value is DQE(0)
+        return cls(mtf_camera=camera, dqe=float(dqe[0]), **settings)
 
     def mtf(
         self,

@@ -73,8 +73,8 @@ def load_dqe_table(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     Names: ``k2_300kv``, ``falcon2_300kv``, ``de20_300kv``, ``film_300kv`` (McMullan et al.
     2014), ``falcon3ec_counting_300kv``, ``falcon3ec_linear_300kv`` (Kuijper et al. 2015, JSB
     192:179); digitised curves from the mtf-nps-dqe project (MIT licence). The simulator's
-    :class:`Detector` uses a frequency-independent DQE; take e.g. ``dqe[0]`` (DQE(0)) or a
-    band average from these tables.
+    :class:`~tem_core.detector.Detector` uses a frequency-independent DQE:
+    :meth:`~tem_core.detector.Detector.for_camera` takes DQE(0) from these tables.
 
     Returns
     -------

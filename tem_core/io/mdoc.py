@@ -89,11 +89,6 @@ class MdocTiltSeries:
         """``(n,)`` int64 indices of the tilts in the order they were recorded."""
         return torch.argsort(self.acquisition_order)
 
-    @property
-    def cumulative_dose_e_per_a2(self) -> torch.Tensor:
-        """Dose received by the end of each exposure, ``prior + exposure`` [e/Å²]."""
-        return self.prior_dose_e_per_a2 + self.dose_e_per_a2
-
 
 def _first_float(text: str | None) -> float:
     if text is None:

@@ -26,13 +26,13 @@ for a real potential).
 
 Sampling warnings (:class:`SamplingWarning`), see :func:`check_sampling`
 ------------------------------------------------------------------------
-1. *Resolution*: the band limit ``k_bl = f / (2 s)`` is coarser than a requested
-   resolution: ``1 / k_bl > resolution_a``.
-2. *Propagator aliasing*: the propagator phase ``π λ dz k²`` changes between
+With the band limit ``k_bl = f / (2 s)``:
+
+1. *Propagator aliasing*: the propagator phase ``π λ dz k²`` changes between
    neighbouring Fourier pixels (``Δk = 1 / (n s)``) by ``2 π λ dz k_bl Δk`` at the band
    limit; more than ``π`` aliases it. Equivalently the lateral spread ``λ k_bl dz`` of a
    wave scattered at the band-limit angle within one step exceeds half the field of view.
-3. *Slice thickness*: the multislice step neglects propagation inside a slice. This is
+2. *Slice thickness*: the multislice step neglects propagation inside a slice. This is
    accurate while the slice is thinner than the depth of field at the band limit,
    ``dz <= 1 / (2 λ k_bl²)`` (intra-slice Fresnel phase ``π λ dz k_bl² <= π/2``); thicker
    slices warn. (At 300 kV and 1 Å pixels this allows 228 Å; atomic-resolution
@@ -300,7 +300,6 @@ def multislice(
     wave: torch.Tensor | None = None,
     bandlimit_fraction: float | None = 2.0 / 3.0,
     bandlimit_transmission: bool = True,
-    resolution_a: float | None = None,
 ) -> torch.Tensor:
     """Exit wave by the multislice method, streaming the slices one at a time.
 
@@ -329,8 +328,6 @@ def multislice(
         disables the band limit.
     bandlimit_transmission
         Also band-limit each transmission function (abTEM does; costs 2 FFTs per slice).
-    resolution_a
-        Optional target resolution [Å] for the sampling warning.
 
     Returns
     -------
@@ -385,7 +382,15 @@ def multislice(
                     )
                 cdtype = torch.promote_types(_complex_dtype_for(psi.dtype), cdtype)
                 psi = psi.to(cdtype)
-            estimate_wave_memory_bytes(psi.shape, cdtype, device=potential.device)
+            estimate_wave_memory_bytes(
+                psi.shape,
+                cdtype,
+                device=potential.device,
+                # a list of slices is counted in full; a stream is checked for its first
+                n_slices=len(slices) if isinstance(slices, Sequence) else 1,
+                requires_grad=torch.is_grad_enabled()
+                and (potential.requires_grad or psi.requires_grad),
+            )
             first_dz = _scalar(per_slice[0] if per_slice is not None else slice_thickness_a)
             check_sampling(
                 shape,
@@ -393,7 +398,6 @@ def multislice(
                 slice_thickness_a=first_dz,
                 energy_ev=energy_ev,
                 bandlimit_fraction=bandlimit_fraction,
-                resolution_a=resolution_a,
                 stacklevel=3,
             )
             if bandlimit_fraction is not None and bandlimit_transmission:

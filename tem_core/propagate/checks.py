@@ -17,6 +17,10 @@ from tem_core.validation import (
 )
 
 _BYTES_PER_GB = 1e9
+# complex (ny, nx) grids multislice holds at once (wave, slice, transmission, its spectrum,
+# propagator, product spectrum), and those autograd keeps per slice until backward
+_FORWARD_BUFFERS = 6
+_GRAPH_BUFFERS_PER_SLICE = 4
 
 
 class SamplingWarning(UserWarning):
@@ -38,12 +42,11 @@ def check_sampling(
     slice_thickness_a: float,
     energy_ev: float,
     bandlimit_fraction: float | None = 2.0 / 3.0,
-    resolution_a: float | None = None,
     stacklevel: int = 2,
 ) -> list[str]:
     """Warn (:class:`SamplingWarning`) when sampling or slice thickness are too coarse.
 
-    The three criteria are documented in the module docstring. Returns the list of
+    The two criteria are documented in :mod:`tem_core.propagate`. Returns the list of
     messages (empty when all is well).
 
     Parameters
@@ -58,8 +61,8 @@ def check_sampling(
         Beam energy [eV].
     bandlimit_fraction
         Band limit as a fraction of Nyquist (``None``: Nyquist).
-    resolution_a
-        Finest detail the simulation must carry [Å]; ``None`` skips criterion 1.
+    stacklevel
+        Passed to :func:`warnings.warn` (3 points at the caller of :func:`multislice`).
     """
     ny, nx = require_grid_shape(shape)
     require_positive("sampling_a", sampling_a, "Å")
@@ -69,14 +72,6 @@ def check_sampling(
     fraction = 1.0 if bandlimit_fraction is None else bandlimit_fraction
     k_bl = fraction / (2.0 * sampling_a)
     messages = []
-    if resolution_a is not None:
-        require_positive("resolution_a", resolution_a, "Å")
-        if 1.0 / k_bl > resolution_a:
-            messages.append(
-                f"band limit {fraction:.3g} x Nyquist at sampling_a={sampling_a} Å resolves only "
-                f"{1.0 / k_bl:.3g} Å, coarser than resolution_a={resolution_a} Å; "
-                f"use sampling_a <= {fraction * resolution_a / 2.0:.3g} Å"
-            )
     field_a = min(ny, nx) * sampling_a
     spread_a = wavelength * k_bl * slice_thickness_a
     if spread_a > field_a / 2.0:
@@ -118,8 +113,6 @@ def estimate_wave_memory_bytes(
     device=None,
     n_slices: int = 1,
     requires_grad: bool = False,
-    n_buffers: int = 6,
-    check: bool = True,
 ) -> int:
     """Working memory of :func:`multislice` on a grid, checked before allocating.
 
@@ -139,10 +132,11 @@ def estimate_wave_memory_bytes(
         Number of slices (matters only with ``requires_grad``).
     requires_grad
         Whether the graph for backpropagation is kept.
-    n_buffers
-        Complex grids held at once in the forward pass (6 for :func:`multislice`).
-    check
-        Raise ``ValueError`` when the estimate exceeds :func:`available_memory_bytes`.
+
+    Raises
+    ------
+    ValueError
+        When the estimate exceeds :func:`available_memory_bytes`.
 
     Returns
     -------
@@ -158,18 +152,16 @@ def estimate_wave_memory_bytes(
     require_positive_int("n_slices", n_slices)
     itemsize = torch.empty((), dtype=dtype).element_size()
     per_array = n_pixels * itemsize
-    require_positive_int("n_buffers", n_buffers)
-    n_arrays = n_buffers + (4 * n_slices if requires_grad else 0)
+    n_arrays = _FORWARD_BUFFERS + (_GRAPH_BUFFERS_PER_SLICE * n_slices if requires_grad else 0)
     needed = n_arrays * per_array
-    if check:
-        available = available_memory_bytes(device)
-        if needed > available:
-            where = "cpu" if device is None else str(device)
-            raise ValueError(
-                f"a {' x '.join(str(int(s)) for s in shape)} {dtype} multislice"
-                f"{f' with gradients over {n_slices} slices' if requires_grad else ''} needs about "
-                f"{needed / _BYTES_PER_GB:.3g} GB but {where} has "
-                f"{available / _BYTES_PER_GB:.3g} GB available; "
-                "use a smaller grid, complex64, or fewer slices per backward pass"
-            )
+    available = available_memory_bytes(device)
+    if needed > available:
+        where = "cpu" if device is None else str(device)
+        raise ValueError(
+            f"a {' x '.join(str(int(s)) for s in shape)} {dtype} multislice"
+            f"{f' with gradients over {n_slices} slices' if requires_grad else ''} needs about "
+            f"{needed / _BYTES_PER_GB:.3g} GB but {where} has "
+            f"{available / _BYTES_PER_GB:.3g} GB available; "
+            "use a smaller grid, complex64, or fewer slices per backward pass"
+        )
     return needed
