@@ -171,6 +171,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "plotting": (
         "image_tiles",
         "montage",
+        "parameter_histograms",
         "power_spectrum",
         "radial_average",
         "show_image",

@@ -22,6 +22,7 @@ from tem_core.validation import require_integer, require_positive
 __all__ = [
     "image_tiles",
     "montage",
+    "parameter_histograms",
     "power_spectrum",
     "radial_average",
     "show_image",
@@ -207,4 +208,60 @@ def montage(
             ax.set_title(titles[i], fontsize=9)
     if common_scale and label is not None and im is not None:
         fig.colorbar(im, ax=axes, label=label, shrink=0.8)
+    return fig
+
+
+def parameter_histograms(
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    *,
+    labels: Sequence[str] | None = None,
+    marked: Sequence[dict[str, Any]] | None = None,
+    bins: int = 20,
+    panel_size: float = 2.3,
+):
+    """Histograms of per-item parameters, three panels per row.
+
+    ``rows`` are dicts keyed by parameter (e.g. :func:`tem_core.dataset.item_parameters` for
+    many indices, or the rows of a dataset's metadata table); numbers get a histogram, other
+    values a bar per value. ``marked`` rows (e.g. the items generated) are drawn as ticks
+    along the bottom of each panel. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    require_integer("bins", bins, minimum=1)
+    if not rows:
+        raise ValueError("rows must hold at least one item, got none")
+    labels = list(labels) if labels is not None else list(keys)
+    if len(labels) != len(keys):
+        raise ValueError(f"labels must have one entry per key ({len(keys)}), got {len(labels)}")
+    ncols = min(3, len(keys))
+    nrows = math.ceil(len(keys) / ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(panel_size * ncols + 0.3, 0.8 * panel_size * nrows + 0.3),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for ax, key, label in zip(axes.flat, keys, labels, strict=False):
+        values = [row[key] for row in rows]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if numbers and len(set(values)) > 8:
+            ax.hist(values, bins=bins, color="0.6")
+            where = [row[key] for row in marked or ()]
+        else:  # a few distinct values (a choice, a small integer range): one bar each
+            names = sorted(set(values)) if numbers else sorted({str(v) for v in values})
+            found = [v if numbers else str(v) for v in values]
+            ax.bar(range(len(names)), [found.count(n) for n in names], color="0.6")
+            ax.set_xticks(range(len(names)), [f"{n:g}" if numbers else n for n in names])
+            key_of = (lambda v: v) if numbers else str
+            where = [names.index(key_of(row[key])) for row in marked or ()]
+        for x in where:
+            ax.axvline(x, ymax=0.08, color="C3", lw=1.5)
+        ax.set_xlabel(label, fontsize=9)
+        ax.tick_params(labelsize=9)
+    axes[0, 0].set_ylabel("items", fontsize=9)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.set_axis_off()
     return fig

@@ -143,7 +143,7 @@ def _local_cluster(workers: int, threads: int, gpus: int):
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=":0" if _has_bokeh() else None,
+            dashboard_address=":0",  # a free port; the dashboard itself needs bokeh
             env=env,
             resources={"GPU": 1} if gpus else None,
             silence_logs=40,
