@@ -135,7 +135,7 @@ def image_plane_intensity(
     astigmatism_a: float | torch.Tensor = 0.0,
     astigmatism_angle_rad: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
-    """Intensity |ψ ⊗ PSF|² in the image plane, normalised so vacuum gives 1 [dimensionless]."""
+    """Intensity ``|ψ ⊗ PSF|²`` in the image plane, normalised so vacuum gives 1 [dimensionless]."""
     imaged = apply_ctf(
         wave,
         sampling_a=sampling_a,
