@@ -115,6 +115,15 @@ class Microscope:
         Objective aperture semi-angle [rad], or ``None`` for no aperture.
     phase_plate_rad
         Phase shift of the scattered beams relative to the unscattered one [rad].
+    energy_filter
+        ``True``: zero-loss energy filter, the electrons removed by the absorptive potential
+        are lost. ``False`` (default, unfiltered camera): they return as a low-resolution
+        inelastic background (:mod:`tem_core._optics_inelastic`).
+    inelastic_blur_a
+        rms width of the inelastic background's blur [Å] (delocalisation and chromatic
+        defocus of the energy-loss electrons).
+    inelastic_collected_fraction
+        Fraction of the inelastically scattered electrons reaching an unfiltered camera.
     """
 
     energy_ev: float
@@ -126,6 +135,9 @@ class Microscope:
     illumination_semiangle_rad: Scalar = 0.0
     objective_aperture_rad: float | None = None
     phase_plate_rad: Scalar = 0.0
+    energy_filter: bool = False
+    inelastic_blur_a: float = 30.0
+    inelastic_collected_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         require_positive("energy_ev", self.energy_ev, "eV")
@@ -138,6 +150,14 @@ class Microscope:
         if self.objective_aperture_rad is not None:
             require_positive("objective_aperture_rad", self.objective_aperture_rad, "rad")
         require_finite("phase_plate_rad", self.phase_plate_rad, "rad")
+        if not isinstance(self.energy_filter, bool):
+            raise TypeError(f"energy_filter must be a bool, got {self.energy_filter!r}")
+        require_nonnegative("inelastic_blur_a", self.inelastic_blur_a, "Å")
+        if not 0.0 <= float(self.inelastic_collected_fraction) <= 1.0:
+            raise ValueError(
+                "inelastic_collected_fraction must lie in [0, 1], got "
+                f"{self.inelastic_collected_fraction}"
+            )
 
     @property
     def wavelength_a(self) -> float:

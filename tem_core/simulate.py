@@ -27,9 +27,11 @@ import numpy as np
 import torch
 
 from tem_core import io as tio
+from tem_core._optics_inelastic import add_inelastic, summing_imaginary
 from tem_core.detector import Detector, expected_and_detected
 from tem_core.optics import Microscope, apply_ctf, image_intensity
-from tem_core.potential import PotentialSettings, iter_slice_potentials, projected_potential
+from tem_core.potential import PotentialSettings, iter_slice_potentials
+from tem_core.potential.damage import RadiationDamage, attenuation_filter, damaged
 from tem_core.propagate import estimate_wave_memory_bytes, multislice, phase_object_wave
 from tem_core.specimen import Specimen, tilt_specimen
 from tem_core.validation import (
@@ -85,6 +87,12 @@ class Imaging:
         Azimuth of the astigmatism [rad].
     method
         ``"multislice"`` (default) or ``"projection"`` (phase-object approximation).
+    damage
+        :class:`RadiationDamage` curve: attenuate the potential by the exposure-averaged
+        critical-exposure curve of this exposure; ``None`` (default for single micrographs):
+        no radiation damage.
+    prior_dose_e_per_a2
+        Dose the specimen received before this exposure [e/Å²] (tilt series: earlier tilts).
     """
 
     defocus_a: float
@@ -92,6 +100,8 @@ class Imaging:
     astigmatism_a: float = 0.0
     astigmatism_angle_rad: float = 0.0
     method: str = "multislice"
+    damage: RadiationDamage | None = None
+    prior_dose_e_per_a2: float = 0.0
 
     def __post_init__(self) -> None:
         require_finite("defocus_a", self.defocus_a, "Å")
@@ -100,6 +110,9 @@ class Imaging:
         require_finite("astigmatism_angle_rad", self.astigmatism_angle_rad, "rad")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.damage is not None and not isinstance(self.damage, RadiationDamage):
+            raise TypeError(f"damage must be a RadiationDamage or None, got {self.damage!r}")
+        require_nonnegative("prior_dose_e_per_a2", self.prior_dose_e_per_a2, "e/Å²")
 
 
 def exit_wave(
@@ -108,18 +121,30 @@ def exit_wave(
     *,
     energy_ev: float,
     method: str = "multislice",
+    attenuation: torch.Tensor | None = None,
+    absorption_sink: list | None = None,
 ) -> torch.Tensor:
     """Exit wave of a plane wave through ``specimen`` [complex, (ny, nx)], streamed by slice.
 
-    ``potential.energy_ev=None`` takes ``energy_ev`` (see :meth:`PotentialSettings.at_energy`).
+    ``potential.energy_ev=None`` takes ``energy_ev`` (see :meth:`PotentialSettings.at_energy`);
+    ``attenuation`` (FFT order, real): radiation-damage filter applied to every slice;
+    ``absorption_sink``: a list that receives the projected imaginary potential [V·Å].
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     potential = potential.at_energy(energy_ev)
+    slices = iter_slice_potentials(specimen, potential)
+    if attenuation is not None:
+        slices = damaged(slices, attenuation)
+    if absorption_sink is not None:
+        slices = summing_imaginary(slices, absorption_sink)
     if method == "projection":
-        return phase_object_wave(projected_potential(specimen, potential), energy_ev=energy_ev)
+        total = None
+        for sl in slices:
+            total = sl if total is None else total + sl
+        return phase_object_wave(total, energy_ev=energy_ev)
     return multislice(
-        iter_slice_potentials(specimen, potential),
+        slices,
         sampling_a=potential.sampling_a,
         slice_thickness_a=potential.slice_thickness_a,
         energy_ev=energy_ev,
@@ -163,6 +188,7 @@ class MicrographResult:
     intensity: torch.Tensor
     exit_wave: torch.Tensor
     sampling_a: float
+    inelastic: torch.Tensor | None = None
 
 
 def micrograph(
@@ -178,11 +204,29 @@ def micrograph(
 
     Returns the expected (noise-free, differentiable) detector image and, when a
     ``generator`` is given, a Poisson-noise sample of it (noise before the MTF by default,
-    as in TEM-simulator).
+    as in TEM-simulator). Without an energy filter (``microscope.energy_filter=False``, the
+    default) the intensity includes the inelastic background
+    (:mod:`tem_core._optics_inelastic`, also returned as ``inelastic``); with
+    ``imaging.damage`` the potential is attenuated by radiation damage.
     """
     device = specimen.atoms.positions_a.device
     _preflight(potential, device, microscope)
-    wave = exit_wave(specimen, potential, energy_ev=microscope.energy_ev, method=imaging.method)
+    attenuation = None
+    if imaging.damage is not None:
+        attenuation = attenuation_filter(
+            tuple(potential.shape), potential.sampling_a, imaging.damage,
+            prior_dose_e_per_a2=imaging.prior_dose_e_per_a2, dose_e_per_a2=imaging.dose_e_per_a2,
+            energy_ev=microscope.energy_ev, device=device, dtype=specimen.atoms.positions_a.dtype,
+        )  # fmt: skip
+    sink: list = []
+    wave = exit_wave(
+        specimen,
+        potential,
+        energy_ev=microscope.energy_ev,
+        method=imaging.method,
+        attenuation=attenuation,
+        absorption_sink=None if microscope.energy_filter else sink,
+    )
     intensity = image_plane_intensity(
         wave,
         sampling_a=potential.sampling_a,
@@ -191,6 +235,9 @@ def micrograph(
         astigmatism_a=imaging.astigmatism_a,
         astigmatism_angle_rad=imaging.astigmatism_angle_rad,
     )
+    inelastic = None
+    if not microscope.energy_filter:
+        intensity, inelastic = add_inelastic(intensity, sink[0], microscope, potential.sampling_a)
     expected, counts = expected_and_detected(
         intensity,
         detector=detector,
@@ -198,7 +245,7 @@ def micrograph(
         sampling_a=potential.sampling_a,
         generator=generator,
     )
-    return MicrographResult(counts, expected, intensity, wave, potential.sampling_a)
+    return MicrographResult(counts, expected, intensity, wave, potential.sampling_a, inelastic)
 
 
 # --- tilt schemes --------------------------------------------------------------------------
@@ -379,6 +426,7 @@ def tilt_series(
     resume: bool = True,
     progress: bool = True,
     callback: Callable[[int, torch.Tensor], None] | None = None,
+    damage: RadiationDamage | None = RadiationDamage(),  # noqa: B008 (frozen, immutable)
 ) -> TiltSeriesResult:
     """Simulate a tilt series of ``specimen`` following ``scheme``.
 
@@ -398,9 +446,15 @@ def tilt_series(
         Called as ``callback(index, image)`` after each simulated tilt (acquisition index,
         counts) once its image is on disk; for progress reports, live previews, or to stop
         a run (an exception raised there propagates, and a later call resumes).
+    damage
+        Radiation damage through the series (on by default): each tilt's potential is
+        attenuated by the critical-exposure curve for the dose of the tilts acquired before
+        it (acquisition order) plus its own exposure; ``None`` turns it off.
     """
     from tqdm.auto import tqdm
 
+    if damage is not None and not isinstance(damage, RadiationDamage):
+        raise TypeError(f"damage must be a RadiationDamage or None, got {damage!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable(index, image), got {type(callback).__name__}")
     device = specimen.atoms.positions_a.device
@@ -441,7 +495,11 @@ def tilt_series(
         if base_seed is not None:
             tilt_generator = torch.Generator(device=device).manual_seed(base_seed + k)
         imaging = Imaging(
-            defocus_a=scheme.defocus_a[k], dose_e_per_a2=scheme.dose_e_per_a2[k], method=method
+            defocus_a=scheme.defocus_a[k],
+            dose_e_per_a2=scheme.dose_e_per_a2[k],
+            method=method,
+            damage=damage,
+            prior_dose_e_per_a2=float(sum(scheme.dose_e_per_a2[:k])),
         )
         with torch.no_grad():
             result = micrograph(

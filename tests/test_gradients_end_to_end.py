@@ -263,7 +263,10 @@ def test_micrograph_matches_the_composed_pipeline_and_is_differentiable() -> Non
     positions = torch.tensor(POSITIONS_A, dtype=DTYPE, requires_grad=True)
     defocus = torch.tensor(BASE["defocus_a"][0], dtype=DTYPE, requires_grad=True)
     overrides = {"positions_a": positions, "defocus_a": defocus}
-    microscope = Microscope(energy_ev=ENERGY_EV, **{k: _value(k, {}) for k in MICROSCOPE_FIELDS})
+    # zero-loss filtered: the composed pipeline has no inelastic background
+    microscope = Microscope(
+        energy_ev=ENERGY_EV, energy_filter=True, **{k: _value(k, {}) for k in MICROSCOPE_FIELDS}
+    )
     result = micrograph(
         build_specimen(overrides),
         potential=SETTINGS,

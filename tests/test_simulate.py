@@ -119,7 +119,7 @@ def test_micrograph_mean_and_determinism(small_specimen) -> None:
         simulate.micrograph(
             small_specimen,
             potential=SETTINGS,
-            microscope=SCOPE,
+            microscope=dataclasses.replace(SCOPE, energy_filter=True),
             detector=Detector(),
             imaging=imaging,
             generator=torch.Generator().manual_seed(3),
@@ -131,6 +131,33 @@ def test_micrograph_mean_and_determinism(small_specimen) -> None:
     expected_mean = 40.0 * 1.0**2 * math.exp(-60.0 / 3500.0)
     assert runs[0].expected.mean().item() == pytest.approx(expected_mean, rel=0.01)
     assert runs[0].counts.mean().item() == pytest.approx(expected_mean, rel=0.02)
+
+
+def test_unfiltered_mean_is_dose_times_gain(small_specimen) -> None:
+    """Without an energy filter the absorbed electrons return as inelastic background."""
+    imaging = simulate.Imaging(defocus_a=1.5e4, dose_e_per_a2=40.0)
+    result = simulate.micrograph(
+        small_specimen, potential=SETTINGS, microscope=SCOPE,
+        detector=Detector(gain_counts_per_e=3.0), imaging=imaging,
+    )  # fmt: skip
+    # absorbed 1 - exp(-60/3500) = 1.7% of the electrons, all back (η = 1): mean = dose × gain
+    # up to the elastic scattering beyond the band limit (measured 2e-5 here)
+    assert result.expected.mean().item() == pytest.approx(40.0 * 3.0, rel=1e-4)
+    assert result.inelastic.mean().item() == pytest.approx(-math.expm1(-60 / 3500), rel=0.05)
+    # the background is smooth: nothing above 1/(2π·30 Å) survives the 30 Å blur
+    spectrum = torch.fft.fft2(result.inelastic - result.inelastic.mean()).abs()
+    k = torch.fft.fftfreq(spectrum.shape[-1], d=SETTINGS.sampling_a)
+    high = (k[:, None] ** 2 + k[None, :] ** 2).sqrt() > 0.05
+    assert spectrum[high].max() < 1e-6 * spectrum.sum()
+    filtered = dataclasses.replace(SCOPE, energy_filter=True)
+    zero_loss = simulate.micrograph(
+        small_specimen, potential=SETTINGS, microscope=filtered,
+        detector=Detector(gain_counts_per_e=3.0), imaging=imaging,
+    )  # fmt: skip
+    assert zero_loss.inelastic is None
+    torch.testing.assert_close(
+        result.intensity - result.inelastic, zero_loss.intensity, rtol=0, atol=1e-6
+    )
 
 
 def test_projection_close_to_multislice_for_thin_specimen(small_specimen) -> None:

@@ -40,8 +40,8 @@ def test_ice_slab_validation():
         IceSlab(thickness_a=-1.0)
     with pytest.raises(ValueError, match="hole_diameter_a must be > 0"):
         IceSlab(thickness_a=300.0, hole_diameter_a=0.0)
-    with pytest.raises(ValueError, match="support must be 'carbon' or 'vacuum'"):
-        IceSlab(thickness_a=300.0, support="gold")
+    with pytest.raises(ValueError, match="support must be one of \\('carbon', 'gold', 'vacuum'\\)"):
+        IceSlab(thickness_a=300.0, support="silver")
     with pytest.raises(ValueError, match="support_thickness_a must be >= 0"):
         IceSlab(thickness_a=300.0, support_thickness_a=-5.0)
 

@@ -48,6 +48,8 @@ import torch
 
 from tem_core import units
 from tem_core._taichi import taichi_available, taichi_device_matches
+from tem_core.potential.damage import RadiationDamage
+from tem_core.potential.ice import IceField, IceStructure, ice_mean_inner_potential_v
 from tem_core.potential.kernels import (
     MAX_ATOMIC_NUMBER,
     SolventGeometry,
@@ -67,7 +69,8 @@ __all__ = [
     "PotentialSettings", "slice_potential", "iter_slice_potentials", "projected_potential",
     "slice_edges_a", "peng_coefficients", "displaced_volumes_a3", "mean_inner_potential_v",
     "absorptive_potential_v", "inelastic_mean_free_path_a", "ICE_MEAN_INNER_POTENTIAL_V",
-    "CARBON_MEAN_INNER_POTENTIAL_V",
+    "CARBON_MEAN_INNER_POTENTIAL_V", "IceStructure", "ice_mean_inner_potential_v",
+    "RadiationDamage",
 ]  # fmt: skip
 
 #: Density of low-density amorphous (vitreous) ice [g/cm³] (Dubochet et al. 1988, Q. Rev.
@@ -151,8 +154,15 @@ def mean_inner_potential_v(composition: dict[int, float], number_density_per_a3:
 
 #: Amorphous ice, 0.94 g/cm³, isolated-atom model: 4.575 V.
 ICE_MEAN_INNER_POTENTIAL_V = mean_inner_potential_v({8: 1, 1: 2}, ICE_MOLECULES_PER_A3)
+#: Gold support (UltrAuFoil), bulk density 19.3 g/cm³, molar mass 196.97 g/mol: 29.9 V
+#: isolated-atom mean inner potential (measured for gold: about 25-30 V).
+GOLD_ATOMS_PER_A3 = 19.3 / 196.96657 * units.AVOGADRO_PER_MOL / units.CM3_TO_A3
+#: Gold: inelastic mean free path at 300 kV [Å] from Egerton's estimate
+#: Λ ≈ 106 F E₀ / (E_m ln(2βE₀/E_m)) nm with E_m = 7.6 Z^0.36 eV, β = 10 mrad: about 85 nm.
+GOLD_INELASTIC_MFP_300KV_A = 850.0
 #: Amorphous carbon, 2.0 g/cm³: 12.04 V (TEM-simulator: 12.0 V).
 CARBON_MEAN_INNER_POTENTIAL_V = mean_inner_potential_v({6: 1}, CARBON_ATOMS_PER_A3)
+GOLD_MEAN_INNER_POTENTIAL_V = mean_inner_potential_v({79: 1}, GOLD_ATOMS_PER_A3)
 
 
 def inelastic_mean_free_path_a(mfp_300kv_a: float, energy_ev: float) -> float:
@@ -206,6 +216,12 @@ class PotentialSettings:
         ``V'/V`` of the atoms.
     ice_mfp_300kv_a, carbon_mfp_300kv_a
         Inelastic mean free paths at 300 kV [Å], scaled to ``energy_ev``.
+    gold_potential_v, gold_mfp_300kv_a
+        Mean inner potential [V] and 300 kV inelastic mean free path [Å] of a gold support.
+    ice_structure
+        :class:`IceStructure`: add the amorphous-ice potential fluctuations (3.7 Å ring,
+        density fluctuations; a seeded 3-D field that tilts with the specimen) to the mean
+        inner potential; ``None`` (default): uniform ice.
     """
 
     shape: tuple[int, int]
@@ -223,6 +239,9 @@ class PotentialSettings:
     atom_absorption_fraction: float = ATOM_ABSORPTION_FRACTION
     ice_mfp_300kv_a: float = ICE_INELASTIC_MFP_300KV_A
     carbon_mfp_300kv_a: float = CARBON_INELASTIC_MFP_300KV_A
+    gold_potential_v: float = GOLD_MEAN_INNER_POTENTIAL_V
+    gold_mfp_300kv_a: float = GOLD_INELASTIC_MFP_300KV_A
+    ice_structure: IceStructure | None = None
 
     def __post_init__(self) -> None:
         require_grid_shape(self.shape)
@@ -237,6 +256,12 @@ class PotentialSettings:
         require_in_range("atom_absorption_fraction", self.atom_absorption_fraction, 0.0, 1.0)
         require_positive("ice_mfp_300kv_a", self.ice_mfp_300kv_a, "Å")
         require_positive("carbon_mfp_300kv_a", self.carbon_mfp_300kv_a, "Å")
+        require_nonnegative("gold_potential_v", self.gold_potential_v, "V")
+        require_positive("gold_mfp_300kv_a", self.gold_mfp_300kv_a, "Å")
+        if self.ice_structure is not None and not isinstance(self.ice_structure, IceStructure):
+            raise TypeError(
+                f"ice_structure must be an IceStructure or None, got {self.ice_structure!r}"
+            )
 
     @property
     def absorption_energy_ev(self) -> float:
@@ -248,6 +273,15 @@ class PotentialSettings:
         energy = self.absorption_energy_ev
         mfp = inelastic_mean_free_path_a(self.ice_mfp_300kv_a, energy)
         return absorptive_potential_v(mfp, energy) if self.absorption else 0.0
+
+    def support_potentials_v(self, support: str) -> tuple[float, float]:
+        """``(V, V')`` [V] of a ``"carbon"`` or ``"gold"`` support film."""
+        if support == "gold":
+            energy = self.absorption_energy_ev
+            mfp = inelastic_mean_free_path_a(self.gold_mfp_300kv_a, energy)
+            absorption = absorptive_potential_v(mfp, energy) if self.absorption else 0.0
+            return self.gold_potential_v, absorption
+        return self.carbon_potential_v, self.carbon_absorption_v()
 
     def carbon_absorption_v(self) -> float:
         """Imaginary potential of the carbon film at ``energy_ev`` [V]."""
@@ -485,6 +519,16 @@ def iter_slice_potentials(specimen, settings: PotentialSettings) -> Iterator[tor
         periodic=settings.periodic,
         use_taichi=prepared.use_taichi,
     )
+    ice_field = None
+    if geometry is not None and settings.ice_structure is not None and prepared.ice_v > 0:
+        ice_field = IceField(
+            settings.ice_structure,
+            specimen,
+            settings.shape,
+            settings.sampling_a,
+            prepared.dtype,
+            prepared.device,
+        )
     ice_ratio = settings.ice_absorption_v() / prepared.ice_v if prepared.ice_v > 0 else 0.0
     atom_fraction = settings.atom_absorption_fraction if settings.absorption else 0.0
     for z0, z1 in zip(edges[:-1], edges[1:], strict=True):
@@ -501,9 +545,14 @@ def iter_slice_potentials(specimen, settings: PotentialSettings) -> Iterator[tor
                 )
             real = real + ice
             imag = imag + ice_ratio * ice
+            if ice_field is not None:
+                # fluctuations where there is ice: scaled by the ice fraction of the pixel
+                fraction = (ice / (prepared.ice_v * (z1 - z0))).clamp(0.0, 1.0)
+                real = real + fraction * ice_field.slice_integral(z0, z1)
             if carbon_len is not None:
-                real = real + settings.carbon_potential_v * carbon_len
-                imag = imag + settings.carbon_absorption_v() * carbon_len
+                support_v, support_abs_v = settings.support_potentials_v(geometry.support)
+                real = real + support_v * carbon_len
+                imag = imag + support_abs_v * carbon_len
         yield torch.complex(real, imag)
 
 

@@ -355,11 +355,18 @@ class SolventGeometry:
         self.rel_x, self.rel_y = xc - centre[0], yc - centre[1]
         self.centre, self.normal, self.sampling_a = centre, normal, s
         self.in_plane = self.rel_x * normal[0] + self.rel_y * normal[1]
-        self.ice_lo, self.ice_hi = self._interval(ice.thickness_a)
+        thickness = ice.thickness_a
+        if getattr(ice, "edge_thickness_a", None) is not None:
+            # meniscus: thickness at the pixel ray's crossing of the mid-plane
+            mid_z = -self.in_plane / normal[2]
+            rho = torch.sqrt(self.rel_x**2 + self.rel_y**2 + mid_z**2)
+            thickness = ice.thickness_at_a(rho)
+        self.ice_lo, self.ice_hi = self._interval(thickness)
         self.hole_radius_a = (
             None if ice.hole_diameter_a is None else 0.5 * float(ice.hole_diameter_a)
         )
-        self.carbon = self.hole_radius_a is not None and ice.support == "carbon"
+        self.support = ice.support if self.hole_radius_a is not None else "vacuum"
+        self.carbon = self.support != "vacuum"  # a support film (carbon or gold) outside
         if self.carbon:
             require_positive("ice.support_thickness_a", ice.support_thickness_a, "Å")
             self.c_lo, self.c_hi = self._interval(ice.support_thickness_a)

@@ -31,6 +31,11 @@ import torch
 
 from tem_core.specimen.checks import _check_poses, _check_rotations
 from tem_core.specimen.films import amorphous_film
+from tem_core.specimen.ice import (
+    IceSlab,
+    _check_hole_in_field,
+    random_ice_slab,
+)
 from tem_core.structure import AtomicModel, rotation_about_axis
 from tem_core.validation import (
     require_finite,
@@ -48,37 +53,8 @@ __all__ = [
     "build_specimen",
     "tilt_specimen",
     "amorphous_film",
+    "random_ice_slab",
 ]
-
-
-@dataclass(frozen=True, kw_only=True)
-class IceSlab:
-    """Slab of vitreous ice, optionally in a hole of a support film.
-
-    Parameters
-    ----------
-    thickness_a
-        Ice thickness along the slab normal [Å].
-    hole_diameter_a
-        Diameter of the circular hole in the support film [Å]; ``None``: ice everywhere.
-    support
-        ``"carbon"`` or ``"vacuum"`` outside the hole.
-    support_thickness_a
-        Thickness of the carbon film, centred on the slab mid-plane [Å].
-    """
-
-    thickness_a: float
-    hole_diameter_a: float | None = None
-    support: str = "carbon"
-    support_thickness_a: float = 150.0
-
-    def __post_init__(self) -> None:
-        require_positive("thickness_a", self.thickness_a, "Å")
-        if self.hole_diameter_a is not None:
-            require_positive("hole_diameter_a", self.hole_diameter_a, "Å")
-        if self.support not in ("carbon", "vacuum"):
-            raise ValueError(f"support must be 'carbon' or 'vacuum', got {self.support!r}")
-        require_nonnegative("support_thickness_a", self.support_thickness_a, "Å")
 
 
 def _extent(extent_a: Sequence[float]) -> tuple[float, float]:
@@ -156,6 +132,7 @@ class Specimen:
             raise ValueError(
                 f"tilt_angle_rad must lie in (-pi/2, pi/2), got {self.tilt_angle_rad} rad"
             )
+        _check_hole_in_field(self.ice, self.extent_a)
 
     @property
     def hole_center_a(self) -> torch.Tensor:
@@ -173,8 +150,8 @@ class Specimen:
         The slab half-thickness is the larger of the ice and, with a carbon support around
         a hole, the carbon film.
         """
-        half = 0.5 * self.ice.thickness_a
-        if self.ice.hole_diameter_a is not None and self.ice.support == "carbon":
+        half = 0.5 * self.ice.max_thickness_a
+        if self.ice.hole_diameter_a is not None and self.ice.support != "vacuum":
             half = max(half, 0.5 * self.ice.support_thickness_a)
         c = self.slab_center_a.detach().double().cpu()
         n = self.slab_normal.detach().double().cpu()

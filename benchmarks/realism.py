@@ -1,0 +1,324 @@
+"""Realism: simulated versus the real K2 micrograph, structured ice seen from two tilts, memory.
+
+Real data: ``data/fei-extended_crop2048.mrc`` (Gatan K2 Summit in counting mode **behind an
+energy filter**, Titan Krios, 300 kV, 0.8538 Å/px, 47.6 e/Å² in one 10 s exposure). Its
+defocus and astigmatism are fitted here with :func:`tem_core.ctf_fit.fit_ctf`; its gain is
+measured from its own noise floor (a counting camera's noise is white: the periodogram
+above 0.40 Å⁻¹ divided by the mean gives counts per electron, independently of the dose).
+
+Simulation at the recorded settings: apoferritins (6Z6U, 24-mers of about 120 Å, the size
+of the particles in the real field) at the real field's number density, in structured
+amorphous ice (:class:`tem_core.potential.IceStructure`), multislice, fitted CTF (Cs
+2.7 mm, 0.7 eV spread), radiation damage averaged over the exposure (the real image is the
+sum of a 47.6 e/Å² movie), zero-loss energy filter as in the real acquisition (and, for
+the mean, without it), K2 300 kV MTF applied before counting noise, the measured gain.
+
+Compared after the same processing (half-overlapping 512² tiles, Hann window, plane
+detrend; amplitude spectrum minus its running mean over one ring period):
+
+* Thon-ring zeros (first five), ring modulation depth (first three, ring peak minus zero
+  over the background), both from the radial profile;
+* the 3.7 Å ice ring: position of the maximum of the power profile (smoothed over
+  0.02 Å⁻¹) in 0.20-0.35 Å⁻¹ and its height above the noise floor (0.40-0.50 Å⁻¹),
+  relative to that floor;
+* mean counts; variance/mean of the noise (floor / mean) and of whole 64² tiles (median).
+
+Also: the same ice seen at 0° and 10° tilt (projected potentials of one 3-D field,
+low-passed, the 0° one stretched by cos 10° along x about the tilt axis, correlated with
+the 10° one; control: another seed), and peak memory of a structured-ice micrograph for
+ice 200 to 3200 Å thick (each in a fresh process).
+
+    .venv/bin/python benchmarks/realism.py [--n-px 2048] [--ice 250] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tem_core.ctf_fit import fit_ctf, micrograph_power_spectrum
+from tem_core.detector import Detector
+from tem_core.io import read_mrc
+from tem_core.optics import Microscope, ctf_zeros_per_a
+from tem_core.potential import IceStructure, PotentialSettings, RadiationDamage, projected_potential
+from tem_core.simulate import Imaging, micrograph
+from tem_core.specimen import IceSlab, build_specimen, tilt_specimen
+from tem_core.structure import read_structure
+from tem_core.units import DEG_TO_RAD, KV_TO_EV, UM_TO_A
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out"
+SAMPLING_A = 0.8538
+DOSE_E_PER_A2 = 47.6
+ENERGY_EV = 300.0 * KV_TO_EV
+TILE_PX = 512
+#: particles counted by eye in the real 2048² field (dark blobs of ~100-120 Å)
+REAL_PARTICLES_PER_2048 = 25
+
+
+def radial(spectrum: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Radial average of an FFT-order spectrum in one-pixel rings: (k [1/Å], values)."""
+    n = spectrum.shape[-1]
+    f = torch.fft.fftfreq(n, d=SAMPLING_A, dtype=torch.float64)
+    k = torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2)
+    dk = 1.0 / (n * SAMPLING_A)
+    b = torch.round(k / dk).long().flatten()
+    sums = torch.zeros(int(b.max()) + 1, dtype=torch.float64).index_add_(0, b, spectrum.flatten())
+    cnt = torch.zeros_like(sums).index_add_(0, b, torch.ones_like(spectrum.flatten()))
+    m = int(0.5 / SAMPLING_A / dk)
+    return (torch.arange(m) * dk).numpy(), (sums[:m] / cnt[:m]).numpy()
+
+
+def running_mean(values: np.ndarray, width: np.ndarray) -> np.ndarray:
+    c = np.concatenate([[0.0], np.cumsum(values)])
+    i = np.arange(values.size)
+    lo = np.clip(i - width // 2, 0, values.size)
+    hi = np.clip(i + width // 2 + 1, 0, values.size)
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
+def analyse(image: np.ndarray, defocus_a: float, microscope: Microscope) -> dict:
+    power = micrograph_power_spectrum(torch.from_numpy(image), tile_px=TILE_PX)
+    k, p = radial(power)
+    amp = np.sqrt(p)
+    dk = k[1]
+    lam = microscope.wavelength_a
+    period = 1.0 / (2 * lam * defocus_a * np.maximum(k, dk)) / dk
+    width = (2 * np.round(np.clip(period, 1, k.size / 2) / 2) + 1).astype(int)
+    background = running_mean(amp, width)
+    rings = amp - background
+    zeros_model = ctf_zeros_per_a(6, defocus_a=defocus_a, cs_a=float(microscope.cs_a),
+                                  energy_ev=ENERGY_EV,
+                                  phase_shift_rad=math.atan(0.07 / math.sqrt(1 - 0.07**2)))
+    zeros, depths = [], []
+    for i, z in enumerate(zeros_model.numpy()[:5]):
+        half = 0.3 / (2 * lam * defocus_a * z)
+        sel = np.nonzero((k > z - half) & (k < z + half))[0]
+        j = sel[np.argmin(rings[sel])]
+        a, b, c = rings[j - 1], rings[j], rings[j + 1]
+        zeros.append(k[j] + 0.5 * dk * (a - c) / (a - 2 * b + c + 1e-300))
+        if i < 3:  # ring peak between this zero and the next
+            nxt = zeros_model.numpy()[i + 1]
+            sel = np.nonzero((k > z) & (k < nxt))[0]
+            depths.append(float((rings[sel].max() - rings[j]) / background[j]))
+    smooth = running_mean(p, np.full(k.size, max(3, int(round(0.02 / dk)) | 1)))
+    floor_sel = (k >= 0.40) & (k <= 0.50)
+    floor = float(p[floor_sel].mean())
+    band = np.nonzero((k >= 0.20) & (k <= 0.35))[0]
+    j = band[np.argmax(smooth[band])]
+    mean = float(image.mean())
+    t = image[: image.shape[0] // 64 * 64, : image.shape[1] // 64 * 64]
+    t = t.reshape(t.shape[0] // 64, 64, t.shape[1] // 64, 64).swapaxes(1, 2).reshape(-1, 64, 64)
+    return dict(
+        k=k, power=p, rings=rings / background, zeros=np.array(zeros), depths=np.array(depths),
+        ice_ring_k=float(k[j]), ice_ring_height=float(smooth[j] / floor - 1), mean=mean,
+        noise_var_over_mean=floor / mean,
+        tile_var_over_mean=float(np.median(t.var(axis=(1, 2)) / t.mean(axis=(1, 2)))),
+    )  # fmt: skip
+
+
+def simulate_field(args, fit, gain: float, *, structured: bool, energy_filter: bool):
+    n = args.n_px
+    extent = n * SAMPLING_A
+    model = read_structure(ROOT / "data" / "6z6u.pdb.gz", dtype=torch.float32)
+    count = max(1, round(REAL_PARTICLES_PER_2048 * (n / 2048) ** 2))
+    specimen = build_specimen(model, count, extent_a=(extent, extent),
+                              ice=IceSlab(thickness_a=args.ice),
+                              generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
+    settings = PotentialSettings(
+        shape=(n, n), sampling_a=SAMPLING_A, slice_thickness_a=20.0, energy_ev=ENERGY_EV,
+        ice_structure=IceStructure(seed=args.seed) if structured else None,
+    )  # fmt: skip
+    scope = Microscope(energy_ev=ENERGY_EV, energy_filter=energy_filter)
+    imaging = Imaging(defocus_a=fit.defocus_a, dose_e_per_a2=DOSE_E_PER_A2,
+                      astigmatism_a=fit.astigmatism_a,
+                      astigmatism_angle_rad=fit.astigmatism_angle_rad,
+                      damage=RadiationDamage())  # fmt: skip
+    detector = Detector(gain_counts_per_e=gain, mtf_camera="k2_300kv", mtf_after_noise=False,
+                        noise_model="scaled_poisson")  # fmt: skip
+    with torch.no_grad():
+        r = micrograph(specimen, potential=settings, microscope=scope, detector=detector,
+                       imaging=imaging, generator=torch.Generator().manual_seed(args.seed + 1))
+    return r.counts.double().numpy(), count
+
+
+def tilt_consistency(seed: int, n: int = 256, s: float = 1.0, tilt_deg: float = 10.0):
+    """CC of low-passed projected ice at 0° and tilt (0° stretched by cos θ along x)."""
+    slab = build_specimen([], [], extent_a=(n * s, n * s), ice=IceSlab(thickness_a=100.0),
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+    def proj(structure_seed, tilt):
+        settings = PotentialSettings(shape=(n, n), sampling_a=s, slice_thickness_a=20.0,
+                                     ice_structure=IceStructure(seed=structure_seed))
+        spec = tilt_specimen(slab, tilt_angle_rad=tilt * DEG_TO_RAD, tilt_axis_angle_rad=90 *
+                             DEG_TO_RAD)  # fmt: skip
+        v = projected_potential(spec, settings).real.double()
+        return v - v.mean()
+
+    def lowpass(v, k_max=0.04):
+        f = torch.fft.fftfreq(n, d=s, dtype=torch.float64)
+        mask = (f[:, None] ** 2 + f[None, :] ** 2) <= k_max**2
+        return torch.fft.ifft2(torch.fft.fft2(v) * mask).real
+
+    a = lowpass(proj(seed, 0.0))
+    b = lowpass(proj(seed, tilt_deg))
+    c = lowpass(proj(seed + 1, tilt_deg))
+    # tilt axis along y (φ = 90°): x' = c + cos θ (x − c) for a thin slab at the centre plane
+    x = (torch.arange(n, dtype=torch.float64) + 0.5) * s
+    src = n * s / 2 + (x - n * s / 2) / math.cos(tilt_deg * DEG_TO_RAD)
+    grid_x = (2 * src / (n * s) - 1).expand(n, n)
+    grid_y = (2 * x / (n * s) - 1)[:, None].expand(n, n)
+    grid = torch.stack([grid_x, grid_y], dim=-1)[None]
+    stretched = torch.nn.functional.grid_sample(a[None, None], grid, align_corners=False)[0, 0]
+    inner = slice(n // 8, n - n // 8)
+
+    def cc(u, v):
+        u, v = u[inner, inner].flatten(), v[inner, inner].flatten()
+        u, v = u - u.mean(), v - v.mean()
+        return float((u * v).sum() / torch.sqrt((u * u).sum() * (v * v).sum()))
+
+    return cc(stretched, b), cc(a, b), cc(stretched, c)
+
+
+def memory_child(thickness: float) -> None:
+    n = 512
+    slab = build_specimen([], [], extent_a=(n * 1.0, n * 1.0), ice=IceSlab(thickness_a=thickness),
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+    settings = PotentialSettings(shape=(n, n), sampling_a=1.0, slice_thickness_a=20.0,
+                                 ice_structure=IceStructure())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        micrograph(slab, potential=settings, microscope=Microscope(energy_ev=ENERGY_EV),
+                   detector=Detector(), imaging=Imaging(defocus_a=1e4, dose_e_per_a2=40.0))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(dict(before=before / 1024, peak=peak / 1024, s=time.perf_counter() - t0)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-px", type=int, default=2048)
+    parser.add_argument("--ice", type=float, default=250.0, help="ice thickness [Å]")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="1024² field, fewer checks")
+    parser.add_argument("--memory-child", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child is not None:
+        memory_child(args.memory_child)
+        return
+    if args.quick:
+        args.n_px = 1024
+    torch.set_num_threads(1 if args.n_px == 2048 else 2)  # pytorch#169670 at 2048² complex64
+    real, voxel = read_mrc(ROOT / "data" / "fei-extended_crop2048.mrc")
+    real = np.asarray(real, dtype=np.float64)
+    scope = Microscope(energy_ev=ENERGY_EV)
+    t0 = time.perf_counter()
+    fit = fit_ctf(torch.from_numpy(real), sampling_a=SAMPLING_A, microscope=scope,
+                  tile_px=TILE_PX, resolution_range_a=(30.0, 4.0))  # fmt: skip
+    print(f"real micrograph CTF fit ({time.perf_counter() - t0:.0f} s): defocus "
+          f"{fit.defocus_a / UM_TO_A:.4f} µm, astigmatism {fit.astigmatism_a:.0f} Å at "
+          f"{math.degrees(fit.astigmatism_angle_rad):.0f}°, score {fit.score:.3f}, "
+          f"fit resolution {fit.fit_resolution_a:.1f} Å")
+    res_real = analyse(real, fit.defocus_a, scope)
+    gain = res_real["noise_var_over_mean"]  # white counting noise: floor / mean = gain
+    print(f"gain from the real noise floor: {gain:.1f} counts/e (README: about 101)")
+    runs = {"real K2": res_real}
+    images = {"real K2": real}
+    for label, structured, filt in (("sim, uniform ice", False, True),
+                                    ("sim, structured ice", True, True),
+                                    ("sim, no filter", True, False)):  # fmt: skip
+        if args.quick and label == "sim, uniform ice":
+            continue
+        t0 = time.perf_counter()
+        img, count = simulate_field(args, fit, gain, structured=structured, energy_filter=filt)
+        print(f"{label}: {count} × 6Z6U in {args.ice:.0f} Å ice, {args.n_px}² px: "
+              f"{time.perf_counter() - t0:.0f} s")
+        runs[label] = analyse(img, fit.defocus_a, scope)
+        images[label] = img
+    _table(runs, fit)
+    if not args.quick:
+        print("\nsame ice from two tilts (projected potential, 100 Å slab, 256² at 1 Å, "
+              "low-passed to 25 Å):")
+        same, raw, other = tilt_consistency(args.seed)
+        print(f"  CC(0° stretched, 10°) = {same:.3f}; unstretched {raw:.3f}; "
+              f"another seed {other:.3f}")
+        print("\npeak memory, 512² structured-ice micrograph (fresh process each):")
+        print(f"  {'ice [Å]':>8} {'peak RSS [MiB]':>15} {'time [s]':>9}")
+        for thickness in (200.0, 800.0, 3200.0):
+            out = subprocess.run([sys.executable, __file__, "--memory-child", str(thickness)],
+                                 capture_output=True, text=True, check=True).stdout
+            m = json.loads(out.strip().splitlines()[-1])
+            print(f"  {thickness:>8.0f} {m['peak']:>15.0f} {m['s']:>9.1f}")
+    _figure(images, runs, fit)
+
+
+def _table(runs: dict, fit) -> None:
+    real = runs["real K2"]
+    print("\nThon-ring zeros [1/Å] (first five; relative difference to the real one):")
+    for label, r in runs.items():
+        rel = (r["zeros"] / real["zeros"] - 1) * 100
+        print(f"  {label:<20} " + " ".join(f"{z:.4f}" for z in r["zeros"])
+              + ("" if label == "real K2" else "   Δ% " + " ".join(f"{d:+.2f}" for d in rel)))
+    print("ring modulation depth (first three; ratio sim/real):")
+    for label, r in runs.items():
+        ratio = r["depths"] / real["depths"]
+        print(f"  {label:<20} " + " ".join(f"{d:.4f}" for d in r["depths"])
+              + ("" if label == "real K2" else "   ratio " + " ".join(f"{x:.2f}" for x in ratio)))
+    head = (f"{'image':<20} {'ice ring k':>10} {'height':>7} {'mean':>8} {'Δmean':>7} "
+            f"{'noise var/mean':>14} {'Δ':>6} {'tile var/mean':>13}")
+    print("\n" + head + "\n" + "-" * len(head))
+    for label, r in runs.items():
+        dm = (r["mean"] / real["mean"] - 1) * 100
+        dv = (r["noise_var_over_mean"] / real["noise_var_over_mean"] - 1) * 100
+        print(f"{label:<20} {r['ice_ring_k']:>10.3f} {r['ice_ring_height']:>7.3f} "
+              f"{r['mean']:>8.0f} {dm:>+6.1f}% {r['noise_var_over_mean']:>14.1f} {dv:>+5.1f}% "
+              f"{r['tile_var_over_mean']:>13.1f}")
+
+
+def _figure(images: dict, runs: dict, fit) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    wanted = ("real K2", "sim, uniform ice", "sim, structured ice")
+    labels = [lab for lab in wanted if lab in images]
+    fig = plt.figure(figsize=(7.5, 7.0), layout="constrained")
+    for i, label in enumerate(labels):
+        ax = fig.add_subplot(2, 3, i + 1)
+        view = images[label][:512, :512].reshape(128, 4, 128, 4).mean(axis=(1, 3))
+        lo, hi = np.percentile(view, [1, 99])
+        ax.imshow(view, cmap="gray", vmin=lo, vmax=hi)
+        ax.set_title(label, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = fig.add_subplot(2, 1, 2)
+    for label, r in runs.items():
+        sel = (r["k"] > 0.03) & (r["k"] < 0.5)
+        ax.plot(r["k"][sel], r["power"][sel] / r["power"][(r["k"] > 0.4)].mean(), lw=0.8,
+                label=label)
+    for z in runs["real K2"]["zeros"]:
+        ax.axvline(z, color="k", ls=":", lw=0.6)
+    ax.axvline(0.27, color="tab:red", ls="--", lw=0.6)
+    ax.set_xlabel("spatial frequency [1/Å]", fontsize=9)
+    ax.set_ylabel("power / noise floor", fontsize=9)
+    ax.set_title(f"radial power spectra (dotted: real ring zeros; defocus fitted "
+                 f"{fit.defocus_a / UM_TO_A:.3f} µm; dashed: 3.7 Å)", fontsize=9)
+    ax.legend(fontsize=8)
+    path = OUT / "realism.png"
+    fig.savefig(path, dpi=100)
+    print(f"\nfigure: {path}")
+
+
+if __name__ == "__main__":
+    main()
