@@ -49,7 +49,13 @@ from tem_core.ctf_fit import fit_ctf, micrograph_power_spectrum
 from tem_core.detector import Detector
 from tem_core.io import read_mrc
 from tem_core.optics import Microscope, ctf_zeros_per_a
-from tem_core.potential import IceStructure, PotentialSettings, RadiationDamage, projected_potential
+from tem_core.potential import (
+    IceStructure,
+    PotentialSettings,
+    RadiationDamage,
+    projected_potential,
+    slice_edges_a,
+)
 from tem_core.simulate import Imaging, micrograph
 from tem_core.specimen import IceSlab, build_specimen, tilt_specimen
 from tem_core.structure import read_structure
@@ -139,7 +145,10 @@ def simulate_field(args, fit, gain: float, *, structured: bool, energy_filter: b
         ice_structure=IceStructure(seed=args.seed) if structured else None,
     )  # fmt: skip
     scope = Microscope(energy_ev=ENERGY_EV, energy_filter=energy_filter)
-    imaging = Imaging(defocus_a=fit.defocus_a, dose_e_per_a2=DOSE_E_PER_A2,
+    # the simulation's defocus refers to the exit plane; the fitted one to the specimen
+    # (particles and ice around the slab's mid-plane)
+    exit_to_mid = float(slice_edges_a(specimen, settings)[-1]) - 0.5 * args.ice
+    imaging = Imaging(defocus_a=fit.defocus_a + exit_to_mid, dose_e_per_a2=DOSE_E_PER_A2,
                       astigmatism_a=fit.astigmatism_a,
                       astigmatism_angle_rad=fit.astigmatism_angle_rad,
                       damage=RadiationDamage())  # fmt: skip

@@ -11,7 +11,7 @@ from tem_core import simulate
 from tem_core.ctf_fit import fit_ctf, micrograph_power_spectrum
 from tem_core.detector import Detector
 from tem_core.optics import Microscope, apply_ctf, image_intensity
-from tem_core.potential import IceStructure, PotentialSettings
+from tem_core.potential import IceStructure, PotentialSettings, slice_edges_a
 from tem_core.specimen import IceSlab, amorphous_film, build_specimen
 
 SCOPE = Microscope(energy_ev=300e3)
@@ -71,7 +71,11 @@ def test_fit_on_a_full_simulation_with_structured_ice() -> None:
     )  # fmt: skip
     fit = fit_ctf(result.counts.double(), sampling_a=s, microscope=SCOPE, tile_px=256,
                   resolution_range_a=(25.0, 5.0))  # fmt: skip
-    assert abs(fit.defocus_a / defocus - 1) < 0.01
+    # the defocus applies at the exit plane (z = 200 Å); the film and the ice sit around the
+    # slab's mid-plane z = 100 Å, which is imaged 100 Å less underfocused
+    effective = defocus - (slice_edges_a(specimen, settings)[-1].item() - 100.0)
+    assert effective == pytest.approx(11900.0)
+    assert abs(fit.defocus_a / effective - 1) < 0.01  # measured 0.18%
     assert _angle_error_deg(fit.astigmatism_angle_rad, angle) < 5.0
     assert fit.score > 0.2
 

@@ -154,11 +154,9 @@ def mean_inner_potential_v(composition: dict[int, float], number_density_per_a3:
 
 #: Amorphous ice, 0.94 g/cm³, isolated-atom model: 4.575 V.
 ICE_MEAN_INNER_POTENTIAL_V = mean_inner_potential_v({8: 1, 1: 2}, ICE_MOLECULES_PER_A3)
-#: Gold support (UltrAuFoil), bulk density 19.3 g/cm³, molar mass 196.97 g/mol: 29.9 V
-#: isolated-atom mean inner potential (measured for gold: about 25-30 V).
+#: Gold support (19.3 g/cm³, 196.97 g/mol): 29.9 V; inelastic mean free path at 300 kV [Å]
+#: from Egerton's Λ ≈ 106 F E₀/(E_m ln(2βE₀/E_m)) nm, E_m = 7.6 Z^0.36 eV, β = 10 mrad.
 GOLD_ATOMS_PER_A3 = 19.3 / 196.96657 * units.AVOGADRO_PER_MOL / units.CM3_TO_A3
-#: Gold: inelastic mean free path at 300 kV [Å] from Egerton's estimate
-#: Λ ≈ 106 F E₀ / (E_m ln(2βE₀/E_m)) nm with E_m = 7.6 Z^0.36 eV, β = 10 mrad: about 85 nm.
 GOLD_INELASTIC_MFP_300KV_A = 850.0
 #: Amorphous carbon, 2.0 g/cm³: 12.04 V (TEM-simulator: 12.0 V).
 CARBON_MEAN_INNER_POTENTIAL_V = mean_inner_potential_v({6: 1}, CARBON_ATOMS_PER_A3)
@@ -219,9 +217,8 @@ class PotentialSettings:
     gold_potential_v, gold_mfp_300kv_a
         Mean inner potential [V] and 300 kV inelastic mean free path [Å] of a gold support.
     ice_structure
-        :class:`IceStructure`: add the amorphous-ice potential fluctuations (3.7 Å ring,
-        density fluctuations; a seeded 3-D field that tilts with the specimen) to the mean
-        inner potential; ``None`` (default): uniform ice.
+        :class:`IceStructure`: add amorphous-ice fluctuations (3.7 Å ring; one seeded 3-D
+        field that tilts with the specimen); ``None`` (default): uniform ice.
     """
 
     shape: tuple[int, int]
@@ -258,10 +255,8 @@ class PotentialSettings:
         require_positive("carbon_mfp_300kv_a", self.carbon_mfp_300kv_a, "Å")
         require_nonnegative("gold_potential_v", self.gold_potential_v, "V")
         require_positive("gold_mfp_300kv_a", self.gold_mfp_300kv_a, "Å")
-        if self.ice_structure is not None and not isinstance(self.ice_structure, IceStructure):
-            raise TypeError(
-                f"ice_structure must be an IceStructure or None, got {self.ice_structure!r}"
-            )
+        if not isinstance(self.ice_structure, IceStructure | None):
+            raise TypeError(f"ice_structure must be an IceStructure, got {self.ice_structure!r}")
 
     @property
     def absorption_energy_ev(self) -> float:
@@ -276,12 +271,11 @@ class PotentialSettings:
 
     def support_potentials_v(self, support: str) -> tuple[float, float]:
         """``(V, V')`` [V] of a ``"carbon"`` or ``"gold"`` support film."""
-        if support == "gold":
-            energy = self.absorption_energy_ev
-            mfp = inelastic_mean_free_path_a(self.gold_mfp_300kv_a, energy)
-            absorption = absorptive_potential_v(mfp, energy) if self.absorption else 0.0
-            return self.gold_potential_v, absorption
-        return self.carbon_potential_v, self.carbon_absorption_v()
+        if support != "gold":
+            return self.carbon_potential_v, self.carbon_absorption_v()
+        mfp = inelastic_mean_free_path_a(self.gold_mfp_300kv_a, self.absorption_energy_ev)
+        v_abs = absorptive_potential_v(mfp, self.absorption_energy_ev) if self.absorption else 0.0
+        return self.gold_potential_v, v_abs
 
     def carbon_absorption_v(self) -> float:
         """Imaginary potential of the carbon film at ``energy_ev`` [V]."""
@@ -521,14 +515,8 @@ def iter_slice_potentials(specimen, settings: PotentialSettings) -> Iterator[tor
     )
     ice_field = None
     if geometry is not None and settings.ice_structure is not None and prepared.ice_v > 0:
-        ice_field = IceField(
-            settings.ice_structure,
-            specimen,
-            settings.shape,
-            settings.sampling_a,
-            prepared.dtype,
-            prepared.device,
-        )
+        ice_field = IceField(settings.ice_structure, specimen, settings.shape,
+                             settings.sampling_a, prepared.dtype, prepared.device)  # fmt: skip
     ice_ratio = settings.ice_absorption_v() / prepared.ice_v if prepared.ice_v > 0 else 0.0
     atom_fraction = settings.atom_absorption_fraction if settings.absorption else 0.0
     for z0, z1 in zip(edges[:-1], edges[1:], strict=True):
@@ -545,8 +533,7 @@ def iter_slice_potentials(specimen, settings: PotentialSettings) -> Iterator[tor
                 )
             real = real + ice
             imag = imag + ice_ratio * ice
-            if ice_field is not None:
-                # fluctuations where there is ice: scaled by the ice fraction of the pixel
+            if ice_field is not None:  # fluctuations scaled by the pixel's ice fraction
                 fraction = (ice / (prepared.ice_v * (z1 - z0))).clamp(0.0, 1.0)
                 real = real + fraction * ice_field.slice_integral(z0, z1)
             if carbon_len is not None:
