@@ -318,3 +318,52 @@ print(f"resumed stack identical to the uninterrupted one: {same}")
 #   sorted by angle with IMOD angle files, atomically.
 # * An interrupted run resumes from the tilts already on disk and gives the same stack as
 #   an uninterrupted one.
+
+# %% [markdown]
+# ## Radiation damage through the series
+#
+# Each exposure fades the specimen's high-resolution signal. `tilt_series` applies, by
+# default, the critical-exposure curve of Grant & Grigorieff (2015),
+# N_e(k) = 0.245 k^(−1.665) + 2.81 e/Å² at 300 kV: an image recorded after a prior
+# dose D₀ with its own dose D keeps the amplitude
+# A(k) = (2N_e/D) (exp(−D₀/2N_e) − exp(−(D₀+D)/2N_e)) at spatial
+# frequency k (`damage=None` turns it off; single micrographs have it off unless
+# `Imaging(damage=RadiationDamage())`). Below: what each tilt of the three schemes keeps
+# at 20, 8 and 4 Å, by angle.
+
+# %%
+from tem_core.potential import RadiationDamage  # noqa: E402
+
+damage = RadiationDamage()
+k_per_a = torch.tensor([1 / 20.0, 1 / 8.0, 1 / 4.0], dtype=torch.float64)
+energy = voltage_kv * units.KV_TO_EV
+kept = {}
+for name in ("uniform", "bidirectional", "dose-symmetric"):
+    doses = schemes[name].dose_e_per_a2  # in acquisition order
+    prior = np.concatenate([[0.0], np.cumsum(doses)[:-1]])
+    kept[name] = np.array([
+        damage.attenuation(k_per_a, prior_dose_e_per_a2=float(d0),
+                           dose_e_per_a2=float(d), energy_ev=energy).numpy()
+        for d0, d in zip(prior, doses, strict=True)
+    ])  # fmt: skip
+ne = damage.critical_exposure_e_per_a2(k_per_a, energy)
+print("critical exposure N_e at 20, 8, 4 Å [e/Å²]:", ", ".join(f"{v:.1f}" for v in ne))
+
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8), sharey=True, constrained_layout=True)
+for ax, name in zip(axes, kept, strict=True):
+    angles = np.degrees(np.array(schemes[name].angles_rad))
+    order = np.argsort(angles)
+    for j, res in enumerate((20, 8, 4)):
+        ax.plot(angles[order], kept[name][order, j], ".-", ms=3, label=f"{res} Å")
+    ax.set_title(name, fontsize=10)
+    ax.set_xlabel("tilt [deg]", fontsize=9)
+axes[0].set_ylabel("amplitude kept A(k)", fontsize=9)
+axes[0].legend(fontsize=9)
+plt.show()
+
+# %% [markdown]
+# The dose-symmetric scheme keeps the low tilts (the most informative views) nearly
+# intact and pushes the damage to the high tilts; the uniform scheme damages the
+# positive tilts most. At 4 Å little survives beyond the first few exposures in any
+# scheme, which is why tomograms are dose-weighted.

@@ -154,8 +154,7 @@ def mean_inner_potential_v(composition: dict[int, float], number_density_per_a3:
 
 #: Amorphous ice, 0.94 g/cm³, isolated-atom model: 4.575 V.
 ICE_MEAN_INNER_POTENTIAL_V = mean_inner_potential_v({8: 1, 1: 2}, ICE_MOLECULES_PER_A3)
-#: Gold support (19.3 g/cm³, 196.97 g/mol): 29.9 V; inelastic mean free path at 300 kV [Å]
-#: from Egerton's Λ ≈ 106 F E₀/(E_m ln(2βE₀/E_m)) nm, E_m = 7.6 Z^0.36 eV, β = 10 mrad.
+#: Gold (19.3 g/cm³): 29.9 V; Λ at 300 kV [Å] from Egerton's 106 F E₀/(E_m ln(2βE₀/E_m)) nm.
 GOLD_ATOMS_PER_A3 = 19.3 / 196.96657 * units.AVOGADRO_PER_MOL / units.CM3_TO_A3
 GOLD_INELASTIC_MFP_300KV_A = 850.0
 #: Amorphous carbon, 2.0 g/cm³: 12.04 V (TEM-simulator: 12.0 V).
