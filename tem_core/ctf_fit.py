@@ -17,7 +17,7 @@ Inverse stage. The method follows CTFFIND4 (Rohou & Grigorieff 2015, J. Struct. 
 4. a 1-D search over the radial average (defocus on a grid fine enough that the phase at the
    highest frequency moves by < π/4 per step), then a 2-D grid over the astigmatism
    (magnitude × angle) and a local L-BFGS refinement of (Δf, a cos 2φ_a, a sin 2φ_a);
-5. the ring envelope: in bands of |k| the regression of ``S − B`` on the model gives the
+5. the ring envelope: in bands of ``|k|`` the regression of ``S − B`` on the model gives the
    ring modulation relative to the background; ``exp(−B_env k²/4)`` is fitted to it, and the
    fit resolution is the highest band up to which the rings correlate with the model
    (correlation ≥ 0.3, as CTFFIND's "fit resolution" uses a threshold).
