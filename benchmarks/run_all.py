@@ -33,6 +33,7 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
         ("forward", "main", [*quick, "--device", args.device]),
         ("potential_vs_abtem", "compare", []),
         ("exit_wave_vs_abtem", "compare", quick),
+        ("reconstruct", "compare", quick),
     ]
     if args.temsim:
         plan.append(("vs_temsim", "main", ["--temsim", args.temsim, *quick]))
