@@ -2,7 +2,7 @@
 
 Stages (data flows one way):
 ``units -> structure -> specimen -> potential -> propagate -> optics -> detector -> io ->
-simulate``, then the inverse stages ``mtf_fit``, ``denoise``, ``reconstruct``.
+simulate``, then the inverse stages ``mtf_fit``, ``denoise``, ``reconstruct``, ``render``.
 
 The public names of every stage are available from the package itself, e.g.
 ``tem_core.micrograph`` or ``from tem_core import Detector, read_structure``, and each stage
@@ -172,6 +172,23 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "simulate_flat_background",
         "synthetic_background_crops",
     ),
+    "reconstruct": (
+        "FILTERS",
+        "TiltGeometry",
+        "TomographyOperator",
+        "angular_weights",
+        "correlation",
+        "fourier_shell_correlation",
+        "geometry_from_files",
+        "geometry_from_tilt_series",
+        "psnr_db",
+        "ramp_kernel_response",
+        "read_angles",
+        "resolution_at",
+        "sirt",
+        "wbp",
+        "wbp_filter",
+    ),
     "estimators": ("RELAXATIONS", "pathwise_poisson_sample", "score_function_surrogate"),
     "plotting": (
         "image_tiles",
@@ -185,7 +202,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 # Modules reachable as attributes (``tem_core.detector``) without an explicit import.
-_MODULES = ("units", "grids", "validation", *_EXPORTS)
+# (``render`` is a module only: its main function shares the stage's name)
+_MODULES = ("units", "grids", "validation", "render", *_EXPORTS)
 
 __all__ = ["units", *_WHERE]
 __version__ = "0.1.0"

@@ -26,7 +26,17 @@ from dataclasses import dataclass
 
 import torch
 
-from tem_core._checks import require_finite, require_positive
+from tem_core.validation import require_finite, require_positive
+
+__all__ = [
+    "MODES",
+    "PROJECTIONS",
+    "Camera",
+    "TransferFunction",
+    "orthoslices",
+    "render",
+    "transfer_function",
+]
 
 MODES = ("emission-absorption", "mip")
 PROJECTIONS = ("orthographic", "perspective")

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from tem_core import io as tio
-from tem_core._checks import require_finite, require_positive
+from tem_core.validation import require_finite, require_positive
 from tem_core.propagate import available_memory_bytes
 from tem_core.simulate import TiltSeriesResult
 
