@@ -25,8 +25,13 @@ __all__ = [
     "parameter_histograms",
     "power_spectrum",
     "radial_average",
+    "show_fsc",
     "show_image",
+    "show_missing_wedge",
+    "show_orthoslices",
     "show_power_spectrum",
+    "show_renderings",
+    "volume_explorer",
 ]
 
 
@@ -265,3 +270,182 @@ def parameter_histograms(
     for ax in list(axes.flat)[len(keys) :]:
         ax.set_axis_off()
     return fig
+# --- tomography: orthoslices, FSC curves, renderings, missing wedge, explorer ----------------
+def _robust_limits(data: np.ndarray, percentiles=(0.5, 99.5)) -> tuple[float, float]:
+    lo, hi = np.percentile(data, percentiles)
+    return float(lo), float(hi) if hi > lo else float(lo) + 1.0
+
+
+def show_orthoslices(
+    volumes: dict[str, Any],
+    *,
+    index: tuple[int, int, int] | None = None,
+    voxel_size_a: float | None = None,
+    panel_in: float = 2.3,
+    cmap: str = "gray",
+):
+    """One row per volume: the central xy, xz and zy slices (``index = (z, y, x)`` to move).
+
+    Each row shares the grey scale of its volume (0.5-99.5 percentiles). Axes in nm with
+    ``voxel_size_a`` [Å], else in voxels. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    from tem_core.render import orthoslices
+
+    names = list(volumes)
+    first = volumes[names[0]]
+    nz, ny, nx = first.shape
+    widths = [nx, nx, nz]
+    fig, axes = plt.subplots(
+        len(names),
+        3,
+        figsize=(min(7.5, 3 * panel_in), panel_in * len(names) * max(ny, nz) / nx + 0.4),
+        gridspec_kw=dict(width_ratios=widths),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    scale = 1.0 if voxel_size_a is None else voxel_size_a / 10.0
+    unit = "voxels" if voxel_size_a is None else "nm"
+    for row, name in enumerate(names):
+        vol = volumes[name]
+        data = _numpy(vol)
+        lo, hi = _robust_limits(data)
+        panels = orthoslices(torch.as_tensor(data), index)
+        labels = (("x", "y"), ("x", "z"), ("z", "y"))
+        for col, (image, (xl, yl)) in enumerate(zip(panels, labels, strict=True)):
+            ax = axes[row, col]
+            img = image.numpy()
+            ax.imshow(
+                img,
+                cmap=cmap,
+                vmin=lo,
+                vmax=hi,
+                origin="lower",
+                extent=(0, img.shape[1] * scale, 0, img.shape[0] * scale),
+                interpolation="nearest",
+            )
+            ax.set_xlabel(f"{xl} [{unit}]", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(f"{name}\n{yl} [{unit}]", fontsize=9)
+            else:
+                ax.set_ylabel(f"{yl} [{unit}]", fontsize=9)
+            ax.tick_params(labelsize=9)
+            if row == 0:
+                ax.set_title(("xy", "xz", "zy")[col] + " slice", fontsize=10)
+    return fig
+
+
+def show_fsc(
+    ax,
+    curves: dict[str, tuple[Any, Any]],
+    *,
+    threshold: float = 0.143,
+    unit: str = "1/nm",
+):
+    """FSC curves ``{label: (frequency [1/Å], fsc)}`` with a threshold line."""
+    factor = 10.0 if unit == "1/nm" else 1.0
+    for label, (freq, fsc) in curves.items():
+        ax.plot(_numpy(freq) * factor, _numpy(fsc), label=label, lw=1.3)
+    ax.axhline(threshold, color="0.5", ls="--", lw=0.8, label=f"{threshold}")
+    ax.axhline(0.0, color="0.8", lw=0.6)
+    ax.set(xlabel=f"spatial frequency [{unit}]", ylabel="FSC", ylim=(-0.2, 1.02))
+    ax.legend(fontsize=9)
+
+
+def show_renderings(images: dict[str, Any], *, panel_in: float = 2.4, ncols: int = 3):
+    """Rendered images ``{label: (h, w, 3 or 4) tensor}`` side by side (at most 3 a row)."""
+    import matplotlib.pyplot as plt
+
+    names = list(images)
+    ncols = max(1, min(ncols, 3, len(names)))
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(min(7.5, panel_in * ncols), panel_in * nrows + 0.3),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names, strict=False):
+        rgb = _numpy(images[name])[..., :3]
+        ax.imshow(np.clip(rgb, 0.0, 1.0) if rgb.max() <= 1.0 else rgb / rgb.max())
+        ax.set_title(name, fontsize=10)
+    return fig
+
+
+def show_missing_wedge(ax_angles, ax_spectrum, geometry, acquisition_order=None):
+    """Tilt angles (in acquisition order if given) and the xz Fourier coverage of the
+    geometry: ``log |F(A^T A δ)|``, the spectrum of the point-spread function."""
+    from tem_core.reconstruct import TiltGeometry, TomographyOperator
+
+    angles = np.degrees(np.asarray(geometry.angles_rad))
+    order = np.arange(len(angles)) if acquisition_order is None else np.argsort(acquisition_order)
+    ax_angles.plot(np.arange(len(angles)), angles[order], ".-", ms=4, lw=0.8)
+    ax_angles.set(xlabel="acquisition order", ylabel="tilt angle [deg]")
+    n = 64
+    small = TiltGeometry(
+        angles_rad=geometry.angles_rad, detector_shape=(1, n), pixel_size_a=1.0, thickness_a=n
+    )
+    op = TomographyOperator(small, dtype=torch.float64)
+    delta = torch.zeros(small.volume_shape, dtype=torch.float64)
+    delta[n // 2, 0, n // 2] = 1.0
+    psf = op.T(op(delta))[:, 0, :]
+    spectrum = torch.fft.fftshift(torch.fft.fft2(psf).abs()).numpy()
+    ax_spectrum.imshow(
+        np.log10(spectrum + 1e-3 * spectrum.max()),
+        cmap="magma",
+        origin="lower",
+        extent=(-0.5, 0.5, -0.5, 0.5),
+    )
+    ax_spectrum.set(xlabel="$k_x$ [1/voxel]", ylabel="$k_z$ [1/voxel]")
+
+
+def volume_explorer(volume: Any, *, value_range=None, image_px: int = 256):
+    """Interactive rendering (ipywidgets: view angles, threshold, opacity, colormap).
+
+    Returns the widget, or ``None`` when ipywidgets is not installed (show a static
+    figure instead: :func:`show_renderings`). In a built (static) book the widget does not
+    run: chapters show a static figure next to it.
+    """
+    try:
+        import ipywidgets as widgets
+    except ImportError:  # pragma: no cover - depends on the install
+        return None
+    import matplotlib.pyplot as plt
+
+    from tem_core.render import Camera, render, transfer_function
+
+    vol = torch.as_tensor(volume).float()
+    if value_range is None:
+        lo, hi = _robust_limits(_numpy(vol), (1.0, 99.9))
+    else:
+        lo, hi = (float(v) for v in value_range)
+
+    def draw(azimuth_deg, elevation_deg, threshold, max_opacity, colormap, perspective):
+        camera = Camera(
+            image_shape=(image_px, image_px),
+            azimuth_rad=math.radians(azimuth_deg),
+            elevation_rad=math.radians(elevation_deg),
+            projection="perspective" if perspective else "orthographic",
+        )
+        tf = transfer_function((lo, hi), colormap=colormap, max_opacity=max_opacity)
+        image = render(vol, camera, tf, threshold=threshold)
+        fig, ax = plt.subplots(figsize=(3.5, 3.5))
+        ax.imshow(image[..., :3].clamp(0, 1).numpy())
+        ax.axis("off")
+        plt.show()
+
+    return widgets.interactive(
+        draw,
+        azimuth_deg=widgets.FloatSlider(value=30.0, min=-180.0, max=180.0, step=5.0),
+        elevation_deg=widgets.FloatSlider(value=20.0, min=-85.0, max=85.0, step=5.0),
+        threshold=widgets.FloatSlider(
+            value=lo + 0.5 * (hi - lo), min=lo, max=hi, step=(hi - lo) / 50
+        ),
+        max_opacity=widgets.FloatLogSlider(value=0.2, base=10, min=-2, max=0.5),
+        colormap=widgets.Dropdown(options=["magma", "viridis", "gray", "cividis"]),
+        perspective=widgets.Checkbox(value=False),
+    )

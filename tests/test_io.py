@@ -318,3 +318,16 @@ def test_io_imports_no_physics_stage():
     assert "tem_core.io.files" in modules  # the files were read
     physics = {"structure", "specimen", "potential", "propagate", "optics", "detector", "simulate"}
     assert not {m for m in modules if m.startswith("tem_core.") and m.split(".")[1] in physics}
+
+
+def test_read_mrc_permissive_reads_a_vendor_header(data_dir):
+    """The real HAADF stack (FEI header without the MAP ID) needs permissive mode."""
+    import warnings
+
+    with pytest.raises(ValueError, match="Map ID string not found"):
+        read_mrc(data_dir / "HAADF.mrc.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data, voxel = read_mrc(data_dir / "HAADF.mrc.gz", permissive=True)
+    assert data.shape == (77, 256, 256) and data.dtype == np.int16
+    assert voxel == 1.0  # a placeholder: the real pixel size (3.36 nm) is in the log

@@ -14,14 +14,19 @@ from tem_core.reconstruct import (
     TiltGeometry,
     TomographyOperator,
     angular_weights,
+    bin_stack,
     correlation,
+    fourier_lowpass,
     fourier_shell_correlation,
     geometry_from_files,
     geometry_from_tilt_series,
+    image_contrast,
+    potential_on_grid,
     psnr_db,
     read_angles,
     resolution_at,
     sirt,
+    split_even_odd,
     wbp,
 )
 from tem_core.reconstruct._strip import footprint_cdf, strip_matrix
@@ -329,3 +334,65 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(
         wbp(b.cuda(), g, progress=False).cpu(), wbp(b, g, progress=False), rtol=1e-4, atol=1e-5
     )
+
+
+# --- evaluation helpers ------------------------------------------------------------------------
+def _crambin_specimen():
+    from tem_core.specimen import IceSlab, build_specimen
+    from tem_core.structure import read_structure
+
+    model = read_structure(DATA_DIR / "1crn.pdb.gz", dtype=torch.float64)
+    return build_specimen(
+        model,
+        1,
+        extent_a=(64.0, 64.0),
+        ice=IceSlab(thickness_a=48.0),
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def test_truth_on_grid_projects_like_the_tilted_specimen():
+    """A of the potential on the grid = the potential stage's projection of the tilted
+    specimen: crambin at 2 Å, measured correlation 0.989 (-40°) and 0.990 (30°), the
+    resampling of atomic detail onto voxels; the opposite tilt sign gives 0.57 and 0.68."""
+    from tem_core.potential import PotentialSettings, projected_potential
+    from tem_core.specimen import tilt_specimen
+
+    specimen = _crambin_specimen()
+    angles = (math.radians(-40.0), 0.0, math.radians(30.0))
+    g = TiltGeometry(angles_rad=angles, detector_shape=(32, 32), pixel_size_a=2.0, thickness_a=48.0)
+    truth = potential_on_grid(specimen, g, energy_ev=300e3, include_solvent=False)
+    assert truth.shape == (24, 32, 32)
+    ours = TomographyOperator(g, dtype=torch.float64)(truth) * g.voxel_size_a
+    settings = PotentialSettings(
+        shape=(32, 32),
+        sampling_a=2.0,
+        slice_thickness_a=2.0,
+        energy_ev=300e3,
+        include_solvent=False,
+    )
+    for i, a in enumerate(angles):
+        tilted = tilt_specimen(specimen, tilt_angle_rad=a, tilt_axis_angle_rad=0.5 * math.pi)
+        sim = projected_potential(tilted, settings).real.double()
+        assert correlation(ours[i], sim) > 0.985
+        assert float(ours[i].sum() / sim.sum()) == pytest.approx(1.0, rel=1e-6)  # 7e-8
+
+
+def test_split_bin_contrast_and_lowpass():
+    g = _geometry((8, 6), angles=(-0.2, -0.1, 0.0, 0.1, 0.2))
+    stack = torch.rand(5, 8, 6, dtype=torch.float64) + 1.0
+    (even, g_even), (odd, g_odd) = split_even_odd(stack, g)
+    assert g_even.angles_rad == (-0.2, 0.0, 0.2) and g_odd.angles_rad == (-0.1, 0.1)
+    torch.testing.assert_close(odd, stack[1::2])
+    binned, g2 = bin_stack(stack, g, 2)
+    assert binned.shape == (5, 4, 3) and g2.pixel_size_a == 2.0
+    torch.testing.assert_close(binned[0, 0, 0], stack[0, :2, :2].mean())
+    c = image_contrast(stack, invert=True)
+    torch.testing.assert_close(c.mean(dim=(1, 2)), torch.zeros(5, dtype=torch.float64))
+    vol = torch.rand(8, 8, 8, dtype=torch.float64)
+    lp = fourier_lowpass(vol, resolution_a=1e-3, voxel_size_a=1.0)  # keeps everything
+    torch.testing.assert_close(lp, vol)
+    flat = fourier_lowpass(vol, resolution_a=1e3, voxel_size_a=1.0)  # keeps the mean only
+    torch.testing.assert_close(flat, torch.full_like(vol, float(vol.mean())))
+    with pytest.raises(ValueError, match="factor must be a positive integer"):
+        bin_stack(stack, g, 0)

@@ -75,13 +75,16 @@ def write_mrc(
     )
 
 
-def read_mrc(path: PathLike) -> tuple[np.ndarray, float]:
-    """Read an MRC file.
+def read_mrc(path: PathLike, *, permissive: bool = False) -> tuple[np.ndarray, float]:
+    """Read an MRC file (also gzip-compressed, ``.mrc.gz``).
 
     Parameters
     ----------
     path
         An MRC file (2-D image, image stack or volume).
+    permissive
+        Read files with header defects (no ``MAP`` ID, unknown machine stamp: older FEI and
+        vendor files) with warnings instead of errors (mrcfile's permissive mode).
 
     Returns
     -------
@@ -94,7 +97,9 @@ def read_mrc(path: PathLike) -> tuple[np.ndarray, float]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MRC file {path} does not exist")
-    with mrcfile.open(str(path), mode="r") as mrc:
+    with mrcfile.open(str(path), mode="r", permissive=bool(permissive)) as mrc:
+        if mrc.data is None:
+            raise ValueError(f"{path} holds no readable data (even in permissive mode)")
         data = np.array(mrc.data)
         voxel = mrc.voxel_size
         vx, vy = float(voxel.x), float(voxel.y)

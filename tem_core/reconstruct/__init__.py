@@ -12,7 +12,9 @@ Inverse stage: imports forward stages (``io`` for angle files, ``simulate`` for
   axis as sparse matrix products.
 * :func:`sirt` (IMOD's normalisation, relaxation, optional non-negativity) and :func:`wbp`
   (ramp or SIRT-like filter).
-* :func:`correlation`, :func:`psnr_db`, :func:`fourier_shell_correlation` for evaluation.
+* :func:`correlation`, :func:`psnr_db`, :func:`fourier_shell_correlation` for evaluation;
+  :func:`potential_on_grid` (the specimen's potential on the reconstruction grid: the
+  truth of a simulation), :func:`split_even_odd`, :func:`image_contrast`, :func:`bin_stack`.
 """
 
 from tem_core.reconstruct.algorithms import (
@@ -23,6 +25,12 @@ from tem_core.reconstruct.algorithms import (
     wbp,
     wbp_filter,
 )
+from tem_core.reconstruct.evaluation import (
+    bin_stack,
+    image_contrast,
+    potential_on_grid,
+    split_even_odd,
+)
 from tem_core.reconstruct.geometry import (
     TiltGeometry,
     geometry_from_files,
@@ -31,6 +39,7 @@ from tem_core.reconstruct.geometry import (
 )
 from tem_core.reconstruct.metrics import (
     correlation,
+    fourier_lowpass,
     fourier_shell_correlation,
     psnr_db,
     resolution_at,
@@ -42,15 +51,20 @@ __all__ = [
     "TiltGeometry",
     "TomographyOperator",
     "angular_weights",
+    "bin_stack",
     "correlation",
+    "fourier_lowpass",
     "fourier_shell_correlation",
     "geometry_from_files",
     "geometry_from_tilt_series",
+    "image_contrast",
+    "potential_on_grid",
     "psnr_db",
     "ramp_kernel_response",
     "read_angles",
     "resolution_at",
     "sirt",
+    "split_even_odd",
     "wbp",
     "wbp_filter",
 ]

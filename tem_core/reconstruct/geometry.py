@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from tem_core import io as tio
-from tem_core.validation import require_finite, require_positive
 from tem_core.propagate import available_memory_bytes
 from tem_core.simulate import TiltSeriesResult
+from tem_core.validation import require_finite, require_positive
 
 _QUARTER_TURN_TOL = 1e-9  # [rad]
 

@@ -114,3 +114,25 @@ def resolution_at(frequency: torch.Tensor, fsc: torch.Tensor, threshold: float =
     f0, f1, v0, v1 = f[i - 1], f[i], values[i - 1], values[i]
     cross = f0 + (v0 - threshold) / (v0 - v1) * (f1 - f0)
     return float(1.0 / cross)
+
+
+def fourier_lowpass(volume: torch.Tensor, *, resolution_a: float, voxel_size_a: float):
+    """Keep the spatial frequencies below ``1 / resolution_a`` (a sharp spherical cut-off).
+
+    For comparing a reconstruction with the truth at the resolution the data support.
+    """
+    if not isinstance(volume, torch.Tensor) or volume.ndim != 3:
+        raise ValueError(f"volume must be a 3-D tensor, got {getattr(volume, 'shape', volume)}")
+    if not (math.isfinite(resolution_a) and resolution_a > 0):
+        raise ValueError(f"resolution_a must be > 0, got {resolution_a} Å")
+    if not (math.isfinite(voxel_size_a) and voxel_size_a > 0):
+        raise ValueError(f"voxel_size_a must be > 0, got {voxel_size_a} Å")
+    spectrum = torch.fft.rfftn(volume.double())
+    nz, ny, nx = volume.shape
+    dev = spectrum.device
+    kz = torch.fft.fftfreq(nz, d=voxel_size_a, device=dev, dtype=torch.float64)
+    ky = torch.fft.fftfreq(ny, d=voxel_size_a, device=dev, dtype=torch.float64)
+    kx = torch.fft.rfftfreq(nx, d=voxel_size_a, device=dev, dtype=torch.float64)
+    k2 = kz[:, None, None] ** 2 + ky[None, :, None] ** 2 + kx[None, None, :] ** 2
+    keep = k2 < (1.0 / resolution_a) ** 2
+    return torch.fft.irfftn(spectrum * keep, s=volume.shape).to(volume.dtype)
