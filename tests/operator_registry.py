@@ -9,6 +9,7 @@ check that autograd's vector-Jacobian product agrees with it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -130,6 +131,24 @@ def _splat(backend: str) -> Callable[[torch.device], LinearOperator]:
     return factory
 
 
+def _tomography(axis_rad: float, *, transpose: bool = False):
+    """The strip-kernel tilt-series projector (volume -> stack) or its back-projector."""
+
+    def factory(device: torch.device) -> LinearOperator:
+        from tem_core.reconstruct import TiltGeometry, TomographyOperator
+
+        g = TiltGeometry(
+            angles_rad=(-0.9, -0.2, 0.4, 1.0), detector_shape=(5, 5), pixel_size_a=2.0,
+            thickness_a=6.0, tilt_axis_angle_rad=axis_rad,
+        )  # fmt: skip
+        op = TomographyOperator(g, device=device, dtype=F64, chunk_slices=2)
+        if transpose:
+            return LinearOperator(op.T, (g.n_tilts, *g.detector_shape), F64)
+        return LinearOperator(op, g.volume_shape, F64)
+
+    return factory
+
+
 register("mtf", _mtf)
 register("ctf", _ctf)
 register("fresnel_propagator", _fresnel)
@@ -137,6 +156,9 @@ register("bandlimit", _bandlimit)
 register("multislice_step", _multislice_step)
 register("splat_torch", _splat("torch"))
 register("splat_taichi", _splat("taichi"))
+register("tomography_projector", _tomography(0.5 * math.pi))
+register("tomography_projector_rotated", _tomography(0.4))
+register("tomography_backprojector", _tomography(0.4, transpose=True))
 
 # Measured (float64, this grid): adjointness gaps <= 1.2e-16 relative (multislice_step),
 # linearity and vjp-vs-adjoint errors of the same order. 1e-14 is ~100x that: a real error (a
