@@ -36,17 +36,23 @@ def main() -> None:
     vol = torch.nn.functional.avg_pool3d(noise, 9, 1, 4)[0, 0]
     vol = (vol - vol.mean()) / vol.std()
     tf = transfer_function((-2.0, 4.0), max_opacity=0.05)
-    cases = [
-        ("emission-absorption", "orthographic"),
-        ("emission-absorption", "perspective"),
-        ("mip", "orthographic"),
+    cases = [  # (mode, projection, zoom): zoom 1 fits the bounding sphere, 1.5 fills the frame
+        ("emission-absorption", "orthographic", 1.0),
+        ("emission-absorption", "orthographic", 1.5),
+        ("emission-absorption", "perspective", 1.0),
+        ("mip", "orthographic", 1.0),
+        ("mip", "orthographic", 1.5),
     ]
     backends = ["taichi", "torch"] if args.torch else ["taichi"]
     rows = []
     for backend in backends:
-        for mode, projection in cases:
+        for mode, projection, zoom in cases:
             cam = Camera(
-                image_shape=(px, px), azimuth_rad=0.5, elevation_rad=0.3, projection=projection
+                image_shape=(px, px),
+                azimuth_rad=0.5,
+                elevation_rad=0.3,
+                projection=projection,
+                zoom=zoom,
             )
             kw = dict(mode=mode, threshold=0.0, backend=backend)
             render(vol, Camera(image_shape=(8, 8), projection=projection), tf, **kw)  # compile
@@ -61,6 +67,7 @@ def main() -> None:
                     backend=backend,
                     mode=mode,
                     projection=projection,
+                    zoom=zoom,
                     wall_s=min(walls),
                     cpu_s=min(cpus),
                     mean_alpha=float(image[..., 3].mean()),
@@ -72,13 +79,13 @@ def main() -> None:
         f"{os.cpu_count()} CPUs; load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     print(
-        f"{'backend':>7} {'mode':>20} {'camera':>12} {'wall [s]':>9} {'CPU [s]':>8} "
+        f"{'backend':>7} {'mode':>20} {'camera':>12} {'zoom':>5} {'wall [s]':>9} {'CPU [s]':>8} "
         f"{'CPU/2 [s]':>9}"
     )
     for r in rows:
         print(
-            f"{r['backend']:>7} {r['mode']:>20} {r['projection']:>12} {r['wall_s']:9.3f} "
-            f"{r['cpu_s']:8.3f} {r['cpu_s'] / 2:9.3f}"
+            f"{r['backend']:>7} {r['mode']:>20} {r['projection']:>12} {r['zoom']:5.1f} "
+            f"{r['wall_s']:9.3f} {r['cpu_s']:8.3f} {r['cpu_s'] / 2:9.3f}"
         )
     print("CPU/2: the wall time on 2 idle cores if both are kept busy (compare with load).")
     if args.json is not None:

@@ -112,18 +112,18 @@ print(f"device: {device}; voxel {sampling_a:.1f} Å; field {field_px} px; ice {i
 #
 # `tem_core.reconstruct` uses the single-axis parallel-beam geometry of IMOD: the tilt
 # axis lies in the image plane (here along y), a tilt θ rotates the specimen right-handed
-# about it (as `tilt_specimen` does), and a voxel at $(x, z)$ projects onto the detector
-# coordinate $u = x\cos\theta + z\sin\theta$. The volume is $(n_z, n_y, n_x)$ with the
+# about it (as `tilt_specimen` does), and a voxel at (x, z) projects onto the detector
+# coordinate u = x cos θ + z sin θ. The volume is (n_z, n_y, n_x) with the
 # stack's pixel size as voxel size and a thickness chosen by the user. Every slice
 # perpendicular to the tilt axis is an independent 2-D problem with the same geometry,
-# so one sparse projection matrix $A$ (the *strip* kernel: the area a voxel shares with a
+# so one sparse projection matrix A (the *strip* kernel: the area a voxel shares with a
 # detector bin's strip) serves all slices, and projecting the volume is one sparse-dense
 # matrix product with the slices as columns, chunk by chunk along the axis.
 #
 # Tilting stops at about ±60°: beyond, the specimen is too thick. The projections then
-# fill the Fourier space only outside a **missing wedge** around $k_z$ (central-slice
+# fill the Fourier space only outside a **missing wedge** around k_z (central-slice
 # theorem): the right panel is the spectrum of the geometry's point-spread function
-# $A^T A\,\delta$ for the dose-symmetric ±60° scheme (Hagen et al. 2017) used below.
+# AᵀA δ for the dose-symmetric ±60° scheme (Hagen et al. 2017) used below.
 
 # %%
 scheme = tilt_scheme(
@@ -215,13 +215,13 @@ plt.show()
 # ## SIRT and weighted back-projection
 #
 # Underfocused phase contrast makes protein dark, so the images enter the
-# reconstruction as inverted contrast $(\langle I\rangle - I)/\langle I\rangle$.
+# reconstruction as inverted contrast (⟨I⟩ − I)/⟨I⟩.
 #
 # * **SIRT** as IMOD runs it: re-project the volume, subtract the data, divide each ray's
 #   residual by its length through the volume, back-project, divide by the number of
 #   angles reaching each voxel, add (relaxation 1):
-#   $x \leftarrow x + \lambda\,C A^T R\,(b - A x)$.
-# * **WBP** filters each image perpendicular to the tilt axis with the ramp $|\nu|$
+#   x ← x + λ C Aᵀ R (b − A x).
+# * **WBP** filters each image perpendicular to the tilt axis with the ramp |ν|
 #   (Ram-Lak) and back-projects with the angular spacing as weight, or with a
 #   **SIRT-like filter** (Zeng 2012, IMOD's `FakeSIRTiterations`) that mimics the
 #   low-pass character of a given number of SIRT iterations in one pass.
@@ -374,8 +374,8 @@ plt.show()
 # perspective camera), samples it trilinearly every voxel and composites front to back
 # with emission and absorption (Max 1995): a transfer function gives each value an
 # extinction and a colour, values below a threshold are transparent, and
-# $C = \sum_i T_i\,\alpha_i\,c_i$ with $\alpha_i = 1 - e^{-\sigma_i\Delta t}$ and
-# $T_i = \prod_{j<i}(1-\alpha_j)$. A Taichi kernel renders; its torch twin is
+# C = Σᵢ Tᵢ αᵢ cᵢ with αᵢ = 1 − exp(−σᵢ Δt) and
+# Tᵢ = Π_{j<i} (1 − αⱼ). A Taichi kernel renders; its torch twin is
 # differentiable with respect to the volume and the transfer tables, so a rendering can
 # sit inside an optimisation.
 #

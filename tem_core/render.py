@@ -306,7 +306,8 @@ def render(
         )
     if not volume.is_floating_point():
         raise TypeError(f"volume must be floating point, got {volume.dtype}")
-    require_finite("volume", volume)
+    if not bool(torch.isfinite(volume.detach()).all()):
+        raise ValueError("volume must be finite, got NaN or infinite voxels")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "emission-absorption" and transfer is None:

@@ -44,7 +44,7 @@ def _operator(geometry, stack, chunk_slices, progress) -> TomographyOperator:
         device=stack.device,
         dtype=stack.dtype,
         chunk_slices=chunk_slices,
-        progress=progress,
+        progress=False,
     )
 
 
@@ -219,10 +219,10 @@ def wbp(
     -------
     torch.Tensor
         ``(nz, ny, nx)`` volume [stack unit per voxel], differentiable with respect to
-        ``stack`` (filtering and back-projection are linear torch operations).
+        ``stack`` (filtering and back-projection are linear torch operations; then the
+        whole stack is filtered at once, else chunk by chunk of slices).
     """
     op = _operator(geometry, stack, chunk_slices, progress)
-    b = op.to_aligned(stack)
     n_det = op.n_det
     response = wbp_filter(
         geometry,
@@ -232,6 +232,19 @@ def wbp(
         device=stack.device,
     )
     n_pad = 2 * (response.shape[1] - 1)
-    spectrum = torch.fft.rfft(b.to(torch.float64), n=n_pad, dim=-1)
-    filtered = torch.fft.irfft(spectrum * response[:, None, :], n=n_pad, dim=-1)[..., :n_det]
-    return op.backproject_aligned(filtered.to(stack.dtype).contiguous())
+
+    def filtered(rows: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.fft.rfft(rows.to(torch.float64), n=n_pad, dim=-1)
+        out = torch.fft.irfft(spectrum * response[:, None, :], n=n_pad, dim=-1)[..., :n_det]
+        return out.to(stack.dtype).contiguous()
+
+    b = op.to_aligned(stack)
+    if torch.is_grad_enabled() and stack.requires_grad:  # differentiable, whole stack at once
+        return op.backproject_aligned(filtered(b))
+    out = stack.new_empty(geometry.volume_shape)
+    with torch.no_grad():  # chunk by chunk of slices: bounded temporaries
+        for y0 in _progress(op, "WBP", progress):
+            y1 = min(y0 + op.chunk, op.ny)
+            cols = op.At_columns(op.stack_columns(filtered(b[:, y0:y1, :]), 0, y1 - y0))
+            out[:, y0:y1, :] = cols.reshape(op.nz, op.nx, y1 - y0).permute(0, 2, 1)
+    return out
