@@ -399,3 +399,16 @@ def test_split_bin_contrast_and_lowpass():
     torch.testing.assert_close(flat, torch.full_like(vol, float(vol.mean())))
     with pytest.raises(ValueError, match="factor must be a positive integer"):
         bin_stack(stack, g, 0)
+
+
+def test_fully_sampled_columns_see_the_detector_at_every_tilt():
+    g = _geometry((2, 40), thickness=40.0, angles=(-1.0, 0.0, 1.0))
+    x0, x1 = g.fully_sampled_x()
+    assert (x0, x1) == (15, 25)
+    op = TomographyOperator(g, dtype=torch.float64)
+    weights = op.voxel_weights().reshape(40, 40)  # the angle count where nothing is lost
+    full = torch.full((40, x1 - x0), 3.0, dtype=torch.float64)
+    torch.testing.assert_close(weights[:, x0:x1], full)
+    assert float(weights[:, x0 - 1].min()) < 3.0 - 1e-3
+    assert float(weights[:, x1].min()) < 3.0 - 1e-3
+    assert _geometry((2, 40), angles=(0.0,)).fully_sampled_x() == (0, 40)

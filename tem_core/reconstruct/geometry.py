@@ -139,6 +139,21 @@ class TiltGeometry:
         ny, nx = self.aligned_shape
         return (self.nz, ny, nx)
 
+    def fully_sampled_x(self) -> tuple[int, int]:
+        """Columns ``[x0, x1)`` of the volume whose every voxel projects inside the detector
+        at every tilt (outside, high-tilt rays leave the field and the voxels are
+        under-determined: crop them before comparing or rendering)."""
+        nz, _, nx = self.volume_shape
+        reach = 0.5 * nx
+        for theta in self.angles_rad:
+            c, s = abs(math.cos(theta)), abs(math.sin(theta))
+            reach = min(reach, (0.5 * nx - 0.5 * (nz - 1) * s - 0.5 * (c + s)) / c + 0.5)
+        centre = 0.5 * (nx - 1)
+        half = max(0.0, reach - 0.5)
+        x0 = max(0, math.ceil(centre - half - 1e-9))
+        x1 = min(nx, math.floor(centre + half + 1e-9) + 1)
+        return (x0, max(x0, x1))
+
     def angles_tensor(self, *, dtype=torch.float64, device=None) -> torch.Tensor:
         return torch.tensor(self.angles_rad, dtype=dtype, device=device)
 
