@@ -111,6 +111,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "sample_counts",
         "sample_electrons",
     ),
+    "interop": ("accepts_arrays", "as_tensor", "is_foreign_array", "to_array"),
     "io": (
         "MdocTiltSeries",
         "read_mdoc",

@@ -59,6 +59,7 @@ import torch
 
 from tem_core._fft import fft2, ifft2
 from tem_core.grids import frequencies_per_a
+from tem_core.interop import accepts_arrays
 from tem_core.units import ELECTRON_REST_ENERGY_EV, electron_wavelength_a
 from tem_core.validation import (
     require_finite,
@@ -382,6 +383,7 @@ def ctf(
     return out.to(torch.complex128 if real == torch.float64 else torch.complex64)
 
 
+@accepts_arrays
 def apply_ctf(
     wave: torch.Tensor,
     *,
@@ -415,6 +417,7 @@ def apply_ctf(
     return ifft2(fft2(wave.to(out_dtype)) * h)
 
 
+@accepts_arrays
 def image_intensity(wave: torch.Tensor) -> torch.Tensor:
     """Intensity ``|ψ|²`` (real; smooth gradient also where ψ = 0)."""
     if not isinstance(wave, torch.Tensor):

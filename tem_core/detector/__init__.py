@@ -53,6 +53,7 @@ from tem_core.detector.tables import (
     load_mtf_table,
 )
 from tem_core.grids import radial_frequency_cycles_per_px
+from tem_core.interop import accepts_arrays
 from tem_core.validation import require_positive
 
 __all__ = [
@@ -190,6 +191,7 @@ def _image_mtf(detector: Detector, image: torch.Tensor) -> torch.Tensor | None:
     return detector.mtf(tuple(image.shape[-2:]), device=image.device, dtype=image.dtype)
 
 
+@accepts_arrays
 def expected_image(
     intensity: torch.Tensor, *, detector: Detector, dose_e_per_a2: Scalar, sampling_a: Scalar
 ) -> torch.Tensor:
@@ -216,6 +218,7 @@ def expected_image(
     return _expected_counts(electrons, mtf, detector)
 
 
+@accepts_arrays
 def detect(
     intensity: torch.Tensor,
     *,

@@ -7,6 +7,7 @@ import torch
 from tem_core._fft import fft2, ifft2
 from tem_core.detector.params import Scalar, _as_tensor, _check_mtf_params
 from tem_core.detector.tables import _interp_table, load_mtf_table
+from tem_core.interop import accepts_arrays
 
 
 def _lorentzian(omega2: torch.Tensor, width: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
@@ -84,6 +85,7 @@ def mtf_tabulated(frequency_cycles_per_px: torch.Tensor, *, camera: str) -> torc
     return _interp_table(x.abs(), freq, mtf)
 
 
+@accepts_arrays
 def apply_mtf(image: torch.Tensor, mtf: torch.Tensor) -> torch.Tensor:
     """Filter ``image`` with a real transfer function: ``real(ifft2(fft2(image) · mtf))``.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from tem_core.detector.params import Scalar, _as_tensor, _batch_shaped, _check_dqe
+from tem_core.interop import accepts_arrays
 from tem_core.validation import require_generator, require_nonnegative, require_positive
 
 #: Noise models for the DQE: see :class:`tem_core.detector.Detector`.
@@ -33,6 +34,7 @@ def expected_electrons(
     return intensity * dose * sampling**2
 
 
+@accepts_arrays
 def sample_counts(expected: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
     """Poisson samples with mean ``expected`` (not differentiable; the input is detached).
 

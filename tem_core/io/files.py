@@ -16,10 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from tem_core.interop import as_tensor, is_foreign_array
+
 PathLike = str | os.PathLike
 
 
 def to_numpy(data: Any, name: str = "data") -> np.ndarray:
+    if is_foreign_array(data) and not isinstance(data, np.ndarray):
+        data = as_tensor(data)  # a cupy (DLPack) array: viewed as a tensor, copied to the host
     if isinstance(data, torch.Tensor):
         if data.is_complex():
             raise TypeError(f"{name} must be real, got a complex tensor")
