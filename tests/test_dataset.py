@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tomllib
 
 import numpy as np
@@ -337,3 +338,39 @@ def test_star_round_trip_and_errors(tmp_path) -> None:
         write_star(tmp_path / "q.star", {"particles": {"x": [1.0]}})
     with pytest.raises(ValueError, match=r"STAR values must be non-empty words"):
         write_star(tmp_path / "q.star", {"particles": {"rlnMicrographName": ["a b"]}})
+
+
+def test_camera_dqe_from_the_published_table_when_not_given() -> None:
+    raw = _raw()
+    raw["detector"] = {"camera": "k2_300kv"}
+    spec = parse_dataset_spec(raw, source=EXAMPLE)
+    params = item_parameters(spec, 0)
+    assert params["detector.dqe"] is None
+    detector = build_item(spec, params, torch.device("cpu")).detector
+    from tem_core.detector import Detector
+
+    assert detector.dqe == Detector.for_camera("k2_300kv").dqe and detector.mtf_camera == "k2_300kv"
+    raw["detector"] = {"camera": "k2_200kv"}  # an MTF without a DQE table: DQE 1
+    spec = parse_dataset_spec(raw, source=EXAMPLE)
+    assert build_item(spec, item_parameters(spec, 0), torch.device("cpu")).detector.dqe == 1.0
+
+
+def test_worker_threads_share_the_cores_of_a_host(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from tem_core.dataset import run
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(run, "_cpu_count", lambda: 16)
+    monkeypatch.setenv("TI_CPU_MAX_NUM_THREADS", "7")  # set by the user: kept
+    worker = SimpleNamespace(address="tcp://10.0.0.5:4321", name="w", state=None)
+    worker.state = SimpleNamespace(nthreads=2)
+    try:
+        # 4 workers of 2 threads on this host: 16 cores // 8 task threads
+        run._ThreadLimits(None, {"10.0.0.5": 8}).setup(worker)
+        assert torch.get_num_threads() == 2
+        run._ThreadLimits(3, {"10.0.0.5": 8}).setup(worker)  # explicit --threads-per-worker
+        assert torch.get_num_threads() == 3
+        assert os.environ["TI_CPU_MAX_NUM_THREADS"] == "7"
+    finally:
+        torch.set_num_threads(before)

@@ -119,6 +119,9 @@ def test_killed_worker_and_resume_give_the_files_of_an_uninterrupted_run(tmp_pat
     resumed = generate_dataset(spec, run, workers=2, progress=False, log=lambda m: None)
     assert resumed.completed == (lost,) and resumed.skipped == first.completed
     assert resumed.ok and not (run / "failures.json").exists()
+    # the local cluster shares the cores: torch threads per worker = cores // 2 workers
+    record = json.loads((run / f"records/item_{lost:06d}.json").read_text())
+    assert record["run"]["torch_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
     compared = _same_files(tmp_path / "ref", run)
     assert "metadata.csv" in compared and "tilt_series/item_000003.tlt" in compared
     assert "potential/item_000000.mrc" in compared and "particles/item_000002.star" in compared

@@ -33,7 +33,7 @@ from tem_core import io as tio
 from tem_core import units
 from tem_core.dataset.spec import DatasetSpec, ParameterDistribution
 from tem_core.dataset.star import particle_columns, write_star
-from tem_core.detector import Detector
+from tem_core.detector import Detector, available_dqe_tables
 from tem_core.io.files import atomic_write
 from tem_core.optics import Microscope
 from tem_core.potential import PotentialSettings, iter_slice_potentials
@@ -250,13 +250,19 @@ def build_item(spec: DatasetSpec, params: dict[str, Any], device: torch.device) 
         * units.MRAD_TO_RAD,
         objective_aperture_rad=None if aperture is None else float(aperture) * units.MRAD_TO_RAD,
     )
-    camera = p["detector.camera"]
-    detector = Detector(
-        dqe=float(p["detector.dqe"]),
+    camera, dqe = p["detector.camera"], p.get("detector.dqe")
+    settings = dict(
         gain_counts_per_e=float(p["detector.gain_counts_per_e"]),
-        mtf_camera=None if camera == "parametric" else camera,
         noise_model=p["detector.noise_model"],
     )
+    if dqe is None and camera in available_dqe_tables():  # the camera's published DQE(0)
+        detector = Detector.for_camera(camera, **settings)
+    else:
+        detector = Detector(
+            dqe=1.0 if dqe is None else float(dqe),
+            mtf_camera=None if camera == "parametric" else camera,
+            **settings,
+        )
     potential = PotentialSettings(
         shape=(ny, nx),
         sampling_a=s,
@@ -431,6 +437,7 @@ def generate_item(
         "parameters": params,
         "n_particles": setup.specimen.n_particles,
         "n_atoms": len(setup.specimen.atoms),
+        "detector_dqe": float(setup.detector.dqe),
         "image_data_sha256": data_sha256(image),
         "files": {
             role: {"path": rel, "sha256": sha256_of(out / rel)} for role, rel in paths.items()

@@ -101,11 +101,14 @@ class _ThreadLimits(WorkerPlugin):
 
     name = "tem-core-threads"
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, host_threads: dict | None = None) -> None:
         self.threads = threads
+        self.host_threads = host_threads or {}  # task threads of all workers on each host
 
     def setup(self, worker) -> None:
-        threads = self.threads or max(1, _cpu_count() // max(1, worker.state.nthreads))
+        # the cores of this host shared by every task thread of every worker on it
+        sharing = self.host_threads.get(_host(worker.address), worker.state.nthreads)
+        threads = self.threads or max(1, _cpu_count() // max(1, sharing))
         os.environ.setdefault("TI_CPU_MAX_NUM_THREADS", str(threads))
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         torch.set_num_threads(threads)
@@ -115,6 +118,18 @@ class _ThreadLimits(WorkerPlugin):
             except (TypeError, ValueError):
                 slot = 0
             worker.tem_core_device = f"cuda:{slot % torch.cuda.device_count()}"
+
+
+def _host(address: str) -> str:
+    """``tcp://10.0.0.5:41234`` -> ``10.0.0.5``."""
+    return address.split("://")[-1].rsplit(":", 1)[0]
+
+
+def _threads_per_host(client) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for address, info in client.scheduler_info().get("workers", {}).items():
+        counts[_host(address)] = counts.get(_host(address), 0) + int(info.get("nthreads", 1))
+    return counts
 
 
 def _has_bokeh() -> bool:
@@ -167,6 +182,7 @@ def metadata_rows(spec: DatasetSpec, records: list[dict[str, Any]]) -> list[dict
         row.update({k: params[k] for k in sorted(params) if k not in ("index", "name")})
         row["n_particles"] = rec["n_particles"]
         row["n_atoms"] = rec["n_atoms"]
+        row["detector_dqe"] = rec["detector_dqe"]  # drawn, or the camera's published DQE(0)
         row["image_data_sha256"] = rec["image_data_sha256"]
         row["settings_hash"] = rec["settings_hash"]
         rows.append(row)
@@ -292,6 +308,9 @@ def generate_dataset(
         if scheduler is None:
             gpus = torch.cuda.device_count() if spec["dataset.device"] != "cpu" else 0
             n_workers = workers or gpus or _cpu_count()
+            if gpus and n_workers > gpus:  # one item per GPU at a time
+                log(f"{n_workers} workers asked for, {gpus} GPU(s): one worker per GPU")
+                n_workers = gpus
             threads = threads_per_worker or max(1, _cpu_count() // n_workers)
             cluster = _local_cluster(n_workers, threads, gpus)
             client = Client(cluster)
@@ -300,7 +319,7 @@ def generate_dataset(
         else:
             client = scheduler
         try:
-            client.register_plugin(_ThreadLimits(threads_per_worker))
+            client.register_plugin(_ThreadLimits(threads_per_worker, _threads_per_host(client)))
             n_workers = len(client.scheduler_info().get("workers", {}))
             dashboard = client.dashboard_link if cluster is None or _has_bokeh() else None
             if progress:

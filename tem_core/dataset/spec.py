@@ -114,7 +114,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str, Any, Any]]] = {
     },
     "detector": {
         "camera": (_STR, "", None, "parametric"),
-        "dqe": (_NUM, "", ("range", 1e-6, 1.0), 1.0),
+        "dqe": (_NUM, "", ("range", 1e-6, 1.0), None),  # None: the camera's DQE(0), else 1
         "gain_counts_per_e": (_NUM, "counts/e", ">0", 1.0),
         "noise_model": (_STR, "", NOISE_MODELS, "poisson_wald"),
     },
