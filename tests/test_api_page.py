@@ -29,7 +29,7 @@ def test_api_page_builds_offline_with_every_public_name(tmp_path) -> None:
     toc = tmp_path / "_toc.yml"
     toc.write_text(
         "format: jb-book\nroot: intro\nparts:\n  - caption: Reference\n    chapters:\n"
-        "      - file: design\n      - file: api\n"
+        "      - file: design\n      - file: api\n      - file: references\n"
     )
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     if not jupyter_book.exists():

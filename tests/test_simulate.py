@@ -166,7 +166,10 @@ def test_projection_close_to_multislice_for_thin_specimen(small_specimen) -> Non
         for m in simulate.METHODS
     ]
     diff = torch.linalg.vector_norm(waves[0] - waves[1]) / torch.linalg.vector_norm(waves[0] - 1)
-    assert diff.item() < 0.2
+    # The Fresnel phase neglected over half the 60 Å specimen is at most
+    # π λ (t/2) k_bl² = π · 0.0197 · 30 · (1/3)² = 0.21 rad at the band limit; the scattered
+    # wave's power sits at low k, and the measured difference is 0.0264 (deterministic, seed 7).
+    assert 0.02 < diff.item() < 0.03
 
 
 def test_potential_without_energy_takes_the_microscope_energy(small_specimen) -> None:

@@ -1,6 +1,6 @@
 """Reference values for the beam: wavelength and interaction parameter.
 
-Reference values: CODATA 2018 constants, computed in ../shared/docs/physics.md and
+Reference values (sources in book/references.md): CODATA 2018 constants, and
 consistent with Kirkland, *Advanced Computing in Electron Microscopy* (2nd ed., 2010),
 Table 2.2 (λ = 0.03701 / 0.02508 / 0.01969 Å at 100 / 200 / 300 kV) and eq. 5.6 for σ
 (σ(200 kV) = 7.29e-4 rad/(V·Å)).
@@ -50,11 +50,17 @@ def test_nonrelativistic_limit() -> None:
     assert units.relativistic_mass_ratio(300e3) == pytest.approx(1.587084, rel=1e-6)
 
 
-def test_named_conversions() -> None:
-    assert 2.7 * units.MM_TO_A == pytest.approx(2.7e7)
-    assert 1.0 * units.UM_TO_A == 1e4
-    assert 100.0 * units.E_PER_NM2_TO_E_PER_A2 == pytest.approx(1.0)
-    assert 180.0 * units.DEG_TO_RAD == pytest.approx(math.pi)
+def test_named_conversions_agree_with_each_other() -> None:
+    """Each conversion written as a literal in units.py, checked against the metre."""
+    m = units.M_TO_A
+    assert units.MM_TO_A == pytest.approx(m * 1e-3, rel=1e-15)
+    assert units.UM_TO_A == pytest.approx(m * 1e-6, rel=1e-15)
+    assert units.NM_TO_A == pytest.approx(m * 1e-9, rel=1e-15)
+    assert units.CM3_TO_A3 == pytest.approx((m * 1e-2) ** 3, rel=1e-15)
+    assert units.NM3_TO_A3 == pytest.approx(units.NM_TO_A**3, rel=1e-15)
+    assert units.E_PER_NM2_TO_E_PER_A2 == pytest.approx(1 / units.NM_TO_A**2, rel=1e-15)
+    assert units.DEG_TO_RAD * units.RAD_TO_DEG == pytest.approx(1.0, rel=1e-15)
+    assert 180 * units.DEG_TO_RAD == pytest.approx(math.pi, rel=1e-15)
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
