@@ -44,6 +44,9 @@ compare-env: .venv-compare/.installed
 	test -x .venv-compare/bin/python || $(PYTHON) -m venv .venv-compare
 	.venv-compare/bin/python -m pip install --quiet torch==$(TORCH_VERSION)
 	.venv-compare/bin/python -m pip install --quiet -e '.[compare]'
+	# Topaz-Denoise (benchmarks/denoise.py): without its dependencies, which would pull
+	# torchvision and may replace torch; its U-Net needs only torch and numpy
+	.venv-compare/bin/python -m pip install --quiet --no-deps topaz-em==0.3.20
 	touch $@
 
 lint: $(STAMP)
