@@ -58,8 +58,8 @@ def load_haadf() -> tuple[torch.Tensor, np.ndarray]:
                 with mrcfile.open(path, permissive=True) as mrc:
                     data = np.asarray(mrc.data, dtype=np.float64)
             angles = np.loadtxt(path.with_suffix(".rawtlt"))
+            data = data + 32768.0  # int16 storage of unsigned counts
             if path.name.startswith("HAADF"):
-                data = data + 32768.0
                 data = data[:, WINDOW[0], WINDOW[1]]
             return torch.from_numpy(data), angles
     raise FileNotFoundError(f"no HAADF tilt series found in {[str(p) for p in CANDIDATES]}")

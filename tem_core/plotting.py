@@ -20,6 +20,7 @@ from tem_core.mtf_fit import averaged_periodogram, radial_profile
 from tem_core.validation import require_integer, require_positive
 
 __all__ = [
+    "heatmap_table",
     "image_tiles",
     "montage",
     "parameter_histograms",
@@ -449,3 +450,40 @@ def volume_explorer(volume: Any, *, value_range=None, image_px: int = 256):
         colormap=widgets.Dropdown(options=["magma", "viridis", "gray", "cividis"]),
         perspective=widgets.Checkbox(value=False),
     )
+def heatmap_table(
+    ax,
+    values: Any,
+    *,
+    row_labels: Sequence[Any],
+    col_labels: Sequence[Any],
+    label: str,
+    fmt: str = "{:.1f}",
+    cmap: str = "viridis",
+):
+    """Draw a ``(rows, cols)`` table as a heat map with each value written in its cell.
+
+    NaN cells stay blank. A colour bar labelled ``label`` is added. Returns the image.
+    """
+    data = np.asarray(values, dtype=float)
+    if data.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(
+            f"values must have shape ({len(row_labels)}, {len(col_labels)}), got {data.shape}"
+        )
+    im = ax.imshow(data, cmap=cmap, aspect="auto", origin="lower")
+    ax.set_xticks(range(len(col_labels)), [str(c) for c in col_labels])
+    ax.set_yticks(range(len(row_labels)), [str(r) for r in row_labels])
+    finite = data[np.isfinite(data)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    for (i, j), v in np.ndenumerate(data):
+        if np.isfinite(v):
+            ax.text(
+                j,
+                i,
+                fmt.format(v),
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="black" if v > middle else "white",
+            )
+    ax.figure.colorbar(im, ax=ax, label=label, shrink=0.85)
+    return im
