@@ -11,14 +11,18 @@ projections (:func:`tem_core.detector.detect`); the truth is the noise-free dete
 (with MTF and gain). Methods: one noisy projection, the mean of the ``n``, a Gaussian filter
 of the mean (σ tuned per setting on a separate image: the same scene with the segments moved
 and turned), the published diff-tem method (:func:`tem_core.denoise.denoise_surrogate`),
-its unbiased and pathwise variants, the Poisson/NLM method
-(:func:`tem_core.denoise.denoise_poisson`, settings tuned once with ``--tune`` on the
-separate image), and the pretrained Topaz-Denoise U-Net applied to the mean (run in the
-comparison venv, see ``_topaz_denoise.py``; skipped with a note when absent).
+its unbiased and pathwise variants, the detector-model method
+(:func:`tem_core.denoise.denoise_poisson`: exact counts, Anscombe, TV with a SURE-chosen
+weight; ``poisson_nlm``: the same with the non-local-means prior, tuned once with
+``--tune`` on the separate image), and the pretrained Topaz-Denoise U-Net applied to the
+mean (run in the comparison venv, see ``_topaz_denoise.py``; skipped with a note when
+absent).
 
 Metrics, on images min-max normalised per image as the release does (``data_range = 1``):
-PSNR, SSIM, MSE, focal frequency loss (α = 1); also PSNR in counts (the truth's range,
-no renormalisation) and the frequency where the FRC with the truth falls below 0.5.
+PSNR, SSIM, MSE, focal frequency loss (α = 1); also PSNR in counts (data range = the
+truth's range, no renormalisation; the surrogate methods' outputs, whose offset and scale
+are arbitrary, are first mapped onto the mean of the projections by least squares) and
+the mean Fourier ring correlation with the truth up to 0.25 cycles/px.
 
     .venv/bin/python benchmarks/denoise.py [--quick] [--full] [--real] [--tune]
         [--out benchmarks/denoise_results.json] [--topaz-python .venv-compare/bin/python]
@@ -79,7 +83,8 @@ TUNING_PARTICLES = (
     (55.0, -10.0, 0.0, 0.0, 90.0, 45.0),
 )
 SIGMAS_PX = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
-METHODS = ("single", "mean", "gaussian", "published", "unbiased", "pathwise", "poisson", "topaz")
+METHODS = ("single", "mean", "gaussian", "published", "unbiased", "pathwise", "poisson",
+           "poisson_nlm", "topaz")
 
 
 def scene(particles=None) -> torch.Tensor:
@@ -200,6 +205,9 @@ def synthetic(args) -> dict:
             tp = time.perf_counter()
             est["poisson"] = denoise_poisson(noisy.float(), detector=TMV_DETECTOR).denoised.double()
             t_poisson = time.perf_counter() - tp
+            est["poisson_nlm"] = denoise_poisson(
+                noisy.float(), detector=TMV_DETECTOR, settings=PoissonSettings(regulariser="nlm")
+            ).denoised.double()
             times = {"poisson": t_poisson}
             for name, subset in SURROGATE_SUBSET.items():
                 if args.full or args.quick or (dose, n) in subset:

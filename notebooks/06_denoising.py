@@ -236,30 +236,20 @@ if stored:
     doses = sorted({r["dose_e_per_nm2"] for r in rows})
     ns = sorted({r["n"] for r in rows})
     by = {(r["dose_e_per_nm2"], r["n"], r["method"]): r for r in rows}
-    methods = [
-        m
-        for m in (
-            "single",
-            "mean",
-            "gaussian",
-            "published",
-            "unbiased",
-            "pathwise",
-            "poisson",
-            "topaz",
-        )
-        if (doses[0], ns[0], m) in by
-    ]
-    print("PSNR in counts [dB] at n =", ns[0])
-    print(f"{'dose':>5} " + " ".join(f"{m[:9]:>9}" for m in methods))
-    for d in doses:
-        print(
-            f"{d:>5} "
-            + " ".join(
-                f"{by[(d, ns[0], m)]['psnr_counts']:>9.2f}" if (d, ns[0], m) in by else f"{'-':>9}"
+    names = ("single", "mean", "gaussian", "published", "poisson", "poisson_nlm", "topaz")
+    methods = [m for m in names if (doses[0], ns[0], m) in by]
+    for metric, title in (
+        ("psnr_counts", "PSNR in counts [dB]"),
+        ("psnr", "PSNR, min-max normalised (release protocol) [dB]"),
+    ):
+        print(f"{title}, n = {ns[0]}")
+        print(f"{'dose':>5} " + " ".join(f"{m[:10]:>10}" for m in methods))
+        for d in doses:
+            cells = [
+                f"{by[(d, ns[0], m)][metric]:>10.2f}" if (d, ns[0], m) in by else f"{'-':>10}"
                 for m in methods
-            )
-        )
+            ]
+            print(f"{d:>5} " + " ".join(cells))
     gain = np.array(
         [
             [by[(d, n, "poisson")]["psnr_counts"] - by[(d, n, "mean")]["psnr_counts"] for n in ns]

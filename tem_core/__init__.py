@@ -197,6 +197,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "estimators": ("RELAXATIONS", "pathwise_poisson_sample", "score_function_surrogate"),
     "plotting": (
+        "heatmap_table",
         "image_tiles",
         "montage",
         "parameter_histograms",
