@@ -2,7 +2,7 @@
 
 Data: the NIST STEM-HAADF tilt series (``HAADF.mrc``, int16, add 32768; −76°..76° in 2°
 steps, tilt axis along y, 3.36 nm/px) from the project's shared data, or the 9-tilt crop
-``data/haadf_crop_9tilts.mrc`` shipped with the repository. For tilts near 0°, each tilt
+the copy ``data/HAADF.mrc.gz`` shipped with the repository. For tilts near 0°, each tilt
 ``i`` is denoised from itself and its same-parity neighbours ``i ± 2`` (aligned by
 :func:`tem_core.denoise.neighbour_references`, rotation and shift), so that even and odd
 tilts keep independent noise; then the FRC between the denoised even tilt ``i`` and the
@@ -39,7 +39,7 @@ from tem_core.detector import Detector
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = (
-    ROOT / "data" / "haadf_crop_9tilts.mrc",
+    ROOT / "data" / "HAADF.mrc.gz",
     ROOT.parent / "shared" / "data" / "tilt_series" / "HAADF.mrc",
     Path("/work/shared/data/tilt_series/HAADF.mrc"),
 )
@@ -57,10 +57,8 @@ def load_haadf() -> tuple[torch.Tensor, np.ndarray]:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 with mrcfile.open(path, permissive=True) as mrc:
                     data = np.asarray(mrc.data, dtype=np.float64)
-            angles = np.loadtxt(path.with_suffix(".rawtlt"))
-            data = data + 32768.0  # int16 storage of unsigned counts
-            if path.name.startswith("HAADF"):
-                data = data[:, WINDOW[0], WINDOW[1]]
+            angles = np.loadtxt(path.parent / "HAADF.rawtlt")
+            data = data[:, WINDOW[0], WINDOW[1]] + 32768.0  # int16 storage of counts
             return torch.from_numpy(data), angles
     raise FileNotFoundError(f"no HAADF tilt series found in {[str(p) for p in CANDIDATES]}")
 
