@@ -16,8 +16,10 @@ the mean, without it), K2 300 kV MTF applied before counting noise, the measured
 Compared after the same processing (half-overlapping 512² tiles, Hann window, plane
 detrend; amplitude spectrum minus its running mean over one ring period):
 
-* Thon-ring zeros (first five), ring modulation depth (first three, ring peak minus zero
-  over the background), both from the radial profile;
+* Thon-ring zeros (first five: vertex of a parabola fitted over ±¼ ring period around the
+  lowest point near each zero of the real fit's CTF), ring modulation depth (first three,
+  ring peak minus zero over the background), both from the radial profile; and the zeros
+  of the CTF that :func:`fit_ctf` fits to each image;
 * the 3.7 Å ice ring: position of the maximum of the power profile (smoothed over
   0.02 Å⁻¹) in 0.20-0.35 Å⁻¹ and its height above the noise floor (0.40-0.50 Å⁻¹),
   relative to that floor;
@@ -28,7 +30,7 @@ low-passed, the 0° one stretched by cos 10° along x about the tilt axis, corre
 the 10° one; control: another seed), and peak memory of a structured-ice micrograph for
 ice 200 to 3200 Å thick (each in a fresh process).
 
-    .venv/bin/python benchmarks/realism.py [--n-px 2048] [--ice 250] [--quick]
+    .venv/bin/python benchmarks/realism.py [--n-px 1536] [--ice 200] [--quick]
 """
 
 from __future__ import annotations
@@ -110,8 +112,12 @@ def analyse(image: np.ndarray, defocus_a: float, microscope: Microscope) -> dict
         half = 0.3 / (2 * lam * defocus_a * z)
         sel = np.nonzero((k > z - half) & (k < z + half))[0]
         j = sel[np.argmin(rings[sel])]
-        a, b, c = rings[j - 1], rings[j], rings[j + 1]
-        zeros.append(k[j] + 0.5 * dk * (a - c) / (a - 2 * b + c + 1e-300))
+        # vertex of a parabola fitted over ±¼ ring period around the lowest bin
+        quarter = max(2, int(round(0.25 / (2 * lam * defocus_a * z) / dk)))
+        near = np.arange(max(j - quarter, 1), min(j + quarter + 1, k.size))
+        c2, c1, _ = np.polyfit(k[near] - k[j], rings[near], 2)
+        vertex = k[j] - c1 / (2 * c2) if c2 > 0 else k[j]
+        zeros.append(float(np.clip(vertex, k[near[0]], k[near[-1]])))
         if i < 3:  # ring peak between this zero and the next
             nxt = zeros_model.numpy()[i + 1]
             sel = np.nonzero((k > z) & (k < nxt))[0]
@@ -215,8 +221,8 @@ def memory_child(thickness: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-px", type=int, default=2048)
-    parser.add_argument("--ice", type=float, default=250.0, help="ice thickness [Å]")
+    parser.add_argument("--n-px", type=int, default=1536)
+    parser.add_argument("--ice", type=float, default=200.0, help="ice thickness [Å]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="1024² field, fewer checks")
     parser.add_argument("--memory-child", type=float, default=None, help=argparse.SUPPRESS)
@@ -238,6 +244,7 @@ def main() -> None:
           f"{math.degrees(fit.astigmatism_angle_rad):.0f}°, score {fit.score:.3f}, "
           f"fit resolution {fit.fit_resolution_a:.1f} Å")
     res_real = analyse(real, fit.defocus_a, scope)
+    res_real["fitted_defocus"] = fit.defocus_a
     gain = res_real["noise_var_over_mean"]  # white counting noise: floor / mean = gain
     print(f"gain from the real noise floor: {gain:.1f} counts/e (README: about 101)")
     runs = {"real K2": res_real}
@@ -252,6 +259,9 @@ def main() -> None:
         print(f"{label}: {count} × 6Z6U in {args.ice:.0f} Å ice, {args.n_px}² px: "
               f"{time.perf_counter() - t0:.0f} s")
         runs[label] = analyse(img, fit.defocus_a, scope)
+        sim_fit = fit_ctf(torch.from_numpy(img), sampling_a=SAMPLING_A, microscope=scope,
+                          tile_px=TILE_PX, resolution_range_a=(30.0, 4.0))  # fmt: skip
+        runs[label]["fitted_defocus"] = sim_fit.defocus_a
         images[label] = img
     _table(runs, fit)
     if not args.quick:
@@ -276,6 +286,15 @@ def _table(runs: dict, fit) -> None:
     for label, r in runs.items():
         rel = (r["zeros"] / real["zeros"] - 1) * 100
         print(f"  {label:<20} " + " ".join(f"{z:.4f}" for z in r["zeros"])
+              + ("" if label == "real K2" else "   Δ% " + " ".join(f"{d:+.2f}" for d in rel)))
+    print("fitted defocus of each image (fit_ctf, 30-4 Å) and its CTF zeros vs the real fit:")
+    for label, r in runs.items():
+        z = ctf_zeros_per_a(5, defocus_a=r["fitted_defocus"], cs_a=2.7e7, energy_ev=ENERGY_EV,
+                            phase_shift_rad=math.atan(0.07 / math.sqrt(1 - 0.07**2))).numpy()
+        r["model_zeros"] = z
+        rel = (z / real.get("model_zeros", z) - 1) * 100
+        print(f"  {label:<20} {r['fitted_defocus'] / UM_TO_A:.4f} µm  zeros "
+              + " ".join(f"{v:.4f}" for v in z)
               + ("" if label == "real K2" else "   Δ% " + " ".join(f"{d:+.2f}" for d in rel)))
     print("ring modulation depth (first three; ratio sim/real):")
     for label, r in runs.items():

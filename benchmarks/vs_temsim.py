@@ -222,7 +222,7 @@ def run_ours(angles_deg: list[float], *, slice_a: float, seed: int, device: str)
     t0 = time.perf_counter()
     result = tilt_series(specimen, scheme=scheme, potential=potential, microscope=microscope,
                          detector=detector, generator=torch.Generator(device=dev).manual_seed(seed),
-                         progress=False)
+                         progress=False, damage=None)  # TEM-simulator models no damage
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return result.stack.double().cpu().numpy(), time.perf_counter() - t0, len(specimen.atoms)

@@ -387,3 +387,34 @@ def test_hole_larger_than_the_field_without_support_is_rejected() -> None:
     # with a support, or a meniscus, the same hole is meaningful
     build_specimen([], [], extent_a=(200.0, 200.0), ice=dataclasses.replace(ice, support="carbon"),
                    generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_realistic_micrograph_cuda_matches_cpu() -> None:
+    """Structured ice, damage and inelastic background on CUDA give the CPU image."""
+    from conftest import DATA_DIR
+
+    from tem_core.structure import read_structure
+
+    model = read_structure(DATA_DIR / "1crn.pdb.gz").centered()
+    images = []
+    for device in ("cpu", "cuda"):
+        specimen = build_specimen(
+            model.to(device=device), 1, extent_a=(48.0, 48.0),
+            ice=IceSlab(thickness_a=60.0, hole_diameter_a=60.0, edge_thickness_a=80.0),
+            generator=torch.Generator().manual_seed(1),
+        )  # fmt: skip
+        specimen = tilt_specimen(specimen, tilt_angle_rad=0.3)
+        settings = PotentialSettings(
+            shape=(48, 48), sampling_a=1.0, slice_thickness_a=20.0, backend="torch",
+            ice_structure=IceStructure(n_modes=4096),
+        )  # fmt: skip
+        r = simulate.micrograph(
+            specimen, potential=settings, microscope=Microscope(energy_ev=300e3),
+            detector=Detector(), imaging=simulate.Imaging(
+                defocus_a=8000.0, dose_e_per_a2=20.0, damage=RadiationDamage(),
+                prior_dose_e_per_a2=10.0),
+        )  # fmt: skip
+        images.append(r.expected.cpu())
+    torch.testing.assert_close(images[1], images[0], rtol=1e-9, atol=1e-9)
