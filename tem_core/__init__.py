@@ -77,6 +77,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "transmission_function",
     ),
     "optics": (
+        "BeamMotion",
         "FWHM_TO_RMS",
         "Microscope",
         "aberration_phase",

@@ -28,8 +28,9 @@ import torch
 
 from tem_core import io as tio
 from tem_core._optics_inelastic import add_inelastic, summing_imaginary
+from tem_core._optics_motion import apply_motion
 from tem_core.detector import Detector, expected_and_detected
-from tem_core.optics import Microscope, apply_ctf, image_intensity
+from tem_core.optics import BeamMotion, Microscope, apply_ctf, image_intensity
 from tem_core.potential import PotentialSettings, iter_slice_potentials
 from tem_core.potential.damage import RadiationDamage, attenuation_filter, damaged
 from tem_core.propagate import estimate_wave_memory_bytes, multislice, phase_object_wave
@@ -93,6 +94,8 @@ class Imaging:
         no radiation damage.
     prior_dose_e_per_a2
         Dose the specimen received before this exposure [e/Å²] (tilt series: earlier tilts).
+    motion
+        :class:`BeamMotion` (drift, jitter): blur of the image over the exposure; ``None``.
     """
 
     defocus_a: float
@@ -102,6 +105,7 @@ class Imaging:
     method: str = "multislice"
     damage: RadiationDamage | None = None
     prior_dose_e_per_a2: float = 0.0
+    motion: BeamMotion | None = None
 
     def __post_init__(self) -> None:
         require_finite("defocus_a", self.defocus_a, "Å")
@@ -113,6 +117,8 @@ class Imaging:
         if self.damage is not None and not isinstance(self.damage, RadiationDamage):
             raise TypeError(f"damage must be a RadiationDamage or None, got {self.damage!r}")
         require_nonnegative("prior_dose_e_per_a2", self.prior_dose_e_per_a2, "e/Å²")
+        if not isinstance(self.motion, BeamMotion | None):
+            raise TypeError(f"motion must be a BeamMotion or None, got {self.motion!r}")
 
 
 def exit_wave(
@@ -238,6 +244,8 @@ def micrograph(
     inelastic = None
     if not microscope.energy_filter:
         intensity, inelastic = add_inelastic(intensity, sink[0], microscope, potential.sampling_a)
+    if imaging.motion is not None:  # blurs elastic and inelastic electrons alike
+        intensity = apply_motion(intensity, potential.sampling_a, imaging.motion)
     expected, counts = expected_and_detected(
         intensity,
         detector=detector,

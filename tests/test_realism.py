@@ -418,3 +418,64 @@ def test_realistic_micrograph_cuda_matches_cpu() -> None:
         )  # fmt: skip
         images.append(r.expected.cpu())
     torch.testing.assert_close(images[1], images[0], rtol=1e-9, atol=1e-9)
+
+
+# --- beam-induced motion -------------------------------------------------------------------
+
+
+def test_motion_transfer_is_the_average_over_displacements() -> None:
+    from tem_core._optics_motion import apply_motion
+    from tem_core.optics import BeamMotion
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(32, 40, generator=g, dtype=DTYPE)
+    motion = BeamMotion(drift_a=3.0, drift_angle_rad=0.4, jitter_a=0.0)
+    got = apply_motion(image, 0.5, motion)
+    # average of Fourier-shifted copies along the drift line (midpoint rule, 2001 steps)
+    ky = torch.fft.fftfreq(32, d=0.5, dtype=DTYPE)[:, None]
+    kx = torch.fft.fftfreq(40, d=0.5, dtype=DTYPE)[None, :]
+    t = (torch.arange(2001, dtype=DTYPE) + 0.5) / 2001 * 3.0 - 1.5
+    along = (kx * math.cos(0.4) + ky * math.sin(0.4))[None]
+    phase = torch.exp(-2j * math.pi * along * t[:, None, None])
+    want = torch.fft.ifft2(torch.fft.fft2(image)[None] * phase).real.mean(0)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    jitter = BeamMotion(jitter_a=1.0).transfer((32, 40), 0.5, dtype=DTYPE)
+    torch.testing.assert_close(jitter, torch.exp(-2 * math.pi**2 * (kx**2 + ky**2)).expand(32, 40))
+    assert float(apply_motion(image, 0.5, BeamMotion(jitter_a=2.0)).mean()) == pytest.approx(
+        float(image.mean()), rel=1e-12
+    )
+
+
+def test_motion_in_a_micrograph_keeps_the_mean_and_blurs() -> None:
+    from tem_core.optics import BeamMotion
+
+    specimen = _empty_specimen(extent=(48.0, 48.0), thickness=60.0)
+    settings = PotentialSettings(shape=(48, 48), sampling_a=1.0, slice_thickness_a=20.0,
+                                 ice_structure=IceStructure(n_modes=4096))  # fmt: skip
+    out = []
+    for motion in (None, BeamMotion(drift_a=5.0, jitter_a=1.0)):
+        r = simulate.micrograph(
+            specimen, potential=settings, microscope=Microscope(energy_ev=300e3),
+            detector=Detector(mtf_enabled=False),
+            imaging=simulate.Imaging(defocus_a=5000.0, dose_e_per_a2=20.0, motion=motion),
+        )  # fmt: skip
+        out.append(r.expected)
+    assert float(out[1].mean()) == pytest.approx(float(out[0].mean()), rel=1e-9)
+    assert float(out[1].std()) < 0.7 * float(out[0].std())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"drift_a": -1.0}, "drift_a must be >= 0, got -1.0 Å"),
+        ({"jitter_a": -0.5}, "jitter_a must be >= 0, got -0.5 Å"),
+        ({"drift_angle_rad": float("nan")}, "drift_angle_rad must be finite, got nan rad"),
+    ],
+)
+def test_motion_errors(kwargs, match) -> None:
+    from tem_core.optics import BeamMotion
+
+    with pytest.raises(ValueError, match=match):
+        BeamMotion(**kwargs)
+    with pytest.raises(TypeError, match="motion must be a BeamMotion or None"):
+        simulate.Imaging(defocus_a=1e4, dose_e_per_a2=1.0, motion=3.0)
