@@ -95,14 +95,17 @@ def main() -> None:
             shutil.rmtree(out)
     head = (
         f"{'case':<20} {'wall [s]':>9} {'items/min':>10} {'steady items/min':>17} "
-        f"{'same items as loop':>19}"
+        f"{'same items as loop':>19} {'failed':>6}"
     )
     print(head)
     print("-" * len(head))
     for name, r in results.items():
         steady = f"{r['steady']:.1f}" if r["steady"] is not None else "-"
         same = "yes" if r["table"] == results["loop"]["table"] else "NO"
-        print(f"{name:<20} {r['wall']:>9.1f} {r['rate']:>10.1f} {steady:>17} {same:>19}")
+        print(
+            f"{name:<20} {r['wall']:>9.1f} {r['rate']:>10.1f} {steady:>17} {same:>19} "
+            f"{r['failed']:>6}"
+        )
     print(f"load after: {os.getloadavg()[0]:.2f} (1-min average; other processes share the cores)")
 
 

@@ -374,3 +374,49 @@ def test_worker_threads_share_the_cores_of_a_host(monkeypatch) -> None:
         assert os.environ["TI_CPU_MAX_NUM_THREADS"] == "7"
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"specimen.support": "gold"}, r"specimen.support 'gold' needs specimen.hole_diameter"),
+        ({"specimen.edge_thickness_nm": 20.0}, r"edge_thickness_nm needs specimen.hole_diam"),
+        (
+            {"specimen.hole_diameter_um": 1.2, "specimen.edge_thickness_nm": 9.0},
+            r"edge_thickness_nm must be >= specimen.ice_thickness_nm \(10.0 nm: a meniscus",
+        ),
+        ({"microscope.energy_filter": 1}, r"microscope.energy_filter must be true or false"),
+    ],
+)
+def test_realism_options_are_checked(changes, match) -> None:
+    with pytest.raises(DatasetSpecError, match=match):
+        _spec(**changes)
+
+
+def test_realism_options_reach_the_simulation() -> None:
+    spec = _spec(
+        **{
+            "specimen.hole_diameter_um": 1.2,
+            "specimen.support": "gold",
+            "specimen.edge_thickness_nm": {"uniform": [12.0, 20.0]},
+            "specimen.structured_ice": True,
+            "microscope.energy_filter": {"choice": [True, False]},
+            "imaging.radiation_damage": True,
+        }
+    )
+    params = item_parameters(spec, 0)
+    setup = build_item(spec, params, torch.device("cpu"))
+    ice = setup.specimen.ice
+    assert ice.support == "gold" and ice.hole_diameter_a == pytest.approx(1.2e4)
+    assert ice.edge_thickness_a == pytest.approx(params["specimen.edge_thickness_nm"] * 10)
+    assert setup.potential.ice_structure.seed == params["seed.ice"]
+    assert setup.microscope.energy_filter is params["microscope.energy_filter"]
+    assert setup.imaging.damage is not None
+    # defaults: the package's (damage off for micrographs, on for tilt series; no filter)
+    plain = build_item(
+        load_dataset_spec(EXAMPLE),
+        item_parameters(load_dataset_spec(EXAMPLE), 0),
+        torch.device("cpu"),
+    )
+    assert plain.imaging.damage is None and plain.potential.ice_structure is None
+    assert plain.microscope.energy_filter is False

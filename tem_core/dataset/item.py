@@ -36,7 +36,12 @@ from tem_core.dataset.star import particle_columns, write_star
 from tem_core.detector import Detector, available_dqe_tables
 from tem_core.io.files import atomic_write
 from tem_core.optics import Microscope
-from tem_core.potential import PotentialSettings, iter_slice_potentials
+from tem_core.potential import (
+    IceStructure,
+    PotentialSettings,
+    RadiationDamage,
+    iter_slice_potentials,
+)
 from tem_core.simulate import Imaging, micrograph, resolve_device, tilt_scheme
 from tem_core.specimen import IceSlab, Specimen, build_specimen, place_particles, tilt_specimen
 from tem_core.structure import AtomicModel, assembly_operators, expand_assembly, read_structure
@@ -84,6 +89,7 @@ def item_parameters(spec: DatasetSpec, index: int) -> dict[str, Any]:
         params[key] = structure.copies.sample(np.random.default_rng(_stream(spec.seed, index, key)))
     params["seed.specimen"] = _torch_seed(spec.seed, index, "specimen")
     params["seed.noise"] = _torch_seed(spec.seed, index, "noise")
+    params["seed.ice"] = _torch_seed(spec.seed, index, "ice")
     return params
 
 
@@ -196,11 +202,13 @@ def build_item(spec: DatasetSpec, params: dict[str, Any], device: torch.device) 
     s = float(p["grid.pixel_size_a"])
     energy_ev = float(p["microscope.voltage_kv"]) * units.KV_TO_EV
     hole = p.get("specimen.hole_diameter_um")
+    edge = p.get("specimen.edge_thickness_nm")
     ice = IceSlab(
         thickness_a=float(p["specimen.ice_thickness_nm"]) * units.NM_TO_A,
         hole_diameter_a=None if hole is None else float(hole) * units.UM_TO_A,
         support=p["specimen.support"],
         support_thickness_a=float(p["specimen.support_thickness_nm"]) * units.NM_TO_A,
+        edge_thickness_a=None if edge is None else float(edge) * units.NM_TO_A,
     )
     models, counts, classes = [], [], []
     for i, st in enumerate(spec.structures):
@@ -249,6 +257,7 @@ def build_item(spec: DatasetSpec, params: dict[str, Any], device: torch.device) 
         illumination_semiangle_rad=float(p["microscope.illumination_semiangle_mrad"])
         * units.MRAD_TO_RAD,
         objective_aperture_rad=None if aperture is None else float(aperture) * units.MRAD_TO_RAD,
+        energy_filter=bool(p["microscope.energy_filter"]),
     )
     camera, dqe = p["detector.camera"], p.get("detector.dqe")
     settings = dict(
@@ -268,6 +277,9 @@ def build_item(spec: DatasetSpec, params: dict[str, Any], device: torch.device) 
         sampling_a=s,
         slice_thickness_a=float(spec["grid.slice_thickness_a"]),
         energy_ev=energy_ev,
+        ice_structure=IceStructure(seed=int(p["seed.ice"]))
+        if p["specimen.structured_ice"]
+        else None,
     )
     imaging = Imaging(
         defocus_a=float(p["imaging.defocus_um"]) * units.UM_TO_A,
@@ -275,6 +287,7 @@ def build_item(spec: DatasetSpec, params: dict[str, Any], device: torch.device) 
         astigmatism_a=float(p["imaging.astigmatism_nm"]) * units.NM_TO_A,
         astigmatism_angle_rad=float(p["imaging.astigmatism_angle_deg"]) * units.DEG_TO_RAD,
         method=spec["grid.method"],
+        damage=RadiationDamage() if _damage(spec, p) else None,
     )
     return ItemSetup(
         specimen=specimen,
@@ -285,6 +298,12 @@ def build_item(spec: DatasetSpec, params: dict[str, Any], device: torch.device) 
         imaging=imaging,
         params=params,
     )
+
+
+def _damage(spec: DatasetSpec, params: dict[str, Any]) -> bool:
+    """Radiation damage: as asked, else the package's default (tilt series yes, images no)."""
+    asked = params.get("imaging.radiation_damage")
+    return spec.kind == "tilt_series" if asked is None else bool(asked)
 
 
 def _simulate(spec: DatasetSpec, setup: ItemSetup, device: torch.device):
@@ -321,6 +340,8 @@ def _simulate(spec: DatasetSpec, setup: ItemSetup, device: torch.device):
             astigmatism_a=setup.imaging.astigmatism_a,
             astigmatism_angle_rad=setup.imaging.astigmatism_angle_rad,
             method=setup.imaging.method,
+            damage=RadiationDamage() if _damage(spec, p) else None,
+            prior_dose_e_per_a2=float(sum(scheme.dose_e_per_a2[:k])),  # acquisition order
         )
         gen = torch.Generator(device=device).manual_seed(int(setup.params["seed.noise"]) + k)
         with torch.no_grad():

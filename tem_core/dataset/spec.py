@@ -39,7 +39,7 @@ __all__ = [
 
 KINDS = ("micrograph", "tilt_series")
 DEVICES = ("auto", "cpu", "cuda")
-SUPPORTS = ("vacuum", "carbon")
+SUPPORTS = ("vacuum", "carbon", "gold")
 POSES = ("uniform", "in_plane", "none")
 METHODS = ("multislice", "projection")
 SCHEMES = ("uniform", "bidirectional", "dose-symmetric")
@@ -101,6 +101,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str, Any, Any]]] = {
         "support": (_STR, "", SUPPORTS, "vacuum"),
         "hole_diameter_um": (_NUM, "µm", ">0", None),
         "support_thickness_nm": (_NUM, "nm", ">=0", 15.0),
+        "edge_thickness_nm": (_NUM, "nm", ">0", None),
+        "structured_ice": (_BOOL, "", None, False),
         "poses": (_STR, "", POSES, "uniform"),
         "min_gap_a": (_NUM, "Å", ">=0", 5.0),
     },
@@ -111,6 +113,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str, Any, Any]]] = {
         "energy_spread_ev": (_NUM, "eV", ">=0", 0.7),
         "illumination_semiangle_mrad": (_NUM, "mrad", ">=0", 0.0),
         "objective_aperture_mrad": (_NUM, "mrad", ">0", None),
+        "energy_filter": (_BOOL, "", None, False),
     },
     "detector": {
         "camera": (_STR, "", None, "parametric"),
@@ -123,6 +126,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str, Any, Any]]] = {
         "dose_e_per_a2": (_NUM, "e/Å²", ">0", REQUIRED),
         "astigmatism_nm": (_NUM, "nm", ">=0", 0.0),
         "astigmatism_angle_deg": (_NUM, "deg", None, 0.0),
+        # None: the package's default for the kind (on for tilt series, off for micrographs)
+        "radiation_damage": (_BOOL, "", None, None),
     },
     "tilt": {
         "scheme": (_STR, "", SCHEMES, "dose-symmetric"),
@@ -363,12 +368,25 @@ def parse_dataset_spec(raw: dict[str, Any], *, source: str | Path | None = None)
         if cam not in cameras:
             raise _fail(src, "detector.camera", f"must be one of {list(cameras)}, got {cam!r}")
     for support in values["specimen.support"].support():
-        if support == "carbon" and values["specimen.hole_diameter_um"] is None:
+        if support != "vacuum" and values["specimen.hole_diameter_um"] is None:
             raise _fail(
                 src,
                 "specimen.support",
-                "'carbon' needs specimen.hole_diameter_um (the hole "
-                "in the film that holds the ice), got no hole",
+                f"{support!r} needs specimen.hole_diameter_um (the "
+                "hole in the film that holds the ice), got no hole",
+            )
+    edge = values["specimen.edge_thickness_nm"]
+    if edge is not None:
+        if values["specimen.hole_diameter_um"] is None:
+            raise _fail(src, "specimen.edge_thickness_nm", "needs specimen.hole_diameter_um")
+        centre = max(values["specimen.ice_thickness_nm"].support())
+        thinnest = min(edge.support())
+        if thinnest < centre:
+            raise _fail(
+                src,
+                "specimen.edge_thickness_nm",
+                f"must be >= specimen.ice_thickness_nm "
+                f"({centre} nm: a meniscus is thinnest at the centre), got {thinnest} nm",
             )
     structures = _parse_structures(src, raw.get("structures"))
     return DatasetSpec(source=src, values=values, structures=structures, raw=raw)
