@@ -31,6 +31,7 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
         ("mtf_experiments", "main", [*quick, "--methods", "whittle,whittle+gain,ffl a=1"]),
         ("real_micrograph", "main", ["--n-px", "512" if args.quick else "1024"]),
         ("forward", "main", [*quick, "--device", args.device]),
+        ("dataset", "main", [*quick, "--device", args.device]),
         ("potential_vs_abtem", "compare", []),
         ("exit_wave_vs_abtem", "compare", quick),
         ("reconstruct", "compare", quick),
