@@ -68,6 +68,7 @@ from tem_core.validation import (
     require_nonnegative,
     require_positive,
     require_positive_int,
+    static_positive,
 )
 
 __all__ = [
@@ -143,7 +144,7 @@ class Microscope:
     inelastic_collected_fraction: float = 1.0
 
     def __post_init__(self) -> None:
-        require_positive("energy_ev", self.energy_ev, "eV")
+        object.__setattr__(self, "energy_ev", static_positive("energy_ev", self.energy_ev, "eV"))
         require_finite("cs_a", self.cs_a, "Å")
         require_nonnegative("cc_a", self.cc_a, "Å")
         require_nonnegative("energy_spread_ev", self.energy_spread_ev, "eV")
@@ -185,7 +186,7 @@ class Microscope:
 
 def chromatic_factor(energy_ev: float) -> float:
     """Relativistic factor κ = (1 + E/E₀) / (1 + E/(2E₀)) on ΔE/E and ΔU/U (1.2269 at 300 kV)."""
-    require_positive("energy_ev", energy_ev, "eV")
+    energy_ev = static_positive("energy_ev", energy_ev, "eV")
     eps = energy_ev / ELECTRON_REST_ENERGY_EV
     return (1.0 + eps) / (1.0 + 0.5 * eps)
 
@@ -306,6 +307,29 @@ def aperture(
     return torch.clamp(0.5 + (k_max - k_per_a) / pixel_k_per_a, 0.0, 1.0)
 
 
+def check_aperture(microscope: Microscope, shape: tuple[int, int], sampling_a: float) -> None:
+    """Raise when the objective aperture passes less than one Fourier pixel of the grid.
+
+    The aperture edge is a ramp one Fourier pixel ``Δk = 1/(max(ny, nx)·sampling_a)`` wide
+    centred on ``k_max = α/λ``; below ``k_max = Δk`` even the unscattered beam (k = 0) is
+    attenuated, which silently changes the image mean. Such an aperture cannot be represented
+    on this grid: use a larger field of view or a larger aperture.
+    """
+    alpha = microscope.objective_aperture_rad
+    if alpha is None:
+        return
+    step = 1.0 / (max(shape) * sampling_a)
+    k_max = alpha / microscope.wavelength_a
+    if k_max < step:
+        raise ValueError(
+            f"objective_aperture_rad must pass at least one Fourier pixel of the grid, got "
+            f"{alpha:.3g} rad: its cut-off α/λ = {k_max:.3g} 1/Å is below the frequency step "
+            f"1/(N·sampling_a) = {step:.3g} 1/Å of a {shape[0]} x {shape[1]} grid at "
+            f"{sampling_a} Å; use objective_aperture_rad >= {step * microscope.wavelength_a:.3g}"
+            " rad or a larger field of view"
+        )
+
+
 def ctf(
     shape,
     *,
@@ -360,7 +384,9 @@ def ctf(
     if dtype not in (torch.complex64, torch.complex128):
         raise TypeError(f"dtype must be torch.complex64 or torch.complex128, got {dtype}")
     device, real = _working(params, device, dtype)
-    ny, nx = require_grid_shape(shape)
+    ny, nx = shape = require_grid_shape(shape)
+    sampling_a = static_positive("sampling_a", sampling_a, "Å")
+    check_aperture(microscope, shape, sampling_a)
     ky, kx = frequencies_per_a(shape, sampling_a, device=device, dtype=real)
     kx, ky = kx.expand(ny, nx), ky.expand(ny, nx)
     k = torch.sqrt(kx**2 + ky**2)

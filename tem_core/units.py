@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 
-from tem_core.validation import require_positive
+from tem_core.validation import static_positive
 
 # --- CODATA 2018 --------------------------------------------------------------
 PLANCK_J_S = 6.62607015e-34  # h, exact
@@ -81,7 +81,7 @@ def relativistic_mass_ratio(energy_ev: float) -> float:
     energy_ev
         Kinetic energy of the electron (accelerating voltage × e) [eV].
     """
-    require_positive("energy_ev", energy_ev, "eV")
+    energy_ev = static_positive("energy_ev", energy_ev, "eV")
     return 1.0 + energy_ev / ELECTRON_REST_ENERGY_EV
 
 
@@ -98,7 +98,7 @@ def electron_wavelength_a(energy_ev: float) -> float:
     float
         Wavelength [Å]: 0.037014 (100 kV), 0.025079 (200 kV), 0.019687 (300 kV).
     """
-    require_positive("energy_ev", energy_ev, "eV")
+    energy_ev = static_positive("energy_ev", energy_ev, "eV")
     e_joule = energy_ev * ELEMENTARY_CHARGE_C
     momentum = math.sqrt(
         2.0

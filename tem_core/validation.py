@@ -89,6 +89,9 @@ def require_integer(name: str, value: Any, minimum: int | None = None, unit: str
     ``ValueError`` naming the bound otherwise (a count or size). Returns ``int(value)``.
     """
     is_int = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        if value.dtype != torch.bool and not value.is_complex():
+            value, is_int = int(value.item()), True
     if minimum is None:
         if not is_int:
             raise TypeError(f"{name} must be an int, got {value!r}")
@@ -157,3 +160,70 @@ def require_generator(
             f"create it with torch.Generator(device={like_name}.device)"
         )
     return generator
+
+
+# --- dtype and device rules ------------------------------------------------------------------
+#: Floating dtypes every stage computes in (float32 default, float64 for tests and gradients).
+#: Half precision (float16, bfloat16) is refused: the phase σ·V of one slice is a few rad and
+#: the FFTs of a multislice lose all significant digits in 10 bits of mantissa.
+SUPPORTED_FLOAT_DTYPES = (torch.float32, torch.float64)
+SUPPORTED_COMPLEX_DTYPES = (torch.complex64, torch.complex128)
+
+DTYPE_DEVICE_RULES = """\
+Dtype and device rules (enforced at the public entry points):
+
+* Static settings (grid sizes, sampling_a, energy_ev, slice thickness, apertures) are
+  Python numbers. NumPy scalars and 0-d tensors without gradient are converted; a tensor
+  that requires grad is refused (these settings are not differentiable). Grid sizes must be
+  integers (int or NumPy integer); 64.7 is refused, never truncated.
+* Optimisable quantities (positions, B-factors, occupancies, defocus, dose, detector
+  parameters) are tensors; every stage follows the dtype and device of its tensor input.
+* Supported dtypes: float32 (default) and float64 (tests, gradcheck), complex64 and
+  complex128 for waves. float16 and bfloat16 are refused with a TypeError.
+* Tensors combined in one call must share a device; a torch.Generator must be on the device
+  type of the tensors it draws for.
+"""
+
+
+def require_float_dtype(name: str, value: Any) -> torch.dtype:
+    """Raise ``TypeError`` unless ``value`` (a tensor or a dtype) is float32 or float64."""
+    dtype = value.dtype if isinstance(value, torch.Tensor) else value
+    if dtype not in SUPPORTED_FLOAT_DTYPES:
+        hint = (
+            " (half precision is not supported: use float32 or float64)"
+            if dtype in (torch.float16, torch.bfloat16)
+            else ""
+        )
+        raise TypeError(f"{name} must be float32 or float64, got {dtype}{hint}")
+    return dtype
+
+
+def require_static_float(name: str, value: Any, unit: str = "") -> float:
+    """A static (non-differentiable) setting as a Python float.
+
+    Accepts ``int``/``float``, NumPy scalars and 0-d tensors that do not require grad;
+    refuses bools, strings, tensors with more than one element and tensors requiring grad
+    (``TypeError`` naming the parameter and unit). Does not check the value's range.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.requires_grad:
+            raise TypeError(
+                f"{name} [{unit}] is a static setting and cannot be differentiated; pass a "
+                f"float (got a tensor that requires grad)"
+            )
+        if value.numel() != 1 or value.is_complex():
+            raise TypeError(
+                f"{name} must be a real number [{unit}], got a tensor of shape "
+                f"{tuple(value.shape)} and dtype {value.dtype}"
+            )
+        return float(value.detach().cpu().item())
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a real number [{unit}], got {value!r}")
+    return float(value)
+
+
+def static_positive(name: str, value: Any, unit: str = "") -> float:
+    """:func:`require_static_float` then :func:`require_positive`; returns the float."""
+    number = require_static_float(name, value, unit)
+    require_positive(name, number, unit)
+    return number

@@ -124,7 +124,7 @@ def test_streamed_slices_match_direct_projection_and_cover_atoms():
         b_factors_a2=b,
         occupancies=occ,
     )
-    specimen = _specimen(atoms, thickness=60.0)
+    specimen = _specimen(atoms, extent=(40.0, 40.0), thickness=60.0)
     settings = pot.PotentialSettings(
         shape=(40, 40),
         sampling_a=1.0,
@@ -366,7 +366,7 @@ def test_ice_and_carbon_mean_inner_potentials():
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("auto", marks=requires_taichi)])
 def test_ice_slab_without_particles_is_v_ice_times_thickness(backend):
-    specimen = _specimen(thickness=250.0)
+    specimen = _specimen(extent=(40.0, 48.0), thickness=250.0)  # (Lx, Ly) = (nx, ny) * 4 Å
     settings = pot.PotentialSettings(
         shape=(12, 10), sampling_a=4.0, slice_thickness_a=30.0, backend=backend
     )

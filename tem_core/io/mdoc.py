@@ -18,6 +18,29 @@ _KEY_VALUE = re.compile(r"^\s*([A-Za-z][\w.]*)\s*=\s*(.*?)\s*$")
 _SECTION = re.compile(r"^\s*\[\s*(\w+)\s*=\s*(.*?)\s*\]\s*$")
 _TILT_AXIS = re.compile(r"Tilt axis angle\s*=\s*([-+0-9.eE]+)")
 DEFOCUS_CONVENTIONS = ("auto", "serialem", "positive_underfocus")
+# Per-section keys read as numbers: a value that does not parse is an error naming the line.
+_NUMERIC_KEYS = frozenset(
+    {
+        "TiltAngle",
+        "Defocus",
+        "TargetDefocus",
+        "ExposureDose",
+        "PriorRecordDose",
+        "PixelSpacing",
+        "Voltage",
+        "RotationAngle",
+    }
+)
+
+
+def _check_number(path: Path, lineno: int, key: str, value: str) -> None:
+    number = _first_float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{path}:{lineno}: {key} must be a finite number, got {value!r}")
+    if key == "TiltAngle" and abs(number) >= 90.0:
+        raise ValueError(f"{path}:{lineno}: TiltAngle must lie in (-90, 90) degrees, got {value!r}")
+    if key in ("ExposureDose", "PriorRecordDose", "PixelSpacing", "Voltage") and number < 0:
+        raise ValueError(f"{path}:{lineno}: {key} must be >= 0, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -141,6 +164,7 @@ def read_mdoc(path: PathLike, *, defocus_convention: str = "auto") -> MdocTiltSe
     titles: list[str] = []
     raw_sections: list[tuple[int, dict[str, str]]] = []
     current: dict[str, str] | None = None
+    in_zvalue = False
     for lineno, line in enumerate(
         path.read_text(encoding="utf-8", errors="replace").splitlines(), 1
     ):
@@ -149,6 +173,7 @@ def read_mdoc(path: PathLike, *, defocus_convention: str = "auto") -> MdocTiltSe
         section = _SECTION.match(line)
         if section:
             kind, value = section.groups()
+            in_zvalue = kind == "ZValue"
             if kind == "T":
                 titles.append(value)
                 current = None
@@ -164,8 +189,13 @@ def read_mdoc(path: PathLike, *, defocus_convention: str = "auto") -> MdocTiltSe
             continue
         match = _KEY_VALUE.match(line)
         if match is None:
-            continue
+            raise ValueError(
+                f"{path}:{lineno}: malformed line {line.strip()!r} (expected 'key = value' or "
+                "a [section]); is it a SerialEM .mdoc file?"
+            )
         key, value = match.groups()
+        if in_zvalue and key in _NUMERIC_KEYS:
+            _check_number(path, lineno, key, value)
         (header if current is None else current)[key] = value
     if not raw_sections:
         raise ValueError(f"{path} holds no [ZValue = n] sections; is it a SerialEM .mdoc file?")

@@ -86,6 +86,9 @@ def read_mrc(path: PathLike, *, permissive: bool = False) -> tuple[np.ndarray, f
         Read files with header defects (no ``MAP`` ID, unknown machine stamp: older FEI and
         vendor files) with warnings instead of errors (mrcfile's permissive mode).
 
+    An unknown mode, a truncated data block, a header without data and non-finite values
+    raise ``ValueError`` naming the path, also with ``permissive=True``.
+
     Returns
     -------
     (data, voxel_size_a)
@@ -97,12 +100,31 @@ def read_mrc(path: PathLike, *, permissive: bool = False) -> tuple[np.ndarray, f
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MRC file {path} does not exist")
-    with mrcfile.open(str(path), mode="r", permissive=bool(permissive)) as mrc:
-        if mrc.data is None:
-            raise ValueError(f"{path} holds no readable data (even in permissive mode)")
-        data = np.array(mrc.data)
-        voxel = mrc.voxel_size
-        vx, vy = float(voxel.x), float(voxel.y)
+    # data defects (unknown mode, truncated data, header only) are errors in both modes;
+    # header defects (no MAP ID, unknown machine stamp) only without ``permissive``
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with mrcfile.open(str(path), mode="r", permissive=bool(permissive)) as mrc:
+                data = None if mrc.data is None else np.array(mrc.data)
+                voxel = mrc.voxel_size
+                vx, vy = float(voxel.x), float(voxel.y)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(
+                f"{path} is not a readable MRC file ({path.stat().st_size} bytes): {exc}"
+            ) from exc
+    problems = "; ".join(dict.fromkeys(str(w.message) for w in caught))
+    if data is None:
+        raise ValueError(
+            f"{path} is not a readable MRC file ({path.stat().st_size} bytes): "
+            f"{problems or 'no data'} (unknown mode, truncated data or header only)"
+        )
+    if problems:
+        warnings.warn(f"{path} read permissively: {problems}", stacklevel=2)
+    if data.size == 0:
+        raise ValueError(f"{path} holds a header but no data")
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        raise ValueError(f"{path} holds non-finite values (nan or inf)")
     if vx <= 0:
         warnings.warn(f"{path} has no voxel size in its header; returning 0.0 Å", stacklevel=2)
         vx = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import torch
 
 from tem_core.io.files import PathLike, atomic_write, check_destination, to_numpy
 from tem_core.units import DEG_TO_RAD, RAD_TO_DEG
+
+#: A tilt of ±90° or more puts the specimen edge-on or upside down: refused on reading.
+MAX_TILT_DEG = 90.0
 
 
 def write_tilt_angles(
@@ -54,9 +58,40 @@ def write_tilt_angles(
 
 
 def read_tilt_angles(path: PathLike) -> torch.Tensor:
-    """Read an IMOD ``.rawtlt`` / ``.tlt`` file (degrees, one per line) as float64 radians."""
+    """Read an IMOD ``.rawtlt`` / ``.tlt`` file (degrees, one per line) as float64 radians.
+
+    Strict: a line with text or several numbers, a non-finite angle or one outside
+    (-90°, 90°), and a file without angles raise ``ValueError`` naming the path and line.
+    Blank lines are skipped.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tilt-angle file {path} does not exist")
-    values = [float(line.split()[0]) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a text file of tilt angles: {exc}") from exc
+    values = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 1:
+            raise ValueError(
+                f"{path}, line {number}: expected one tilt angle in degrees, got {line.strip()!r}"
+            )
+        try:
+            angle = float(fields[0])
+        except ValueError:
+            raise ValueError(
+                f"{path}, line {number}: tilt angle must be a number in degrees, got {fields[0]!r}"
+            ) from None
+        if not math.isfinite(angle) or abs(angle) >= MAX_TILT_DEG:
+            raise ValueError(
+                f"{path}, line {number}: tilt angle must be finite and lie in "
+                f"(-{MAX_TILT_DEG:g}, {MAX_TILT_DEG:g}) degrees, got {fields[0]}"
+            )
+        values.append(angle)
+    if not values:
+        raise ValueError(f"{path} holds no tilt angles (empty file)")
     return torch.tensor(values, dtype=torch.float64) * DEG_TO_RAD

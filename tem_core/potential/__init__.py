@@ -48,6 +48,8 @@ import torch
 
 from tem_core import units
 from tem_core._taichi import taichi_available, taichi_device_matches
+from tem_core.potential import checks
+from tem_core.potential.checks import check_specimen_grid
 from tem_core.potential.damage import RadiationDamage
 from tem_core.potential.ice import IceField, IceStructure, ice_mean_inner_potential_v
 from tem_core.potential.kernels import (
@@ -59,7 +61,6 @@ from tem_core.potential.kernels import (
     project_gaussians,
 )
 from tem_core.validation import (
-    require_grid_shape,
     require_in_range,
     require_nonnegative,
     require_positive,
@@ -70,7 +71,7 @@ __all__ = [
     "slice_edges_a", "peng_coefficients", "displaced_volumes_a3", "mean_inner_potential_v",
     "absorptive_potential_v", "inelastic_mean_free_path_a", "ICE_MEAN_INNER_POTENTIAL_V",
     "CARBON_MEAN_INNER_POTENTIAL_V", "IceStructure", "ice_mean_inner_potential_v",
-    "RadiationDamage",
+    "RadiationDamage", "check_specimen_grid",
 ]  # fmt: skip
 
 #: Density of low-density amorphous (vitreous) ice [g/cm³] (Dubochet et al. 1988, Q. Rev.
@@ -240,15 +241,11 @@ class PotentialSettings:
     ice_structure: IceStructure | None = None
 
     def __post_init__(self) -> None:
-        require_grid_shape(self.shape)
-        require_positive("sampling_a", self.sampling_a, "Å")
-        require_positive("slice_thickness_a", self.slice_thickness_a, "Å")
+        checks.static_settings(self)  # shape, sampling, thickness, energy as Python numbers
         require_in_range("cutoff_tolerance", self.cutoff_tolerance, 1e-12, 0.1, inclusive=True)
         check_backend(self.backend)
         require_nonnegative("ice_potential_v", self.ice_potential_v, "V")
         require_nonnegative("carbon_potential_v", self.carbon_potential_v, "V")
-        if self.energy_ev is not None:
-            require_positive("energy_ev", self.energy_ev, "eV")
         require_in_range("atom_absorption_fraction", self.atom_absorption_fraction, 0.0, 1.0)
         require_positive("ice_mfp_300kv_a", self.ice_mfp_300kv_a, "Å")
         require_positive("carbon_mfp_300kv_a", self.carbon_mfp_300kv_a, "Å")
@@ -377,8 +374,7 @@ def slice_potential(
         ``(ny, nx)`` projected potential V_z [V·Å].
     """
     check_atoms(atomic_numbers, positions_a, b_factors_a2, occupancies)
-    require_grid_shape(shape)
-    require_positive("sampling_a", sampling_a, "Å")
+    shape, sampling_a = checks.static_grid(shape, sampling_a)
     require_in_range("cutoff_tolerance", cutoff_tolerance, 1e-12, 0.1)
     check_backend(backend)
     require_in_range("z0_a", z0_a, -math.inf, math.inf, "Å", inclusive=False)
@@ -389,6 +385,7 @@ def slice_potential(
     amplitudes, widths, radii = _atom_gaussians(
         atomic_numbers, b_factors_a2, occupancies, dtype, cutoff_tolerance
     )
+    checks.warn_outside_field(positions_a, radii, shape, sampling_a, periodic)
     return project_gaussians(
         positions_a,
         amplitudes,
@@ -419,6 +416,8 @@ class _Prepared:
         amp, wid, rad = _atom_gaussians(
             z_num, atoms.b_factors_a2[order], atoms.occupancies[order], self.dtype, tol
         )
+        if not settings.periodic:  # periodic fields fold tilted atoms back, as FFT multislice
+            checks.warn_outside_field(pos, rad, settings.shape, settings.sampling_a, False, 5)
         self.atoms = self._group(pos, amp, wid, rad)
         self.ice_v = settings.ice_potential_v if settings.include_solvent else 0.0
         self.excluded = None
@@ -499,6 +498,7 @@ def iter_slice_potentials(specimen, settings: PotentialSettings) -> Iterator[tor
     """
     if not isinstance(settings, PotentialSettings):
         raise TypeError(f"settings must be a PotentialSettings, got {type(settings).__name__}")
+    check_specimen_grid(specimen, settings.shape, settings.sampling_a)
     prepared = _Prepared(specimen, settings)
     edges = _slice_edges(specimen, settings, prepared).tolist()
     geometry = None

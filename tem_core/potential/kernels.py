@@ -29,7 +29,7 @@ import os
 import torch
 
 from tem_core._taichi import get_taichi
-from tem_core.validation import require_positive, require_shape
+from tem_core.validation import require_float_dtype, require_positive, require_shape
 
 #: Largest atomic number with Peng 1996 coefficients in gemmi.
 MAX_ATOMIC_NUMBER = 98
@@ -412,8 +412,7 @@ def check_atoms(atomic_numbers, positions_a, b_factors_a2, occupancies) -> None:
         require_shape(name, t, (n,), "to match positions_a")
     if atomic_numbers.dtype.is_floating_point or atomic_numbers.is_complex():
         raise TypeError(f"atomic_numbers must be an integer tensor, got {atomic_numbers.dtype}")
-    if not positions_a.dtype.is_floating_point:
-        raise TypeError(f"positions_a must be a floating tensor, got {positions_a.dtype}")
+    require_float_dtype("positions_a", positions_a)
     _first_bad(
         "atomic_numbers",
         atomic_numbers,

@@ -55,6 +55,7 @@ from tem_core.grids import frequency_squared_per_a2
 from tem_core.propagate.checks import (
     SamplingWarning,
     available_memory_bytes,
+    check_ctf_sampling,
     check_fraction,
     check_sampling,
     estimate_wave_memory_bytes,
@@ -64,6 +65,7 @@ from tem_core.validation import (
     require_finite,
     require_grid_shape,
     require_positive,
+    static_positive,
 )
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "apply_bandlimit",
     "available_memory_bytes",
     "bandlimit_mask",
+    "check_ctf_sampling",
     "check_sampling",
     "estimate_wave_memory_bytes",
     "fresnel_propagator",
@@ -335,8 +338,8 @@ def multislice(
         Complex exit wave at the bottom of the last slice, complex64 for float32 input
         and complex128 for float64 input (promoted with ``wave``'s dtype).
     """
-    require_positive("sampling_a", sampling_a, "Å")
-    require_positive("energy_ev", energy_ev, "eV")
+    sampling_a = static_positive("sampling_a", sampling_a, "Å")
+    energy_ev = static_positive("energy_ev", energy_ev, "eV")
     check_fraction(bandlimit_fraction)
     per_slice = None
     if isinstance(slice_thickness_a, torch.Tensor) and slice_thickness_a.ndim > 0:

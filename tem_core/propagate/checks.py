@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from tem_core.units import electron_wavelength_a
 from tem_core.validation import (
     require_grid_shape,
     require_in_range,
+    require_integer,
     require_positive,
     require_positive_int,
 )
@@ -94,6 +96,71 @@ def check_sampling(
     return messages
 
 
+def check_ctf_sampling(
+    shape: Sequence[int],
+    *,
+    sampling_a: float,
+    energy_ev: float,
+    defocus_a: float,
+    cs_a: float = 0.0,
+    astigmatism_a: float = 0.0,
+    bandlimit_fraction: float | None = 2.0 / 3.0,
+    stacklevel: int = 2,
+) -> list[str]:
+    """Warn (:class:`SamplingWarning`) when the CTF phase aliases on the grid.
+
+    The phase ``χ(k) = π λ (½ C_s λ² k⁴ − Δf k²)`` must change by less than π between
+    neighbouring Fourier pixels (``Δk = 1/(N·sampling_a)``, N the smaller side) up to the
+    band limit; otherwise the point-spread function, of radius ``|∂χ/∂k|/(2π)``, is wider
+    than half the field and wraps around (aliasing). The worst direction of astigmatism is
+    used (``Δf ± a/2``). Returns the list of messages (empty when all is well).
+
+    Parameters
+    ----------
+    shape
+        ``(ny, nx)``.
+    sampling_a
+        Pixel size [Å].
+    energy_ev
+        Beam energy [eV].
+    defocus_a
+        Defocus [Å] (largest of a series).
+    cs_a
+        Spherical aberration [Å].
+    astigmatism_a
+        Two-fold astigmatism [Å].
+    bandlimit_fraction
+        Band limit of the wave as a fraction of Nyquist (``None``: Nyquist).
+    """
+    ny, nx = require_grid_shape(shape)
+    require_positive("sampling_a", sampling_a, "Å")
+    check_fraction(bandlimit_fraction)
+    wavelength = electron_wavelength_a(energy_ev)
+    fraction = 1.0 if bandlimit_fraction is None else bandlimit_fraction
+    k_bl = fraction / (2.0 * sampling_a)
+    step = 1.0 / (min(ny, nx) * sampling_a)
+    k = torch.linspace(0.0, k_bl, 1025, dtype=torch.float64)
+    slope = torch.zeros_like(k)
+    half = 0.5 * abs(float(astigmatism_a))
+    for df in (float(defocus_a) - half, float(defocus_a) + half):
+        dchi_dk = 2.0 * math.pi * wavelength * (float(cs_a) * wavelength**2 * k**3 - df * k)
+        slope = torch.maximum(slope, dchi_dk.abs())
+    per_pixel = float(slope.max()) * step
+    messages = []
+    if per_pixel > math.pi:
+        field_a = min(ny, nx) * sampling_a
+        messages.append(
+            f"CTF aliased: at defocus_a={defocus_a} Å the aberration phase changes by "
+            f"{per_pixel:.3g} rad per Fourier pixel (more than π) below the band limit of a "
+            f"{ny} x {nx} grid at sampling_a={sampling_a} Å; the point-spread function "
+            f"({float(slope.max()) / (2 * math.pi):.3g} Å radius) is wider than half the field "
+            f"({field_a / 2:.3g} Å). Use a larger field of view or less defocus"
+        )
+    for message in messages:
+        warnings.warn(message, SamplingWarning, stacklevel=stacklevel)
+    return messages
+
+
 def available_memory_bytes(device=None) -> int:
     """Memory a grid may use on ``device`` [bytes]: free memory on CUDA, physical RAM on the CPU."""
     device = torch.device("cpu" if device is None else device)
@@ -147,8 +214,7 @@ def estimate_wave_memory_bytes(
         raise ValueError(f"shape must be (..., ny, nx), got {tuple(shape)!r}")
     n_pixels = 1
     for s in shape:
-        require_positive_int("shape entries", int(s))
-        n_pixels *= int(s)
+        n_pixels *= require_integer("shape entries", s, minimum=1)
     require_positive_int("n_slices", n_slices)
     itemsize = torch.empty((), dtype=dtype).element_size()
     per_array = n_pixels * itemsize

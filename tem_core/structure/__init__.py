@@ -62,7 +62,13 @@ import torch
 from tem_core.structure.files import _load, _select_conformers, _where, fetch_pdb
 from tem_core.structure.geometry import _as_operators, _axis_vector, rotation_about_axis
 from tem_core.structure.hydrogens import hydrogen_count
-from tem_core.validation import require_finite, require_integer, require_positive_int, require_shape
+from tem_core.validation import (
+    require_finite,
+    require_float_dtype,
+    require_integer,
+    require_positive_int,
+    require_shape,
+)
 
 __all__ = [
     "AtomicModel",
@@ -125,6 +131,8 @@ class AtomicModel:
                     f"{field} must be a floating ({n},) tensor, "
                     f"got {value.dtype} {tuple(value.shape)}"
                 )
+        for field in ("positions_a", "b_factors_a2", "occupancies"):
+            require_float_dtype(field, getattr(self, field))
         devices = {t.device for t in (z, pos, self.b_factors_a2, self.occupancies)}
         if len(devices) > 1:
             raise ValueError(
@@ -163,8 +171,8 @@ class AtomicModel:
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> AtomicModel:
         """Copy to ``device``; ``dtype`` (floating) applies to positions, B and occupancies."""
-        if dtype is not None and not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+        if dtype is not None:
+            require_float_dtype("dtype", dtype)
         return AtomicModel(
             atomic_numbers=self.atomic_numbers.to(device=device),
             positions_a=self.positions_a.to(device=device, dtype=dtype),

@@ -12,6 +12,7 @@ import re
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zlib
 from pathlib import Path
 
@@ -43,6 +44,31 @@ def _file_format(path: Path, text: str) -> str:
         return "pdb"
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return "cif" if first.lower().startswith("data_") else "pdb"
+
+
+def _fill_blank_occupancies(path: Path, lines: list[str]) -> list[str]:
+    """Blank occupancy columns (55-60) of ATOM/HETATM records read as 1.00, with one warning.
+
+    gemmi (like the fixed-column format itself) would read a blank occupancy as 0, which
+    makes the atom invisible; programs writing such files (modelling tools, format
+    converters) mean "fully occupied", the PDB format's default for a single conformer.
+    A blank B-factor column reads as 0 Å² (documented; B = 0 is a legal value).
+    """
+    out, blank = [], []
+    for number, line in enumerate(lines, start=1):
+        if line.startswith(("ATOM  ", "HETATM")) and not line[54:60].strip():
+            line = line.ljust(60)
+            line = line[:54] + "  1.00" + line[60:]
+            blank.append(number)
+        out.append(line)
+    if blank:
+        first = ", ".join(str(n) for n in blank[:3]) + (", ..." if len(blank) > 3 else "")
+        warnings.warn(
+            f"{path}: {len(blank)} ATOM/HETATM record(s) have a blank occupancy column "
+            f"(line {first}); read as occupancy 1.0",
+            stacklevel=4,
+        )
+    return out
 
 
 def _check_pdb_records(path: Path, lines: list[str]) -> None:
@@ -78,6 +104,10 @@ def _load(path: str | os.PathLike) -> tuple[object, Path, list[str], str]:
     lines = text.splitlines()
     if fmt == "pdb":
         _check_pdb_records(path, lines)
+        filled = _fill_blank_occupancies(path, lines)
+        if filled != lines:
+            lines = filled
+            text = "\n".join(lines) + "\n"
         try:
             structure = gemmi.read_pdb_string(text)
         except (RuntimeError, ValueError) as exc:

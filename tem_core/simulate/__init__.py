@@ -18,26 +18,37 @@ run by skipping tilts already on disk.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from tem_core import io as tio
 from tem_core._optics_inelastic import add_inelastic, summing_imaginary
 from tem_core._optics_motion import apply_motion
 from tem_core.detector import Detector, expected_and_detected
+from tem_core.io import manifest
 from tem_core.optics import BeamMotion, Microscope, apply_ctf, image_intensity
-from tem_core.potential import PotentialSettings, iter_slice_potentials
+from tem_core.potential import (
+    PotentialSettings,
+    check_specimen_grid,
+    iter_slice_potentials,
+)
 from tem_core.potential.damage import RadiationDamage, attenuation_filter, damaged
-from tem_core.propagate import estimate_wave_memory_bytes, multislice, phase_object_wave
+from tem_core.propagate import (
+    SamplingWarning,
+    check_ctf_sampling,
+    check_sampling,
+    estimate_wave_memory_bytes,
+    multislice,
+    phase_object_wave,
+)
+from tem_core.simulate.schemes import TiltScheme, tilt_scheme, tilt_scheme_from_mdoc
 from tem_core.specimen import Specimen, tilt_specimen
 from tem_core.validation import (
     require_finite,
-    require_integer,
     require_nonnegative,
     require_positive,
 )
@@ -178,10 +189,44 @@ def image_plane_intensity(
     return image_intensity(imaged)
 
 
-def _preflight(potential: PotentialSettings, device: torch.device, microscope: Microscope) -> None:
+def _plain_values(value: float | torch.Tensor) -> tuple[float, ...]:
+    """A float or tensor parameter as plain floats (detached), for checks only."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.detach().double().reshape(-1).cpu().tolist()) or (0.0,)
+    return (float(value),)
+
+
+def _preflight(
+    potential: PotentialSettings,
+    device: torch.device,
+    microscope: Microscope,
+    specimen: Specimen | None = None,
+    defocus_a: Sequence[float] = (),
+    astigmatism_a: float = 0.0,
+) -> None:
+    """Cheap checks before any work: energies, specimen vs grid, CTF sampling, memory."""
+    if not isinstance(potential, PotentialSettings):
+        raise TypeError(f"potential must be a PotentialSettings, got {type(potential).__name__}")
+    if not isinstance(microscope, Microscope):
+        raise TypeError(f"microscope must be a Microscope, got {type(microscope).__name__}")
     potential.at_energy(microscope.energy_ev)  # before the memory check: a cheap mistake first
     # the wave, its FFT, the propagator and a potential slice live at once: about 6 complex grids
     estimate_wave_memory_bytes(potential.shape, torch.complex64, device=device)
+    if specimen is not None:
+        if not isinstance(specimen, Specimen):
+            raise TypeError(f"specimen must be a Specimen, got {type(specimen).__name__}")
+        check_specimen_grid(specimen, potential.shape, potential.sampling_a)
+    if defocus_a:
+        worst = max(defocus_a, key=lambda d: abs(float(d)))
+        check_ctf_sampling(
+            potential.shape,
+            sampling_a=potential.sampling_a,
+            energy_ev=microscope.energy_ev,
+            defocus_a=float(worst),
+            cs_a=float(microscope.cs_a),
+            astigmatism_a=float(astigmatism_a),
+            stacklevel=4,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,7 +261,16 @@ def micrograph(
     ``imaging.damage`` the potential is attenuated by radiation damage.
     """
     device = specimen.atoms.positions_a.device
-    _preflight(potential, device, microscope)
+    if not isinstance(imaging, Imaging):
+        raise TypeError(f"imaging must be an Imaging, got {type(imaging).__name__}")
+    _preflight(
+        potential,
+        device,
+        microscope,
+        specimen,
+        _plain_values(imaging.defocus_a),
+        max(_plain_values(imaging.astigmatism_a), key=abs),
+    )
     attenuation = None
     if imaging.damage is not None:
         attenuation = attenuation_filter(
@@ -256,147 +310,6 @@ def micrograph(
     return MicrographResult(counts, expected, intensity, wave, potential.sampling_a, inelastic)
 
 
-# --- tilt schemes --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class TiltScheme:
-    """Tilt angles in acquisition order, with per-tilt dose and defocus.
-
-    Parameters
-    ----------
-    angles_rad
-        Tilt angles in **acquisition order** [rad].
-    dose_e_per_a2
-        Dose of each exposure, same order [e/Å²].
-    defocus_a
-        Defocus of each exposure, same order [Å], positive = underfocus.
-    tilt_axis_angle_rad
-        In-plane angle of the tilt axis from +x [rad].
-    """
-
-    angles_rad: tuple[float, ...]
-    dose_e_per_a2: tuple[float, ...]
-    defocus_a: tuple[float, ...]
-    tilt_axis_angle_rad: float = 0.0
-    name: str = field(default="custom")
-
-    def __post_init__(self) -> None:
-        n = len(self.angles_rad)
-        if n == 0:
-            raise ValueError("angles_rad must hold at least one tilt, got 0")
-        for label, values, unit in (
-            ("dose_e_per_a2", self.dose_e_per_a2, "e/Å²"),
-            ("defocus_a", self.defocus_a, "Å"),
-        ):
-            if len(values) != n:
-                raise ValueError(f"{label} must have one value per tilt ({n}), got {len(values)}")
-            require_finite(label, list(values), unit)
-        require_finite("angles_rad", list(self.angles_rad), "rad")
-        require_positive("dose_e_per_a2", list(self.dose_e_per_a2), "e/Å²")
-        if any(abs(a) >= math.pi / 2 for a in self.angles_rad):
-            bad = max(self.angles_rad, key=abs)
-            raise ValueError(f"angles_rad must lie in (-pi/2, pi/2), got {bad} rad")
-        require_finite("tilt_axis_angle_rad", self.tilt_axis_angle_rad, "rad")
-
-    def __len__(self) -> int:
-        return len(self.angles_rad)
-
-    @property
-    def total_dose_e_per_a2(self) -> float:
-        return float(sum(self.dose_e_per_a2))
-
-    def sorted_by_angle(self) -> list[int]:
-        """Acquisition indices ordered by increasing angle (the order of the output stack)."""
-        return sorted(range(len(self)), key=lambda i: self.angles_rad[i])
-
-
-def _angles_grid(min_angle_rad: float, max_angle_rad: float, step_rad: float) -> list[float]:
-    require_positive("step_rad", step_rad, "rad")
-    require_finite("min_angle_rad", min_angle_rad, "rad")
-    require_finite("max_angle_rad", max_angle_rad, "rad")
-    if max_angle_rad < min_angle_rad:
-        raise ValueError(
-            f"max_angle_rad must be >= min_angle_rad ({min_angle_rad} rad), got {max_angle_rad} rad"
-        )
-    n = int(round((max_angle_rad - min_angle_rad) / step_rad)) + 1
-    return [min_angle_rad + i * step_rad for i in range(n)]
-
-
-def tilt_scheme(
-    kind: str,
-    *,
-    min_angle_rad: float,
-    max_angle_rad: float,
-    step_rad: float,
-    total_dose_e_per_a2: float,
-    defocus_a: float,
-    start_angle_rad: float = 0.0,
-    group_size: int = 2,
-    tilt_axis_angle_rad: float = 0.0,
-) -> TiltScheme:
-    """Build a tilt scheme with the dose shared equally between tilts.
-
-    Parameters
-    ----------
-    kind
-        ``"uniform"`` (min to max), ``"bidirectional"`` (start to max, then from start - step
-        down to min) or ``"dose-symmetric"`` (Hagen et al. 2017, J. Struct. Biol. 197:191: start
-        at ``start_angle_rad``, then alternate groups of ``group_size`` tilts on each side).
-    min_angle_rad, max_angle_rad, step_rad
-        Angular range and increment [rad].
-    total_dose_e_per_a2
-        Dose of the whole series [e/Å²].
-    defocus_a
-        Defocus of every tilt [Å] (positive = underfocus).
-    """
-    require_positive("total_dose_e_per_a2", total_dose_e_per_a2, "e/Å²")
-    grid = _angles_grid(min_angle_rad, max_angle_rad, step_rad)
-    if kind == "uniform":
-        order = grid
-    elif kind in ("bidirectional", "dose-symmetric"):
-        i0 = min(range(len(grid)), key=lambda i: abs(grid[i] - start_angle_rad))
-        if kind == "bidirectional":
-            order = grid[i0:] + grid[:i0][::-1]
-        else:
-            require_integer("group_size", group_size, minimum=1)
-            order = [grid[i0]]
-            up, down = grid[i0 + 1 :], grid[:i0][::-1]
-            while up or down:
-                order += up[:group_size]
-                up = up[group_size:]
-                order += down[:group_size]
-                down = down[group_size:]
-    else:
-        raise ValueError(
-            f"kind must be 'uniform', 'bidirectional' or 'dose-symmetric', got {kind!r}"
-        )
-    dose = total_dose_e_per_a2 / len(order)
-    return TiltScheme(
-        angles_rad=tuple(order),
-        dose_e_per_a2=(dose,) * len(order),
-        defocus_a=(float(defocus_a),) * len(order),
-        tilt_axis_angle_rad=tilt_axis_angle_rad,
-        name=kind,
-    )
-
-
-def tilt_scheme_from_mdoc(
-    path: str | Path, *, tilt_axis_angle_rad: float | None = None
-) -> TiltScheme:
-    """Import a SerialEM ``.mdoc`` acquisition: angles, doses and defoci in acquisition order."""
-    mdoc = tio.read_mdoc(path)
-    order = np.argsort(np.asarray(mdoc.acquisition_order))
-    axis = mdoc.tilt_axis_angle_rad if tilt_axis_angle_rad is None else tilt_axis_angle_rad
-    return TiltScheme(
-        angles_rad=tuple(float(np.asarray(mdoc.angles_rad)[i]) for i in order),
-        dose_e_per_a2=tuple(float(np.asarray(mdoc.dose_e_per_a2)[i]) for i in order),
-        defocus_a=tuple(float(np.asarray(mdoc.defocus_a)[i]) for i in order),
-        tilt_axis_angle_rad=float(axis if axis is not None else 0.0),
-        name=Path(path).name,
-    )
-
-
 # --- tilt series ---------------------------------------------------------------------------
 
 
@@ -418,6 +331,38 @@ class TiltSeriesResult:
 
 def _tilt_path(workdir: Path, index: int) -> Path:
     return workdir / f"tilt_{index:03d}.mrc"
+
+
+def _manifest(specimen, scheme, potential, microscope, detector, method, seed) -> dict:
+    """Resume manifest of a tilt series (see :mod:`tem_core.io.manifest`)."""
+    from tem_core import __version__
+
+    atoms = specimen.atoms
+    specimen_sha256 = manifest.sha256_of(
+        atoms.atomic_numbers,
+        atoms.positions_a,
+        atoms.b_factors_a2,
+        atoms.occupancies,
+        specimen.slab_center_a,
+        specimen.slab_normal,
+        [specimen.extent_a, specimen.ice, specimen.tilt_angle_rad],
+    )
+    return manifest.make_manifest(
+        "tilt_series",
+        version=__version__,
+        parameters=dict(
+            specimen_sha256=specimen_sha256,
+            scheme=scheme,
+            potential=potential,
+            microscope=microscope,
+            detector=detector,
+            method=method,
+        ),
+        n_tilts=len(scheme),
+        shape=potential.shape,
+        sampling_a=potential.sampling_a,
+        seed=seed,
+    )
 
 
 def tilt_series(
@@ -449,7 +394,12 @@ def tilt_series(
         ``<stem>.rawtlt`` and ``<stem>.tlt`` (IMOD, degrees), each atomically; per-tilt images
         go to ``<stem>.tilts/`` while running so that an interrupted run resumes there.
     resume
-        Skip tilts whose image already exists in ``<stem>.tilts/``.
+        Reuse tilts already in ``<stem>.tilts/``. That directory holds a ``manifest.json``
+        (shape, pixel size, number of tilts, seed, tem_core version and a SHA-256 of every
+        setting and of the specimen's atoms); a resume with other settings, a tilt image of
+        another shape or pixel size, or tilt images without a manifest raise ``ValueError``
+        saying how to start afresh. Temporary files left by a kill during a write are
+        removed. ``resume=False`` clears the directory and starts afresh.
     callback
         Called as ``callback(index, image)`` after each simulated tilt (acquisition index,
         counts) once its image is on disk; for progress reports, live previews, or to stop
@@ -465,8 +415,22 @@ def tilt_series(
         raise TypeError(f"damage must be a RadiationDamage or None, got {damage!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable(index, image), got {type(callback).__name__}")
-    device = specimen.atoms.positions_a.device
-    _preflight(potential, device, microscope)
+    if not isinstance(scheme, TiltScheme):
+        raise TypeError(f"scheme must be a TiltScheme, got {type(scheme).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    for name, flag in (("overwrite", overwrite), ("resume", resume), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {flag!r}")
+    device = specimen.atoms.positions_a.device if isinstance(specimen, Specimen) else None
+    _preflight(potential, device, microscope, specimen, scheme.defocus_a)
+    check_sampling(
+        potential.shape,
+        sampling_a=potential.sampling_a,
+        slice_thickness_a=potential.slice_thickness_a,
+        energy_ev=microscope.energy_ev,
+        stacklevel=3,
+    )
     base_seed = None
     if generator is not None:
         base_seed = int(
@@ -474,25 +438,38 @@ def tilt_series(
         )
 
     workdir = stem = None
+    images: dict[int, torch.Tensor] = {}
     if output is not None:
         stem = Path(output)
         if stem.suffix in (".mrc", ".st"):
             stem = stem.with_suffix("")
         final = stem.with_suffix(".mrc")
-        if final.exists() and not overwrite:
-            raise FileExistsError(f"output {final} exists; pass overwrite=True to replace it")
         workdir = stem.parent / (stem.name + ".tilts")
+        if final.exists() and not overwrite:
+            extra = f" (the leftover {workdir} may be deleted)" if workdir.exists() else ""
+            raise FileExistsError(
+                f"output {final} exists; pass overwrite=True to replace it{extra}"
+            )
         try:
             workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OSError(f"output directory {workdir} cannot be created: {exc}") from exc
+        wanted = _manifest(specimen, scheme, potential, microscope, detector, method, base_seed)
+        manifest.remove_temp_files(workdir)  # a kill during a write leaves these
+        if resume:
+            manifest.check_manifest(workdir, wanted, item_pattern="tilt_*.mrc")
+            for k in range(len(scheme)):  # read and check every stored tilt before simulating
+                path = _tilt_path(workdir, k)
+                if path.exists():
+                    data = manifest.read_partial_image(path, potential.shape, potential.sampling_a)
+                    images[k] = torch.from_numpy(data).to(device)
+        else:
+            manifest.clear_directory(workdir, ["tilt_*.mrc"])
+        manifest.write_manifest(workdir, wanted)
 
-    images: dict[int, torch.Tensor] = {}
     iterator = tqdm(range(len(scheme)), desc="tilts", disable=not progress, leave=False)
     for k in iterator:
-        if workdir is not None and resume and _tilt_path(workdir, k).exists():
-            data, _ = tio.read_mrc(_tilt_path(workdir, k))
-            images[k] = torch.from_numpy(np.array(data, dtype=np.float32)).to(device)
+        if k in images:
             continue
         tilted = tilt_specimen(
             specimen,
@@ -509,7 +486,9 @@ def tilt_series(
             damage=damage,
             prior_dose_e_per_a2=float(sum(scheme.dose_e_per_a2[:k])),
         )
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # checked once above for the whole series (largest defocus)
+            warnings.simplefilter("ignore", SamplingWarning)
             result = micrograph(
                 tilted,
                 potential=potential,
@@ -535,15 +514,21 @@ def tilt_series(
     angles = tuple(scheme.angles_rad[k] for k in order)
     paths: dict[str, Path] = {}
     if stem is not None and workdir is not None:
+        # angle files first, the stack last: an existing stack means a complete series
+        rawtlt, tlt = tio.write_tilt_angles(stem, angles, overwrite=True)
         paths["stack"] = tio.write_mrc(
             stem.with_suffix(".mrc"),
             stack.cpu().numpy(),
             voxel_size_a=potential.sampling_a,
             overwrite=overwrite,
         )
-        rawtlt, tlt = tio.write_tilt_angles(stem, angles, overwrite=True)
         paths.update(rawtlt=rawtlt, tlt=tlt)
-        for k in range(len(scheme)):
-            _tilt_path(workdir, k).unlink(missing_ok=True)
-        workdir.rmdir()
+        manifest.clear_directory(workdir, ["tilt_*.mrc"])
+        try:
+            workdir.rmdir()
+        except OSError:
+            warnings.warn(
+                f"{workdir} holds files this package did not write; left in place",
+                stacklevel=2,
+            )
     return TiltSeriesResult(stack, angles, tuple(order), potential.sampling_a, paths)

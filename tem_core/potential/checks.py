@@ -1,0 +1,72 @@
+"""Consistency checks of :mod:`tem_core.potential`: specimen field vs grid, atoms outside it."""
+
+from __future__ import annotations
+
+import warnings
+
+from tem_core.validation import require_grid_shape, static_positive
+
+
+def static_grid(shape, sampling_a) -> tuple[tuple[int, int], float]:
+    """``(shape, sampling_a)`` as Python ints and a float (``validation.DTYPE_DEVICE_RULES``)."""
+    return require_grid_shape(shape), static_positive("sampling_a", sampling_a, "Å")
+
+
+def static_settings(settings) -> None:
+    """Store a ``PotentialSettings``' static settings as Python numbers (checked)."""
+    shape, sampling_a = static_grid(settings.shape, settings.sampling_a)
+    thickness = static_positive("slice_thickness_a", settings.slice_thickness_a, "Å")
+    values = dict(shape=shape, sampling_a=sampling_a, slice_thickness_a=thickness)
+    if settings.energy_ev is not None:
+        values["energy_ev"] = static_positive("energy_ev", settings.energy_ev, "eV")
+    for name, value in values.items():
+        object.__setattr__(settings, name, value)
+
+
+def check_specimen_grid(specimen, shape: tuple[int, int], sampling_a: float) -> None:
+    """Check that the specimen's field ``extent_a = (Lx, Ly)`` is the grid's ``(nx, ny)·s``.
+
+    The potential is computed on ``shape × sampling_a``; particles and solvent are placed in
+    ``extent_a``. A mismatch of half a pixel or more pushes particles into a corner or folds
+    them back into the field: ``ValueError``. A smaller one (rounding) warns.
+    """
+    ny, nx = shape
+    for axis, length, n in (("x", specimen.extent_a[0], nx), ("y", specimen.extent_a[1], ny)):
+        grid = n * sampling_a
+        mismatch = abs(length - grid)
+        if mismatch >= 0.5 * sampling_a:
+            raise ValueError(
+                f"specimen.extent_a ({axis}) must equal the grid's {n} px x sampling_a "
+                f"{sampling_a} Å = {grid} Å, got {length} Å; build the specimen with "
+                f"extent_a = (nx * sampling_a, ny * sampling_a) or choose shape = "
+                f"(round(Ly / sampling_a), round(Lx / sampling_a))"
+            )
+        if mismatch > 1e-6 * grid:
+            warnings.warn(
+                f"specimen.extent_a ({axis}) = {length} Å differs from the grid's {n} px x "
+                f"{sampling_a} Å = {grid} Å by {mismatch:.3g} Å (less than half a pixel)",
+                stacklevel=3,
+            )
+
+
+def warn_outside_field(positions_a, radii_a, shape, sampling_a, periodic, stacklevel=3):
+    """Warn with the count of atoms whose whole window lies outside the field of view."""
+    if positions_a.shape[0] == 0:
+        return
+    ny, nx = shape
+    xy = positions_a.detach()[:, :2]
+    rad = radii_a.detach()
+    lx, ly = nx * sampling_a, ny * sampling_a
+    outside = (
+        (xy[:, 0] + rad < 0) | (xy[:, 0] - rad > lx) | (xy[:, 1] + rad < 0) | (xy[:, 1] - rad > ly)
+    )
+    count = int(outside.sum())
+    if count:
+        fate = (
+            "folded back into the field (periodic=True)" if periodic else "dropped (periodic=False)"
+        )
+        warnings.warn(
+            f"{count} of {positions_a.shape[0]} atoms lie outside the field of view "
+            f"(x in [0, {lx:g}], y in [0, {ly:g}] Å, beyond their cutoff radius) and are {fate}",
+            stacklevel=stacklevel,
+        )
