@@ -276,8 +276,8 @@ fig = show_orthoslices(
     {
         "truth": truth,
         "SIRT raw": volumes["SIRT raw"],
-        "WBP raw": volumes["WBP ramp raw"],
         "SIRT denoised": volumes["SIRT denoised"],
+        "SIRT noise-free": volumes["SIRT noise-free"],
     },
     voxel_size_a=sampling_a,
     panel_in=2.2,
@@ -311,7 +311,8 @@ for label in ("raw", "denoised"):
         freq, fsc = fourier_shell_correlation(even, odd, voxel_size_a=sampling_a)
         curves[f"{name} {label}"] = (freq, fsc)
         res_nm = resolution_at(freq, fsc, 0.5) / 10
-        print(f"{name} {label}: even/odd FSC falls below 0.5 at {res_nm:.1f} nm")
+        where = f"at {res_nm:.1f} nm" if math.isfinite(res_nm) else "in the first shell"
+        print(f"{name} {label}: even/odd FSC falls below 0.5 {where}")
     full = volumes[f"SIRT {label}"]
     truth_curves[f"SIRT {label} vs truth"] = fourier_shell_correlation(
         full[crop], truth[crop], voxel_size_a=sampling_a
@@ -324,6 +325,16 @@ ax0.set_title("even/odd halves", fontsize=10)
 show_fsc(ax1, truth_curves, threshold=0.5)
 ax1.set_title("against the truth", fontsize=10)
 plt.show()
+
+# %% [markdown]
+# Read the two panels together. At the TMV example's dose (about 1 e/Å² per tilt at
+# 5 Å pixels in the full-size run) the raw reconstruction barely holds the rod: its
+# correlation with the truth is low and the even/odd halves disagree from the first
+# shells. Denoising each tilt with the Poisson total-variation method makes the halves
+# agree much better (the even/odd FSC rises), yet it does not bring the volume closer
+# to the truth: the even/odd FSC measures *reproducibility*, and a denoiser that removes
+# the same weak contrast from both halves is reproducible without being right. Only a
+# truth, as here, or the noise-free series can tell the two apart.
 
 # %% [markdown]
 # ## Against ASTRA
