@@ -49,17 +49,11 @@ import torch
 from tem_core import units
 from tem_core._taichi import taichi_available, taichi_device_matches
 from tem_core.potential import checks
-from tem_core.potential.checks import check_specimen_grid
+from tem_core.potential.checks import check_atoms, check_backend, check_specimen_grid
 from tem_core.potential.damage import RadiationDamage
 from tem_core.potential.ice import IceField, IceStructure, ice_mean_inner_potential_v
-from tem_core.potential.kernels import (
-    MAX_ATOMIC_NUMBER,
-    SolventGeometry,
-    check_atoms,
-    check_backend,
-    gaussian_radius_a,
-    project_gaussians,
-)
+from tem_core.potential.kernels import MAX_ATOMIC_NUMBER, gaussian_radius_a, project_gaussians
+from tem_core.potential.solvent import SolventGeometry
 from tem_core.validation import (
     require_in_range,
     require_nonnegative,

@@ -1,10 +1,18 @@
-"""Consistency checks of :mod:`tem_core.potential`: specimen field vs grid, atoms outside it."""
+"""Input checks of :mod:`tem_core.potential`: backend, atom tensors, specimen field vs grid."""
 
 from __future__ import annotations
 
 import warnings
 
-from tem_core.validation import require_grid_shape, static_positive
+import torch
+
+from tem_core.potential.kernels import MAX_ATOMIC_NUMBER
+from tem_core.validation import (
+    require_float_dtype,
+    require_grid_shape,
+    require_shape,
+    static_positive,
+)
 
 
 def static_grid(shape, sampling_a) -> tuple[tuple[int, int], float]:
@@ -70,3 +78,45 @@ def warn_outside_field(positions_a, radii_a, shape, sampling_a, periodic, stackl
             f"(x in [0, {lx:g}], y in [0, {ly:g}] Å, beyond their cutoff radius) and are {fate}",
             stacklevel=stacklevel,
         )
+
+
+def check_backend(backend: str) -> None:
+    if backend not in ("auto", "taichi", "torch"):
+        raise ValueError(f"backend must be 'auto', 'taichi' or 'torch', got {backend!r}")
+
+
+def check_atoms(atomic_numbers, positions_a, b_factors_a2, occupancies) -> None:
+    require_shape("positions_a", positions_a, ("N", 3))
+    n = positions_a.shape[0]
+    for name, t in (
+        ("atomic_numbers", atomic_numbers),
+        ("b_factors_a2", b_factors_a2),
+        ("occupancies", occupancies),
+    ):
+        require_shape(name, t, (n,), "to match positions_a")
+    if atomic_numbers.dtype.is_floating_point or atomic_numbers.is_complex():
+        raise TypeError(f"atomic_numbers must be an integer tensor, got {atomic_numbers.dtype}")
+    require_float_dtype("positions_a", positions_a)
+    _first_bad(
+        "atomic_numbers",
+        atomic_numbers,
+        (atomic_numbers < 1) | (atomic_numbers > MAX_ATOMIC_NUMBER),
+        f"must lie in [1, {MAX_ATOMIC_NUMBER}]",
+        "",
+    )
+    for name, t, unit in (
+        ("positions_a", positions_a, "Å"),
+        ("b_factors_a2", b_factors_a2, "Å²"),
+        ("occupancies", occupancies, ""),
+    ):
+        _first_bad(name, t, ~torch.isfinite(t), "must be finite", unit)
+    _first_bad("b_factors_a2", b_factors_a2, b_factors_a2 < 0, "must be >= 0", "Å²")
+    _first_bad(
+        "occupancies", occupancies, (occupancies < 0) | (occupancies > 1), "must lie in [0, 1]", ""
+    )
+
+
+def _first_bad(name: str, t: torch.Tensor, bad: torch.Tensor, what: str, unit: str) -> None:
+    if bool(bad.any()):
+        value = t.detach()[bad][0].item()
+        raise ValueError(f"{name} {what}, got {value} {unit}".rstrip())

@@ -1,0 +1,69 @@
+"""Where the ice slab and the carbon film lie: per-pixel z intervals and the hole weight."""
+
+from __future__ import annotations
+
+import torch
+
+from tem_core.validation import require_positive
+
+
+class SolventGeometry:
+    """Per-pixel (pixel centre) ice and carbon intervals along z and the hole weight."""
+
+    def __init__(self, specimen, shape, sampling_a: float, dtype, device) -> None:
+        ice = specimen.ice
+        ny, nx = shape
+        s = float(sampling_a)
+        f64 = dict(dtype=torch.float64, device=device)
+        centre = torch.as_tensor(specimen.slab_center_a, **f64).detach()
+        normal = torch.as_tensor(specimen.slab_normal, **f64).detach()
+        normal = normal / torch.linalg.norm(normal)
+        if abs(float(normal[2])) < 1e-6:
+            raise ValueError(
+                f"slab_normal must not be perpendicular to the beam, got {normal.tolist()}"
+            )
+        require_positive("ice.thickness_a", ice.thickness_a, "Å")
+        yc, xc = torch.meshgrid(
+            (torch.arange(ny, **f64) + 0.5) * s, (torch.arange(nx, **f64) + 0.5) * s, indexing="ij"
+        )
+        self.rel_x, self.rel_y = xc - centre[0], yc - centre[1]
+        self.centre, self.normal, self.sampling_a = centre, normal, s
+        self.in_plane = self.rel_x * normal[0] + self.rel_y * normal[1]
+        thickness = ice.thickness_a
+        if getattr(ice, "edge_thickness_a", None) is not None:
+            # meniscus: thickness at the pixel ray's crossing of the mid-plane
+            mid_z = -self.in_plane / normal[2]
+            rho = torch.sqrt(self.rel_x**2 + self.rel_y**2 + mid_z**2)
+            thickness = ice.thickness_at_a(rho)
+        self.ice_lo, self.ice_hi = self._interval(thickness)
+        self.hole_radius_a = (
+            None if ice.hole_diameter_a is None else 0.5 * float(ice.hole_diameter_a)
+        )
+        self.support = ice.support if self.hole_radius_a is not None else "vacuum"
+        self.carbon = self.support != "vacuum"  # a support film (carbon or gold) outside
+        if self.carbon:
+            require_positive("ice.support_thickness_a", ice.support_thickness_a, "Å")
+            self.c_lo, self.c_hi = self._interval(ice.support_thickness_a)
+        self.dtype = dtype
+
+    def _interval(self, thickness_a: float):
+        nz = self.normal[2]
+        a = self.centre[2] + (0.5 * thickness_a - self.in_plane) / nz
+        b = self.centre[2] + (-0.5 * thickness_a - self.in_plane) / nz
+        return torch.minimum(a, b), torch.maximum(a, b)
+
+    def lengths(self, z0: float, z1: float):
+        """``(ice_length_a, carbon_length_a)`` in the slice per pixel, hole weighting applied."""
+        ice_len = (torch.clamp(self.ice_hi, max=z1) - torch.clamp(self.ice_lo, min=z0)).clamp(min=0)
+        if self.hole_radius_a is None:
+            return ice_len.to(self.dtype), None
+        z_eval = torch.clamp(torch.full_like(ice_len, 0.5 * (z0 + z1)), self.ice_lo, self.ice_hi)
+        rel_z = z_eval - self.centre[2]
+        along = self.rel_x * self.normal[0] + self.rel_y * self.normal[1] + rel_z * self.normal[2]
+        dist = torch.sqrt((self.rel_x**2 + self.rel_y**2 + rel_z**2 - along**2).clamp(min=0))
+        inside = ((self.hole_radius_a - dist) / self.sampling_a + 0.5).clamp(0.0, 1.0)
+        carbon_len = None
+        if self.carbon:
+            c_len = (torch.clamp(self.c_hi, max=z1) - torch.clamp(self.c_lo, min=z0)).clamp(min=0)
+            carbon_len = ((1.0 - inside) * c_len).to(self.dtype)
+        return (inside * ice_len).to(self.dtype), carbon_len
