@@ -63,6 +63,7 @@ from tem_core.grids import frequencies_per_a
 from tem_core.interop import accepts_arrays
 from tem_core.units import ELECTRON_REST_ENERGY_EV, electron_wavelength_a
 from tem_core.validation import (
+    require_bool,
     require_finite,
     require_grid_shape,
     require_nonnegative,
@@ -154,8 +155,7 @@ class Microscope:
         if self.objective_aperture_rad is not None:
             require_positive("objective_aperture_rad", self.objective_aperture_rad, "rad")
         require_finite("phase_plate_rad", self.phase_plate_rad, "rad")
-        if not isinstance(self.energy_filter, bool):
-            raise TypeError(f"energy_filter must be a bool, got {self.energy_filter!r}")
+        require_bool("energy_filter", self.energy_filter)
         require_nonnegative("inelastic_blur_a", self.inelastic_blur_a, "Å")
         if not 0.0 <= float(self.inelastic_collected_fraction) <= 1.0:
             raise ValueError(

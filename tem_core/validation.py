@@ -108,6 +108,12 @@ def require_positive_int(name: str, value: Any) -> None:
     require_integer(name, value, minimum=1)
 
 
+def require_bool(name: str, value: Any) -> None:
+    """Raise ``TypeError`` unless ``value`` is a ``bool`` (not 0/1 or a string)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
 def require_grid_shape(shape: Any, name: str = "shape") -> tuple[int, int]:
     """Check an image grid shape ``(ny, nx)`` of positive integers and return it as ints."""
     if not isinstance(shape, tuple | list | torch.Size) or len(shape) != 2:

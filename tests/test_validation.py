@@ -82,3 +82,9 @@ def test_generator_type_and_device() -> None:
     meta = torch.zeros(2, device="meta")
     with pytest.raises(ValueError, match=r"generator is on cpu but image is on meta; create it"):
         validation.require_generator(g, meta, "image")
+
+
+def test_bool_rejects_truthy_values() -> None:
+    validation.require_bool("overwrite", False)
+    with pytest.raises(TypeError, match="^overwrite must be a bool, got 1$"):
+        validation.require_bool("overwrite", 1)

@@ -54,7 +54,7 @@ from tem_core.detector.tables import (
 )
 from tem_core.grids import radial_frequency_cycles_per_px
 from tem_core.interop import accepts_arrays
-from tem_core.validation import require_positive
+from tem_core.validation import require_bool, require_positive
 
 __all__ = [
     "Detector",
@@ -128,9 +128,8 @@ class Detector:
         _check_mtf_params(self.a, self.b, self.c, self.alpha, self.beta, self.p, self.q)
         if self.mtf_camera is not None:
             _read_table("mtf_", self.mtf_camera)  # raises with the list of cameras
-        for name in ("mtf_enabled", "mtf_after_noise"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        require_bool("mtf_enabled", self.mtf_enabled)
+        require_bool("mtf_after_noise", self.mtf_after_noise)
         if self.noise_model not in NOISE_MODELS:
             raise ValueError(f"noise_model must be one of {NOISE_MODELS}, got {self.noise_model!r}")
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from tem_core.interop import as_tensor, is_foreign_array
+from tem_core.validation import require_bool
 
 PathLike = str | os.PathLike
 
@@ -36,8 +37,7 @@ def to_numpy(data: Any, name: str = "data") -> np.ndarray:
 
 def check_destination(path: PathLike, overwrite: bool) -> Path:
     path = Path(path)
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"overwrite must be a bool, got {overwrite!r}")
+    require_bool("overwrite", overwrite)
     if path.is_dir():
         raise IsADirectoryError(f"cannot write {path}: it is a directory")
     if path.exists() and not overwrite:
