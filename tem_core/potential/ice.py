@@ -40,7 +40,8 @@ Modes beyond the grid's Nyquist frequency are dropped (the pixel average would a
 A finite number of modes gives the right spectrum *on average*; the spectrum of one
 image is a sum of ``M_eff ≈ M / (2 t k)`` effectively independent modes at frequency
 ``k`` for ice of thickness ``t`` (those with ``|k'_z| < 1/(2t)``), so more modes give
-smoother spectra: the default 2¹⁸ modes give ~800 modes in the 3.7 Å ring of 500 Å ice.
+smoother spectra: the default 2¹⁷ modes give a few hundred effective modes in the 3.7 Å
+ring of 200-500 Å ice.
 """
 
 from __future__ import annotations
