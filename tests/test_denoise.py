@@ -185,6 +185,22 @@ def test_tv_denoise_solves_rof_and_sure_picks_a_sensible_weight():
     )
     assert weight in (4.0, 1.0)  # not the flattening nor the barely smoothing extreme
     assert float(mse(chosen, disc)) < 0.2 * float(mse(noisy, disc))
+    # pure noise: SURE prefers a (nearly) constant image to a weakly smoothed one
+    flat_noise = torch.randn(64, 64, generator=g, dtype=torch.float64) + 5.0
+    chosen, weight = tv_sure(
+        flat_noise,
+        weights=(math.inf, 4.0, 1.0),
+        n_iterations=100,
+        generator=torch.Generator().manual_seed(2),
+    )
+    assert weight in (math.inf, 4.0) and float(chosen.std()) < 0.05  # (nearly) constant
+    chosen, weight = tv_sure(
+        flat_noise,
+        weights=(math.inf, 1.0),
+        n_iterations=100,
+        generator=torch.Generator().manual_seed(2),
+    )
+    assert weight == math.inf and torch.all(chosen == flat_noise.mean())
 
 
 # --- the published method and its variants ---------------------------------------------------

@@ -120,7 +120,8 @@ class PoissonSettings:
         Candidate TV weights in units of the (unit) noise standard deviation after the
         Anscombe transform; the one with the smallest Stein unbiased risk estimate is kept
         (:func:`tv_sure`): the noise level is known exactly, so the risk can be estimated
-        from the data alone.
+        from the data alone. ``inf`` stands for the constant image (the limit of infinite
+        weight), which wins where the specimen's signal is below the noise.
     tv_iterations
         Iterations of the fast dual gradient projection for the first weight (each further
         weight is warm-started and gets half as many).
@@ -129,7 +130,7 @@ class PoissonSettings:
     """
 
     regulariser: str = "tv"
-    tv_weights: tuple[float, ...] = (16.0, 4.0, 2.0, 1.41, 1.0)
+    tv_weights: tuple[float, ...] = (math.inf, 16.0, 4.0, 2.0, 1.41, 1.0)
     tv_iterations: int = 100
     nlm: NLMSettings = NLMSettings()
 
@@ -138,7 +139,9 @@ class PoissonSettings:
             raise ValueError(f"regulariser must be one of {REGULARISERS}, got {self.regulariser!r}")
         if len(self.tv_weights) == 0:
             raise ValueError("tv_weights must hold at least one weight, got none")
-        require_positive("tv_weights", list(self.tv_weights))
+        bad = [w for w in self.tv_weights if not (isinstance(w, int | float) and w > 0)]
+        if bad or any(math.isnan(w) for w in self.tv_weights):
+            raise ValueError(f"tv_weights must be > 0 (inf: constant image), got {bad[:1]}")
         if (
             isinstance(self.tv_iterations, bool)
             or not isinstance(self.tv_iterations, int)
@@ -333,17 +336,26 @@ def tv_sure(
     unbiased risk estimate ``‖z − u‖²/N − 1 + 2 div(u)/N`` is evaluated with a Monte-Carlo
     divergence (Ramani, Blu & Unser 2008): ``div ≈ bᵀ(u(z + εb) − u(z))/ε`` for one
     Rademacher probe ``b`` from ``generator`` and ``ε = probe_step``. Returns the estimate
-    of the weight with the smallest risk, and that weight.
+    of the weight with the smallest risk, and that weight. A weight ``inf`` is the constant
+    image ``mean(z)`` (divergence 1).
     """
     probe = torch.randint(0, 2, image.shape, generator=generator, device=image.device)
     probe = probe.to(image.dtype) * 2 - 1
     n = image.numel()
     dual = None
     best = (math.inf, image, float(weights[0]))
-    for i, w in enumerate(weights):
+    solved = 0
+    for w in weights:
+        if math.isinf(w):  # the constant image: divergence 1
+            u = torch.full_like(image, float(image.mean()))
+            risk = float(((image - u) ** 2).sum()) / n - 1.0 + 2.0 / n
+            if risk < best[0]:
+                best = (risk, u, math.inf)
+            continue
         dual = _tv_dual(
-            image, float(w), n_iterations if i == 0 else max(n_iterations // 2, 1), dual
+            image, float(w), n_iterations if solved == 0 else max(n_iterations // 2, 1), dual
         )
+        solved += 1
         u = image - w * _div(*dual)
         moved = _tv_dual(image + probe_step * probe, float(w), max(n_iterations // 2, 1), dual)
         u_moved = image + probe_step * probe - w * _div(*moved)
@@ -434,25 +446,29 @@ def denoise_poisson(
     total = (electrons * dqe).sum(dim=-3)  # ≈ Poisson(n · dqe · λ)
     z = anscombe(total)
     if settings.regulariser == "nlm":
-        z = nlm_denoise(z, sigma=1.0, settings=settings.nlm)
+        rate = inverse_anscombe(nlm_denoise(z, sigma=1.0, settings=settings.nlm)) / (n * dqe)
     else:
-        flat = z.reshape(-1, *z.shape[-2:])
         # the SURE probe: fixed seed unless a generator is given (deterministic output)
         probe_generator = generator
         if probe_generator is None:
             probe_generator = torch.Generator(device=z.device).manual_seed(0)
-        z = torch.stack(
-            [
-                tv_sure(
-                    img,
-                    weights=settings.tv_weights,
-                    n_iterations=settings.tv_iterations,
-                    generator=probe_generator,
-                )[0]
-                for img in flat
-            ]
-        ).reshape(z.shape)
-    rate = inverse_anscombe(z) / (n * dqe)
+        rates = []
+        for img, counts in zip(
+            z.reshape(-1, *z.shape[-2:]), total.reshape(-1, *z.shape[-2:]), strict=True
+        ):
+            u, weight = tv_sure(
+                img,
+                weights=settings.tv_weights,
+                n_iterations=settings.tv_iterations,
+                generator=probe_generator,
+            )
+            # the constant image: the maximum-likelihood constant, mean(S)/n, exactly
+            rates.append(
+                torch.full_like(counts, float(counts.mean()))
+                if math.isinf(weight)
+                else inverse_anscombe(u)
+            )
+        rate = torch.stack(rates).reshape(z.shape) / (n * dqe)
     shape = tuple(rate.shape[-2:])
     mtf_t = transfer_function(detector, shape, rate, mtf, invert=False)
     blurred = apply_mtf(rate, mtf_t) if mtf_t is not None else rate
