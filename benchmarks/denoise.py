@@ -386,12 +386,14 @@ def summarise(result: dict) -> None:
         )
 
 
-def recompute(path: Path, method: str) -> None:
+def recompute(path: Path, method: str, intensity: str | None = None) -> None:
     """Recompute one deterministic method's rows of a stored table (same scene, seeds and
     settings as the run that wrote it) and rewrite the file; ``constant`` adds the trivial
     baseline (a uniform image at the data's mean)."""
     stored = json.loads(path.read_text())
-    truth_i = scene()
+    # the stored run's own scene (a torch file of the strip's intensity) when the forward
+    # model has changed since; else the scene simulated now
+    truth_i = torch.load(intensity).double() if intensity else scene()
     settings = PoissonSettings(regulariser="nlm") if method == "poisson_nlm" else None
     rows = [r for r in stored["rows"] if r["method"] != method]
     for dose, n in sorted({(r["dose_e_per_nm2"], r["n"]) for r in stored["rows"]}):
@@ -427,6 +429,7 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="tune NLMSettings and stop")
     parser.add_argument("--iterations", type=int, default=SurrogateSettings().n_iterations)
     parser.add_argument("--out", help="JSON file for the table (and .npz for the galleries)")
+    parser.add_argument("--intensity", help="with --recompute: the stored run's strip (.pt)")
     parser.add_argument(
         "--recompute",
         choices=("poisson", "poisson_nlm", "constant"),
@@ -439,7 +442,7 @@ def main() -> None:
         tune(args)
         return
     if args.recompute:
-        recompute(Path(args.out), args.recompute)
+        recompute(Path(args.out), args.recompute, args.intensity)
         return
     t0 = time.perf_counter()
     result = synthetic(args)
