@@ -232,10 +232,10 @@ def test_damage_attenuates_high_frequencies_of_the_image() -> None:
 
     model = read_structure(DATA_DIR / "1crn.pdb.gz").centered()
     specimen = build_specimen(
-        model, 1, extent_a=(48.0, 48.0), ice=IceSlab(thickness_a=40.0),
+        model, 1, extent_a=(96.0, 96.0), ice=IceSlab(thickness_a=40.0),
         generator=torch.Generator().manual_seed(1),
     )  # fmt: skip
-    settings = PotentialSettings(shape=(48, 48), sampling_a=1.0, slice_thickness_a=20.0)
+    settings = PotentialSettings(shape=(96, 96), sampling_a=1.0, slice_thickness_a=20.0)
     scope = Microscope(energy_ev=300e3, energy_filter=True)
     images = []
     for damage, prior in ((None, 0.0), (RadiationDamage(), 0.0), (RadiationDamage(), 60.0)):
@@ -248,12 +248,12 @@ def test_damage_attenuates_high_frequencies_of_the_image() -> None:
             detector=Detector(mtf_enabled=False), imaging=imaging,
         )  # fmt: skip
         images.append(torch.fft.fft2(r.intensity - r.intensity.mean()).abs())
-    k = torch.fft.fftfreq(48, d=1.0)
+    k = torch.fft.fftfreq(96, d=1.0)
     kk = (k[:, None] ** 2 + k[None, :] ** 2).sqrt()
     band = (kk > 0.2) & (kk < 0.3)
     undamaged, first, late = (float(im[band].pow(2).sum()) for im in images)
     a_first = attenuation_filter(
-        (48, 48),
+        (96, 96),
         1.0,
         RadiationDamage(),
         prior_dose_e_per_a2=0.0,
@@ -262,7 +262,7 @@ def test_damage_attenuates_high_frequencies_of_the_image() -> None:
         dtype=DTYPE,
     )
     a_late = attenuation_filter(
-        (48, 48),
+        (96, 96),
         1.0,
         RadiationDamage(),
         prior_dose_e_per_a2=60.0,
@@ -284,7 +284,7 @@ def test_tilt_series_damage_is_on_by_default_and_follows_acquisition_order() -> 
         ice_structure=IceStructure(n_modes=4096),
     )  # fmt: skip
     scheme = simulate.TiltScheme(
-        angles_rad=(0.0, 0.0), dose_e_per_a2=(20.0, 20.0), defocus_a=(8000.0, 8000.0)
+        angles_rad=(0.0, 0.0), dose_e_per_a2=(20.0, 20.0), defocus_a=(1500.0, 1500.0)
     )
     args = dict(
         scheme=scheme,
@@ -413,7 +413,7 @@ def test_realistic_micrograph_cuda_matches_cpu() -> None:
         r = simulate.micrograph(
             specimen, potential=settings, microscope=Microscope(energy_ev=300e3),
             detector=Detector(), imaging=simulate.Imaging(
-                defocus_a=8000.0, dose_e_per_a2=20.0, damage=RadiationDamage(),
+                defocus_a=2000.0, dose_e_per_a2=20.0, damage=RadiationDamage(),
                 prior_dose_e_per_a2=10.0),
         )  # fmt: skip
         images.append(r.expected.cpu())
@@ -457,7 +457,7 @@ def test_motion_in_a_micrograph_keeps_the_mean_and_blurs() -> None:
         r = simulate.micrograph(
             specimen, potential=settings, microscope=Microscope(energy_ev=300e3),
             detector=Detector(mtf_enabled=False),
-            imaging=simulate.Imaging(defocus_a=5000.0, dose_e_per_a2=20.0, motion=motion),
+            imaging=simulate.Imaging(defocus_a=2000.0, dose_e_per_a2=20.0, motion=motion),
         )  # fmt: skip
         out.append(r.expected)
     assert float(out[1].mean()) == pytest.approx(float(out[0].mean()), rel=1e-9)
