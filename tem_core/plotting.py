@@ -21,6 +21,9 @@ from tem_core.validation import require_integer, require_positive
 
 __all__ = [
     "heatmap_table",
+    "BOOK_WIDTH_IN",
+    "book_figure",
+    "convergence",
     "image_tiles",
     "montage",
     "parameter_histograms",
@@ -33,7 +36,92 @@ __all__ = [
     "show_power_spectrum",
     "show_renderings",
     "volume_explorer",
+    "use_book_style",
 ]
+
+#: Widest figure the book shows without scaling it down much [in] (its text column is about
+#: 7 in at a laptop's width, so 9 pt fonts stay at least 9 pt on the page).
+BOOK_WIDTH_IN = 7.2
+#: Matplotlib settings of the book: fonts >= 9 pt at the displayed size, 100 dpi (so a
+#: 7.2 in figure is 720 px, about the width of the page's text column).
+BOOK_STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "figure.titlesize": 10.5,
+    "figure.constrained_layout.use": True,
+    "image.interpolation": "nearest",
+}
+
+
+def use_book_style() -> None:
+    """Apply :data:`BOOK_STYLE` to matplotlib (call once at the top of a chapter)."""
+    import matplotlib as mpl
+
+    mpl.rcParams.update(BOOK_STYLE)
+    try:  # store PNGs at the style's dpi in executed notebooks (inline backend)
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("png")
+    except ImportError:  # pragma: no cover - outside Jupyter
+        pass
+
+
+def book_figure(ncols: int = 1, nrows: int = 1, *, height: float | None = None, **kwargs):
+    """A figure at most :data:`BOOK_WIDTH_IN` wide with ``nrows × ncols`` axes (≤ 3 per row).
+
+    ``height`` [in] defaults to square panels. Extra keyword arguments go to
+    ``plt.subplots``. Returns ``(fig, axes)`` with ``axes`` always a 2-D array.
+    """
+    import matplotlib.pyplot as plt
+
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or not 1 <= ncols <= 3:
+        raise ValueError(f"ncols must be 1, 2 or 3 panels per row (legibility), got {ncols!r}")
+    if isinstance(nrows, bool) or not isinstance(nrows, int) or nrows < 1:
+        raise ValueError(f"nrows must be a positive integer, got {nrows!r}")
+    width = BOOK_WIDTH_IN if ncols > 1 else min(BOOK_WIDTH_IN, 5.5)
+    if height is None:
+        height = nrows * (width / ncols) * 0.9
+    kwargs.setdefault("squeeze", False)
+    return plt.subplots(nrows, ncols, figsize=(width, height), **kwargs)
+
+
+def convergence(
+    axes,
+    history,
+    *,
+    truth: dict[str, float],
+    labels: dict[str, str],
+    scales: dict[str, float] | None = None,
+):
+    """Draw a fit's loss (first axis) and each parameter's error against the truth (second).
+
+    ``history`` is a :class:`tem_core.fitting.FitHistory` whose traces are scalars (or
+    vectors, shown as their norm); ``truth`` holds the true values in the same unit and
+    ``labels`` a legend entry per parameter (with its unit). ``scales`` divides each error
+    (e.g. to show Å and degrees on one axis); defaults to 1.
+    """
+    loss = np.asarray(history.loss)
+    axes[0].plot(loss - loss.min() + 1.0)
+    axes[0].set(
+        yscale="log", xlabel="Adam step", ylabel="loss − min + 1 [nats]", title="loss"
+    )
+    for name, label in labels.items():
+        trace = history.trace(name).double()
+        error = trace - torch.as_tensor(truth[name], dtype=torch.float64)
+        if error.ndim > 1:
+            error = torch.linalg.vector_norm(error, dim=tuple(range(1, error.ndim)))
+        scale = 1.0 if scales is None else scales.get(name, 1.0)
+        axes[1].plot(error.abs().numpy() / scale, label=label)
+    axes[1].set(yscale="log", xlabel="Adam step", ylabel="|value − truth|", title="error")
+    axes[1].legend()
+    for ax in axes[:2]:
+        ax.grid(alpha=0.3, which="both")
 
 
 def _numpy(image: Any) -> np.ndarray:
@@ -98,14 +186,20 @@ def show_image(
     percentiles: tuple[float, float] = (0.5, 99.5),
     cmap: str = "gray",
     unit: str = "nm",
+    symmetric: bool = False,
 ):
     """Draw a 2-D image with grey levels clipped to ``percentiles``.
 
     With ``sampling_a`` [Å] the axes are in ``unit`` (``"nm"`` or ``"Å"``), else in pixels.
-    With ``label`` a colour bar with that label is added. Returns the ``AxesImage``.
+    With ``label`` a colour bar with that label is added. With ``symmetric`` the grey (or
+    colour) scale is centred on zero (for derivatives and differences). Returns the
+    ``AxesImage``.
     """
     data = _numpy(image)
     lo, hi = np.percentile(data, percentiles)
+    if symmetric:
+        hi = max(abs(lo), abs(hi))
+        lo = -hi
     extent = None
     if sampling_a is not None:
         scale = sampling_a / (10.0 if unit == "nm" else 1.0)
@@ -176,7 +270,7 @@ def montage(
     *,
     titles: Sequence[str] | None = None,
     ncols: int = 6,
-    panel_size: float = 1.9,
+    panel_size: float | None = None,
     percentiles: tuple[float, float] = (0.5, 99.5),
     label: str | None = None,
     common_scale: bool = True,
@@ -184,7 +278,8 @@ def montage(
     """Figure with a grid of the images of a ``(n, ny, nx)`` stack (e.g. a tilt series).
 
     With ``common_scale`` one grey scale (percentiles over the whole stack) is shared and a
-    single colour bar labelled ``label`` is drawn. Returns the figure.
+    single colour bar labelled ``label`` is drawn. ``panel_size`` [in] defaults to what fits
+    ``ncols`` panels in :data:`BOOK_WIDTH_IN`; keep titles short (9 pt). Returns the figure.
     """
     import matplotlib.pyplot as plt
 
@@ -195,10 +290,13 @@ def montage(
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
     aspect = stack.shape[1] / stack.shape[2]
+    bar = 0.8 if (common_scale and label is not None) else 0.1
+    if panel_size is None:
+        panel_size = (BOOK_WIDTH_IN - bar) / ncols
     fig, axes = plt.subplots(
         nrows,
         ncols,
-        figsize=(panel_size * ncols + 0.8, panel_size * aspect * nrows + 0.4),
+        figsize=(panel_size * ncols + bar, (panel_size * aspect + 0.25) * nrows),
         squeeze=False,
         constrained_layout=True,
     )
