@@ -32,8 +32,11 @@ book: notebooks
 test: $(STAMP)
 	$(PY) -m pytest
 
+# jupytext's server extension is enabled by its pip install; jupyter-config/ makes .py
+# chapters open as notebooks on double-click (see jupyter-config/README.md)
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.jpserver_extensions="{'jupytext': True}" --allow-root notebooks
+	JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter-config$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
+		$(VENV)/bin/jupyter lab --allow-root notebooks
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py --quick

@@ -137,7 +137,9 @@ def simulate(theta: dict, *, backend: str = "torch") -> torch.Tensor:
         sample,
         potential=replace(settings, backend=backend),
         microscope=microscope,
-        detector=Detector(alpha=theta.get("alpha", mtf_alpha_px2), mtf_after_noise=False),
+        detector=Detector(
+            alpha=theta.get("alpha", mtf_alpha_px2), mtf_after_noise=False
+        ),
         imaging=Imaging(
             defocus_a=theta.get("defocus_a", TRUTH["defocus_a"]),
             dose_e_per_a2=theta.get("dose_e_per_a2", dose_e_per_a2),
@@ -242,15 +244,21 @@ for flat in picks.tolist():
         return nll_of_positions(moved)
 
     fd = central_difference(along, positions.detach()[atom, axis], 1e-3)
-    print(f"{atom:5d} {'xyz'[axis]:>4} {float(grad[atom, axis]):15.5f} {float(fd):20.5f}")
-print(f"sum of x-gradients {float(grad[:, 0].sum()):.1f} /Å (negative: move the atoms +x)")
+    print(
+        f"{atom:5d} {'xyz'[axis]:>4} {float(grad[atom, axis]):15.5f} {float(fd):20.5f}"
+    )
+print(
+    f"sum of x-gradients {float(grad[:, 0].sum()):.1f} /Å (negative: move the atoms +x)"
+)
 
 # %% tags=["hide-input"]
 fig, axes = book_figure(1, 1, height=4.6)
 ax = axes[0, 0]
 show_image(ax, image0, sampling_a=1.0, unit="Å", title="−∂NLL/∂(x, y) of each atom")
 xy = positions.detach()[:, :2].cpu().numpy()
-ax.quiver(xy[:, 0], xy[:, 1], -grad[:, 0].cpu(), -grad[:, 1].cpu(), color="C1", width=0.004)
+ax.quiver(
+    xy[:, 0], xy[:, 1], -grad[:, 0].cpu(), -grad[:, 1].cpu(), color="C1", width=0.004
+)
 plt.show()
 
 # %% [markdown]
@@ -276,7 +284,9 @@ plt.show()
 film_sampling_a = 1.5
 film_l = film_px * film_sampling_a
 film = amorphous_film(
-    extent_a=(film_l, film_l), thickness_a=30.0, generator=torch.Generator().manual_seed(seed)
+    extent_a=(film_l, film_l),
+    thickness_a=30.0,
+    generator=torch.Generator().manual_seed(seed),
 ).to(device=device)
 film_wave = phase_object_wave(
     slice_potential(
@@ -306,7 +316,10 @@ def film_counts(theta: dict) -> torch.Tensor:
     )
     camera = Detector(alpha=theta["alpha"], beta=theta["beta"], mtf_after_noise=False)
     return expected_image(
-        intensity, detector=camera, dose_e_per_a2=dose_e_per_a2, sampling_a=film_sampling_a
+        intensity,
+        detector=camera,
+        dose_e_per_a2=dose_e_per_a2,
+        sampling_a=film_sampling_a,
     )
 
 
@@ -320,7 +333,11 @@ film_truth = {
 }
 as_tensors = {k: torch.tensor(v, device=device) for k, v in film_truth.items()}
 observed_film = sample_counts(film_counts(as_tensors), generator=generator)
-ctf_start = {"defocus_a": TRUTH["defocus_a"] + 800.0, "astig_c_a": 100.0, "astig_s_a": 0.0}
+ctf_start = {
+    "defocus_a": TRUTH["defocus_a"] + 800.0,
+    "astig_c_a": 100.0,
+    "astig_s_a": 0.0,
+}
 ctf_scales = {"defocus_a": 1000.0, "astig_c_a": 300.0, "astig_s_a": 300.0}
 ctf_fit = fit(
     lambda p: poisson_nll(observed_film, film_counts({**as_tensors, **p})),
@@ -354,7 +371,11 @@ convergence(
     axes[0],
     ctf_fit,
     truth=film_truth,
-    labels={"defocus_a": "Δf [Å]", "astig_c_a": "A cos 2φ [Å]", "astig_s_a": "A sin 2φ [Å]"},
+    labels={
+        "defocus_a": "Δf [Å]",
+        "astig_c_a": "A cos 2φ [Å]",
+        "astig_s_a": "A sin 2φ [Å]",
+    },
 )
 fig.suptitle("CTF fit on a noisy carbon-film micrograph")
 plt.show()
@@ -384,11 +405,16 @@ mtf_fit = fit(
 )
 print(f"{'':10} {'truth':>7} {'start':>7} {'recovered':>10}")
 for name, value in mtf_fit.final().items():
-    print(f"{name + ' [px²]':10} {film_truth[name]:7.1f} {mtf_start[name]:7.1f} {value:10.2f}")
+    print(
+        f"{name + ' [px²]':10} {film_truth[name]:7.1f} {mtf_start[name]:7.1f} "
+        f"{value:10.2f}"
+    )
 
 # %% tags=["hide-input"]
 fig, axes = book_figure(2, 1, height=3.2)
-convergence(axes[0], mtf_fit, truth=film_truth, labels={"alpha": "α [px²]", "beta": "β [px²]"})
+convergence(
+    axes[0], mtf_fit, truth=film_truth, labels={"alpha": "α [px²]", "beta": "β [px²]"}
+)
 fig.suptitle("MTF fit (known specimen and CTF)")
 plt.show()
 
@@ -446,7 +472,9 @@ for label, rotvec, shift in (
 ):
     angle_deg = math.degrees(float(torch.linalg.vector_norm(rotvec)))
     offset_a = float(torch.linalg.vector_norm(shift))
-    print(f"{label:>9}: rotation error {angle_deg:5.2f}°, shift error {offset_a:5.2f} Å")
+    print(
+        f"{label:>9}: rotation error {angle_deg:5.2f}°, shift error {offset_a:5.2f} Å"
+    )
 
 # %% tags=["hide-input"]
 fig, axes = book_figure(2, 1, height=3.2)
@@ -505,11 +533,14 @@ for n_samples in (2, 8, 32):
             estimates.append(float(g))
         est = np.array(estimates)
         rows.append((method, n_samples, est.mean(), est.std(ddof=1)))
-print(f"exact ∂E[f]/∂Δf = {float(exact):.4f} counts²/Å ({estimator_repeats} repeats each)")
+print(
+    f"exact ∂E[f]/∂Δf = {float(exact):.4f} counts²/Å ({estimator_repeats} repeats each)"
+)
 print(f"{'estimator':>15} {'S':>3} {'mean':>9} {'std':>9} {'std/|exact|':>12}")
 for method, n_samples, mean, std in rows:
     print(
-        f"{method:>15} {n_samples:3d} {mean:9.4f} {std:9.4f} {std / abs(float(exact)):12.3g}"
+        f"{method:>15} {n_samples:3d} {mean:9.4f} {std:9.4f} "
+        f"{std / abs(float(exact)):12.3g}"
     )
 
 # %% tags=["hide-input"]

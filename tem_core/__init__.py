@@ -85,6 +85,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "aberration_phase",
         "aperture",
         "apply_ctf",
+        "check_thon_ring_sampling",
         "chromatic_factor",
         "ctf",
         "ctf_1d",
@@ -199,8 +200,19 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "wbp_filter",
     ),
     "estimators": ("RELAXATIONS", "pathwise_poisson_sample", "score_function_surrogate"),
+    "fitting": (
+        "FitHistory",
+        "central_difference",
+        "fit",
+        "poisson_nll",
+        "posed",
+        "rotation_from_rotvec",
+    ),
     "plotting": (
         "heatmap_table",
+        "BOOK_WIDTH_IN",
+        "book_figure",
+        "convergence",
         "image_tiles",
         "montage",
         "parameter_histograms",
@@ -213,6 +225,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "show_power_spectrum",
         "show_renderings",
         "volume_explorer",
+        "use_book_style",
     ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

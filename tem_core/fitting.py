@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tem_core._checks import require_positive
 from tem_core.structure import AtomicModel
+from tem_core.validation import require_positive
 
 __all__ = [
     "FitHistory",

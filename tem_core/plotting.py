@@ -108,9 +108,7 @@ def convergence(
     """
     loss = np.asarray(history.loss)
     axes[0].plot(loss - loss.min() + 1.0)
-    axes[0].set(
-        yscale="log", xlabel="Adam step", ylabel="loss − min + 1 [nats]", title="loss"
-    )
+    axes[0].set(yscale="log", xlabel="Adam step", ylabel="loss − min + 1 [nats]", title="loss")
     for name, label in labels.items():
         trace = history.trace(name).double()
         error = trace - torch.as_tensor(truth[name], dtype=torch.float64)

@@ -76,8 +76,10 @@ def test_posed_rotates_about_the_centre_and_shifts() -> None:
     )
     # a quarter turn about z maps the offset (x, y) to (-y, x)
     offset = model.positions_a[1] - centre
-    want = centre + torch.stack([-offset[1], offset[0], offset[2]]) + torch.tensor(
-        [1.0, 2.0, 3.0], dtype=DTYPE
+    want = (
+        centre
+        + torch.stack([-offset[1], offset[0], offset[2]])
+        + torch.tensor([1.0, 2.0, 3.0], dtype=DTYPE)
     )
     torch.testing.assert_close(moved.positions_a[1], want)
     with pytest.raises(ValueError, match=r"shift_a must have shape \(3,\)"):

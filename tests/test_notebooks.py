@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from conftest import REPO_ROOT
+from test_book import MAX_LINE, long_output_lines
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 RUNNER = REPO_ROOT / "book" / "run_notebooks.py"
@@ -48,6 +49,9 @@ def test_notebook_runs_quick(source, tmp_path) -> None:
     ]
     noisy = [t for t in streams if re.search(r"^\[[IWE] \d", t, flags=re.M)]
     assert not noisy, f"{source.name} printed log lines: {noisy[0][:300]}"
+    # printed lines fit the book's page (tests/test_book.py: MAX_LINE characters)
+    long = long_output_lines(nb)
+    assert not long, f"{source.name} printed lines over {MAX_LINE} characters: {long[0]!r}"
 
 
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -61,18 +65,6 @@ def test_notebook_has_parameters_cell(source) -> None:
     for name in ("seed", "device", "quick"):
         assert f"{name} =" in text, f"{source.name}: parameters cell lacks {name}"
     assert "quick = False" in text
-
-
-@pytest.mark.parametrize("source", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_markdown_has_no_latex(source) -> None:
-    """The book renders LaTeX with MathJax from a CDN, which an offline reader lacks: the
-    chapters write formulas in Unicode (χ(k) = πλk²(½C_sλ²k² − Δf)) instead."""
-    import jupytext
-
-    nb = jupytext.read(source)
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            assert "$" not in cell.source, f"{source.name}: LaTeX in {cell.source[:80]!r}"
 
 
 def test_failing_notebook_fails_loudly(tmp_path) -> None:

@@ -1,0 +1,92 @@
+"""Thon-ring sampling check of the CTF on a finite grid (re-exported by :mod:`tem_core.optics`).
+
+The aberration phase ``χ(k) = πλk²(½C_sλ²k² − Δf)`` oscillates faster and faster with the
+spatial frequency ``k``; on an ``n``-pixel grid of pixel size ``s`` the Fourier pixels are
+``Δk = 1/(n s)`` apart. The power spectrum shows ``sin²χ``, which oscillates twice as fast
+as ``χ``, so its Thon rings are undersampled (moiré, false rings) once
+``|dχ/dk| Δk > π/2``, with ``|dχ/dk| = 2πλk|C_sλ²k² − Δf|``. This is half the limit at
+which the CTF itself wraps around the field (``> π``), which
+:func:`tem_core.propagate.check_ctf_sampling` checks for simulations. Astigmatism adds
+``A/2`` to the defocus along its major axis.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+from tem_core.propagate import SamplingWarning
+from tem_core.units import electron_wavelength_a
+from tem_core.validation import (
+    require_finite,
+    require_grid_shape,
+    require_nonnegative,
+    require_positive,
+)
+
+
+def check_thon_ring_sampling(
+    shape: Sequence[int],
+    *,
+    sampling_a: float,
+    defocus_a: float,
+    cs_a: float,
+    energy_ev: float,
+    astigmatism_a: float = 0.0,
+    max_frequency_per_a: float | None = None,
+    stacklevel: int = 2,
+) -> list[str]:
+    """Warn (:class:`tem_core.propagate.SamplingWarning`) when Thon rings would alias.
+
+    Parameters
+    ----------
+    shape
+        ``(ny, nx)`` grid of the image whose power spectrum is shown [pixels].
+    sampling_a
+        Pixel size [Å].
+    defocus_a
+        Defocus [Å], > 0 underfocus.
+    cs_a
+        Spherical aberration [Å].
+    energy_ev
+        Beam energy [eV].
+    astigmatism_a
+        Two-fold astigmatism magnitude [Å].
+    max_frequency_per_a
+        Highest frequency shown [1/Å] (e.g. the edge of a displayed power spectrum);
+        default Nyquist ``1/(2s)``.
+
+    Returns
+    -------
+    list of str
+        The warnings issued (empty when the rings are sampled well).
+    """
+    ny, nx = require_grid_shape(shape)
+    require_positive("sampling_a", sampling_a, "Å")
+    require_finite("defocus_a", defocus_a, "Å")
+    require_nonnegative("cs_a", cs_a, "Å")
+    require_positive("energy_ev", energy_ev, "eV")
+    require_nonnegative("astigmatism_a", astigmatism_a, "Å")
+    k_max = 0.5 / sampling_a
+    if max_frequency_per_a is not None:
+        require_positive("max_frequency_per_a", max_frequency_per_a, "1/Å")
+        k_max = min(float(max_frequency_per_a), k_max)
+    wavelength = electron_wavelength_a(energy_ev)
+    dk = 1.0 / (min(ny, nx) * sampling_a)
+    messages = []
+    for df in (defocus_a + 0.5 * astigmatism_a, defocus_a - 0.5 * astigmatism_a):
+        # |dχ/dk| grows with k beyond the C_s turning point: its maximum is at k_max
+        slope = 2 * math.pi * wavelength * k_max * abs(cs_a * wavelength**2 * k_max**2 - df)
+        step = slope * dk  # change of χ between neighbouring Fourier pixels [rad]
+        if step > math.pi / 2:
+            messages.append(
+                f"Thon rings at defocus_a={df:.4g} Å are undersampled near {k_max:.3g} 1/Å: "
+                f"χ changes by {step:.2f} rad > π/2 between Fourier pixels of the {ny}x{nx} "
+                f"grid (sampling_a={sampling_a} Å), so the power spectrum shows false rings; "
+                "use a larger field, less defocus, or show lower frequencies"
+            )
+            break
+    for message in messages:
+        warnings.warn(message, SamplingWarning, stacklevel=stacklevel)
+    return messages
