@@ -21,7 +21,13 @@
 # with named constants from `tem_core.units`.
 
 # %% tags=["parameters"]
-voltages_kv = [80.0, 100.0, 120.0, 200.0, 300.0]  # accelerating voltages to tabulate [kV]
+voltages_kv = [
+    80.0,
+    100.0,
+    120.0,
+    200.0,
+    300.0,
+]  # accelerating voltages to tabulate [kV]
 voltage_min_kv = 20.0  # plotted range [kV]
 voltage_max_kv = 1000.0
 seed = 0
@@ -33,14 +39,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from tem_core import units
+from tem_core.plotting import use_book_style
+
+use_book_style()
 
 n_points = 50 if quick else 400
 
 # %% [markdown]
 # ## Wavelength and interaction parameter
 #
-# The relativistic wavelength is λ = h / √(2 m₀ e E (1 + e E / 2 m₀ c²)) and the
-# interaction parameter σ = 2π m e λ / h², with the relativistic mass m. At the
+# The relativistic wavelength is
+# $\lambda = h / \sqrt{2 m_0 e E\,(1 + e E / 2 m_0 c^2)}$ and the interaction
+# parameter $\sigma = 2\pi m e \lambda / h^2$, with the relativistic mass $m$. At the
 # energies of cryo-EM (100-300 kV) relativity shortens λ by 5-20 %.
 
 # %%
@@ -66,7 +76,7 @@ wavelength_classical = (
     * units.M_TO_A
 )
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.3))
 axes[0].loglog(voltages, wavelength, label="relativistic")
 axes[0].loglog(voltages, wavelength_classical, "--", label="non-relativistic")
 axes[0].set(xlabel="accelerating voltage [kV]", ylabel="wavelength λ [Å]")
@@ -77,7 +87,7 @@ for ax in axes:
     for kv in (100, 200, 300):
         ax.axvline(kv, color="0.8", lw=0.8, zorder=0)
     ax.grid(True, which="both", alpha=0.3)
-fig.suptitle("Electron wavelength and interaction parameter versus voltage")
+fig.suptitle("Electron wavelength λ and interaction parameter σ versus voltage")
 plt.show()
 
 # %% [markdown]

@@ -42,6 +42,7 @@ import torch
 from matplotlib.patches import Circle, Rectangle
 
 from tem_core import units
+from tem_core.plotting import use_book_style
 from tem_core.potential import PotentialSettings, iter_slice_potentials
 from tem_core.simulate import resolve_device
 from tem_core.specimen import IceSlab, build_specimen, tilt_specimen
@@ -51,6 +52,7 @@ if quick:  # a smaller field, two virions, coarse pixels and a few thick slices
     field_nm, hole_diameter_nm, n_virions = (180.0, 80.0), 160.0, 2
     sampling_a, slice_thickness_nm = 6.0, 10.0
 
+use_book_style()
 device = resolve_device(device)
 roots = (Path.cwd(), *Path.cwd().parents)
 DATA = next(p / "data" for p in roots if (p / "data" / "5ire.pdb.gz").exists())
@@ -75,10 +77,14 @@ crambin_h = read_structure(DATA / "1crn.pdb.gz", add_hydrogens=True)
 symbols = {1: "H", 6: "C", 7: "N", 8: "O", 16: "S"}
 for label, model in (("deposited", crambin), ("with hydrogens", crambin_h)):
     z, counts = torch.unique(model.atomic_numbers, return_counts=True)
-    composition = ", ".join(f"{symbols[int(k)]} {int(c)}" for k, c in zip(z, counts, strict=True))
+    composition = ", ".join(
+        f"{symbols[int(k)]} {int(c)}" for k, c in zip(z, counts, strict=True)
+    )
     print(f"1CRN {label:>15}: {len(model):4d} atoms ({composition})")
-print(f"bounding radius {crambin.bounding_radius_a():.1f} Å, "
-      f"mean B {float(crambin.b_factors_a2.mean()):.1f} Å²")
+print(
+    f"bounding radius {crambin.bounding_radius_a():.1f} Å, "
+    f"mean B {float(crambin.b_factors_a2.mean()):.1f} Å²"
+)
 
 # %% [markdown]
 # ## A virus: the Zika virion from its asymmetric unit
@@ -92,16 +98,24 @@ print(f"bounding radius {crambin.bounding_radius_a():.1f} Å, "
 asym_unit = read_structure(DATA / "5ire.pdb.gz")
 operators = assembly_operators(DATA / "5ire.pdb.gz")
 virion = expand_assembly(asym_unit, operators)
-print(f"5IRE asymmetric unit: {len(asym_unit):,} atoms; {operators.shape[0]} operators "
-      f"-> virion {len(virion):,} atoms, radius {virion.bounding_radius_a() / 10:.1f} nm")
+print(
+    f"5IRE asymmetric unit: {len(asym_unit):,} atoms; {operators.shape[0]} operators "
+    f"-> virion {len(virion):,} atoms, radius {virion.bounding_radius_a() / 10:.1f} nm"
+)
 
 # %%
 centred = virion.centered().positions_a.numpy()
-fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), constrained_layout=True)
+fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.4))
 for ax, (i, j, name) in zip(axes, ((0, 1, "xy"), (0, 2, "xz")), strict=True):
     counts, xe, ye = np.histogram2d(centred[:, i], centred[:, j], bins=200)
-    im = ax.imshow(counts.T, origin="lower", extent=(xe[0], xe[-1], ye[0], ye[-1]), cmap="magma")
-    ax.set(xlabel=f"{name[0]} [Å]", ylabel=f"{name[1]} [Å]", title=f"Zika virion, {name} view")
+    im = ax.imshow(
+        counts.T, origin="lower", extent=(xe[0], xe[-1], ye[0], ye[-1]), cmap="magma"
+    )
+    ax.set(
+        xlabel=f"{name[0]} [Å]",
+        ylabel=f"{name[1]} [Å]",
+        title=f"Zika virion, {name} view",
+    )
     fig.colorbar(im, ax=ax, label="atoms per bin")
 plt.show()
 
@@ -116,15 +130,30 @@ plt.show()
 # The ice fills `0 ≤ z ≤ thickness`; around the hole lies the carbon film.
 
 # %%
-ice = IceSlab(thickness_a=ice_thickness_nm * units.NM_TO_A,
-              hole_diameter_a=hole_diameter_nm * units.NM_TO_A, support="carbon")
+ice = IceSlab(
+    thickness_a=ice_thickness_nm * units.NM_TO_A,
+    hole_diameter_a=hole_diameter_nm * units.NM_TO_A,
+    support="carbon",
+)
 extent_a = (field_nm[0] * units.NM_TO_A, field_nm[1] * units.NM_TO_A)
-specimen = build_specimen(virion.to(device=device), n_virions, extent_a=extent_a, ice=ice,
-                          generator=generator, min_gap_a=20.0)
+specimen = build_specimen(
+    virion.to(device=device),
+    n_virions,
+    extent_a=extent_a,
+    ice=ice,
+    generator=generator,
+    min_gap_a=20.0,
+)
 z_lo, z_hi = specimen.z_range_a()
-print(f"{specimen.n_particles} virions, {len(specimen.atoms):,} atoms in a "
-      f"{extent_a[0] / 10:.0f} × {extent_a[1] / 10:.0f} nm field; z range {z_lo:.0f}..{z_hi:.0f} Å")
-print("particle centres [nm]:\n", np.round(specimen.particle_centers_a.cpu().numpy() / 10, 1))
+print(
+    f"{specimen.n_particles} virions, {len(specimen.atoms):,} atoms in a "
+    f"{extent_a[0] / 10:.0f} × {extent_a[1] / 10:.0f} nm field; "
+    f"z range {z_lo:.0f}..{z_hi:.0f} Å"
+)
+print(
+    "particle centres [nm]:\n",
+    np.round(specimen.particle_centers_a.cpu().numpy() / 10, 1),
+)
 
 
 # %%
@@ -135,27 +164,46 @@ def show_phantom(spec, title):
     c = spec.slab_center_a.cpu().numpy()
     n = spec.slab_normal.cpu().numpy()
     half = spec.ice.thickness_a / 2
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), constrained_layout=True)
-    counts, xe, ye = np.histogram2d(pos[:, 0], pos[:, 1], bins=(240, int(240 * ly / lx)),
-                                    range=((0, lx), (0, ly)))
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.3))
+    counts, xe, ye = np.histogram2d(
+        pos[:, 0], pos[:, 1], bins=(240, int(240 * ly / lx)), range=((0, lx), (0, ly))
+    )
     im = axes[0].imshow(counts.T, origin="lower", extent=(0, lx, 0, ly), cmap="magma")
-    axes[0].add_patch(Circle(c[:2], spec.ice.hole_diameter_a / 2, fill=False, ec="c", ls="--",
-                             label="hole edge (projection)"))
+    axes[0].add_patch(
+        Circle(
+            c[:2],
+            spec.ice.hole_diameter_a / 2,
+            fill=False,
+            ec="c",
+            ls="--",
+            label="hole edge (projection)",
+        )
+    )
     axes[0].add_patch(Rectangle((0, 0), lx, ly, fill=False, ec="w"))
     axes[0].set(xlabel="x [Å]", ylabel="y [Å]", title=f"{title}: xy")
     axes[0].legend(loc="upper right", fontsize=8)
     fig.colorbar(im, ax=axes[0], label="atoms per bin", shrink=0.6)
     z0, z1 = spec.z_range_a()
-    z0, z1 = z0 - 0.05 * (z1 - z0), z1 + 0.05 * (z1 - z0)  # margin to show the ice faces
+    z0, z1 = (
+        z0 - 0.05 * (z1 - z0),
+        z1 + 0.05 * (z1 - z0),
+    )  # margin to show the ice faces
     counts, xe, ze = np.histogram2d(
-        pos[:, 0], pos[:, 2], bins=(240, int(240 * (z1 - z0) / lx)), range=((0, lx), (z0, z1))
+        pos[:, 0],
+        pos[:, 2],
+        bins=(240, int(240 * (z1 - z0) / lx)),
+        range=((0, lx), (z0, z1)),
     )
     im = axes[1].imshow(counts.T, origin="lower", extent=(0, lx, z0, z1), cmap="magma")
     x = np.array([0.0, lx])
     for s in (-half, half):  # slab faces in the plane y = y_centre
         axes[1].plot(x, c[2] + (s - (x - c[0]) * n[0]) / n[2], "c-", lw=1)
-    axes[1].set(xlabel="x [Å]", ylabel="z [Å] (beam →)", title=f"{title}: xz, ice faces in cyan",
-                ylim=(z0, z1))
+    axes[1].set(
+        xlabel="x [Å]",
+        ylabel="z [Å] (beam →)",
+        title=f"{title}: xz, ice faces in cyan",
+        ylim=(z0, z1),
+    )
     fig.colorbar(im, ax=axes[1], label="atoms per bin", shrink=0.6)
     plt.show()
 
@@ -170,10 +218,15 @@ show_phantom(specimen, "untilted")
 # stays along z, so the electrons cross `thickness / cos θ` of ice.
 
 # %%
-tilted = tilt_specimen(specimen, tilt_angle_rad=tilt_deg * units.DEG_TO_RAD,
-                       tilt_axis_angle_rad=np.pi / 2)
-print(f"slab normal after a {tilt_deg:.0f}° tilt: {tilted.slab_normal.cpu().numpy().round(3) + 0}; "
-      f"ice path length {ice.thickness_a / np.cos(tilt_deg * units.DEG_TO_RAD) / 10:.1f} nm")
+tilted = tilt_specimen(
+    specimen, tilt_angle_rad=tilt_deg * units.DEG_TO_RAD, tilt_axis_angle_rad=np.pi / 2
+)
+print(
+    f"slab normal after a {tilt_deg:.0f}° tilt: "
+    f"{tilted.slab_normal.cpu().numpy().round(3) + 0}; "
+    "ice path length "
+    f"{ice.thickness_a / np.cos(tilt_deg * units.DEG_TO_RAD) / 10:.1f} nm"
+)
 show_phantom(tilted, f"tilted {tilt_deg:.0f}° about y")
 
 # %% [markdown]
@@ -188,12 +241,17 @@ show_phantom(tilted, f"tilted {tilt_deg:.0f}° about y")
 
 # %%
 shape = (int(round(extent_a[1] / sampling_a)), int(round(extent_a[0] / sampling_a)))
-settings = PotentialSettings(shape=shape, sampling_a=sampling_a,
-                             slice_thickness_a=slice_thickness_nm * units.NM_TO_A)
+settings = PotentialSettings(
+    shape=shape,
+    sampling_a=sampling_a,
+    slice_thickness_a=slice_thickness_nm * units.NM_TO_A,
+)
 slices = [s.cpu() for s in iter_slice_potentials(specimen, settings)]
 projected = torch.stack(slices).sum(0)
-print(f"grid {shape[1]} × {shape[0]} px at {sampling_a} Å, {len(slices)} slices of "
-      f"{slice_thickness_nm} nm")
+print(
+    f"grid {shape[1]} × {shape[0]} px at {sampling_a} Å, {len(slices)} slices of "
+    f"{slice_thickness_nm} nm"
+)
 
 # %% [markdown]
 # Below: the first slice (ice only inside the hole), the slice through the virions'
@@ -204,17 +262,32 @@ print(f"grid {shape[1]} × {shape[0]} px at {sampling_a} Å, {len(slices)} slice
 centre_z = float(specimen.particle_centers_a[:, 2].mean())
 k_mid = min(int((centre_z - z_lo) // settings.slice_thickness_a), len(slices) - 1)
 yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
-hole = np.hypot((xx + 0.5) * sampling_a - extent_a[0] / 2,
-                (yy + 0.5) * sampling_a - extent_a[1] / 2) < 0.95 * ice.hole_diameter_a / 2
-panels = [(slices[0], "slice 0", "V_z [V·Å]"),
-          (slices[k_mid], f"slice {k_mid} (virion centres)", "V_z [V·Å]"),
-          (projected, "projected (sum of slices)", "projected potential [V·Å]")]
-fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.3 * len(panels)), constrained_layout=True)
+hole = (
+    np.hypot(
+        (xx + 0.5) * sampling_a - extent_a[0] / 2,
+        (yy + 0.5) * sampling_a - extent_a[1] / 2,
+    )
+    < 0.95 * ice.hole_diameter_a / 2
+)
+panels = [
+    (slices[0], "slice 0", "V_z [V·Å]"),
+    (slices[k_mid], f"slice {k_mid} (virion centres)", "V_z [V·Å]"),
+    (projected, "projected (sum of slices)", "projected potential [V·Å]"),
+]
+fig, axes = plt.subplots(
+    len(panels), 1, figsize=(6.5, 2.9 * len(panels))
+)
 for ax, (image, title, label) in zip(axes, panels, strict=True):
     values = image.real.numpy()
     lo, hi = np.percentile(values[hole], [0.5, 99.5])
-    im = ax.imshow(values, origin="lower", extent=(0, extent_a[0], 0, extent_a[1]), cmap="gray",
-                   vmin=lo, vmax=hi)
+    im = ax.imshow(
+        values,
+        origin="lower",
+        extent=(0, extent_a[0], 0, extent_a[1]),
+        cmap="gray",
+        vmin=lo,
+        vmax=hi,
+    )
     ax.set(title=title, xlabel="x [Å]", ylabel="y [Å]")
     fig.colorbar(im, ax=ax, label=label)
 plt.show()

@@ -66,7 +66,7 @@ from tem_core.structure import read_structure
 
 use_book_style()
 if quick:  # smaller fields, fewer steps and repeats
-    field_px, film_px, fit_steps, estimator_repeats = 64, 128, 40, 20
+    field_px, film_px, fit_steps, estimator_repeats = 64, 128, 30, 12
 
 device = resolve_device(device)
 roots = (Path.cwd(), *Path.cwd().parents)

@@ -41,7 +41,9 @@ n_synthetic_crops = 16  # crops for the synthetic experiment
 mean_electrons_per_px = 25.0  # TEM-simulator example: 100 e/nm² on 0.5 nm pixels
 ffl_steps = 50  # Adam steps of the published method (its notebook ran 20)
 n_real_crops = 63  # at most this many background crops of the real micrograph
-real_min_frequency = 0.08  # skip specimen signal below this frequency in the real fit [cycles/px]
+real_min_frequency = (
+    0.08  # skip specimen signal below this frequency in the real fit [cycles/px]
+)
 
 # %%
 from pathlib import Path
@@ -104,7 +106,10 @@ whittle_gain = fit_mtf_whittle(
 )
 ffl_gen = torch.Generator(device=device).manual_seed(seed)
 published = fit_mtf_ffl(
-    crops, generator=ffl_gen, n_steps=ffl_steps, mean_electrons_per_px=mean_electrons_per_px
+    crops,
+    generator=ffl_gen,
+    n_steps=ffl_steps,
+    mean_electrons_per_px=mean_electrons_per_px,
 )
 mse_only = fit_mtf_ffl(
     crops,
@@ -118,7 +123,13 @@ mse_only = fit_mtf_ffl(
 specimen = apply_mtf(
     torch.randn(crop_size_px, crop_size_px, generator=generator, dtype=torch.float64),
     torch.exp(
-        -((radial_frequency_cycles_per_px((crop_size_px,) * 2, dtype=torch.float64) / 0.1) ** 2)
+        -(
+            (
+                radial_frequency_cycles_per_px((crop_size_px,) * 2, dtype=torch.float64)
+                / 0.1
+            )
+            ** 2
+        )
     ),
 )
 fits = {
@@ -158,7 +169,12 @@ if se is not None:
         alpha=0.3,
         label="Whittle ±2 SE",
     )
-ax.set(xlabel="frequency [cycles/px]", ylabel="MTF", ylim=(0, 1.05), title="Synthetic crops")
+ax.set(
+    xlabel="frequency [cycles/px]",
+    ylabel="MTF",
+    ylim=(0, 1.05),
+    title="Synthetic crops",
+)
 ax.legend(fontsize=8)
 ax = axes[1]
 ax.plot(published.loss_history, label="published (MSE + FFL)")
@@ -188,10 +204,14 @@ plt.show()
 
 # %%
 roots = (Path.cwd(), *Path.cwd().parents)
-DATA = next(p / "data" for p in roots if (p / "data" / "fei-extended_crop2048.mrc").exists())
+DATA = next(
+    p / "data" for p in roots if (p / "data" / "fei-extended_crop2048.mrc").exists()
+)
 micrograph_np, voxel_size_a = read_mrc(DATA / "fei-extended_crop2048.mrc")
 micrograph = torch.from_numpy(np.asarray(micrograph_np, dtype=np.float64))
-print(f"{tuple(micrograph.shape)} px, {voxel_size_a:.4f} Å/px, mean {micrograph.mean():.0f} counts")
+print(
+    f"{tuple(micrograph.shape)} px, {voxel_size_a:.4f} Å/px, mean {micrograph.mean():.0f} counts"
+)
 found = find_background_crops(micrograph, crop_size=crop_size_px, n_max=n_real_crops)
 print(f"{len(found)} background crops accepted of {found.tile_accepted.numel()} tiles")
 
@@ -202,10 +222,17 @@ shown = ax.imshow(
     vmin=float(micrograph.quantile(0.01)),
     vmax=float(micrograph.quantile(0.99)),
 )
-for (r, c), ok in zip(found.tile_origins_px.tolist(), found.tile_accepted.tolist(), strict=True):
+for (r, c), ok in zip(
+    found.tile_origins_px.tolist(), found.tile_accepted.tolist(), strict=True
+):
     ax.add_patch(
         plt.Rectangle(
-            (c, r), crop_size_px, crop_size_px, fill=False, lw=0.8, color="lime" if ok else "red"
+            (c, r),
+            crop_size_px,
+            crop_size_px,
+            fill=False,
+            lw=0.8,
+            color="lime" if ok else "red",
         )
     )
 plt.colorbar(shown, ax=ax, label="counts")
@@ -231,14 +258,22 @@ real_ffl = fit_mtf_ffl(
     gain_counts_per_e=101.0,
 )
 k2 = lambda w: mtf_tabulated(w, camera="k2_300kv")  # noqa: E731
-print("                             " + " ".join(f"MTF({w:.3f})" for w in omega_check.tolist()))
-print(f"{'K2 published (RELION)':28s} " + " ".join(f"{v:10.3f}" for v in k2(omega_check).tolist()))
+print(
+    "                             "
+    + " ".join(f"MTF({w:.3f})" for w in omega_check.tolist())
+)
+print(
+    f"{'K2 published (RELION)':28s} "
+    + " ".join(f"{v:10.3f}" for v in k2(omega_check).tolist())
+)
 for name, fit in {
     f"Whittle, |ω| ≥ {real_min_frequency}": real_whittle,
     "Whittle, all |ω|": real_whittle_all,
     "published (MSE + FFL)": real_ffl,
 }.items():
-    print(f"{name:28s} " + " ".join(f"{v:10.3f}" for v in fit.mtf(omega_check).tolist()))
+    print(
+        f"{name:28s} " + " ".join(f"{v:10.3f}" for v in fit.mtf(omega_check).tolist())
+    )
 mean_counts = float(real_crops.mean())
 print(
     f"NPS scale → gain {real_whittle.gain_counts_per_e(mean_counts):.1f} counts/e "
@@ -254,9 +289,21 @@ ax.plot(freq, real_ffl.mtf(freq), label="published FFL method")
 nps_f, nps = radial_profile(
     averaged_periodogram(real_crops, detrend="plane", taper=None), n_bins=100
 )
-ax.plot(nps_f, torch.sqrt(nps / real_whittle.scale), ".", ms=3, color="gray", label="√(NPS / s)")
+ax.plot(
+    nps_f,
+    torch.sqrt(nps / real_whittle.scale),
+    ".",
+    ms=3,
+    color="gray",
+    label="√(NPS / s)",
+)
 ax.axvline(real_min_frequency, color="gray", lw=0.5)
-ax.set(xlabel="frequency [cycles/px]", ylabel="MTF", ylim=(0, 1.6), title="K2 counting camera")
+ax.set(
+    xlabel="frequency [cycles/px]",
+    ylabel="MTF",
+    ylim=(0, 1.6),
+    title="K2 counting camera",
+)
 ax.legend(fontsize=8)
 plt.show()
 
@@ -289,7 +336,9 @@ plt.show()
 sim_generator = torch.Generator().manual_seed(seed + 1)
 n_sim = min(len(real_crops), 8)
 simulated = real_whittle.simulate_background(
-    (n_sim, crop_size_px, crop_size_px), mean_counts=mean_counts, generator=sim_generator
+    (n_sim, crop_size_px, crop_size_px),
+    mean_counts=mean_counts,
+    generator=sim_generator,
 )
 # TEM-simulator's model with the published K2 MTF: Poisson electrons, K2 blur, 101 counts/e
 k2_blur = k2(radial_frequency_cycles_per_px((crop_size_px,) * 2, dtype=torch.float64))
@@ -305,7 +354,10 @@ p_sim = averaged_periodogram(simulated, taper=None)
 p_k2 = averaged_periodogram(published_sim, taper=None)
 
 fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-vmin, vmax = np.log10(float(p_real.quantile(0.02))), np.log10(float(p_real.quantile(0.995)))
+vmin, vmax = (
+    np.log10(float(p_real.quantile(0.02))),
+    np.log10(float(p_real.quantile(0.995))),
+)
 for ax, p, title in (
     (axes[0], p_real, "real K2 background"),
     (axes[1], p_sim, "simulated, fitted MTF"),
@@ -327,7 +379,9 @@ for p, label in (
 ):
     f, v = radial_profile(p, n_bins=64)
     ax.semilogy(f, v, label=label)
-ax.set(xlabel="frequency [cycles/px]", ylabel="power [counts²]", title="radial averages")
+ax.set(
+    xlabel="frequency [cycles/px]", ylabel="power [counts²]", title="radial averages"
+)
 ax.legend(fontsize=8)
 plt.tight_layout()
 plt.show()

@@ -6,6 +6,8 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
@@ -18,6 +20,8 @@ RUNNER = REPO_ROOT / "book" / "run_notebooks.py"
 @pytest.mark.notebook
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_quick(source, tmp_path) -> None:
+    temporary = Path(tempfile.gettempdir())
+    before = set(temporary.glob("tem_core_*"))
     result = subprocess.run(
         [
             sys.executable,
@@ -36,6 +40,8 @@ def test_notebook_runs_quick(source, tmp_path) -> None:
     assert result.returncode == 0, (
         f"{source.name} failed:\n{result.stdout}\n{result.stderr[-6000:]}"
     )
+    left = sorted(str(p) for p in set(temporary.glob("tem_core_*")) - before)
+    assert not left, f"{source.name} left temporary files behind: {left}"
     executed = (tmp_path / f"{source.stem}.ipynb").read_text()
     # figures must be stored in the executed notebook (inline backend, not Agg)
     assert '"image/png"' in executed, f"{source.name} stored no figure"
