@@ -274,9 +274,7 @@ panels = [
     (slices[k_mid], f"slice {k_mid} (virion centres)", "V_z [V·Å]"),
     (projected, "projected (sum of slices)", "projected potential [V·Å]"),
 ]
-fig, axes = plt.subplots(
-    len(panels), 1, figsize=(6.5, 2.9 * len(panels))
-)
+fig, axes = plt.subplots(len(panels), 1, figsize=(6.5, 2.9 * len(panels)))
 for ax, (image, title, label) in zip(axes, panels, strict=True):
     values = image.real.numpy()
     lo, hi = np.percentile(values[hole], [0.5, 99.5])

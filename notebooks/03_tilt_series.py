@@ -363,7 +363,8 @@ print(
 if scratch is not None:
     scratch.cleanup()
     print(f"removed {out}: {not out.exists()}")
-#
+
+# %% [markdown]
 # ## Summary
 #
 # * `tilt_scheme` builds uniform, bidirectional and dose-symmetric schemes;

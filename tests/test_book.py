@@ -76,6 +76,8 @@ def long_output_lines(notebook: dict) -> list[str]:
     """Printed lines (streams and text/plain results) over :data:`MAX_LINE` characters."""
     found = []
     for cell in notebook["cells"]:
+        if "remove-output" in cell.get("metadata", {}).get("tags", []):
+            continue  # not shown on the page
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream":
                 text = "".join(out.get("text", ""))
