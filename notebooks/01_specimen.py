@@ -103,7 +103,7 @@ print(
     f"-> virion {len(virion):,} atoms, radius {virion.bounding_radius_a() / 10:.1f} nm"
 )
 
-# %%
+# %% tags=["hide-input"]
 centred = virion.centered().positions_a.numpy()
 fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.4))
 for ax, (i, j, name) in zip(axes, ((0, 1, "xy"), (0, 2, "xz")), strict=True):
@@ -156,7 +156,7 @@ print(
 )
 
 
-# %%
+# %% tags=["hide-input"]
 def show_phantom(spec, title):
     """xy and xz histograms of the atoms with the field, hole and slab outlines."""
     pos = spec.atoms.positions_a.detach().cpu().numpy()
@@ -258,7 +258,7 @@ print(
 # centres (capsid cross-sections; the carbon film, brighter, lies outside the hole), and
 # the sum of all slices. Grey levels span the 0.5-99.5 percentiles inside the hole.
 
-# %%
+# %% tags=["hide-input"]
 centre_z = float(specimen.particle_centers_a[:, 2].mean())
 k_mid = min(int((centre_z - z_lo) // settings.slice_thickness_a), len(slices) - 1)
 yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]

@@ -120,7 +120,7 @@ from tem_core.structure import read_structure
 if quick:  # smaller fields, fewer particles, thicker slices
     field_nm, n_particles, sampling_a, slice_thickness_nm = 40.0, 2, 1.25, 4.0
     real_field_px, real_n_particles = 512, 4
-    convergence_px, convergence_slices_nm = 112, [20.0, 10.0, 5.0, 2.5]
+    convergence_px, convergence_slices_nm = 112, [20.0, 5.0, 2.5]
 
 use_book_style()
 device = resolve_device(device)
@@ -407,6 +407,8 @@ zeros = ctf_zeros_per_a(
     12, defocus_a=defocus_a, cs_a=microscope.cs_a, energy_ev=energy_ev
 )
 
+
+# %% tags=["hide-input"]
 fig, axes = book_figure(1, 2, height=6.8)
 axes = axes[:, 0]
 ax = axes[0]
@@ -498,6 +500,8 @@ print(
     f"{float(torch.angle(carbon_wave).mean()):.2f} rad"
 )
 
+
+# %% tags=["hide-input"]
 check_ctf((carbon_px, carbon_px), carbon_sampling_a, defocus_um)
 fig, axes = book_figure(2, 1, height=3.6)
 axes = axes[0]
@@ -508,9 +512,8 @@ show_power_spectrum(
     title=f"Δf = {defocus_um} µm",
 )
 theta = np.linspace(0, np.pi / 2, 50)
-for z in zeros[
-    :8
-].numpy():  # zeros drawn in one quadrant only, to leave the rings visible
+# zeros drawn in one quadrant only, to leave the rings visible
+for z in zeros[:8].numpy():
     axes[0].plot(z * np.cos(theta), z * np.sin(theta), "--", color="C3", lw=0.9)
 f, p = radial_average(thon, sampling_a=carbon_sampling_a, n_bins=128)
 axes[1].semilogy(f, p, label="simulated (ring average)")
@@ -719,6 +722,8 @@ spectra = {
     "real": power_spectrum(real, tile=tile),
     "simulated": power_spectrum(simulated, tile=tile),
 }
+
+# %% tags=["hide-input"]
 crop = real[:real_field_px, :real_field_px]
 fig, axes = book_figure(2, 2, height=6.6)
 for i, (name, image) in enumerate((("real K2", crop), ("simulated", simulated))):

@@ -36,7 +36,8 @@ mtf_alpha_px2 = 10.0  # true MTF widths α, β [pixel²]
 mtf_beta_px2 = 40.0
 field_px = 96  # particle field [pixels] at 1 Å
 film_px = 160  # carbon-film field [pixels] at 1.5 Å
-fit_steps = 80  # Adam steps of each fit
+fit_steps = 80  # Adam steps of the CTF and MTF fits
+pose_steps = 60  # Adam steps of the pose fit (each runs the whole simulator)
 estimator_repeats = 40  # repeats of each gradient estimate
 seed = 0
 device = "auto"
@@ -66,7 +67,7 @@ from tem_core.structure import read_structure
 
 use_book_style()
 if quick:  # smaller fields, fewer steps and repeats
-    field_px, film_px, fit_steps, estimator_repeats = 64, 128, 30, 12
+    field_px, film_px, fit_steps, pose_steps, estimator_repeats = 64, 128, 60, 20, 12
 
 device = resolve_device(device)
 roots = (Path.cwd(), *Path.cwd().parents)
@@ -89,8 +90,8 @@ print(f"device: {device}; λ = {microscope.wavelength_a:.5f} Å")
 # ## A small test specimen
 #
 # Ubiquitin (1UBQ, 602 atoms without waters, 76 residues) in a 10 nm ice slab, imaged
-# at 1 Å per pixel. The slab lies in a wide hole of a 30 nm carbon film, outside the
-# field: the film only fixes the top and bottom of the multislice grid, so that a
+# at 1 Å per pixel, in 3 nm slices. The slab lies in a wide hole of a 12 nm carbon film,
+# outside the field: the film only fixes the top and bottom of the multislice grid, so that a
 # change of the ice thickness changes the potential but not where the slices are cut
 # (finite differences would otherwise see the slicing jump).
 #
@@ -108,7 +109,7 @@ ice = IceSlab(
     thickness_a=ice_thickness_nm * units.NM_TO_A,
     hole_diameter_a=10_000.0,
     support="carbon",
-    support_thickness_a=300.0,
+    support_thickness_a=120.0,
 )
 specimen = build_specimen(
     ubiquitin.to(device=device),
@@ -120,7 +121,7 @@ specimen = build_specimen(
 settings = PotentialSettings(
     shape=(field_px, field_px),
     sampling_a=1.0,
-    slice_thickness_a=20.0,
+    slice_thickness_a=30.0,
     energy_ev=energy_ev,
     backend="torch",
 )
@@ -187,11 +188,13 @@ fig, axes = book_figure(3, 2, height=5.0)
 show_image(axes[0, 0], image0, title="expected counts I", label="counts")
 for ax, (name, image) in zip(axes.flat[1:], derivatives.items(), strict=True):
     title = f"∂I/∂({PROBES[name][2].split(' [')[0]})"
-    show_image(ax, image, title=title, cmap="RdBu_r", symmetric=True)
+    mixed = bool(image.min() < -0.05 * image.abs().max())  # both signs: red/blue
+    show_image(ax, image, title=title, cmap="RdBu_r" if mixed else "gray", symmetric=mixed)
 for ax in axes.flat:
     ax.set(xticks=[], yticks=[])
 fig.suptitle(
-    "A micrograph and its derivatives (forward-mode AD; 96 Å field; red > 0 > blue)"
+    f"A micrograph and its derivatives (forward-mode AD; {field_px} Å field; "
+    "red > 0 > blue)"
 )
 plt.show()
 
@@ -207,9 +210,11 @@ plt.show()
 # negative log-likelihood of a noisy micrograph, with respect to *every* input at once:
 # 3 × 602 atom coordinates for the price of about two simulations. It runs through the
 # Taichi potential kernel and its hand-written adjoint (`backend="auto"`). The noisy
-# image was simulated with the particle shifted by 1 Å along x; the gradient at the
-# unshifted model therefore pushes every atom along x (the arrows, in the image plane),
-# and four coordinates chosen at random are checked against central differences.
+# image was simulated with the particle shifted by 1 Å along x. Each atom's gradient
+# (the arrows, in the image plane) also carries the shot noise and the fringes around
+# it, so single atoms are pulled in many directions; their sum, the gradient with
+# respect to a rigid shift of the whole particle, points the particle towards +x. Four
+# coordinates chosen at random are checked against central differences.
 
 # %%
 counts_shifted = sample_counts(
@@ -245,11 +250,11 @@ for flat in picks.tolist():
 
     fd = central_difference(along, positions.detach()[atom, axis], 1e-3)
     print(
-        f"{atom:5d} {'xyz'[axis]:>4} {float(grad[atom, axis]):15.5f} {float(fd):20.5f}"
+        f"{atom:5d} {'xyz'[axis]:>4} {float(grad[atom, axis]):15.4e} {float(fd):20.4e}"
     )
-print(
-    f"sum of x-gradients {float(grad[:, 0].sum()):.1f} /Å (negative: move the atoms +x)"
-)
+gx, gy = (float(grad[:, i].sum()) for i in (0, 1))
+print(f"rigid-shift gradient (sum over atoms): x {gx:.2f} /Å, y {gy:.2f} /Å")
+print("(negative along x: the likelihood grows when the particle moves +x)")
 
 # %% tags=["hide-input"]
 fig, axes = book_figure(1, 1, height=4.6)
@@ -461,11 +466,11 @@ pose_fit = fit(
     lambda p: poisson_nll(observed_pose, pose_counts(p)),
     pose_start,
     scales={"rotvec": 0.1, "shift_xy_a": 2.0},
-    steps=fit_steps,
+    steps=pose_steps,
     learning_rate=0.05,
 )
 final = pose_fit.final()
-print(f"{fit_steps} steps of the full simulator in {pose_fit.seconds:.1f} s")
+print(f"{pose_steps} steps of the full simulator in {pose_fit.seconds:.1f} s")
 for label, rotvec, shift in (
     ("start", pose_start["rotvec"], pose_start["shift_xy_a"]),
     ("recovered", final["rotvec"], final["shift_xy_a"]),

@@ -215,7 +215,7 @@ def show_image(
     if title:
         ax.set_title(title)
     if label is not None:
-        ax.figure.colorbar(im, ax=ax, label=label, shrink=0.8)
+        ax.figure.colorbar(im, ax=ax, label=label, fraction=0.046, pad=0.04)
     return im
 
 
