@@ -189,7 +189,9 @@ show_image(axes[0, 0], image0, title="expected counts I", label="counts")
 for ax, (name, image) in zip(axes.flat[1:], derivatives.items(), strict=True):
     title = f"∂I/∂({PROBES[name][2].split(' [')[0]})"
     mixed = bool(image.min() < -0.05 * image.abs().max())  # both signs: red/blue
-    show_image(ax, image, title=title, cmap="RdBu_r" if mixed else "gray", symmetric=mixed)
+    show_image(
+        ax, image, title=title, cmap="RdBu_r" if mixed else "gray", symmetric=mixed
+    )
 for ax in axes.flat:
     ax.set(xticks=[], yticks=[])
 fig.suptitle(
