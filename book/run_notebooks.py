@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # kernels must use the inline backend so figures are stored in the executed notebooks
     os.environ.pop("MPLBACKEND", None)
+    # chapters skip what needs a live widget frontend (e.g. drawing into an Output widget)
+    os.environ["TEM_BOOK_HEADLESS"] = "1"
     sources = sorted(args.notebooks.glob("[0-9][0-9]_*.py"))
     if args.names:
         sources = [s for s in sources if s.stem in set(args.names)]

@@ -884,6 +884,8 @@ plt.show()
 
 # %% tags=["remove-output"]
 try:  # live sliders in JupyterLab; harmless without ipywidgets or a widget frontend
+    import os
+
     import ipywidgets as widgets
     from IPython.display import display
 
@@ -921,7 +923,11 @@ try:  # live sliders in JupyterLab; harmless without ipywidgets or a widget fron
             ]
         )
     )
-    _redraw()  # draw at once, at the parameter cell's values
+    # draw at once, at the parameter cell's values; not when run headless by
+    # book/run_notebooks.py (no widget frontend: drawing into an Output widget there can
+    # leave the executor waiting)
+    if not os.environ.get("TEM_BOOK_HEADLESS"):
+        _redraw()
 except Exception as exc:  # noqa: BLE001 - any failure only disables the live explorer
     print(
         f"interactive explorer unavailable ({type(exc).__name__}: {exc}); "
