@@ -169,7 +169,7 @@ table(recorded["agreement"], {"quantity": "60", "relative_l2": "11.1e"})
 # `benchmarks/scaling.py` times whole micrographs (potential, multislice, CTF, detector)
 # of apoferritins in 300 Å of ice, in one run: one particle on growing grids, then more
 # particles on a fixed grid. Its tables are stored with the load of the machine at the
-# time; the newest is shown.
+# time; the newest is shown. The dotted line is proportional to the number of pixels.
 
 # %%
 if scaling_files:
@@ -219,5 +219,8 @@ if scaling is not None:
 #   0.4-0.6 s on an H100; small proteins cost what their grid and ice cost.
 # * An apoferritin field's exit wave is 1.7× faster than abTEM's; a TMV tilt series is
 #   1.9× slower than TEM-simulator's map projection, the price of full multislice.
-# * Time grows about linearly with the number of pixels and with the number of atoms
-#   (scaling table; measured on a loaded machine, so read ratios, not absolute values).
+# * Whole micrographs: at small sizes fixed costs dominate, so the time grows less than
+#   the work; at the largest sizes it grows about in proportion (on 2026-12-01, 2048² px
+#   took 4.1× the time of 1024², and 36 apoferritins 2.1× the time of 16). That table
+#   was measured while other jobs loaded the 2 cores (load average 15-17): read its
+#   ratios, not its absolute times.
