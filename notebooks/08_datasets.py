@@ -270,3 +270,10 @@ else:
 #   one, resumes from the records, reports failed items with their traceback and
 #   parameters, and writes MRC images, noise-free images, RELION STAR files of the
 #   particles and one metadata table (CSV and JSON).
+
+# %% tags=["remove-cell"]
+# without output_dir the set went to a temporary folder: do not leave it behind
+if not output_dir:
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)

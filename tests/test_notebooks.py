@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,8 +22,9 @@ RUNNER = REPO_ROOT / "book" / "run_notebooks.py"
 @pytest.mark.notebook
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_quick(source, tmp_path) -> None:
-    temporary = Path(tempfile.gettempdir())
-    before = set(temporary.glob("tem_core_*"))
+    # a private temporary folder (other processes use the shared one), with a short path
+    # (chapters print it)
+    temporary = Path(tempfile.mkdtemp(prefix="nb"))
     result = subprocess.run(
         [
             sys.executable,
@@ -36,11 +39,13 @@ def test_notebook_runs_quick(source, tmp_path) -> None:
         capture_output=True,
         text=True,
         timeout=900,
+        env={**os.environ, "TMPDIR": str(temporary)},
     )
     assert result.returncode == 0, (
         f"{source.name} failed:\n{result.stdout}\n{result.stderr[-6000:]}"
     )
-    left = sorted(str(p) for p in set(temporary.glob("tem_core_*")) - before)
+    left = sorted(str(p) for p in temporary.glob("tem_core_*"))
+    shutil.rmtree(temporary, ignore_errors=True)
     assert not left, f"{source.name} left temporary files behind: {left}"
     executed = (tmp_path / f"{source.stem}.ipynb").read_text()
     # figures must be stored in the executed notebook (inline backend, not Agg)
