@@ -210,7 +210,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "plotting": (
         "heatmap_table",
-        "BOOK_WIDTH_IN",
         "book_figure",
         "convergence",
         "image_tiles",

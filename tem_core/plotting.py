@@ -27,7 +27,6 @@ from tem_core.validation import require_integer, require_positive
 
 __all__ = [
     "heatmap_table",
-    "BOOK_WIDTH_IN",
     "book_figure",
     "convergence",
     "image_tiles",
