@@ -41,10 +41,8 @@ roots = (Path.cwd(), *Path.cwd().parents)
 RESULTS = next(p / results_dir for p in roots if (p / results_dir).is_dir())
 recorded = json.loads((RESULTS / "recorded_2026-11-28.json").read_text())
 scaling_files = sorted(RESULTS.glob("scaling_*.json"))
-print(
-    f"tables in {RESULTS.name}/: "
-    + ", ".join(p.name for p in sorted(RESULTS.glob("*.json")))
-)
+names = ", ".join(p.name for p in sorted(RESULTS.glob("*.json")))
+print(textwrap.fill(f"tables in {RESULTS.name}/: {names}", 88))
 
 
 def table(section: dict, formats: dict[str, str]) -> None:
