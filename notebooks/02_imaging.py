@@ -79,7 +79,7 @@ from tem_core.io import read_mrc
 from tem_core.optics import (
     Microscope,
     aberration_phase,
-    check_ctf_sampling,
+    check_thon_ring_sampling,
     ctf_1d,
     ctf_zeros_per_a,
     spatial_envelope,
@@ -102,6 +102,7 @@ from tem_core.potential import (
     slice_potential,
 )
 from tem_core.propagate import (
+    check_ctf_sampling,
     fresnel_propagator,
     multislice,
     phase_object_wave,
@@ -148,18 +149,21 @@ def note(message: str) -> None:
 
 
 def check_ctf(shape, sampling_a, defocus_um, max_frequency_per_a=None) -> None:
-    """Print the package's CTF sampling warnings (aliased Thon rings, wrap-around)."""
+    """Print the package's CTF sampling warnings (wrap-around, aliased Thon rings)."""
+    common = dict(
+        sampling_a=sampling_a,
+        defocus_a=defocus_um * units.UM_TO_A,
+        cs_a=microscope.cs_a,
+        energy_ev=energy_ev,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for message in check_ctf_sampling(
-            shape,
-            sampling_a=sampling_a,
-            defocus_a=defocus_um * units.UM_TO_A,
-            cs_a=microscope.cs_a,
-            energy_ev=energy_ev,
-            max_frequency_per_a=max_frequency_per_a,
-        ):
-            note(message)
+        messages = check_ctf_sampling(shape, bandlimit_fraction=None, **common)
+        messages += check_thon_ring_sampling(
+            shape, max_frequency_per_a=max_frequency_per_a, **common
+        )
+    for message in messages:
+        note(message)
 
 
 if abs(voltage_kv - 300.0) > 1e-9:
@@ -616,8 +620,9 @@ plt.show()
 # small fields holds almost no rings; the second row shows instead the power spectrum of
 # the carbon film imaged at the same defocus (expected counts, without shot noise, up to
 # 0.15 1/Å): the rings crowd together as the defocus grows. Each figure shows three
-# defoci; the package's `check_ctf_sampling` warns when a defocus is too large for the
-# film's 256-pixel grid (the rings would alias into false ones).
+# defoci; the package's `check_ctf_sampling` and `check_thon_ring_sampling` warn when a
+# defocus is too large for the film's 256-pixel grid (the rings would alias into false
+# ones).
 
 
 # %% tags=["hide-input"]

@@ -76,8 +76,13 @@ def check_thon_ring_sampling(
     dk = 1.0 / (min(ny, nx) * sampling_a)
     messages = []
     for df in (defocus_a + 0.5 * astigmatism_a, defocus_a - 0.5 * astigmatism_a):
-        # |dχ/dk| grows with k beyond the C_s turning point: its maximum is at k_max
-        slope = 2 * math.pi * wavelength * k_max * abs(cs_a * wavelength**2 * k_max**2 - df)
+        # |dχ/dk| ∝ k|C_sλ²k² − Δf|: largest at k_max or at its interior turning point
+        ks = [k_max]
+        if df > 0 and cs_a > 0:
+            ks.append(min(k_max, math.sqrt(df / (3 * cs_a * wavelength**2))))
+        slope = max(
+            2 * math.pi * wavelength * k * abs(cs_a * wavelength**2 * k**2 - df) for k in ks
+        )
         step = slope * dk  # change of χ between neighbouring Fourier pixels [rad]
         if step > math.pi / 2:
             messages.append(

@@ -58,8 +58,8 @@ from dataclasses import dataclass
 import torch
 
 from tem_core._fft import fft2, ifft2
-from tem_core._optics_motion import BeamMotion
 from tem_core._optics_checks import check_thon_ring_sampling
+from tem_core._optics_motion import BeamMotion
 from tem_core.grids import frequencies_per_a
 from tem_core.interop import accepts_arrays
 from tem_core.units import ELECTRON_REST_ENERGY_EV, electron_wavelength_a
