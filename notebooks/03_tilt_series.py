@@ -75,7 +75,7 @@ if quick:  # five tilts of a small, coarse field
     series_step_deg, series_max_deg, field_nm, sampling_a, slice_thickness_nm = (
         30.0,
         60.0,
-        20.0,
+        21.0,
         3.0,
         5.0,
     )

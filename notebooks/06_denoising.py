@@ -69,7 +69,11 @@ roots = [Path.cwd(), *Path.cwd().parents]
 ROOT = next(p for p in roots if (p / "data" / "2om3.pdb.gz").exists())
 pixel_a = 5.0
 # the benchmark's evaluation strip (128 × 320 px, all three segments); quick: part of it
-strip = (slice(146, 274), slice(40, 360)) if not quick else (slice(178, 242), slice(160, 320))
+strip = (
+    (slice(146, 274), slice(40, 360))
+    if not quick
+    else (slice(178, 242), slice(160, 320))
+)
 if quick:
     iterations = 15
 print("device:", device)
@@ -84,7 +88,9 @@ print("device:", device)
 # every experiment is the noise-free detector image (MTF and gain applied).
 
 # %%
-intensity = tmv_intensities(ROOT / "data" / "2om3.pdb.gz", tilts_deg=(0.0,), device=device)[0]
+intensity = tmv_intensities(
+    ROOT / "data" / "2om3.pdb.gz", tilts_deg=(0.0,), device=device
+)[0]
 intensity = intensity[strip].double()
 
 
@@ -98,7 +104,9 @@ def noisy_views(dose_e_per_nm2, n, seed):
         sampling_a=pixel_a,
         generator=g,
     )
-    truth = detect(intensity, detector=TMV_DETECTOR, dose_e_per_a2=dose, sampling_a=pixel_a)
+    truth = detect(
+        intensity, detector=TMV_DETECTOR, dose_e_per_a2=dose, sampling_a=pixel_a
+    )
     return stack, truth
 
 
@@ -139,7 +147,9 @@ for name in ("published", "unbiased", "pathwise"):
     def record(it, out, points=points):
         if (it + 1) % 5 == 0:
             t = normalise_minmax(truth)
-            points.append((it + 1, float(psnr(normalise_minmax(out.double()), t, data_range=1))))
+            points.append(
+                (it + 1, float(psnr(normalise_minmax(out.double()), t, data_range=1)))
+            )
 
     denoise_surrogate(
         stack.float(),
@@ -237,7 +247,15 @@ if stored:
     doses = sorted({r["dose_e_per_nm2"] for r in rows})
     ns = sorted({r["n"] for r in rows})
     by = {(r["dose_e_per_nm2"], r["n"], r["method"]): r for r in rows}
-    names = ("single", "mean", "gaussian", "published", "poisson", "poisson_nlm", "topaz")
+    names = (
+        "single",
+        "mean",
+        "gaussian",
+        "published",
+        "poisson",
+        "poisson_nlm",
+        "topaz",
+    )
     methods = [m for m in names if (doses[0], ns[0], m) in by]
     for metric, title in (
         ("psnr_counts", "PSNR in counts [dB]"),
@@ -247,13 +265,18 @@ if stored:
         print(f"{'dose':>5} " + " ".join(f"{m[:10]:>10}" for m in methods))
         for d in doses:
             cells = [
-                f"{by[(d, ns[0], m)][metric]:>10.2f}" if (d, ns[0], m) in by else f"{'-':>10}"
+                f"{by[(d, ns[0], m)][metric]:>10.2f}"
+                if (d, ns[0], m) in by
+                else f"{'-':>10}"
                 for m in methods
             ]
             print(f"{d:>5} " + " ".join(cells))
     gain = np.array(
         [
-            [by[(d, n, "poisson")]["psnr_counts"] - by[(d, n, "mean")]["psnr_counts"] for n in ns]
+            [
+                by[(d, n, "poisson")]["psnr_counts"] - by[(d, n, "mean")]["psnr_counts"]
+                for n in ns
+            ]
             for d in doses
         ]
     )
@@ -296,7 +319,9 @@ with warnings.catch_warnings():  # the FEI header has no MAP ID: read permissive
 all_angles = read_tilt_angles(ROOT / "data" / "HAADF.rawtlt")
 zero = int(torch.argmin(all_angles.abs()))
 nine = slice(zero - 4, zero + 5)  # the tilts −8°..8°, cropped to the needle's tip
-tilts = torch.from_numpy(np.asarray(data[nine, 72:200, 96:224], dtype=np.float64) + 32768.0)
+tilts = torch.from_numpy(
+    np.asarray(data[nine, 72:200, 96:224], dtype=np.float64) + 32768.0
+)
 tilts = tilts.to(device)
 angles = all_angles[nine]
 centre = 4
@@ -328,7 +353,9 @@ for ax, (name, image) in zip(axes, real[centre].items(), strict=True):
 plt.show()
 fig, ax = plt.subplots(figsize=(5.5, 3.0), constrained_layout=True)
 for name in real[centre]:
-    f, c = fourier_ring_correlation(real[centre][name], real[centre + 1][name], n_rings=32)
+    f, c = fourier_ring_correlation(
+        real[centre][name], real[centre + 1][name], n_rings=32
+    )
     ax.plot(f.cpu(), c.cpu(), label=name)
 ax.set(xlabel="spatial frequency [cycles/px]", ylabel="FRC even/odd tilt")
 ax.legend(fontsize=9)

@@ -106,7 +106,9 @@ DATA = ROOT / "data"
 deg = units.DEG_TO_RAD
 sampling_a = pixel_nm * units.NM_TO_A
 ice_a = ice_nm * units.NM_TO_A
-print(f"device: {device}; voxel {sampling_a:.1f} Å; field {field_px} px; ice {ice_nm} nm")
+print(
+    f"device: {device}; voxel {sampling_a:.1f} Å; field {field_px} px; ice {ice_nm} nm"
+)
 
 # %% [markdown]
 # ## Geometry and the missing wedge
@@ -192,20 +194,32 @@ potential = PotentialSettings(
 )
 detector = Detector()
 common = dict(
-    scheme=scheme, potential=potential, microscope=microscope, detector=detector, progress=False
+    scheme=scheme,
+    potential=potential,
+    microscope=microscope,
+    detector=detector,
+    progress=False,
 )
 t0 = time.perf_counter()
-noisy = tilt_series(specimen, generator=torch.Generator().manual_seed(seed + 1), **common)
+noisy = tilt_series(
+    specimen, generator=torch.Generator().manual_seed(seed + 1), **common
+)
 clean = tilt_series(specimen, generator=None, **common)
-print(f"{len(tmv):,} atoms; two series of {len(scheme)} tilts in {time.perf_counter() - t0:.0f} s")
+print(
+    f"{len(tmv):,} atoms; two series of {len(scheme)} tilts in {time.perf_counter() - t0:.0f} s"
+)
 
 # the denoising chapter's Poisson method (exact counts, Anscombe, TV with a SURE weight),
 # tilt by tilt: the even and the odd tilts stay independent
 t0 = time.perf_counter()
 denoised = denoise_poisson(noisy.stack[:, None], detector=detector).denoised
-print(f"denoised {len(scheme)} tilts (denoise_poisson) in {time.perf_counter() - t0:.0f} s")
+print(
+    f"denoised {len(scheme)} tilts (denoise_poisson) in {time.perf_counter() - t0:.0f} s"
+)
 
-geometry = geometry_from_tilt_series(noisy, thickness_a=ice_a, tilt_axis_angle_rad=0.5 * math.pi)
+geometry = geometry_from_tilt_series(
+    noisy, thickness_a=ice_a, tilt_axis_angle_rad=0.5 * math.pi
+)
 truth = potential_on_grid(specimen, geometry, energy_ev=energy_ev).float()
 x0, x1 = geometry.fully_sampled_x()  # columns every tilt sees over the whole thickness
 crop = (slice(None), slice(None), slice(x0, x1))
@@ -252,7 +266,9 @@ series = {"raw": noisy.stack, "denoised": denoised, "noise-free": clean.stack}
 for label, stack in series.items():
     b = image_contrast(stack, invert=True)
     t0 = time.perf_counter()
-    volumes[f"SIRT {label}"] = sirt(b, geometry, n_iterations=sirt_iterations, progress=False)
+    volumes[f"SIRT {label}"] = sirt(
+        b, geometry, n_iterations=sirt_iterations, progress=False
+    )
     t_sirt = time.perf_counter() - t0
     volumes[f"WBP ramp {label}"] = wbp(b, geometry, progress=False)
     volumes[f"WBP SIRT-like {label}"] = wbp(
@@ -262,7 +278,9 @@ for label, stack in series.items():
 
 res_a = compare_lowpass_nm * units.NM_TO_A
 truth_lp = fourier_lowpass(truth[crop], resolution_a=res_a, voxel_size_a=sampling_a)
-print(f"{'reconstruction':>24} {'corr.':>6} {'corr. low-pass':>15} {'PSNR low-pass [dB]':>19}")
+print(
+    f"{'reconstruction':>24} {'corr.':>6} {'corr. low-pass':>15} {'PSNR low-pass [dB]':>19}"
+)
 for name, vol in volumes.items():
     lp = fourier_lowpass(vol[crop], resolution_a=res_a, voxel_size_a=sampling_a)
     print(
@@ -346,7 +364,9 @@ plt.show()
 # re-measured when the book is built).
 
 # %%
-record = json.loads((ROOT / "benchmarks" / "results" / "reconstruct_vs_astra.json").read_text())
+record = json.loads(
+    (ROOT / "benchmarks" / "results" / "reconstruct_vs_astra.json").read_text()
+)
 print(
     f"command: {record['command']}; ASTRA {record['astra_version']}; "
     f"load average {record['load_average'][0]:.1f}"
@@ -374,7 +394,9 @@ for r in record["rows"]:
 
 # %%
 with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # the FEI header lacks the MAP ID: read permissively
+    warnings.simplefilter(
+        "ignore"
+    )  # the FEI header lacks the MAP ID: read permissively
     raw, header_a = read_mrc(DATA / "HAADF.mrc.gz", permissive=True)
 haadf = torch.from_numpy(raw.astype(np.float32) + 32768.0)
 haadf = haadf - haadf.flatten(1).quantile(0.02, dim=1)[:, None, None]
@@ -387,7 +409,9 @@ g_haadf = geometry_from_files(
 )
 haadf, g_haadf = bin_stack(haadf, g_haadf, haadf_binning)
 t0 = time.perf_counter()
-haadf_volume = sirt(haadf, g_haadf, n_iterations=sirt_iterations, nonnegative=True, progress=False)
+haadf_volume = sirt(
+    haadf, g_haadf, n_iterations=sirt_iterations, nonnegative=True, progress=False
+)
 print(
     f"header pixel size {header_a} Å (ignored); {g_haadf.n_tilts} tilts "
     f"{math.degrees(g_haadf.angles_rad[0]):.0f}..{math.degrees(g_haadf.angles_rad[-1]):.0f}°; "
@@ -420,7 +444,9 @@ plt.show()
 
 # %%
 def standardise(volume):
-    v = fourier_lowpass(volume[crop].float(), resolution_a=res_a, voxel_size_a=sampling_a)
+    v = fourier_lowpass(
+        volume[crop].float(), resolution_a=res_a, voxel_size_a=sampling_a
+    )
     return (v - v.mean()) / v.std()
 
 
@@ -453,7 +479,9 @@ persp = Camera(
 hv = (haadf_volume - haadf_volume.mean()) / haadf_volume.std()
 tf_haadf = transfer_function((0.0, 6.0), colormap="viridis", max_opacity=0.3)
 haadf_renders = {
-    "HAADF, emission-absorption": render(hv, camera, tf_haadf, threshold=1.0, background=black),
+    "HAADF, emission-absorption": render(
+        hv, camera, tf_haadf, threshold=1.0, background=black
+    ),
     "HAADF, perspective": render(hv, persp, tf_haadf, threshold=1.0, background=black),
     "HAADF, MIP": render(hv / hv.max(), camera, mode="mip"),
 }
@@ -470,7 +498,9 @@ plt.show()
 # are its fallback.
 
 # %%
-explorer = volume_explorer(standardise(volumes["SIRT raw"]), image_px=min(render_px, 192))
+explorer = volume_explorer(
+    standardise(volumes["SIRT raw"]), image_px=min(render_px, 192)
+)
 if explorer is not None and not quick:
     display(explorer)  # noqa: F821 - IPython's display
 
