@@ -135,7 +135,7 @@ def test_micrograph_mean_and_determinism(small_specimen) -> None:
 
 def test_unfiltered_mean_is_dose_times_gain(small_specimen) -> None:
     """Without an energy filter the absorbed electrons return as inelastic background."""
-    imaging = simulate.Imaging(defocus_a=1.5e4, dose_e_per_a2=40.0)
+    imaging = simulate.Imaging(defocus_a=1500.0, dose_e_per_a2=40.0)
     result = simulate.micrograph(
         small_specimen, potential=SETTINGS, microscope=SCOPE,
         detector=Detector(gain_counts_per_e=3.0), imaging=imaging,
