@@ -253,7 +253,17 @@ def test_expand_assembly_is_differentiable():
     )
     ops = helical_operators(rise_a=1.0, twist_rad=0.3, n_subunits=4)
     expand_assembly(model, ops).positions_a.sum().backward()
-    assert pos.grad is not None and torch.isfinite(pos.grad).all()
+    # d/dx Σ_k Σ_i (R_k x + t_k)_i = Σ_k R_kᵀ 1
+    expected = ops[:, :, :3].transpose(1, 2).sum(0) @ torch.ones(3, dtype=torch.float64)
+    torch.testing.assert_close(pos.grad[0], expected, rtol=0, atol=1e-14)
+
+    def expanded(p):
+        moved = AtomicModel(
+            atomic_numbers=torch.tensor([6]), positions_a=p, b_factors_a2=one, occupancies=one
+        )
+        return expand_assembly(moved, ops).positions_a
+
+    assert torch.autograd.gradcheck(expanded, (pos.detach().clone().requires_grad_(True),))
 
 
 def test_assembly_errors(tmp_path):
