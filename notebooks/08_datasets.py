@@ -195,7 +195,8 @@ for k in range(len(star["rlnCoordinateX"])):
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(3.6, 3.6), constrained_layout=True)
-ax.imshow(noise_free, cmap="gray", origin="lower")
+ny, nx = noise_free.shape  # STAR pixel ix spans [ix, ix + 1): imshow's extent matches
+ax.imshow(noise_free, cmap="gray", origin="lower", extent=(0, nx, 0, ny))
 ax.plot(
     np.array(star["rlnCoordinateX"], dtype=float),
     np.array(star["rlnCoordinateY"], dtype=float),

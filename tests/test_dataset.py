@@ -306,8 +306,10 @@ def test_particles_star_matches_the_specimen(loop_dataset) -> None:
     block = read_star(out / "particles/item_000001.star")["particles"]
     s = params["grid.pixel_size_a"]
     x = np.array(block["rlnCoordinateX"], dtype=float)
+    # continuous pixel coordinates (pixel ix spans [ix, ix + 1)): RELION truncates them to
+    # the index of the pixel that holds the particle's centre
     np.testing.assert_allclose(
-        (x + 0.5) * s, setup.specimen.particle_centers_a[:, 0].double().numpy(), atol=1e-5
+        x * s, setup.specimen.particle_centers_a[:, 0].double().numpy(), atol=1e-5
     )
     for k, r in enumerate(setup.specimen.particle_rotations.double().numpy()):
         angles = [float(block[f"rlnAngle{n}"][k]) for n in ("Rot", "Tilt", "Psi")]

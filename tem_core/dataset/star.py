@@ -21,12 +21,14 @@ whose ``A`` is ``R`` (tested against the specimen's matrices). θ lies in [0°, 
 
 Coordinates
 -----------
-``rlnCoordinateX/Y(/Z)`` are in pixels with pixel centres at integers and the first pixel at
-0: a particle centred at ``x`` [Å] in the field (pixel ``ix`` covers
-``[ix·s, (ix+1)·s)``, see ``book/design.md``) is written as ``x / s − 0.5``, where RELION's
-extraction (which rounds the coordinate to the nearest pixel index) centres the box on it.
-For tilt series the coordinates are those of the untilted specimen, ``z`` measured from
-the lower ice surface with the same pixel size.
+``rlnCoordinateX/Y(/Z)`` are in pixels, continuous, with pixel ``ix`` spanning
+``[ix, ix + 1)``: a particle centred at ``x`` [Å] (pixel ``ix`` covers ``[ix·s, (ix+1)·s)``
+in this package, see ``book/design.md``; the potential is averaged over that area) is
+written as ``x / s``. RELION's extraction (``Preprocessing::extractParticlesFromOneFrame``)
+truncates the coordinate to an integer pixel index and centres the box there, so the box
+is centred on the pixel that holds the particle's centre (within half a pixel). For tilt
+series the coordinates are those of the untilted specimen, ``z`` measured from the lower
+ice surface with the same pixel size.
 """
 
 from __future__ import annotations
@@ -192,11 +194,11 @@ def particle_columns(
     c = torch.as_tensor(centers_a).detach().to("cpu", torch.float64)
     angles = euler_zyz_from_matrices(rotations)
     cols: dict[str, list[Any]] = {
-        "rlnCoordinateX": (c[:, 0] / pixel_size_a - 0.5).tolist(),
-        "rlnCoordinateY": (c[:, 1] / pixel_size_a - 0.5).tolist(),
+        "rlnCoordinateX": (c[:, 0] / pixel_size_a).tolist(),
+        "rlnCoordinateY": (c[:, 1] / pixel_size_a).tolist(),
     }
     if with_z:
-        cols["rlnCoordinateZ"] = (c[:, 2] / pixel_size_a - 0.5).tolist()
+        cols["rlnCoordinateZ"] = (c[:, 2] / pixel_size_a).tolist()
     cols["rlnAngleRot"] = angles[:, 0].tolist()
     cols["rlnAngleTilt"] = angles[:, 1].tolist()
     cols["rlnAnglePsi"] = angles[:, 2].tolist()
