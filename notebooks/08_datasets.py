@@ -139,7 +139,7 @@ plt.show()
 
 # %%
 cluster = LocalCluster(
-    n_workers=workers, threads_per_worker=1, dashboard_address=None, silence_logs=40
+    n_workers=workers, threads_per_worker=1, dashboard_address=":0", silence_logs=40
 )
 address = cluster.scheduler_address
 report = generate_dataset(spec, out, scheduler=address, progress=False)

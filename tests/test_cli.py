@@ -51,7 +51,7 @@ def test_simulate_settings_without_items_or_seed(tmp_path, capsys) -> None:
     settings.write_text(raw)
     assert main(["simulate", str(settings), "--out", str(tmp_path / "ts")]) == 0
     stack, _ = tio.read_mrc(tmp_path / "ts.mrc")
-    assert stack.shape == (3, 64, 64)
+    assert stack.shape == (3, 128, 128)
     assert tio.read_tilt_angles(tmp_path / "ts.tlt").numpy() == pytest.approx(
         np.radians([-20.0, 0.0, 20.0])
     )

@@ -55,7 +55,7 @@ def _spec(**changes) -> object:
 def test_example_description_loads() -> None:
     spec = load_dataset_spec(EXAMPLE)
     assert spec.n_items == 4 and spec.kind == "micrograph" and spec.seed == 20261201
-    assert spec["grid.shape_px"] == (64, 64)
+    assert spec["grid.shape_px"] == (128, 128)
     assert spec["grid.pixel_size_a"].kind == "choice"
     assert spec["grid.pixel_size_a"].values == (1.5, 2.0)
     assert spec.structures[0].path == (DATA_DIR / "1crn.pdb.gz").resolve()
@@ -152,9 +152,9 @@ def test_drawn_values_follow_their_distributions() -> None:
     spec = _spec(**{"dataset.items": 400})
     draws = [item_parameters(spec, i) for i in range(400)]
     defocus = np.array([d["imaging.defocus_um"] for d in draws])
-    assert defocus.min() >= 0.8 and defocus.max() < 2.5
-    # uniform on [0.8, 2.5): mean 1.65, sd 0.49; 400 draws: standard error 0.025
-    assert abs(defocus.mean() - 1.65) < 4 * 0.49 / math.sqrt(400)
+    assert defocus.min() >= 0.5 and defocus.max() < 1.1
+    # uniform on [0.5, 1.1): mean 0.8, sd 0.6 / √12 = 0.173; 400 draws: standard error 0.0087
+    assert abs(defocus.mean() - 0.8) < 4 * 0.173 / math.sqrt(400)
     copies = {d["structures.0.copies"] for d in draws}
     assert copies == {2, 3, 4} and all(isinstance(c, int) for c in copies)
     assert {d["grid.pixel_size_a"] for d in draws} == {1.5, 2.0}
@@ -195,7 +195,7 @@ def test_loop_dataset_files_and_tables(loop_dataset) -> None:
         params = item_parameters(spec, row["index"])
         assert row["imaging.defocus_um"] == params["imaging.defocus_um"]
         image, pixel = tio.read_mrc(out / row["file.image"])
-        assert image.shape == (64, 64) and pixel == pytest.approx(row["grid.pixel_size_a"])
+        assert image.shape == (128, 128) and pixel == pytest.approx(row["grid.pixel_size_a"])
         assert data_sha256(image) == row["image_data_sha256"]
         noise_free, _ = tio.read_mrc(out / row["file.noise_free"])
         # counts are Poisson-like around the noise-free image: mean dose per pixel agrees
@@ -242,22 +242,22 @@ def test_resume_checks_the_record_not_the_files(loop_dataset, tmp_path) -> None:
 
 
 def test_failed_item_reported_with_traceback_and_parameters(tmp_path) -> None:
-    # 60 crambins cannot fit in a 64 x 64 px field: those items fail, the others finish
+    # 400 crambins cannot fit in a 128 x 128 px field: those items fail, the others finish
     raw = _raw()
     raw["dataset"].update(items=3, seed=20261203)
-    raw["structures"][0]["copies"] = {"choice": [1, 60]}
+    raw["structures"][0]["copies"] = {"choice": [1, 400]}
     spec = parse_dataset_spec(raw, source=EXAMPLE)
     copies = [item_parameters(spec, i)["structures.0.copies"] for i in range(3)]
-    assert 1 in copies and 60 in copies  # this seed draws both
+    assert 1 in copies and 400 in copies  # this seed draws both
     messages: list[str] = []
     report = generate_dataset(spec, tmp_path, workers=0, progress=False, log=messages.append)
-    bad = tuple(i for i, c in enumerate(copies) if c == 60)
+    bad = tuple(i for i, c in enumerate(copies) if c == 400)
     assert tuple(f["index"] for f in report.failed) == bad
     assert report.completed == tuple(i for i in range(3) if i not in bad)
     failures = json.loads((tmp_path / "failures.json").read_text())
     assert failures[0]["error"].startswith("ValueError: could place only")
     assert "place_particles" in failures[0]["traceback"]
-    assert failures[0]["parameters"]["structures.0.copies"] == 60
+    assert failures[0]["parameters"]["structures.0.copies"] == 400
     assert any("failed" in m for m in messages)
 
 

@@ -23,10 +23,11 @@ EXAMPLE = DATA_DIR / "example_dataset.toml"
 
 
 def _tilt_spec():
-    """The example as 4 small tilt series (7 tilts, 96² px) with every output requested."""
+    """The example as 4 small tilt series (7 tilts, 96² px at 2 Å) with every output."""
     raw = tomllib.loads(EXAMPLE.read_text())
     raw["dataset"]["kind"] = "tilt_series"
     raw["grid"]["shape_px"] = [96, 96]
+    raw["grid"]["pixel_size_a"] = 2.0  # PSF at 1.1 µm defocus within half the field
     raw["tilt"] = {"scheme": "dose-symmetric", "min_deg": -30.0, "max_deg": 30.0, "step_deg": 10.0}
     raw["outputs"]["potential_volume"] = True
     return parse_dataset_spec(raw, source=EXAMPLE)
@@ -77,7 +78,7 @@ def test_killed_worker_and_resume_give_the_files_of_an_uninterrupted_run(tmp_pat
             n_workers=2,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=50,
         )
         client = Client(cluster)
