@@ -17,12 +17,16 @@ from tem_core.detector import (
 )
 from tem_core.mtf_fit import (
     MTFFit,
+    MTFNotIdentifiableError,
     averaged_periodogram,
     detect_particles_in_crops,
     find_background_crops,
+    fit_mtf_edge,
     fit_mtf_ffl,
     fit_mtf_whittle,
     focal_frequency_loss,
+    knife_edge_image,
+    mtf_from_spec,
     mtf_relative_rms_error,
     normalise_min_max,
     radial_profile,
@@ -140,14 +144,111 @@ def test_whittle_recovers_known_mtf():
     assert fit.final_loss == pytest.approx(min(fit.loss_history), abs=1e-6)
 
 
-def test_whittle_gain_and_white_noise():
-    """White noise: the fitted MTF is flat; the NPS scale gives the gain (s = gain · mean)."""
+def test_whittle_flags_white_noise_as_not_identifiable():
+    """White noise: flagged, no MTF; the noise transfer is flat and the scale gives the gain."""
     g = torch.Generator().manual_seed(5)
     crops = 7.0 * sample_counts(torch.full((4, 64, 64), 40.0, dtype=torch.float64), generator=g)
-    fit = fit_mtf_whittle(crops, generator=g, n_restarts=2)
+    with pytest.warns(UserWarning, match="MTF not identifiable from noise: the noise power"):
+        fit = fit_mtf_whittle(crops)
+    assert not fit.identifiable and fit.model.chosen == "white"
+    assert "white within its statistical error" in fit.diagnosis
+    with pytest.raises(MTFNotIdentifiableError, match="MTF not identifiable from noise"):
+        fit.mtf(torch.tensor([0.25]))
     omega = torch.linspace(0.05, 0.5, 10, dtype=torch.float64)
-    assert torch.allclose(fit.mtf(omega), torch.ones_like(omega), atol=0.06)
-    assert fit.gain_counts_per_e(float(crops.mean())) == pytest.approx(7.0, rel=0.06)
+    assert torch.allclose(fit.noise_transfer(omega), torch.ones_like(omega))
+    # 4 x 64² Poisson pixels: the scale's relative standard error is 1/sqrt(8000) ≈ 1.1%
+    assert fit.gain_counts_per_e(float(crops.mean())) == pytest.approx(7.0, rel=0.04)
+
+
+def test_counting_camera_crops_are_flagged():
+    """Counting camera (K2 MTF on the signal, white noise): not an MTF of 1 but a flag."""
+    crops = synthetic_background_crops(
+        "k2_300kv",
+        n_crops=4,
+        crop_size_px=128,
+        mean_electrons_per_px=40.0,
+        generator=torch.Generator().manual_seed(2),
+        gain_counts_per_e=101.0,
+        counting=True,
+    )
+    with pytest.warns(UserWarning, match="MTF not identifiable from noise"):
+        fit = fit_mtf_whittle(crops)
+    assert not fit.identifiable
+    assert fit.gain_counts_per_e(float(crops.mean())) == pytest.approx(101.0, rel=0.04)
+
+
+def test_real_k2_micrograph_is_flagged(data_dir):
+    """The real K2 counting micrograph: the default workflow says the MTF is not identifiable.
+
+    Its noise is not white (the specimen adds low-frequency power, and the spectrum falls
+    by ~10% towards Nyquist), but the fitted noise transfer at Nyquist (0.75 with every
+    frequency used, 0.97 above 0.08 cycles/px) is above the pixel-aperture bound 2/π that
+    limits any pixelated detector's signal MTF.
+    """
+    from tem_core.io import read_mrc
+
+    image, _ = read_mrc(data_dir / "fei-extended_crop2048.mrc")
+    micrograph = torch.from_numpy(np.asarray(image, dtype=np.float64))
+    found = find_background_crops(micrograph, crop_size=256, n_max=8)
+    with pytest.warns(UserWarning, match="MTF not identifiable from noise: the noise transfer"):
+        fit = fit_mtf_whittle(found.crops, detrend="plane")
+    assert not fit.identifiable and "counting camera" in fit.diagnosis
+    assert float(fit.noise_transfer(torch.tensor([0.5], dtype=torch.float64))) > 2 / math.pi
+
+
+def test_model_choice_is_deterministic_and_explained():
+    crops = _crops_from_micrograph(8, 128)
+    first = fit_mtf_whittle(crops)
+    second = fit_mtf_whittle(crops)
+    assert first.params == second.params  # a fixed grid of starts, no random generator
+    assert first.model.chosen == "lorentzian"  # the truth has p = q = 1
+    assert "spline was not considered" in first.model.reason  # 8 x 128²: too little data
+    assert "smallest AIC" in first.model.reason
+    assert first.model.nll["white"] > first.model.nll["lorentzian"]
+    assert first.model.p_values["shaped vs lorentzian"] > 1e-3
+
+
+def test_shape_exponents_are_chosen_when_the_data_need_them():
+    """A Falcon 3EC table (300 kV) cannot be followed with p = q = 1: a richer model wins."""
+    crops = synthetic_background_crops(
+        "falcon3ec_300kv",
+        n_crops=8,
+        crop_size_px=256,
+        mean_electrons_per_px=40.0,
+        generator=torch.Generator().manual_seed(3),
+        micrograph_size_px=512,
+        gain_counts_per_e=50.0,
+    )
+    fit = fit_mtf_whittle(crops)
+    assert fit.model.chosen in ("shaped", "spline")
+    assert fit.model.aic[fit.model.chosen] < fit.model.aic["lorentzian"] - 100
+
+
+def test_knife_edge_recovers_known_mtf():
+    """Slanted edge, counting camera (MTF on the signal only), 2000 e/px (a calibration dose)."""
+    img = knife_edge_image(
+        (512, 512),
+        mtf=TRUTH,
+        angle_deg=4.0,
+        mean_electrons_per_px=2000.0,
+        generator=torch.Generator().manual_seed(1),
+    )
+    edge = fit_mtf_edge(img)
+    assert edge.angle_deg == pytest.approx(4.0, abs=0.05)
+    omega = torch.tensor([0.125, 0.25, 0.375, 0.45], dtype=torch.float64)
+    truth = mtf_from_spec(TRUTH, omega)
+    # measured: within 3% at these frequencies (jackknife s.e. ~0.5-1%)
+    assert torch.allclose(edge.mtf(omega), truth, rtol=0.05)
+    with pytest.raises(ValueError, match="tilted by"):
+        fit_mtf_edge(
+            knife_edge_image(
+                (256, 256),
+                mtf=TRUTH,
+                angle_deg=0.0,
+                mean_electrons_per_px=100.0,
+                generator=torch.Generator().manual_seed(0),
+            )
+        )
 
 
 def test_simulated_background_reproduces_fitted_spectrum():
@@ -260,16 +361,34 @@ def test_detect_particles_warns_on_blob_crops():
         )
 
 
+def test_constant_crops_raise_naming_the_cause():
+    g = torch.Generator()
+    with pytest.raises(ValueError, match="crops must hold noise, but 2 of 2 crops are constant"):
+        fit_mtf_whittle(torch.full((2, 64, 64), 100.0))
+    with pytest.raises(ValueError, match="crops are constant"):
+        fit_mtf_ffl(torch.full((2, 32, 32), 5.0), generator=g, n_steps=2)
+
+
+def test_one_tiny_crop_warns_that_the_mtf_is_poorly_determined():
+    crops = _crops_from_micrograph(1, 16, big=64)
+    with pytest.warns(UserWarning, match="MTF poorly determined by 1 crop"):
+        fit_mtf_whittle(crops)
+
+
 def test_bad_inputs_raise():
     g = torch.Generator()
     with pytest.raises(ValueError, match="finite"):
         fit_mtf_whittle(torch.full((1, 32, 32), float("nan")), generator=g)
+    with pytest.raises(ValueError, match="model must be 'auto' or one of"):
+        fit_mtf_whittle(_blurred_noise((1, 32, 32)), model="gaussian")
+    with pytest.raises(ValueError, match="random starts need a generator"):
+        fit_mtf_whittle(_blurred_noise((1, 32, 32)), n_restarts=2)
     with pytest.raises(ValueError, match="at least 16 x 16"):
         fit_mtf_whittle(torch.ones(2, 8, 8), generator=g)
     with pytest.raises(ValueError, match=r"shape \(M, N\) or \(B, M, N\)"):
         fit_mtf_ffl(torch.ones(2, 2, 32, 32), generator=g)
     with pytest.raises(TypeError, match="generator must be a torch.Generator"):
-        fit_mtf_whittle(torch.ones(32, 32), generator=None)
+        fit_mtf_whittle(_blurred_noise((1, 32, 32)), generator="seed")
     with pytest.raises(ValueError, match="ffl_weight and mse_weight are both 0"):
         fit_mtf_ffl(torch.ones(32, 32), generator=g, ffl_weight=0.0, mse_weight=0.0)
     with pytest.raises(ValueError, match="only 1 tiles"):
@@ -282,7 +401,7 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="micrograph must be finite"):
         find_background_crops(torch.full((64, 64), float("inf")), crop_size=16)
     with pytest.raises(ValueError, match="init has unknown parameter"):
-        fit_mtf_ffl(torch.ones(32, 32) * 5, generator=g, n_steps=1, init={"gamma": 1.0})
+        fit_mtf_ffl(_blurred_noise((1, 32, 32)), generator=g, n_steps=1, init={"gamma": 1.0})
 
 
 def test_synthetic_background_crops_statistics_and_errors() -> None:

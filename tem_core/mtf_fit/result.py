@@ -1,4 +1,4 @@
-"""Result of an MTF fit (private helper of :mod:`tem_core.mtf_fit`, which re-exports it)."""
+"""Result of an MTF fit, and error metrics against a known MTF."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ from typing import Any
 
 import torch
 
-from tem_core.detector import (
-    apply_mtf,
-    mtf_parametric,
-    radial_frequency_cycles_per_px,
-    sample_counts,
-)
+from tem_core.detector import apply_mtf, mtf_parametric, radial_frequency_cycles_per_px
+from tem_core.mtf_fit.likelihood import SPLINE_KNOTS, spline_transfer
+from tem_core.mtf_fit.synthetic import MTFSpec, mtf_from_spec, simulate_flat_background
 from tem_core.validation import require_finite, require_positive, require_positive_int
 
 #: Parameters of :func:`tem_core.detector.mtf_parametric`, in order.
@@ -23,101 +20,51 @@ PARAM_NAMES = ("a", "b", "c", "alpha", "beta", "p", "q")
 NYQUIST_FRACTIONS = (0.25, 0.5, 1.0)
 
 
-def simulate_flat_background(
-    shape: tuple[int, ...],
-    *,
-    mean_electrons_per_px: float | torch.Tensor,
-    mtf: torch.Tensor | None,
-    generator: torch.Generator,
-    gain_counts_per_e: float | torch.Tensor = 1.0,
-    dtype: torch.dtype = torch.float64,
-) -> torch.Tensor:
-    """Flat-field detector images in TEM-simulator's model: Poisson, then MTF blur, then gain.
+def transfer_curve(params: dict[str, Any], frequency_cycles_per_px: torch.Tensor) -> torch.Tensor:
+    """Parametric (``a, b, c, alpha, beta, p, q``) or spline (``g0, g1, ...``) curve."""
+    if "g0" in params:
+        g = torch.stack([torch.as_tensor(params[f"g{i}"]) for i in range(len(SPLINE_KNOTS))])
+        return spline_transfer(frequency_cycles_per_px, g.to(frequency_cycles_per_px.dtype))
+    return mtf_parametric(frequency_cycles_per_px, **params)
 
-    ``gain · F⁻¹[MTF · F[k]]`` with ``k ~ Poisson(N)`` per pixel. Differentiable wrt the
-    MTF (and the gain), not wrt ``N``.
 
-    Parameters
+class MTFNotIdentifiableError(ValueError):
+    """The noise power spectrum does not show the MTF (e.g. a counting camera)."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ModelChoice:
+    """How :func:`fit_mtf_whittle` chose between nested noise-spectrum models.
+
+    Attributes
     ----------
-    shape
-        ``(..., M, N)`` output shape [pixel].
-    mean_electrons_per_px
-        Expected electrons per pixel ``N`` (> 0) [e/pixel].
-    mtf
-        ``(M, N)`` MTF in FFT order, or ``None`` for no blur.
-    generator
-        Random generator (its device is used).
-    gain_counts_per_e
-        Counts per electron [counts/e].
-    dtype
-        Floating dtype of the result.
+    chosen
+        ``"white"`` (flat NPS, 1 parameter), ``"lorentzian"`` (p = q = 1, 5 parameters),
+        ``"shaped"`` (p, q fitted, 7 parameters) or ``"spline"`` (monotone, 13 parameters).
+    nll
+        Total Whittle negative log-likelihood of each model fitted (divided by the
+        taper's variance inflation) [nats].
+    n_params
+        Free parameters of each model.
+    aic
+        Akaike information criterion ``2·NLL + 2k`` of each model (the smallest wins).
+    lr_statistics
+        ``2 ΔNLL`` of each larger nested model against the next smaller one
+        (``"lorentzian"`` against ``"white"``, ``"shaped"`` against ``"lorentzian"``).
+    p_values
+        χ² tail probabilities of those statistics (``df`` = difference in parameters;
+        approximate where the smaller model lies on the boundary).
+    reason
+        One sentence: which model and why.
     """
-    require_positive("mean_electrons_per_px", mean_electrons_per_px, "e/px")
-    device = generator.device
-    expected = torch.full(shape, float(mean_electrons_per_px), dtype=dtype, device=device)
-    counts = sample_counts(expected, generator=generator)
-    if mtf is not None:
-        counts = apply_mtf(counts, mtf)
-    return gain_counts_per_e * counts
 
-
-def synthetic_background_crops(
-    mtf_params: dict[str, float],
-    *,
-    n_crops: int,
-    crop_size_px: int,
-    mean_electrons_per_px: float,
-    generator: torch.Generator,
-    micrograph_size_px: int | None = None,
-) -> torch.Tensor:
-    """Background crops cut from flat micrographs with a known parametric MTF.
-
-    Flat square micrographs of ``micrograph_size_px`` (default twice the crop) are
-    simulated with :func:`simulate_flat_background` (Poisson, then the MTF of
-    ``mtf_params``, gain 1) and cut into non-overlapping crops, so the crops are not
-    periodic, as crops of a real micrograph are not.
-
-    Parameters
-    ----------
-    mtf_params
-        Parameters of :func:`tem_core.detector.mtf_parametric` (``a, b, c, alpha, beta``
-        and optionally ``p, q``).
-    n_crops
-        Number of crops returned.
-    crop_size_px
-        Edge of each square crop [pixel].
-    mean_electrons_per_px
-        Expected electrons per pixel [e/pixel].
-    generator
-        Random generator (its device is used).
-    micrograph_size_px
-        Edge of the simulated micrographs [pixel], a multiple of ``crop_size_px``.
-
-    Returns
-    -------
-    Tensor
-        ``(n_crops, crop_size_px, crop_size_px)`` float64 [counts].
-    """
-    require_positive_int("n_crops", n_crops)
-    require_positive_int("crop_size_px", crop_size_px)
-    big = 2 * crop_size_px if micrograph_size_px is None else micrograph_size_px
-    require_positive_int("micrograph_size_px", big)
-    if big % crop_size_px:
-        raise ValueError(
-            f"micrograph_size_px must be a multiple of crop_size_px = {crop_size_px} px, "
-            f"got {big} px"
-        )
-    k = big // crop_size_px
-    n_images = -(-n_crops // (k * k))
-    omega = radial_frequency_cycles_per_px((big, big), device=generator.device, dtype=torch.float64)
-    images = simulate_flat_background(
-        (n_images, big, big),
-        mean_electrons_per_px=mean_electrons_per_px,
-        mtf=mtf_parametric(omega, **mtf_params),
-        generator=generator,
-    )
-    crops = images.reshape(n_images, k, crop_size_px, k, crop_size_px).permute(0, 1, 3, 2, 4)
-    return crops.reshape(-1, crop_size_px, crop_size_px)[:n_crops].contiguous()
+    chosen: str
+    nll: dict[str, float]
+    n_params: dict[str, int]
+    aic: dict[str, float]
+    lr_statistics: dict[str, float]
+    p_values: dict[str, float]
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -129,7 +76,9 @@ class MTFFit:
     method
         ``"whittle"`` or ``"ffl"``.
     params
-        ``a, b, c, alpha, beta, p, q`` (α, β in [pixel²]); ``a + b + c = 1`` for Whittle fits.
+        ``a, b, c, alpha, beta, p, q`` (α, β in [pixel²]; ``a + b + c = 1`` for Whittle
+        fits), or for the spline model ``g0, g1, ...``: ``−log MTF`` at
+        :data:`tem_core.mtf_fit.likelihood.SPLINE_KNOTS`.
     scale
         Whittle fits: the NPS scale ``s`` with ``NPS(ω) = s · MTF²(ω)`` [counts² per bin];
         for Poisson noise ``s = gain² · N = gain · mean`` (see :meth:`gain_counts_per_e`).
@@ -142,6 +91,15 @@ class MTFFit:
         Covariance of ``covariance_names`` (Whittle), or ``None``.
     covariance_names
         Names of the covariance rows: ``a, b, alpha, beta, [p, q], s``.
+    model
+        Whittle fits: the :class:`ModelChoice` (which model and why), else ``None``.
+    identifiable
+        ``False`` when the background's noise spectrum cannot show the MTF (white within
+        its error, or flatter than any pixelated detector's MTF: a counting camera).
+        :meth:`mtf` then raises :class:`MTFNotIdentifiableError`; :meth:`noise_transfer`
+        still gives the fitted noise transfer.
+    diagnosis
+        Why the MTF is not identifiable (empty when it is).
     """
 
     method: str
@@ -151,10 +109,33 @@ class MTFFit:
     final_loss: float | None = None
     covariance: torch.Tensor | None = None
     covariance_names: tuple[str, ...] = ()
+    model: ModelChoice | None = None
+    identifiable: bool = True
+    diagnosis: str = ""
 
     def mtf(self, frequency_cycles_per_px: torch.Tensor) -> torch.Tensor:
-        """MTF at the given frequencies [cycles/pixel] (any shape; follows their dtype)."""
-        return mtf_parametric(frequency_cycles_per_px, **self.params)
+        """MTF at the given frequencies [cycles/pixel] (any shape; follows their dtype).
+
+        Raises :class:`MTFNotIdentifiableError` when the fit found the noise spectrum
+        unable to show the MTF (see :attr:`diagnosis`, and :meth:`noise_transfer`).
+        """
+        if not self.identifiable:
+            raise MTFNotIdentifiableError(
+                f"MTF not identifiable from noise: {self.diagnosis} "
+                "Use noise_transfer() for the noise spectrum, or a signal-based estimate "
+                "(tem_core.mtf_fit.fit_mtf_edge)."
+            )
+        return transfer_curve(self.params, frequency_cycles_per_px)
+
+    def noise_transfer(self, frequency_cycles_per_px: torch.Tensor) -> torch.Tensor:
+        """Fitted noise transfer ``sqrt(NPS(ω) / NPS(0))`` [dimensionless] (Whittle fits).
+
+        Equal to the MTF in TEM-simulator's integrating model; about 1 for a counting
+        camera, whatever its signal MTF.
+        """
+        if self.method != "whittle":
+            raise ValueError("noise_transfer needs a Whittle fit")
+        return transfer_curve(self.params, frequency_cycles_per_px)
 
     def mtf_image(
         self,
@@ -167,10 +148,10 @@ class MTFFit:
         return self.mtf(radial_frequency_cycles_per_px(shape, device=device, dtype=dtype))
 
     def noise_power(self, frequency_cycles_per_px: torch.Tensor) -> torch.Tensor:
-        """Model NPS ``s · MTF²(ω)`` [counts² per bin] (Whittle fits only)."""
+        """Model NPS ``s · T²(ω)`` (``T``: :meth:`noise_transfer`) [counts² per bin]."""
         if self.scale is None or self.method != "whittle":
             raise ValueError("noise_power needs a Whittle fit (the scale s is unknown)")
-        return self.scale * self.mtf(frequency_cycles_per_px) ** 2
+        return self.scale * self.noise_transfer(frequency_cycles_per_px) ** 2
 
     def gain_counts_per_e(self, mean_counts: float) -> float:
         """Gain implied by the NPS scale for pure Poisson noise: ``s / mean`` [counts/e]."""
@@ -200,8 +181,9 @@ class MTFFit:
                 **{k: torch.tensor(v, dtype=phi.dtype) for k, v in self.params.items()},
                 **dict(zip(names, phi, strict=True)),
             }
-            values["c"] = 1.0 - values["a"] - values["b"]
-            return mtf_parametric(omega, **values)
+            if "g0" not in values:
+                values["c"] = 1.0 - values["a"] - values["b"]
+            return transfer_curve(values, omega)
 
         jac = torch.autograd.functional.jacobian(curve, phi0)  # (K, P)
         cov = self.covariance[: len(names), : len(names)]
@@ -216,7 +198,9 @@ class MTFFit:
         generator: torch.Generator,
         gain_counts_per_e: float | None = None,
     ) -> torch.Tensor:
-        """Flat background with this MTF: ``gain · blur(Poisson(mean / gain))`` [counts].
+        """Flat background with this noise spectrum: ``gain · T(Poisson(mean / gain))``.
+
+        ``T`` is the fitted noise transfer (Whittle; the MTF for FFL fits) [counts].
 
         Parameters
         ----------
@@ -239,7 +223,10 @@ class MTFFit:
                 self.gain_counts_per_e(mean_counts) if self.method == "whittle" else 1.0
             )
         require_positive("gain_counts_per_e", gain_counts_per_e, "counts/e")
-        mtf = self.mtf_image(tuple(shape[-2:]), device=generator.device)
+        omega = radial_frequency_cycles_per_px(
+            tuple(shape[-2:]), device=generator.device, dtype=torch.float64
+        )
+        mtf = self.noise_transfer(omega) if self.method == "whittle" else self.mtf(omega)
         return simulate_flat_background(
             tuple(shape),
             mean_electrons_per_px=mean_counts / gain_counts_per_e,
@@ -254,7 +241,7 @@ class MTFFit:
 
 def mtf_relative_rms_error(
     fit: MTFFit,
-    truth: Any,
+    truth: MTFSpec,
     *,
     nyquist_fractions: Sequence[float] = NYQUIST_FRACTIONS,
 ) -> float:
@@ -265,14 +252,14 @@ def mtf_relative_rms_error(
     fit
         A fitted MTF.
     truth
-        A dict of :func:`tem_core.detector.mtf_parametric` parameters, or a callable
-        ``truth(frequency_cycles_per_px) -> Tensor``.
+        A dict of :func:`tem_core.detector.mtf_parametric` parameters, a tabulated camera
+        name, or a callable ``truth(frequency_cycles_per_px) -> Tensor``.
     nyquist_fractions
         Where to compare (default 0.25, 0.5, 1.0 Nyquist = 0.125, 0.25, 0.5 cycles/px).
     """
     require_finite("nyquist_fractions", list(nyquist_fractions))
     omega = 0.5 * torch.tensor(list(nyquist_fractions), dtype=torch.float64)
-    true = truth(omega) if callable(truth) else mtf_parametric(omega, **truth)
+    true = mtf_from_spec(truth, omega)
     est = fit.mtf(omega)
     return float(torch.sqrt(torch.mean((est / true - 1.0) ** 2)))
 
@@ -296,7 +283,7 @@ def blurred_image_difference(image: torch.Tensor, fit: MTFFit, truth: Any) -> tu
         raise ValueError("image must be a 2-D tensor (M, N)")
     x = image.double()
     omega = radial_frequency_cycles_per_px(tuple(x.shape), dtype=torch.float64)
-    true_mtf = truth(omega) if callable(truth) else mtf_parametric(omega, **truth)
+    true_mtf = mtf_from_spec(truth, omega)
     reference = apply_mtf(x, true_mtf)
     estimate = apply_mtf(x, fit.mtf(omega))
     span = float(reference.max() - reference.min())

@@ -1,7 +1,5 @@
 """Background crops for MTF estimation: validation, automatic selection, particle check.
 
-Private helper of :mod:`tem_core.mtf_fit`, which re-exports the public names.
-
 The MTF estimators need regions of a micrograph that hold nothing but a flat
 background (vacuum, or featureless ice): in TEM-simulator's detector model such a
 region is Poisson noise blurred by the MTF, and its noise power spectrum is
@@ -59,6 +57,27 @@ def as_crops(crops: Any, *, name: str = "crops", min_size: int = MIN_CROP_SIZE) 
         bad = int((~torch.isfinite(crops)).sum())
         raise ValueError(f"{name} must be finite, got {bad} non-finite pixels (nan or inf)")
     return crops
+
+
+def require_noise(crops: torch.Tensor, *, name: str = "crops") -> None:
+    """Raise ``ValueError`` naming the crops that hold no noise (zero variance).
+
+    A constant crop has a zero periodogram: its noise spectrum, and so the MTF, cannot be
+    estimated from it (a dead or saturated region, a padded border, or a synthetic image
+    without noise).
+    """
+    var = crops.double().var(dim=(-2, -1))
+    scale = crops.double().abs().amax(dim=(-2, -1)).clamp_min(1.0)
+    flat = var <= (1e-12 * scale) ** 2
+    if bool(flat.any()):
+        bad = torch.nonzero(flat).flatten().tolist()
+        shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        raise ValueError(
+            f"{name} must hold noise, but {len(bad)} of {crops.shape[0]} crops are constant "
+            f"(zero variance; indices {shown}, value {float(crops[bad[0]].flatten()[0]):g}): "
+            "the noise spectrum, and so the MTF, cannot be estimated from them "
+            "(dead, saturated or padded regions, or an image simulated without noise)"
+        )
 
 
 def _robust_z(values: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,5 @@
 """The published MTF fit: simulated flat backgrounds vs crops by MSE + focal frequency loss.
 
-Private helper of :mod:`tem_core.mtf_fit`, which re-exports the public names.
-
 Method of DiffTEM (Nguyen et al.; code ``nanovis/diff-tem-release``, notebook
 ``learn_detector_parameters.ipynb`` and ``run_denoising_experiments.py``), rewritten here:
 predictions are flat Poisson images blurred by the MTF with the current parameters, the
@@ -24,9 +22,10 @@ from typing import Any
 import torch
 
 from tem_core._fft import fft2
-from tem_core._mtf_fit_crops import as_crops, detect_particles_in_crops
-from tem_core._mtf_fit_result import PARAM_NAMES, MTFFit, simulate_flat_background
 from tem_core.detector import mtf_parametric, radial_frequency_cycles_per_px
+from tem_core.mtf_fit.crops import as_crops, detect_particles_in_crops, require_noise
+from tem_core.mtf_fit.result import PARAM_NAMES, MTFFit
+from tem_core.mtf_fit.synthetic import simulate_flat_background
 from tem_core.validation import require_nonnegative, require_positive, require_positive_int
 
 
@@ -194,6 +193,7 @@ def fit_mtf_ffl(
     require_positive("gain_counts_per_e", gain_counts_per_e, "counts/e")
     if len(betas) != 2 or not all(0.0 <= float(v) < 1.0 for v in betas):
         raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+    require_noise(x)
     if check_particles:
         detect_particles_in_crops(x, warn=True)
     device = generator.device
