@@ -39,7 +39,7 @@ from tem_core.mtf_fit import (
 
 CHECK = torch.tensor([0.25, 0.375, 0.45], dtype=torch.float64)
 DOSE_E_PER_PX = 40.0
-OUT = Path(__file__).resolve().parent / "out"
+OUT = Path(__file__).resolve().parent / "results"
 
 
 def gain_of(camera: str) -> float:
@@ -139,7 +139,8 @@ def main() -> None:
         print(
             f"{camera:17s} knife edge  " + " ".join(f"{v:+6.1%}" for v in row["error"]), flush=True
         )
-    target = args.json or (OUT / ("mtf_cameras_quick.json" if args.quick else "mtf_cameras.json"))
+    name = "mtf_cameras_quick.json" if args.quick else "mtf_cameras.json"
+    target = args.json or (OUT / name)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(rows, indent=1))
     print(f"# wrote {target}")

@@ -176,6 +176,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "radial_profile",
         "simulate_flat_background",
         "synthetic_background_crops",
+        "EdgeMTF",
+        "MTFNotIdentifiableError",
+        "ModelChoice",
+        "fit_mtf_edge",
+        "knife_edge_image",
+        "mtf_from_spec",
     ),
     "reconstruct": (
         "FILTERS",

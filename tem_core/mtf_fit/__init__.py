@@ -47,7 +47,7 @@ from tem_core.mtf_fit.synthetic import (
     simulate_flat_background,
     synthetic_background_crops,
 )
-from tem_core.mtf_fit.whittle import PIXEL_APERTURE_NYQUIST, fit_mtf_whittle
+from tem_core.mtf_fit.whittle import fit_mtf_whittle
 
 __all__ = [
     "BackgroundCrops",
@@ -57,7 +57,6 @@ __all__ = [
     "ModelChoice",
     "NYQUIST_FRACTIONS",
     "PARAM_NAMES",
-    "PIXEL_APERTURE_NYQUIST",
     "averaged_periodogram",
     "blurred_image_difference",
     "detect_particles_in_crops",
