@@ -24,7 +24,7 @@
 # %% tags=["parameters"]
 ice_thickness_nm = 70.0  # ice slab thickness [nm] (a Zika virion is ~50 nm across)
 hole_diameter_nm = 150.0  # hole in the carbon film [nm]
-field_nm = (240.0, 170.0)  # field of view (Lx, Ly) [nm]
+field_nm = (240.0, 171.0)  # field of view (Lx, Ly) [nm], whole pixels
 n_virions = 4  # virions placed in the ice
 tilt_deg = 30.0  # tilt shown in the tilted phantom [deg]
 sampling_a = 3.0  # pixel size of the potential [Å]
@@ -49,7 +49,7 @@ from tem_core.specimen import IceSlab, build_specimen, tilt_specimen
 from tem_core.structure import assembly_operators, expand_assembly, read_structure
 
 if quick:  # a smaller field, two virions, coarse pixels and a few thick slices
-    field_nm, hole_diameter_nm, n_virions = (180.0, 80.0), 160.0, 2
+    field_nm, hole_diameter_nm, n_virions = (180.0, 78.0), 160.0, 2
     sampling_a, slice_thickness_nm = 6.0, 10.0
 
 use_book_style()
