@@ -194,6 +194,11 @@ def test_real_k2_micrograph_is_flagged(data_dir):
         fit = fit_mtf_whittle(found.crops, detrend="plane")
     assert not fit.identifiable and "counting camera" in fit.diagnosis
     assert float(fit.noise_transfer(torch.tensor([0.5], dtype=torch.float64))) > 2 / math.pi
+    # counting camera: the gain from the white-noise level, not from the model's scale
+    # (pulled up by specimen power and the ice ring); 256 tiles of 128² measured 104.9
+    gain = fit.gain_counts_per_e(float(found.crops.mean()))
+    assert gain == pytest.approx(104.9, rel=0.02)
+    assert fit.scale / float(found.crops.mean()) > 1.2 * gain
 
 
 def test_model_choice_is_deterministic_and_explained():

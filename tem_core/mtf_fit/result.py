@@ -100,6 +100,10 @@ class MTFFit:
         still gives the fitted noise transfer.
     diagnosis
         Why the MTF is not identifiable (empty when it is).
+    white_noise_level
+        For fits flagged not identifiable: the median over rings 0.1-0.5 cycles/px of
+        the NPS [counts² per bin], the level of a counting camera's white noise, robust
+        to specimen power and ice rings (see :meth:`gain_counts_per_e`).
     """
 
     method: str
@@ -112,6 +116,7 @@ class MTFFit:
     model: ModelChoice | None = None
     identifiable: bool = True
     diagnosis: str = ""
+    white_noise_level: float | None = None
 
     def mtf(self, frequency_cycles_per_px: torch.Tensor) -> torch.Tensor:
         """MTF at the given frequencies [cycles/pixel] (any shape; follows their dtype).
@@ -154,10 +159,18 @@ class MTFFit:
         return self.scale * self.noise_transfer(frequency_cycles_per_px) ** 2
 
     def gain_counts_per_e(self, mean_counts: float) -> float:
-        """Gain implied by the NPS scale for pure Poisson noise: ``s / mean`` [counts/e]."""
+        """Gain implied by the noise for pure Poisson noise [counts/e].
+
+        ``s / mean`` with the NPS scale ``s``; for a fit flagged not identifiable (a
+        counting camera, white noise at ``gain · mean``) the robust white-noise level
+        :attr:`white_noise_level` is used instead of the model's ``s``, which specimen
+        power and ice rings pull up.
+        """
         require_positive("mean_counts", mean_counts, "counts")
         if self.scale is None or self.method != "whittle":
             raise ValueError("gain_counts_per_e needs a Whittle fit")
+        if not self.identifiable and self.white_noise_level is not None:
+            return self.white_noise_level / mean_counts
         return self.scale / mean_counts
 
     @property

@@ -132,6 +132,23 @@ def _precision_warnings(fit: MTFFit, problem: WhittleProblem, f_max: float) -> l
     return messages + _uncertainty_messages(fit, f_max)
 
 
+def _white_noise_level(problem: WhittleProblem) -> float | None:
+    """Median of ring means (0.01 cycles/px wide) of the NPS over 0.1-0.5 cycles/px.
+
+    A counting camera's noise is white at ``gain · mean``; the median over rings ignores
+    the few rings raised by an ice reflection (0.19-0.24 cycles/px on the real K2) and
+    the low-frequency specimen power.
+    """
+    edges = torch.arange(0.1, 0.5 + 1e-9, 0.01, dtype=torch.float64)
+    rings = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = (problem.omega >= lo) & (problem.omega < hi)
+        if bool(inside.any()):
+            weight = problem.count[inside]
+            rings.append(float((weight * problem.power[inside]).sum() / weight.sum()))
+    return float(torch.tensor(rings).median()) if rings else None
+
+
 def _relative_error(fit: MTFFit) -> float | None:
     """Largest relative standard error of the MTF at :data:`CHECK_FREQUENCIES`."""
     omega = torch.tensor(CHECK_FREQUENCIES, dtype=torch.float64)
@@ -418,7 +435,15 @@ def fit_mtf_whittle(
             UserWarning,
             stacklevel=2,
         )
-        return MTFFit(**{**fit.__dict__, "identifiable": False, "diagnosis": diagnosis})
+        level = _white_noise_level(problem)
+        return MTFFit(
+            **{
+                **fit.__dict__,
+                "identifiable": False,
+                "diagnosis": diagnosis,
+                "white_noise_level": level,
+            }
+        )
     for message in _precision_warnings(fit, problem, f_max):
         warnings.warn(
             f"MTF poorly determined by {b} crop(s) of {m} x {n} px: {message}.",
