@@ -47,6 +47,7 @@ quick = False
 
 # %%
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -279,7 +280,8 @@ stack, voxel_a = read_mrc(series.paths["stack"])
 angles_file = read_tilt_angles(series.paths["rawtlt"])
 print(f"stack {stack.shape} {stack.dtype}, pixel size {voxel_a:.3f} Å")
 print("angles [deg]:", np.round(np.degrees(angles_file.numpy()), 1))
-print("acquisition index of each section:", series.acquisition_index)
+order = " ".join(str(i) for i in series.acquisition_index)
+print(textwrap.fill(f"acquisition index of each section: {order}", 88))
 
 # %% tags=["hide-input"]
 shown = np.unique(
@@ -341,10 +343,8 @@ for label, n_tilts, seconds in (
 ):
     print(f"{label:>26} {n_tilts:16d} {seconds:14.1f} {seconds / n_tilts:13.2f}")
 print(f"resumed stack identical to the uninterrupted one: {same}")
-print(
-    "per-tilt times of the uninterrupted run [s]: "
-    + " ".join(f"{t:.2f}" for t in per_tilt_full)
-)
+times = " ".join(f"{t:.2f}" for t in per_tilt_full)
+print(textwrap.fill(f"per-tilt times of the uninterrupted run [s]: {times}", 88))
 rest = float(np.median(per_tilt_full[1:])) if len(per_tilt_full) > 1 else float("nan")
 print(f"first tilt {per_tilt_full[0]:.2f} s, median of the others {rest:.2f} s")
 
