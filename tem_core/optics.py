@@ -57,6 +57,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tem_core import memory
 from tem_core._fft import fft2, ifft2
 from tem_core._optics_checks import check_thon_ring_sampling
 from tem_core._optics_motion import BeamMotion
@@ -389,6 +390,9 @@ def ctf(
     ny, nx = shape = require_grid_shape(shape)
     sampling_a = static_positive("sampling_a", sampling_a, "Å")
     check_aperture(microscope, shape, sampling_a)
+    memory.require_memory(
+        f"a {ny} x {nx} {real} CTF", memory.ctf_bytes(shape, real), device, "use a smaller grid"
+    )
     ky, kx = frequencies_per_a(shape, sampling_a, device=device, dtype=real)
     kx, ky = kx.expand(ny, nx), ky.expand(ny, nx)
     k = torch.sqrt(kx**2 + ky**2)

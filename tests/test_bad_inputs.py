@@ -24,7 +24,7 @@ import torch
 from conftest import DATA_DIR, REPO_ROOT
 
 from tem_core import io as tio
-from tem_core import simulate
+from tem_core import memory, simulate
 from tem_core.detector import Detector
 from tem_core.io import manifest as io_manifest
 from tem_core.optics import Microscope, ctf
@@ -864,3 +864,57 @@ def test_user_flush_to_zero_choice_is_kept() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
     ).stdout.split()[-3:]
     assert out[:2] == ["True", "True"], out
+
+
+# --- faults: memory preflight -----------------------------------------------------------------
+
+HUGE = (400_000, 400_000)
+
+
+def test_available_memory_is_not_the_total() -> None:
+    import os as _os
+
+    total = _os.sysconf("SC_PHYS_PAGES") * _os.sysconf("SC_PAGE_SIZE")
+    assert 0 < memory.available_memory_bytes() <= total
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: ctf(HUGE, sampling_a=1.0, microscope=SCOPE, defocus_a=1e3), r"torch.float32 CTF"),
+        (lambda: Detector().mtf(HUGE), r"400000 x 400000 torch.float32 MTF needs about"),
+        (
+            lambda: slice_potential(
+                torch.tensor([6]),
+                torch.zeros(1, 3, dtype=torch.float64),
+                torch.zeros(1, dtype=torch.float64),
+                torch.ones(1, dtype=torch.float64),
+                z0_a=-1.0,
+                z1_a=1.0,
+                shape=HUGE,
+                sampling_a=1.0,
+            ),
+            r"torch.float64 slice of 1 atoms needs about",
+        ),
+    ],
+    ids=["ctf", "mtf", "slice_potential"],
+)
+def test_stage_preflights_refuse_impossible_grids(call, match) -> None:
+    with pytest.raises(memory.MemoryPreflightError, match=rf"{match}.*GB available"):
+        call()
+
+
+def test_micrograph_preflight_counts_the_graph(tiny_specimen) -> None:
+    positions = tiny_specimen.atoms.positions_a.clone().requires_grad_(True)
+    specimen = dataclasses.replace(
+        tiny_specimen, atoms=tiny_specimen.atoms._replace_positions(positions)
+    )
+    huge = dataclasses.replace(TINY, shape=(80_000, 80_000))
+    imaging = simulate.Imaging(defocus_a=5e3, dose_e_per_a2=10.0)
+    with pytest.raises(ValueError, match=r"micrograph with gradients over \d+ slices needs"):
+        simulate.micrograph(
+            specimen, potential=huge, microscope=SCOPE, detector=Detector(), imaging=imaging
+        )
+    grad = memory.micrograph_bytes((512, 512), torch.float64, n_slices=5, requires_grad=True)
+    plain = memory.micrograph_bytes((512, 512), torch.float64)
+    assert grad > plain > memory.micrograph_bytes((512, 512), torch.float32)

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from tem_core import memory
 from tem_core.detector.mtf import apply_mtf, mtf_parametric, mtf_tabulated
 from tem_core.detector.noise import (
     NOISE_MODELS,
@@ -54,7 +55,7 @@ from tem_core.detector.tables import (
 )
 from tem_core.grids import radial_frequency_cycles_per_px
 from tem_core.interop import accepts_arrays
-from tem_core.validation import require_bool, require_positive
+from tem_core.validation import require_bool, require_grid_shape, require_positive
 
 __all__ = [
     "Detector",
@@ -169,6 +170,9 @@ class Detector:
         """The ``(ny, nx)`` MTF in FFT order, or ``None`` when ``mtf_enabled`` is False."""
         if not self.mtf_enabled:
             return None
+        ny, nx = shape = require_grid_shape(shape)
+        where = torch.device("cpu" if device is None else device)
+        memory.require_memory(f"a {ny} x {nx} {dtype} MTF", memory.mtf_bytes(shape, dtype), where)
         omega = radial_frequency_cycles_per_px(shape, device=device, dtype=dtype)
         if self.mtf_camera is not None:
             return mtf_tabulated(omega, camera=self.mtf_camera)

@@ -379,7 +379,7 @@ def slice_potential(
     amplitudes, widths, radii = _atom_gaussians(
         atomic_numbers, b_factors_a2, occupancies, dtype, cutoff_tolerance
     )
-    checks.warn_outside_field(positions_a, radii, shape, sampling_a, periodic)
+    checks.preflight_slice(positions_a, radii, shape, sampling_a, periodic)
     return project_gaussians(
         positions_a,
         amplitudes,

@@ -6,6 +6,7 @@ import warnings
 
 import torch
 
+from tem_core import memory
 from tem_core.potential.kernels import MAX_ATOMIC_NUMBER
 from tem_core.validation import (
     require_float_dtype,
@@ -120,3 +121,16 @@ def _first_bad(name: str, t: torch.Tensor, bad: torch.Tensor, what: str, unit: s
     if bool(bad.any()):
         value = t.detach()[bad][0].item()
         raise ValueError(f"{name} {what}, got {value} {unit}".rstrip())
+
+
+def preflight_slice(positions_a, radii_a, shape, sampling_a, periodic) -> None:
+    """Before :func:`slice_potential` projects: memory estimate, then atoms outside the field."""
+    window = int(2.0 * float(radii_a.detach().max()) / sampling_a) + 2 if radii_a.numel() else 0
+    ny, nx = shape
+    memory.require_memory(
+        f"a {ny} x {nx} {positions_a.dtype} slice of {positions_a.shape[0]} atoms",
+        memory.slice_potential_bytes(shape, positions_a.dtype, positions_a.shape[0], window),
+        positions_a.device,
+        "use a smaller grid",
+    )
+    warn_outside_field(positions_a, radii_a, shape, sampling_a, periodic, stacklevel=4)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Sequence
 
 import torch
 
+from tem_core import memory
 from tem_core.units import electron_wavelength_a
 from tem_core.validation import (
     require_grid_shape,
@@ -162,15 +162,9 @@ def check_ctf_sampling(
 
 
 def available_memory_bytes(device=None) -> int:
-    """Memory a grid may use on ``device`` [bytes]: free memory on CUDA, physical RAM on the CPU."""
-    device = torch.device("cpu" if device is None else device)
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 2**63 - 1
+    """Memory a grid may use on ``device`` [bytes]: free memory on CUDA, ``MemAvailable``
+    (bounded by a cgroup limit) on the CPU; see :func:`tem_core.memory.available_memory_bytes`."""
+    return memory.available_memory_bytes(device)
 
 
 def estimate_wave_memory_bytes(

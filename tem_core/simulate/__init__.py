@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from tem_core import io as tio
+from tem_core import memory
 from tem_core._optics_inelastic import add_inelastic, summing_imaginary
 from tem_core._optics_motion import apply_motion
 from tem_core.detector import Detector, expected_and_detected
@@ -35,13 +36,13 @@ from tem_core.potential import (
     PotentialSettings,
     check_specimen_grid,
     iter_slice_potentials,
+    slice_edges_a,
 )
 from tem_core.potential.damage import RadiationDamage, attenuation_filter, damaged
 from tem_core.propagate import (
     SamplingWarning,
     check_ctf_sampling,
     check_sampling,
-    estimate_wave_memory_bytes,
     multislice,
     phase_object_wave,
 )
@@ -210,11 +211,24 @@ def _preflight(
     if not isinstance(microscope, Microscope):
         raise TypeError(f"microscope must be a Microscope, got {type(microscope).__name__}")
     potential.at_energy(microscope.energy_ev)  # before the memory check: a cheap mistake first
-    # the wave, its FFT, the propagator and a potential slice live at once: about 6 complex grids
-    estimate_wave_memory_bytes(potential.shape, torch.complex64, device=device)
+    if specimen is not None and not isinstance(specimen, Specimen):
+        raise TypeError(f"specimen must be a Specimen, got {type(specimen).__name__}")
     if specimen is not None:
-        if not isinstance(specimen, Specimen):
-            raise TypeError(f"specimen must be a Specimen, got {type(specimen).__name__}")
+        atoms = specimen.atoms
+        grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (atoms.positions_a, atoms.b_factors_a2, atoms.occupancies)
+        )
+        n_slices = len(slice_edges_a(specimen, potential)) - 1 if grad else 1
+        ny, nx = potential.shape
+        memory.require_memory(
+            f"a {ny} x {nx} {atoms.positions_a.dtype} micrograph"
+            + (f" with gradients over {n_slices} slices" if grad else ""),
+            memory.micrograph_bytes(
+                potential.shape, atoms.positions_a.dtype, n_slices=n_slices, requires_grad=grad
+            ),
+            device,
+            "use a smaller grid, float32, or fewer slices per backward pass",
+        )
         check_specimen_grid(specimen, potential.shape, potential.sampling_a)
     if defocus_a:
         worst = max(defocus_a, key=lambda d: abs(float(d)))
