@@ -390,9 +390,7 @@ def ctf(
     ny, nx = shape = require_grid_shape(shape)
     sampling_a = static_positive("sampling_a", sampling_a, "Å")
     check_aperture(microscope, shape, sampling_a)
-    memory.require_memory(
-        f"a {ny} x {nx} {real} CTF", memory.ctf_bytes(shape, real), device, "use a smaller grid"
-    )
+    memory.require_memory(f"a {ny} x {nx} {real} CTF", memory.ctf_bytes(shape, real), device)
     ky, kx = frequencies_per_a(shape, sampling_a, device=device, dtype=real)
     kx, ky = kx.expand(ny, nx), ky.expand(ny, nx)
     k = torch.sqrt(kx**2 + ky**2)
