@@ -95,3 +95,26 @@ def check_thon_ring_sampling(
     for message in messages:
         warnings.warn(message, SamplingWarning, stacklevel=stacklevel)
     return messages
+
+
+def check_aperture(microscope, shape: tuple[int, int], sampling_a: float) -> None:
+    """Raise when the objective aperture passes less than one Fourier pixel of the grid.
+
+    The aperture edge is a ramp one Fourier pixel ``Δk = 1/(max(ny, nx)·sampling_a)`` wide
+    centred on ``k_max = α/λ``; below ``k_max = Δk`` even the unscattered beam (k = 0) is
+    attenuated, which silently changes the image mean. Such an aperture cannot be represented
+    on this grid: use a larger field of view or a larger aperture.
+    """
+    alpha = microscope.objective_aperture_rad
+    if alpha is None:
+        return
+    step = 1.0 / (max(shape) * sampling_a)
+    k_max = alpha / microscope.wavelength_a
+    if k_max < step:
+        raise ValueError(
+            f"objective_aperture_rad must pass at least one Fourier pixel of the grid, got "
+            f"{alpha:.3g} rad: its cut-off α/λ = {k_max:.3g} 1/Å is below the frequency step "
+            f"1/(N·sampling_a) = {step:.3g} 1/Å of a {shape[0]} x {shape[1]} grid at "
+            f"{sampling_a} Å; use objective_aperture_rad >= {step * microscope.wavelength_a:.3g}"
+            " rad or a larger field of view"
+        )
