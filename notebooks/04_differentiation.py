@@ -219,9 +219,10 @@ plt.show()
 
 # %% [markdown]
 # The derivative images read like physics: defocus changes the Fresnel fringes around the
-# particle; the dose scales the whole image; thicker ice absorbs more (a uniform, slightly
-# negative derivative, with the particle's excluded volume showing); the MTF width blurs
-# the particle's edges; a shift along x is the x-gradient of the particle's image.
+# particle; the dose scales the whole image; thicker ice changes the background and,
+# with opposite sign, the particle, whose volume displaces ice; the MTF width damps the
+# finest fringes; a shift along x is the x-gradient of the particle's image. The field is
+# small and periodic, so fringes from the particle wrap around its edges.
 #
 # ## Reverse mode: all atom coordinates in one pass
 #
