@@ -40,7 +40,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tem_core._checks import require_in_range, require_nonnegative, require_positive
 from tem_core._fft import fft2, ifft2
 from tem_core.denoise._validate import (
     check_detector,
@@ -48,6 +47,7 @@ from tem_core.denoise._validate import (
     transfer_function,
 )
 from tem_core.detector import Detector, apply_mtf
+from tem_core.validation import require_in_range, require_nonnegative, require_positive
 
 __all__ = [
     "NLMSettings",

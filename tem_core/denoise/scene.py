@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from tem_core._checks import require_positive, require_positive_int
 from tem_core.detector import Detector
 from tem_core.optics import Microscope
 from tem_core.potential import PotentialSettings
@@ -30,6 +29,7 @@ from tem_core.simulate import Imaging, micrograph
 from tem_core.specimen import IceSlab, build_specimen, tilt_specimen
 from tem_core.structure import assembly_operators, expand_assembly, read_structure
 from tem_core.units import DEG_TO_RAD, KV_TO_EV, MM_TO_A, MRAD_TO_RAD, NM_TO_A, UM_TO_A
+from tem_core.validation import require_positive, require_positive_int
 
 __all__ = ["TMV_DETECTOR", "TMV_PARTICLES", "TMV_TILTS_DEG", "tmv_intensities"]
 

@@ -42,7 +42,6 @@ from dataclasses import dataclass
 
 import torch
 
-from tem_core._checks import require_positive, require_positive_int
 from tem_core.denoise._validate import (
     check_detector,
     check_generator,
@@ -52,6 +51,7 @@ from tem_core.denoise._validate import (
 from tem_core.denoise.metrics import normalise_minmax
 from tem_core.detector import Detector, apply_mtf, poisson_log_prob
 from tem_core.estimators import pathwise_poisson_sample, score_function_surrogate
+from tem_core.validation import require_positive, require_positive_int
 
 __all__ = [
     "DEFAULT_ITERATIONS",

@@ -90,9 +90,7 @@ def normalise_min_max(images: torch.Tensor) -> torch.Tensor:
     return (images - lo) / (hi - lo).clamp_min(torch.finfo(images.dtype).tiny)
 
 
-def _initial_values(
-    init: dict[str, float] | None, generator: torch.Generator, fit_shape: bool
-) -> dict[str, float]:
+def _initial_values(init: dict[str, float] | None, generator: torch.Generator) -> dict[str, float]:
     """Random start: a, b, c ~ U(0.05, 1); α, β log-uniform in [1, 100] px²; p = q = 1."""
     g = generator
 
@@ -204,7 +202,7 @@ def fit_mtf_ffl(
     if normalise:
         labels = normalise_min_max(labels)
 
-    start = _initial_values(init, generator, fit_shape)
+    start = _initial_values(init, generator)
     trainable = [k for k in PARAM_NAMES if fit_shape or k not in ("p", "q")]
     logs = {
         k: torch.tensor(
