@@ -212,7 +212,7 @@ for dose in (dose_low_e_per_nm2, dose_high_e_per_nm2):
     }
     span = float(truth.max() - truth.min())
     print(
-        f"{dose:6.0f} e/nm²: PSNR in counts [dB] "
+        f"{dose:6.0f} e/nm²: PSNR in counts [dB]\n    "
         + ", ".join(
             f"{k} {float(psnr(v, truth, data_range=span)):.1f}"
             for k, v in examples[dose].items()
@@ -350,7 +350,8 @@ for j in (centre, centre + 1):
     }
 print(
     f"tilts {float(angles[centre]) * units.RAD_TO_DEG:.0f}° and "
-    f"{float(angles[centre + 1]) * units.RAD_TO_DEG:.0f}°, noise σ ≈ {sigma:.1f} counts"
+    f"{float(angles[centre + 1]) * units.RAD_TO_DEG:.0f}°, "
+    f"noise σ ≈ {sigma:.1f} counts"
 )
 
 # %% tags=["hide-input"]

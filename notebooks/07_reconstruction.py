@@ -139,8 +139,8 @@ scheme = tilt_scheme(
     tilt_axis_angle_rad=0.5 * math.pi,
 )
 print(
-    f"{len(scheme)} tilts, {scheme.dose_e_per_a2[0]:.2f} e/Å² each, first five in "
-    f"acquisition order: {np.round(np.degrees(scheme.angles_rad[:5]), 1)} deg"
+    f"{len(scheme)} tilts, {scheme.dose_e_per_a2[0]:.2f} e/Å² each; first five in "
+    f"\nacquisition order: {np.round(np.degrees(scheme.angles_rad[:5]), 1)} deg"
 )
 
 # %% tags=["hide-input"]
@@ -206,15 +206,17 @@ noisy = tilt_series(
 )
 clean = tilt_series(specimen, generator=None, **common)
 print(
-    f"{len(tmv):,} atoms; two series of {len(scheme)} tilts in {time.perf_counter() - t0:.0f} s"
+    f"{len(tmv):,} atoms; two series of {len(scheme)} tilts "
+    f"in {time.perf_counter() - t0:.0f} s"
 )
 
-# the denoising chapter's Poisson method (exact counts, Anscombe, TV with a SURE weight),
-# tilt by tilt: the even and the odd tilts stay independent
+# the denoising chapter's Poisson method (exact counts, Anscombe, TV with a SURE
+# weight), tilt by tilt: the even and the odd tilts stay independent
 t0 = time.perf_counter()
 denoised = denoise_poisson(noisy.stack[:, None], detector=detector).denoised
 print(
-    f"denoised {len(scheme)} tilts (denoise_poisson) in {time.perf_counter() - t0:.0f} s"
+    f"denoised {len(scheme)} tilts (denoise_poisson) "
+    f"in {time.perf_counter() - t0:.0f} s"
 )
 
 geometry = geometry_from_tilt_series(
@@ -224,7 +226,8 @@ truth = potential_on_grid(specimen, geometry, energy_ev=energy_ev).float()
 x0, x1 = geometry.fully_sampled_x()  # columns every tilt sees over the whole thickness
 crop = (slice(None), slice(None), slice(x0, x1))
 print(
-    f"reconstruction grid (nz, ny, nx) = {geometry.volume_shape}, voxel {sampling_a:.1f} Å; "
+    f"reconstruction grid (nz, ny, nx) = {geometry.volume_shape}, "
+    f"voxel {sampling_a:.1f} Å; "
     f"fully sampled x: {x0}..{x1 - 1}"
 )
 
@@ -279,7 +282,8 @@ for label, stack in series.items():
 res_a = compare_lowpass_nm * units.NM_TO_A
 truth_lp = fourier_lowpass(truth[crop], resolution_a=res_a, voxel_size_a=sampling_a)
 print(
-    f"{'reconstruction':>24} {'corr.':>6} {'corr. low-pass':>15} {'PSNR low-pass [dB]':>19}"
+    f"{'reconstruction':>24} {'corr.':>6} {'corr. low-pass':>15} "
+    f"{'PSNR low-pass [dB]':>19}"
 )
 for name, vol in volumes.items():
     lp = fourier_lowpass(vol[crop], resolution_a=res_a, voxel_size_a=sampling_a)
@@ -373,7 +377,8 @@ print(
 )
 print(f"largest |strip weight difference|: {record['matrix_max_abs_difference']:.1e}")
 print(
-    f"{'':>5} {'volume':>14} {'ASTRA CPU [s]':>13} {'ours CPU [s]':>12} {'ratio':>6} {'rel. L2':>8}"
+    f"{'':>5} {'volume':>14} {'ASTRA CPU [s]':>13} {'ours CPU [s]':>12} "
+    f"{'ratio':>6} {'rel. L2':>8}"
 )
 for r in record["rows"]:
     print(
@@ -414,8 +419,9 @@ haadf_volume = sirt(
 )
 print(
     f"header pixel size {header_a} Å (ignored); {g_haadf.n_tilts} tilts "
-    f"{math.degrees(g_haadf.angles_rad[0]):.0f}..{math.degrees(g_haadf.angles_rad[-1]):.0f}°; "
-    f"volume {g_haadf.volume_shape} at {g_haadf.voxel_size_a / 10:.2f} nm in "
+    f"{math.degrees(g_haadf.angles_rad[0]):.0f}.."
+    f"{math.degrees(g_haadf.angles_rad[-1]):.0f}°; "
+    f"\nvolume {g_haadf.volume_shape} at {g_haadf.voxel_size_a / 10:.2f} nm in "
     f"{time.perf_counter() - t0:.1f} s"
 )
 
@@ -497,7 +503,7 @@ plt.show()
 # threshold, opacity and colour map change. The built book is static: the figures above
 # are its fallback.
 
-# %%
+# %% tags=["remove-output"]
 explorer = volume_explorer(
     standardise(volumes["SIRT raw"]), image_px=min(render_px, 192)
 )
