@@ -46,6 +46,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "tilt_specimen",
     ),
     "potential": (
+        "AtomCoefficients",
         "CARBON_MEAN_INNER_POTENTIAL_V",
         "ICE_MEAN_INNER_POTENTIAL_V",
         "IceStructure",

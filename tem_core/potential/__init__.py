@@ -47,13 +47,21 @@ from dataclasses import dataclass
 import torch
 
 from tem_core import units
-from tem_core._taichi import taichi_available, taichi_device_matches
 from tem_core.potential import checks
 from tem_core.potential.checks import check_atoms, check_backend, check_specimen_grid
 from tem_core.potential.damage import RadiationDamage
-from tem_core.potential.ice import IceField, IceStructure, ice_mean_inner_potential_v
-from tem_core.potential.kernels import MAX_ATOMIC_NUMBER, gaussian_radius_a, project_gaussians
-from tem_core.potential.solvent import SolventGeometry
+from tem_core.potential.ice import IceStructure, ice_mean_inner_potential_v
+from tem_core.potential.kernels import project_gaussians
+from tem_core.potential.streaming import (
+    AtomCoefficients,
+    _atom_gaussians,
+    _atoms_through_slices,
+    _Prepared,
+    _slice_edges,
+    _Solvent,
+    _tables,
+    _use_taichi,
+)
 from tem_core.validation import (
     require_in_range,
     require_nonnegative,
@@ -62,10 +70,10 @@ from tem_core.validation import (
 
 __all__ = [
     "PotentialSettings", "slice_potential", "iter_slice_potentials", "projected_potential",
-    "slice_edges_a", "peng_coefficients", "displaced_volumes_a3", "mean_inner_potential_v",
-    "absorptive_potential_v", "inelastic_mean_free_path_a", "ICE_MEAN_INNER_POTENTIAL_V",
-    "CARBON_MEAN_INNER_POTENTIAL_V", "IceStructure", "ice_mean_inner_potential_v",
-    "RadiationDamage", "check_specimen_grid",
+    "slice_edges_a", "AtomCoefficients", "peng_coefficients", "displaced_volumes_a3",
+    "mean_inner_potential_v", "absorptive_potential_v", "inelastic_mean_free_path_a",
+    "ICE_MEAN_INNER_POTENTIAL_V", "CARBON_MEAN_INNER_POTENTIAL_V", "IceStructure",
+    "ice_mean_inner_potential_v", "RadiationDamage", "check_specimen_grid",
 ]  # fmt: skip
 
 #: Density of low-density amorphous (vitreous) ice [g/cm³] (Dubochet et al. 1988, Q. Rev.
@@ -93,31 +101,6 @@ ATOM_ABSORPTION_FRACTION = 0.07
 # Beam energy of the absorption model when PotentialSettings.energy_ev is None and no
 # microscope supplies one (a potential computed on its own) [eV].
 DEFAULT_ENERGY_EV = 300.0 * units.KV_TO_EV
-
-_TABLES: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-
-def _element_tables_f64() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    import gemmi
-
-    a = torch.zeros(MAX_ATOMIC_NUMBER + 1, 5, dtype=torch.float64)
-    b = torch.ones(MAX_ATOMIC_NUMBER + 1, 5, dtype=torch.float64)
-    vol = torch.zeros(MAX_ATOMIC_NUMBER + 1, dtype=torch.float64)
-    for z in range(1, MAX_ATOMIC_NUMBER + 1):
-        element = gemmi.Element(z)
-        a[z] = torch.tensor(element.c4322.a, dtype=torch.float64)
-        b[z] = torch.tensor(element.c4322.b, dtype=torch.float64)
-        vol[z] = 0.0 if z == 1 else 4.0 / 3.0 * math.pi * float(element.vdw_r) ** 3
-    return a, b, vol
-
-
-def _tables(device: torch.device, dtype: torch.dtype):
-    key = (str(device), dtype)
-    if key not in _TABLES:
-        base = _TABLES.get(("cpu", torch.float64)) or _element_tables_f64()
-        _TABLES[("cpu", torch.float64)] = base
-        _TABLES[key] = tuple(t.to(device=device, dtype=dtype) for t in base)
-    return _TABLES[key]
 
 
 def peng_coefficients(*, device=None, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,38 +272,6 @@ class PotentialSettings:
         return self
 
 
-# ----------------------------------------------------------------------------- validation
-def _use_taichi(backend: str, tensor: torch.Tensor) -> bool:
-    if backend == "torch":
-        return False
-    if backend == "taichi":
-        if not taichi_available():
-            raise RuntimeError("backend='taichi' requested but taichi cannot be imported")
-        if not taichi_device_matches(tensor):
-            raise ValueError(
-                f"backend='taichi' cannot run on device {tensor.device}; use 'auto' or 'torch'"
-            )
-        return True
-    return taichi_device_matches(tensor)
-
-
-# ----------------------------------------------------------------------------- atoms
-def _atom_gaussians(atomic_numbers, b_factors_a2, occupancies, dtype, tolerance):
-    a, b, _ = _tables(atomic_numbers.device, dtype)
-    amplitudes = units.PENG_PREFACTOR_V_A2 * a[atomic_numbers] * occupancies.to(dtype)[:, None]
-    widths = b[atomic_numbers] + b_factors_a2.to(dtype)[:, None]
-    return amplitudes, widths, gaussian_radius_a(widths, tolerance)
-
-
-def _excluded_gaussians(atomic_numbers, occupancies, dtype, tolerance, ice_v):
-    vol = _tables(atomic_numbers.device, dtype)[2][atomic_numbers]
-    keep = vol > 0
-    vol = vol[keep]
-    amplitudes = (ice_v * vol * occupancies.to(dtype)[keep])[:, None]
-    widths = (4.0 * math.pi * vol ** (2.0 / 3.0))[:, None]
-    return keep, amplitudes, widths, gaussian_radius_a(widths, tolerance)
-
-
 def slice_potential(
     atomic_numbers: torch.Tensor,
     positions_a: torch.Tensor,
@@ -394,55 +345,6 @@ def slice_potential(
     )
 
 
-# ----------------------------------------------------------------------------- specimen streaming
-class _Prepared:
-    """Atoms sorted by z with their Gaussians, ready to be bucketed into slices."""
-
-    def __init__(self, specimen, settings: PotentialSettings) -> None:
-        atoms = specimen.atoms
-        z_num, pos = atoms.atomic_numbers, atoms.positions_a
-        check_atoms(z_num, pos, atoms.b_factors_a2, atoms.occupancies)
-        self.dtype, self.device = pos.dtype, pos.device
-        self.use_taichi = _use_taichi(settings.backend, pos)
-        order = torch.argsort(pos[:, 2].detach(), stable=True)
-        z_num, pos = z_num[order], pos[order]
-        tol = settings.cutoff_tolerance
-        amp, wid, rad = _atom_gaussians(
-            z_num, atoms.b_factors_a2[order], atoms.occupancies[order], self.dtype, tol
-        )
-        if not settings.periodic:  # periodic fields fold tilted atoms back, as FFT multislice
-            checks.warn_outside_field(pos, rad, settings.shape, settings.sampling_a, False, 5)
-        self.atoms = self._group(pos, amp, wid, rad)
-        self.ice_v = settings.ice_potential_v if settings.include_solvent else 0.0
-        self.excluded = None
-        if settings.include_solvent and settings.exclude_solvent and self.ice_v > 0:
-            keep, amp_e, wid_e, rad_e = _excluded_gaussians(
-                z_num, atoms.occupancies[order], self.dtype, tol, self.ice_v
-            )
-            self.excluded = self._group(pos[keep], amp_e, wid_e, rad_e)
-
-    @staticmethod
-    def _group(pos, amp, wid, rad):
-        r_max = float(rad.max()) if rad.numel() else 0.0
-        return pos, amp, wid, rad, pos[:, 2].detach().contiguous(), r_max
-
-    def select(self, group, z0: float, z1: float):
-        """Atoms of ``group`` whose z ± radius overlaps ``[z0, z1)`` (z is sorted)."""
-        pos, amp, wid, rad, z, r_max = group
-        lo = int(torch.searchsorted(z, torch.tensor(z0 - r_max, dtype=z.dtype, device=z.device)))
-        hi = int(torch.searchsorted(z, torch.tensor(z1 + r_max, dtype=z.dtype, device=z.device)))
-        sl = slice(lo, hi)
-        near = ((z[sl] + rad[sl]) > z0) & ((z[sl] - rad[sl]) < z1)
-        idx = torch.arange(lo, hi, device=z.device)[near]
-        return pos[idx], amp[idx], wid[idx], rad[idx]
-
-    def z_extent(self) -> tuple[float, float] | None:
-        pos, _, _, rad, z, _ = self.atoms
-        if pos.shape[0] == 0:
-            return None
-        return float((z - rad).min()), float((z + rad).max())
-
-
 def slice_edges_a(specimen, settings: PotentialSettings) -> torch.Tensor:
     """Slice boundaries [Å], ``(n_slices + 1,)`` float64, spaced ``slice_thickness_a``.
 
@@ -452,25 +354,28 @@ def slice_edges_a(specimen, settings: PotentialSettings) -> torch.Tensor:
     return _slice_edges(specimen, settings, _Prepared(specimen, settings))
 
 
-def _slice_edges(specimen, settings, prepared: _Prepared) -> torch.Tensor:
-    lows, highs = [], []
-    if settings.include_solvent:
-        z_lo, z_hi = specimen.z_range_a()
-        lows.append(float(z_lo))
-        highs.append(float(z_hi))
-    extent = prepared.z_extent()
-    if extent is not None:
-        lows.append(extent[0])
-        highs.append(extent[1])
-    if not lows:
-        raise ValueError("specimen has no atoms and include_solvent=False: nothing to slice")
-    z_lo, z_hi = min(lows), max(highs)
-    dz = settings.slice_thickness_a
-    n = max(1, math.ceil((z_hi - z_lo) / dz - 1e-9))
-    return z_lo + dz * torch.arange(n + 1, dtype=torch.float64)
+def _streaming_setup(specimen, settings, coefficients):
+    if not isinstance(settings, PotentialSettings):
+        raise TypeError(f"settings must be a PotentialSettings, got {type(settings).__name__}")
+    if coefficients is not None and not isinstance(coefficients, AtomCoefficients):
+        raise TypeError(
+            f"coefficients must be an AtomCoefficients or None, got {type(coefficients).__name__}"
+        )
+    check_specimen_grid(specimen, settings.shape, settings.sampling_a)
+    prepared = _Prepared(specimen, settings, coefficients)
+    edges = _slice_edges(specimen, settings, prepared)
+    common = dict(
+        shape=tuple(settings.shape),
+        sampling_a=settings.sampling_a,
+        periodic=settings.periodic,
+        use_taichi=prepared.use_taichi,
+    )
+    return prepared, edges, common, _Solvent(specimen, settings, prepared, common)
 
 
-def iter_slice_potentials(specimen, settings: PotentialSettings) -> Iterator[torch.Tensor]:
+def iter_slice_potentials(
+    specimen, settings: PotentialSettings, *, coefficients: AtomCoefficients | None = None
+) -> Iterator[torch.Tensor]:
     """Stream the specimen's complex slice potentials, one slice at a time, increasing z.
 
     Atoms are sorted by z once; each slice projects only the atoms whose z ± cutoff radius
@@ -482,6 +387,9 @@ def iter_slice_potentials(specimen, settings: PotentialSettings) -> Iterator[tor
         :class:`tem_core.specimen.Specimen` (atoms, ice slab geometry).
     settings
         :class:`PotentialSettings`.
+    coefficients
+        :class:`AtomCoefficients` of these atoms (e.g. computed once for a tilt series);
+        ``None`` computes them.
 
     Yields
     ------
@@ -490,55 +398,37 @@ def iter_slice_potentials(specimen, settings: PotentialSettings) -> Iterator[tor
         complex counterpart of the atoms' positions, on their device. Slices follow
         :func:`slice_edges_a`.
     """
-    if not isinstance(settings, PotentialSettings):
-        raise TypeError(f"settings must be a PotentialSettings, got {type(settings).__name__}")
-    check_specimen_grid(specimen, settings.shape, settings.sampling_a)
-    prepared = _Prepared(specimen, settings)
-    edges = _slice_edges(specimen, settings, prepared).tolist()
-    geometry = None
-    if settings.include_solvent:
-        geometry = SolventGeometry(
-            specimen, settings.shape, settings.sampling_a, prepared.dtype, prepared.device
-        )
-    common = dict(
-        shape=tuple(settings.shape),
-        sampling_a=settings.sampling_a,
-        periodic=settings.periodic,
-        use_taichi=prepared.use_taichi,
-    )
-    ice_field = None
-    if geometry is not None and settings.ice_structure is not None and prepared.ice_v > 0:
-        ice_field = IceField(settings.ice_structure, specimen, settings.shape,
-                             settings.sampling_a, prepared.dtype, prepared.device)  # fmt: skip
-    ice_ratio = settings.ice_absorption_v() / prepared.ice_v if prepared.ice_v > 0 else 0.0
+    prepared, edges, common, solvent = _streaming_setup(specimen, settings, coefficients)
+    edges = edges.tolist()
     atom_fraction = settings.atom_absorption_fraction if settings.absorption else 0.0
     for z0, z1 in zip(edges[:-1], edges[1:], strict=True):
         pos, amp, wid, rad = prepared.select(prepared.atoms, z0, z1)
         real = project_gaussians(pos, amp, wid, rad, z0_a=z0, z1_a=z1, **common)
         imag = atom_fraction * real
-        if geometry is not None:
-            ice_len, carbon_len = geometry.lengths(z0, z1)
-            ice = prepared.ice_v * ice_len
-            if prepared.excluded is not None:
-                pos_e, amp_e, wid_e, rad_e = prepared.select(prepared.excluded, z0, z1)
-                ice = torch.relu(
-                    ice - project_gaussians(pos_e, amp_e, wid_e, rad_e, z0_a=z0, z1_a=z1, **common)
-                )
-            real = real + ice
-            imag = imag + ice_ratio * ice
-            if ice_field is not None:  # fluctuations scaled by the pixel's ice fraction
-                fraction = (ice / (prepared.ice_v * (z1 - z0))).clamp(0.0, 1.0)
-                real = real + fraction * ice_field.slice_integral(z0, z1)
-            if carbon_len is not None:
-                support_v, support_abs_v = settings.support_potentials_v(geometry.support)
-                real = real + support_v * carbon_len
-                imag = imag + support_abs_v * carbon_len
+        part = solvent.slice(z0, z1)
+        if part is not None:
+            real = real + part[0]
+            imag = imag + part[1]
         yield torch.complex(real, imag)
 
 
-def projected_potential(specimen, settings: PotentialSettings) -> torch.Tensor:
-    """Sum of all slices of :func:`iter_slice_potentials`: complex ``(ny, nx)`` [V·Å]."""
-    total = None
-    for sl in iter_slice_potentials(specimen, settings):
-        total = sl if total is None else total + sl
-    return total
+def projected_potential(
+    specimen, settings: PotentialSettings, *, coefficients: AtomCoefficients | None = None
+) -> torch.Tensor:
+    """Sum of all slices of :func:`iter_slice_potentials`: complex ``(ny, nx)`` [V·Å].
+
+    The atoms are projected in one pass (their slice fractions telescope); the solvent,
+    whose excluded volume is clamped slice by slice, is summed slice by slice. Equal to
+    summing the streamed slices within rounding, and much faster for thick specimens.
+    """
+    prepared, edges, common, solvent = _streaming_setup(specimen, settings, coefficients)
+    real = _atoms_through_slices(prepared, edges, common)
+    atom_fraction = settings.atom_absorption_fraction if settings.absorption else 0.0
+    imag = atom_fraction * real
+    bounds = edges.tolist()
+    for z0, z1 in zip(bounds[:-1], bounds[1:], strict=True):
+        part = solvent.slice(z0, z1)
+        if part is not None:
+            real = real + part[0]
+            imag = imag + part[1]
+    return torch.complex(real, imag)

@@ -294,6 +294,39 @@ def phase_object_wave(
 
 
 # --------------------------------------------------------------------------- multislice
+def _constant_axis(potential: torch.Tensor) -> int | None:
+    """The axis (-1: along x, -2: along y) along which a slice is constant, else ``None``.
+
+    Ice-only slices of a slab tilted about x (or y) vary along one axis only; their
+    transmission function and its band limit are then computed on one line, exactly (the
+    2-D transform of a function of y alone lives on the kx = 0 column). Only without
+    autograd: a slice that merely happens to be constant could still carry different
+    gradients along the constant axis.
+    """
+    if potential.ndim != 2 or (torch.is_grad_enabled() and potential.requires_grad):
+        return None
+    if bool((potential == potential[:, :1]).all()):
+        return -1
+    if bool((potential == potential[:1, :]).all()):
+        return -2
+    return None
+
+
+def _line(potential: torch.Tensor, axis: int) -> torch.Tensor:
+    return potential[:, :1] if axis == -1 else potential[:1, :]
+
+
+def _bandlimit_line(t: torch.Tensor, mask: torch.Tensor | None, axis: int) -> torch.Tensor:
+    """``F⁻¹[mask · F[t]]`` for ``t`` constant along ``axis`` (given as one line)."""
+    if mask is None:
+        return t
+    dim = -2 if axis == -1 else -1  # t(y): its transform lives on the kx = 0 column
+    line = mask[:, :1] if axis == -1 else mask[:1, :]
+    # unnormalised transforms scaled by hand, as tem_core._fft does for 2-D
+    spectrum = torch.fft.fft(t, dim=dim, norm="backward") * line
+    return torch.fft.ifft(spectrum, dim=dim, norm="forward") / t.shape[dim]
+
+
 def multislice(
     slices: Iterable[torch.Tensor],
     *,
@@ -442,8 +475,14 @@ def multislice(
                     dtype=cdtype,
                     bandlimit_fraction=bandlimit_fraction,
                 ).to(cdtype)
-        t = transmission_function(potential, energy_ev=energy_ev).to(cdtype)
-        psi = multislice_step(psi, t, propagator, mask=mask)
+        axis = _constant_axis(potential)
+        if axis is None:
+            t = transmission_function(potential, energy_ev=energy_ev).to(cdtype)
+            psi = multislice_step(psi, t, propagator, mask=mask)
+        else:  # the same step, with t computed and band-limited along one axis only
+            t = transmission_function(_line(potential, axis), energy_ev=energy_ev).to(cdtype)
+            t = _bandlimit_line(t, mask, axis)
+            psi = ifft2(fft2(psi * t) * propagator)
         n_done += 1
     if n_done == 0:
         raise ValueError("slices is empty: multislice needs at least one slice")

@@ -19,32 +19,35 @@ run by skipping tilts already on disk.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tem_core import io as tio
-from tem_core import memory
 from tem_core._optics_inelastic import add_inelastic, summing_imaginary
 from tem_core._optics_motion import apply_motion
 from tem_core.detector import Detector, expected_and_detected
 from tem_core.io import manifest
 from tem_core.optics import BeamMotion, Microscope, apply_ctf, image_intensity
 from tem_core.potential import (
+    AtomCoefficients,
     PotentialSettings,
-    check_specimen_grid,
     iter_slice_potentials,
-    slice_edges_a,
+    projected_potential,
 )
 from tem_core.potential.damage import RadiationDamage, attenuation_filter, damaged
 from tem_core.propagate import (
     SamplingWarning,
-    check_ctf_sampling,
     check_sampling,
     multislice,
     phase_object_wave,
+)
+from tem_core.simulate.checks import (
+    _plain_values,
+    _preflight,
+    _small_grid_threads,
 )
 from tem_core.simulate.schemes import TiltScheme, tilt_scheme, tilt_scheme_from_mdoc
 from tem_core.specimen import Specimen, tilt_specimen
@@ -141,26 +144,33 @@ def exit_wave(
     method: str = "multislice",
     attenuation: torch.Tensor | None = None,
     absorption_sink: list | None = None,
+    coefficients: AtomCoefficients | None = None,
 ) -> torch.Tensor:
     """Exit wave of a plane wave through ``specimen`` [complex, (ny, nx)], streamed by slice.
 
     ``potential.energy_ev=None`` takes ``energy_ev`` (see :meth:`PotentialSettings.at_energy`);
     ``attenuation`` (FFT order, real): radiation-damage filter applied to every slice;
-    ``absorption_sink``: a list that receives the projected imaginary potential [V·Å].
+    ``absorption_sink``: a list that receives the projected imaginary potential [V·Å];
+    ``coefficients``: the atoms' :class:`tem_core.potential.AtomCoefficients`, computed once
+    when the same atoms are imaged many times (a tilt series). ``method="projection"``
+    projects the atoms in one pass (:func:`tem_core.potential.projected_potential`) and
+    applies the damage filter, which is linear, once to the projection.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     potential = potential.at_energy(energy_ev)
-    slices = iter_slice_potentials(specimen, potential)
+    if method == "projection":
+        total = projected_potential(specimen, potential, coefficients=coefficients)
+        if attenuation is not None:
+            total = next(damaged([total], attenuation))
+        if absorption_sink is not None:
+            absorption_sink.append(total.imag)
+        return phase_object_wave(total, energy_ev=energy_ev)
+    slices = iter_slice_potentials(specimen, potential, coefficients=coefficients)
     if attenuation is not None:
         slices = damaged(slices, attenuation)
     if absorption_sink is not None:
         slices = summing_imaginary(slices, absorption_sink)
-    if method == "projection":
-        total = None
-        for sl in slices:
-            total = sl if total is None else total + sl
-        return phase_object_wave(total, energy_ev=energy_ev)
     return multislice(
         slices,
         sampling_a=potential.sampling_a,
@@ -190,59 +200,6 @@ def image_plane_intensity(
     return image_intensity(imaged)
 
 
-def _plain_values(value: float | torch.Tensor) -> tuple[float, ...]:
-    """A float or tensor parameter as plain floats (detached), for checks only."""
-    if isinstance(value, torch.Tensor):
-        return tuple(value.detach().double().reshape(-1).cpu().tolist()) or (0.0,)
-    return (float(value),)
-
-
-def _preflight(
-    potential: PotentialSettings,
-    device: torch.device,
-    microscope: Microscope,
-    specimen: Specimen | None = None,
-    defocus_a: Sequence[float] = (),
-    astigmatism_a: float = 0.0,
-) -> None:
-    """Cheap checks before any work: energies, specimen vs grid, CTF sampling, memory."""
-    if not isinstance(potential, PotentialSettings):
-        raise TypeError(f"potential must be a PotentialSettings, got {type(potential).__name__}")
-    if not isinstance(microscope, Microscope):
-        raise TypeError(f"microscope must be a Microscope, got {type(microscope).__name__}")
-    potential.at_energy(microscope.energy_ev)  # before the memory check: a cheap mistake first
-    if specimen is not None and not isinstance(specimen, Specimen):
-        raise TypeError(f"specimen must be a Specimen, got {type(specimen).__name__}")
-    if specimen is not None:
-        atoms = specimen.atoms
-        grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (atoms.positions_a, atoms.b_factors_a2, atoms.occupancies)
-        )
-        n_slices = len(slice_edges_a(specimen, potential)) - 1 if grad else 1
-        ny, nx = potential.shape
-        memory.require_memory(
-            f"a {ny} x {nx} {atoms.positions_a.dtype} micrograph"
-            + (f" with gradients over {n_slices} slices" if grad else ""),
-            memory.micrograph_bytes(
-                potential.shape, atoms.positions_a.dtype, n_slices=n_slices, requires_grad=grad
-            ),
-            device,
-            "use a smaller grid, float32, or fewer slices per backward pass",
-        )
-        check_specimen_grid(specimen, potential.shape, potential.sampling_a)
-    if defocus_a:
-        worst = max(defocus_a, key=lambda d: abs(float(d)))
-        check_ctf_sampling(
-            potential.shape,
-            sampling_a=potential.sampling_a,
-            energy_ev=microscope.energy_ev,
-            defocus_a=float(worst),
-            cs_a=float(microscope.cs_a),
-            astigmatism_a=float(astigmatism_a),
-            stacklevel=4,
-        )
-
-
 @dataclass(frozen=True, eq=False)
 class MicrographResult:
     """A simulated micrograph: ``counts`` (noisy, None without generator), ``expected`` counts,
@@ -264,6 +221,7 @@ def micrograph(
     detector: Detector,
     imaging: Imaging,
     generator: torch.Generator | None = None,
+    coefficients: AtomCoefficients | None = None,
 ) -> MicrographResult:
     """Simulate one micrograph of ``specimen``.
 
@@ -272,7 +230,8 @@ def micrograph(
     as in TEM-simulator). Without an energy filter (``microscope.energy_filter=False``, the
     default) the intensity includes the inelastic background
     (:mod:`tem_core._optics_inelastic`, also returned as ``inelastic``); with
-    ``imaging.damage`` the potential is attenuated by radiation damage.
+    ``imaging.damage`` the potential is attenuated by radiation damage. ``coefficients``:
+    see :func:`exit_wave`.
     """
     device = specimen.atoms.positions_a.device
     if not isinstance(imaging, Imaging):
@@ -300,6 +259,7 @@ def micrograph(
         method=imaging.method,
         attenuation=attenuation,
         absorption_sink=None if microscope.energy_filter else sink,
+        coefficients=coefficients,
     )
     intensity = image_plane_intensity(
         wave,
@@ -482,6 +442,10 @@ def tilt_series(
         manifest.write_manifest(workdir, wanted)
 
     iterator = tqdm(range(len(scheme)), desc="tilts", disable=not progress, leave=False)
+    coefficients = None
+    if isinstance(specimen, Specimen) and len(images) < len(scheme):
+        # elements, B-factors, occupancies do not change with tilt: their Gaussians once
+        coefficients = AtomCoefficients(specimen, potential)
     for k in iterator:
         if k in images:
             continue
@@ -500,7 +464,7 @@ def tilt_series(
             damage=damage,
             prior_dose_e_per_a2=float(sum(scheme.dose_e_per_a2[:k])),
         )
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _small_grid_threads(potential, device):
             # checked once above for the whole series (largest defocus)
             warnings.simplefilter("ignore", SamplingWarning)
             result = micrograph(
@@ -510,6 +474,7 @@ def tilt_series(
                 detector=detector,
                 imaging=imaging,
                 generator=tilt_generator,
+                coefficients=coefficients,
             )
         image = result.counts if result.counts is not None else result.expected
         images[k] = image.float()
