@@ -10,21 +10,29 @@ DQE 0.4, gain 10, TEM-simulator's default MTF (0.7, 0.2, 0.1, 10, 40), noise bef
 
 With ``--temsim PATH`` (an executable the user built; nothing of TEM-simulator is shipped or
 built here) the script writes TEM-simulator's input files into a work directory, runs it
-(timed), runs tem_core's :func:`tem_core.simulate.tilt_series` on the same scene, and compares
-wall times and the two series: per-tilt mean, contrast std/mean, and the radially averaged
-power spectrum (normalised to 1 between 0.05 and 0.15 cycles/px). Without ``--temsim`` it runs
-tem_core alone and says so. Particle orientations follow TEM-simulator's z-x-z Euler angles as
-far as its manual documents them; the comparison is statistical, not pixel by pixel.
+(timed), runs tem_core's :func:`tem_core.simulate.tilt_series` on the same scene in the
+projection approximation (what TEM-simulator computes) and with full multislice, after a
+one-tilt warm-up that compiles the Taichi kernels, and compares wall times (``--repeat``
+interleaved runs, median) and the series: per-tilt mean, contrast std/mean, and the radially
+averaged power spectrum (normalised to 1 between 0.05 and 0.15 cycles/px). Without
+``--temsim`` it runs tem_core alone and says so. Particle orientations follow TEM-simulator's
+z-x-z Euler angles as far as its manual documents them; the comparison is statistical, not
+pixel by pixel. TEM-simulator 1.3 builds from its source with ``make`` in ``src/`` (needs
+FFTW 3, e.g. ``apt-get install libfftw3-dev``); it runs on one core, tem_core on all.
 
     .venv/bin/python benchmarks/vs_temsim.py [--temsim /path/to/TEM-simulator] [--quick]
-        [--workdir /tmp/tmv] [--slice 100]
+        [--repeat 3] [--methods projection,multislice] [--workdir /tmp/tmv] [--slice 100]
+        [--json benchmarks/results/vs_temsim.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import gzip
+import json
 import math
+import os
 import shutil
 import subprocess
 import tempfile
@@ -182,7 +190,8 @@ def run_temsim(exe: str, workdir: Path, input_path: Path) -> tuple[np.ndarray, f
 
 
 # --- tem_core --------------------------------------------------------------------------------
-def run_ours(angles_deg: list[float], *, slice_a: float, seed: int, device: str):
+def build_scene(angles_deg: list[float], *, slice_a: float, seed: int, device: str) -> dict:
+    """tilt_series arguments for the TMV example (reading the structure is not timed)."""
     model = read_structure(DATA / "2om3.pdb.gz", dtype=torch.float64)
     tmv = expand_assembly(model, assembly_operators(DATA / "2om3.pdb.gz")).to(dtype=torch.float32)
     extent = N_PX * PIXEL_A
@@ -219,13 +228,31 @@ def run_ours(angles_deg: list[float], *, slice_a: float, seed: int, device: str)
             particle_centers_a=specimen.particle_centers_a.to(dev),
             particle_radii_a=specimen.particle_radii_a.to(dev),
             particle_rotations=specimen.particle_rotations.to(dev))
+    return dict(specimen=specimen, scheme=scheme, potential=potential, microscope=microscope,
+                detector=detector)
+
+
+def run_ours(scene: dict, *, method: str, seed: int) -> tuple[np.ndarray, float]:
+    """Simulate the series (timed) with ``method``; returns the stack and the wall time."""
+    dev = scene["specimen"].atoms.positions_a.device
     t0 = time.perf_counter()
-    result = tilt_series(specimen, scheme=scheme, potential=potential, microscope=microscope,
-                         detector=detector, generator=torch.Generator(device=dev).manual_seed(seed),
-                         progress=False, damage=None)  # TEM-simulator models no damage
+    result = tilt_series(**scene, generator=torch.Generator(device=dev).manual_seed(seed),
+                         method=method, progress=False,
+                         damage=None)  # TEM-simulator models no damage
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    return result.stack.double().cpu().numpy(), time.perf_counter() - t0, len(specimen.atoms)
+    return result.stack.double().cpu().numpy(), time.perf_counter() - t0
+
+
+def warm_up(scene: dict, seed: int) -> None:
+    """One tilt of each method (Taichi compiles its kernels on first use; not timed)."""
+    import dataclasses
+
+    one = dataclasses.replace(scene["scheme"], angles_rad=scene["scheme"].angles_rad[:1],
+                              dose_e_per_a2=scene["scheme"].dose_e_per_a2[:1],
+                              defocus_a=scene["scheme"].defocus_a[:1])
+    for method in ("projection", "multislice"):
+        run_ours({**scene, "scheme": one}, method=method, seed=seed)
 
 
 # --- comparison ------------------------------------------------------------------------------
@@ -245,47 +272,87 @@ def main() -> None:
     parser.add_argument("--slice", type=float, default=100.0, help="our slice thickness [Å]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", default="projection,multislice",
+                        help="tem_core methods to time, comma-separated")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="interleaved runs of every code; the median is reported")
+    parser.add_argument("--json", type=Path, help="write the timings and conditions here")
     args = parser.parse_args()
     angles = tilt_angles_deg(args.quick)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    load_before = os.getloadavg()
 
-    ours, t_ours, n_atoms = run_ours(angles, slice_a=args.slice, seed=args.seed,
-                                     device=args.device)
-    print(f"tem_core: {len(angles)} tilts, 3 × TMV (2OM3 × 49, {n_atoms:,} atoms), "
-          f"{N_PX}² px at {PIXEL_A} Å, {args.slice:.0f} Å slices: {t_ours:.1f} s")
-    series = {"tem_core": (ours, t_ours)}
+    scene = build_scene(angles, slice_a=args.slice, seed=args.seed, device=args.device)
+    n_atoms = len(scene["specimen"].atoms)
+    warm_up(scene, args.seed)
+    exe = workdir = inp = None
     if args.temsim:
         exe = shutil.which(args.temsim) or args.temsim
         workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp("_tmv"))
         inp = write_temsim_inputs(workdir, angles, args.seed + 1)
-        stack, t_ts = run_temsim(exe, workdir, inp)
-        if stack.shape != ours.shape:  # TEM-simulator may store (nx, ny, n): bring tilts first
-            stack = np.moveaxis(stack, -1, 0) if stack.shape[-1] == len(angles) else stack
-        series["TEM-simulator"] = (stack, t_ts)
-        print(f"TEM-simulator: {t_ts:.1f} s (files in {workdir})")
-    else:
+    times: dict[str, list[float]] = {}
+    stacks: dict[str, np.ndarray] = {}
+    for _ in range(args.repeat):  # interleaved, so that load changes hit every code alike
+        if exe is not None:
+            stack, t_ts = run_temsim(exe, workdir, inp)
+            if stack.shape[0] != len(angles):  # TEM-simulator may store (nx, ny, n)
+                stack = np.moveaxis(stack, -1, 0) if stack.shape[-1] == len(angles) else stack
+            stacks["TEM-simulator"] = stack
+            times.setdefault("TEM-simulator", []).append(t_ts)
+        for method in methods:
+            key = f"tem_core {method}"
+            stacks[key], t = run_ours(scene, method=method, seed=args.seed)
+            times.setdefault(key, []).append(t)
+    load_after = os.getloadavg()
+    median = {k: float(np.median(v)) for k, v in times.items()}
+
+    print(f"{len(angles)} tilts, 3 × TMV (2OM3 × 49, {n_atoms:,} atoms), {N_PX}² px at "
+          f"{PIXEL_A} Å, {args.slice:.0f} Å slices; {args.repeat} interleaved run(s), median")
+    if exe is None:
         print("no --temsim given: ran tem_core only (pass the path of a TEM-simulator build "
               "to compare)")
+    else:
+        print(f"TEM-simulator files in {workdir}")
+    ref = median.get("TEM-simulator")
+    print(f"\n{'code':<24} {'wall [s]':>9} {'per tilt [ms]':>14} {'TEM-simulator / code':>21}")
+    for k, t in median.items():
+        ratio = f"{ref / t:>20.2f}×" if ref is not None else f"{'-':>21}"
+        print(f"{k:<24} {t:>9.2f} {1e3 * t / len(angles):>14.1f} {ratio}")
+    print("all runs [s]: " + "; ".join(f"{k} " + ", ".join(f"{x:.2f}" for x in v)
+                                       for k, v in times.items()))
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
+          f"({os.cpu_count()} CPUs); torch threads {torch.get_num_threads()}; "
+          "TEM-simulator runs on one core")
 
     pick = [i for i, a in enumerate(angles) if a in (-60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 60.0)]
-    header = f"{'tilt [°]':>8} " + " ".join(f"{k + ' mean':>20} {k + ' std/mean':>24}"
-                                           for k in series)
-    print("\n" + header + "\n" + "-" * len(header))
+    print(f"\n{'tilt [°]':>8} " + " ".join(f"{k[:22]:>22} {'std/mean':>8}" for k in stacks))
     for i in pick:
-        cells = []
-        for stack, _ in series.values():
-            img = stack[i]
-            cells.append(f"{img.mean():>20.2f} {img.std() / img.mean():>24.4f}")
+        cells = [f"{st[i].mean():>22.2f} {st[i].std() / st[i].mean():>8.4f}"
+                 for st in stacks.values()]
         print(f"{angles[i]:>8.0f} " + " ".join(cells))
     print("\nradially averaged power (0° tilt, normalised over 0.05-0.15 cycles/px):")
     i0 = min(range(len(angles)), key=lambda i: abs(angles[i]))
     freqs = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.49)
-    print(f"{'code':<14} " + " ".join(f"{f:>7.2f}" for f in freqs) + "  [cycles/px]")
-    for k, (stack, _) in series.items():
+    print(f"{'code':<24} " + " ".join(f"{f:>7.2f}" for f in freqs) + "  [cycles/px]")
+    for k, stack in stacks.items():
         f, p = profile(stack[i0])
-        print(f"{k:<14} " + " ".join(f"{np.interp(x, f, p):>7.3f}" for x in freqs))
-    print("\nwall time: " + ", ".join(f"{k} {t:.1f} s" for k, (_, t) in series.items()))
-    if len(series) == 2:
-        print(f"ratio TEM-simulator / tem_core: {series['TEM-simulator'][1] / t_ours:.2f}×")
+        print(f"{k:<24} " + " ".join(f"{np.interp(x, f, p):>7.3f}" for x in freqs))
+    if args.json:
+        record = {
+            "benchmark": "benchmarks/vs_temsim.py" + (" --quick" if args.quick else ""),
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "setup": f"TEM-simulator's TMV example: {len(angles)} tilts, {N_PX}^2 at "
+                     f"{PIXEL_A} Å, {n_atoms} atoms, {args.slice:.0f} Å slices",
+            "repeat": args.repeat,
+            "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+            "median_s": median,
+            "runs_s": times,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -250,6 +250,36 @@ class _Solvent:
             imag = imag + support_abs_v * carbon_len
         return real, imag
 
+    def total(self, bounds: list[float]):
+        """Σ of :meth:`slice` over the slices between ``bounds``, or ``None`` without solvent.
+
+        Without a hole edge or ice structure, the solvent of consecutive slices that no
+        excluded volume reaches is the solvent of their union (ice lengths add), so each
+        such run is computed once; slices with excluded atoms keep their own clamp.
+        """
+        if self.geometry is None:
+            return None
+        plain = self.geometry.hole_radius_a is None and self.ice_field is None
+        excluded = self.prepared.excluded
+        intervals, run = [], None
+        for z0, z1 in zip(bounds[:-1], bounds[1:], strict=True):
+            if plain and (
+                excluded is None or self.prepared.select(excluded, z0, z1)[0].numel() == 0
+            ):
+                run = (z0 if run is None else run[0], z1)
+                continue
+            if run is not None:
+                intervals.append(run)
+                run = None
+            intervals.append((z0, z1))
+        if run is not None:
+            intervals.append(run)
+        real = imag = 0.0
+        for z0, z1 in intervals:
+            part_real, part_imag = self.slice(z0, z1)
+            real, imag = real + part_real, imag + part_imag
+        return real, imag
+
 
 def _atoms_through_slices(prepared: _Prepared, edges: torch.Tensor, common) -> torch.Tensor:
     """Σ over slices of the atoms' slice potentials, in one pass over the atoms [V·Å].
