@@ -23,7 +23,7 @@ ran 20), 2 repeats below 20 crops and 1 above (10 steps, 1 repeat with --quick).
 
 Reported per method and number of crops: the relative RMS error of the MTF at 0.25, 0.5,
 1.0 Nyquist (mean, median and max over repeats: 40 repeats for one crop, 16 for five, 8
-above), for Whittle also the predicted (Hessian) relative
+above), for Whittle also the predicted (Fisher information) relative
 standard error, and the paper's check: mean / max |difference| between a noise-free
 projected potential (20 crambin copies, 1 Å/px, 256²) blurred by the true and by the
 estimated MTF, as fractions of the image's range.
@@ -225,7 +225,7 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(
         "| truth | method | crops | repeats | rel. RMS err (mean) | (median) | (max) | "
-        "Hessian SE | image diff mean | image diff max | s/fit |"
+        "Fisher SE | image diff mean | image diff max | s/fit |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     start = time.perf_counter()

@@ -25,7 +25,7 @@
 # * a **Whittle likelihood** fit of s·MTF² to the crops' periodogram
 #   (`tem_core.mtf_fit.fit_mtf_whittle`), which chooses its model by the data
 #   (white, p = q = 1, or shape exponents fitted; Akaike information criterion), with
-#   standard errors from the Hessian.
+#   standard errors from the Fisher information.
 #
 # Then the default workflow is checked on every camera MTF the package ships, applied to
 # a real K2 counting micrograph (where the noise cannot show the MTF, and the fit says
@@ -516,7 +516,7 @@ plt.show()
 #
 # * In TEM-simulator's detector model the background NPS is s·MTF²; the Whittle
 #   likelihood recovers its MTF from a few crops (about 1% from 16 crops of 256²), with
-#   the model chosen by the data and standard errors from the Hessian.
+#   the model chosen by the data and standard errors from the Fisher information.
 # * On the shipped camera tables the MTF's shape is found well, but its normalisation
 #   rests on the lowest frequencies: with the gain unknown the default fit is within
 #   5% for some cameras and not for others (table above); with the gain known, within

@@ -4,7 +4,7 @@
   Poisson noise blurred by the MTF (TEM-simulator's detector model,
   :func:`tem_core.detector.detect` with ``mtf_after_noise=True``), to background crops by
   the Whittle likelihood, chooses the model (white, ``p = q = 1`` or shape exponents
-  fitted) by likelihood-ratio tests, and reports standard errors from the Hessian.
+  fitted) by likelihood-ratio tests, and reports standard errors from the Fisher information.
   Counting cameras (K2, Falcon in counting mode) count each electron once in one pixel:
   their background noise is nearly white while their signal is blurred, so the NPS
   shows the noise transfer, not the MTF. The fit detects this (a white spectrum, or a

@@ -175,7 +175,18 @@ class MTFFit:
 
     @property
     def standard_errors(self) -> dict[str, float] | None:
-        """Standard errors of the covariance parameters, or ``None``."""
+        """Standard errors of :attr:`covariance_names` (square roots of the covariance's
+        diagonal), or ``None``.
+
+        For Whittle fits the covariance is the inverse Fisher information of the Whittle
+        likelihood (times the taper's variance inflation), so the errors shrink as
+        ``1/sqrt(crops × pixels)``. They describe an interior optimum: with a weight at 0
+        or a width at its bound (:func:`fit_mtf_whittle` warns) they understate the
+        uncertainty. The widths α, β of the two Lorentzians are weakly determined by a
+        noise spectrum (TEM-simulator's detector at 8 crops of 128²: about 90 px² for
+        β = 40 px²); the MTF itself is far better determined
+        (:meth:`mtf_standard_error`).
+        """
         if self.covariance is None:
             return None
         diag = torch.diagonal(self.covariance).clamp_min(0).sqrt()

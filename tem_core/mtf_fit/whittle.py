@@ -27,7 +27,7 @@ from tem_core.mtf_fit.likelihood import (
     MODELS,
     SPLINE_KNOTS,
     WhittleProblem,
-    hessian_covariance,
+    fisher_covariance,
     lbfgs,
     leakage_ratio,
     newton,
@@ -41,6 +41,9 @@ from tem_core.validation import require_nonnegative, require_positive
 
 #: Largest MTF of a pixelated detector at Nyquist: the pixel aperture's sinc(0.5) = 2/π.
 PIXEL_APERTURE_NYQUIST = 2.0 / math.pi
+
+#: A weight ``a``, ``b`` or ``c`` below this is on its boundary (0) for the precision warning.
+WEIGHT_AT_BOUND = 1e-3
 
 #: Frequencies [cycles/px] at which fits are checked for a useful precision.
 CHECK_FREQUENCIES = (0.25, 0.375, 0.45)
@@ -120,6 +123,13 @@ def _precision_warnings(fit: MTFFit, problem: WhittleProblem, f_max: float) -> l
     if problem.model == "spline":
         return messages + _uncertainty_messages(fit, f_max)
     lo, hi = problem.width_bounds
+    for weight in ("a", "b", "c"):  # a weight at 0: the optimum lies on the boundary
+        if fit.params[weight] < WEIGHT_AT_BOUND:
+            messages.append(
+                f"{weight} = {fit.params[weight]:.2g} is at its bound 0: standard errors "
+                "assume an interior optimum and understate the uncertainty (refits of "
+                "similar data can land on either side of the boundary)"
+            )
     for weight, width in (("a", "alpha"), ("b", "beta")):
         w = fit.params[width]
         near = min(abs(math.log(w / lo)), abs(math.log(hi / w))) < 0.01 * math.log(hi / lo)
@@ -162,7 +172,7 @@ def _uncertainty_messages(fit: MTFFit, f_max: float) -> list[str]:
     se = fit.mtf_standard_error(omega) if omega.numel() else None
     if fit.covariance is None:
         messages.append(
-            "the likelihood's Hessian is not positive definite: some parameters are not "
+            "the likelihood's Fisher information is singular: some parameters are not "
             "determined by the data"
         )
     elif se is not None:
@@ -235,7 +245,7 @@ def fit_mtf_whittle(
     a counting camera. A warning names the cause, the result has ``identifiable=False``
     and its :meth:`MTFFit.mtf` raises; :meth:`MTFFit.noise_transfer` and the gain remain.
     Fits that the data do not pin down (a width at its bound, MTF standard errors above
-    10%, a singular Hessian) also warn.
+    10%, a singular Fisher information) also warn.
 
     Parameters
     ----------
@@ -390,7 +400,7 @@ def fit_mtf_whittle(
     if model == "auto":  # the spline only where the data pin it down
         spline = problems["spline"]
         p_spline = {k: v.detach() for k, v in spline.natural(state["spline"][0]).items()}
-        cov_s, names_s = hessian_covariance(spline, p_spline, inflation)
+        cov_s, names_s = fisher_covariance(spline, p_spline, inflation)
         trial = MTFFit(
             method="whittle",
             params={f"g{i}": float(v) for i, v in enumerate(p_spline["g"])},
@@ -415,7 +425,7 @@ def fit_mtf_whittle(
         params["a"], params["b"] = params["b"], params["a"]
         params["alpha"], params["beta"] = params["beta"], params["alpha"]
         params["p"], params["q"] = params["q"], params["p"]
-    cov, names = hessian_covariance(problem, params, inflation)
+    cov, names = fisher_covariance(problem, params, inflation)
     fit = MTFFit(
         method="whittle",
         params={k: float(v) for k, v in params.items() if k != "s"},
