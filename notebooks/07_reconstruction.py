@@ -86,13 +86,8 @@ from tem_core.reconstruct import (
 )
 from tem_core.render import Camera, render, transfer_function
 from tem_core.simulate import resolve_device, tilt_scheme, tilt_series
-from tem_core.specimen import IceSlab, build_specimen
-from tem_core.structure import (
-    assembly_operators,
-    expand_assembly,
-    read_structure,
-    rotation_about_axis,
-)
+from tem_core.specimen import assembly_in_ice
+from tem_core.structure import rotation_about_axis
 
 if quick:  # 21 tilts of a coarse field, a binned real series, small renderings
     tilt_step_deg, pixel_nm, field_px, ice_nm, slice_nm = 12.0, 1.0, 40, 24.0, 12.0
@@ -168,21 +163,14 @@ plt.show()
 # (`potential_on_grid`): the same slices the simulation uses, one voxel thick.
 
 # %%
-model = read_structure(DATA / "2om3.pdb.gz")
-tmv = expand_assembly(model, assembly_operators(DATA / "2om3.pdb.gz")[:tmv_subunits])
 extent_a = field_px * sampling_a
 axis_y = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
-pose = (
-    rotation_about_axis(axis_y, torch.tensor(0.5 * math.pi))[None],
-    torch.tensor([[extent_a / 2, extent_a / 2, ice_a / 2]], dtype=torch.float64),
-)
-specimen = build_specimen(
-    tmv,
-    1,
+specimen = assembly_in_ice(  # helix axis along x, in the mid-plane of the ice
+    DATA / "2om3.pdb.gz",
     extent_a=(extent_a, extent_a),
-    ice=IceSlab(thickness_a=ice_a),
-    generator=torch.Generator().manual_seed(seed),
-    poses=pose,
+    ice_thickness_a=ice_a,
+    rotations=rotation_about_axis(axis_y, 0.5 * math.pi)[None],
+    n_subunits=tmv_subunits,
 )
 energy_ev = voltage_kv * units.KV_TO_EV
 microscope = Microscope(energy_ev=energy_ev, cs_a=cs_mm * units.MM_TO_A)
@@ -206,7 +194,7 @@ noisy = tilt_series(
 )
 clean = tilt_series(specimen, generator=None, **common)
 print(
-    f"{len(tmv):,} atoms; two series of {len(scheme)} tilts "
+    f"{len(specimen.atoms):,} atoms; two series of {len(scheme)} tilts "
     f"in {time.perf_counter() - t0:.0f} s"
 )
 

@@ -74,13 +74,8 @@ from tem_core.reconstruct import (
 )
 from tem_core.render import Camera, render, transfer_function
 from tem_core.simulate import resolve_device, tilt_scheme, tilt_series
-from tem_core.specimen import IceSlab, build_specimen
-from tem_core.structure import (
-    assembly_operators,
-    expand_assembly,
-    read_structure,
-    rotation_about_axis,
-)
+from tem_core.specimen import assembly_in_ice
+from tem_core.structure import rotation_about_axis
 
 if quick:  # a coarse field, fewer tilts and subunits, small crops and renderings
     tilt_step_deg, pixel_nm, field_px, ice_nm, slice_nm = 12.0, 1.0, 40, 24.0, 12.0
@@ -107,21 +102,14 @@ numbers = {}  # one line per stage for the summary
 
 # %%
 DATA = ROOT / "data" / "2om3.pdb.gz"
-tmv = expand_assembly(read_structure(DATA), assembly_operators(DATA)[:tmv_subunits])
 extent_a = field_px * sampling_a
-pose = (
-    rotation_about_axis(
-        torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64), torch.tensor(0.5 * math.pi)
-    )[None],
-    torch.tensor([[extent_a / 2, extent_a / 2, ice_a / 2]], dtype=torch.float64),
-)
-specimen = build_specimen(
-    tmv,
-    1,
+axis_y = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+specimen = assembly_in_ice(  # helix axis along x, in the mid-plane of the ice
+    DATA,
     extent_a=(extent_a, extent_a),
-    ice=IceSlab(thickness_a=ice_a),
-    generator=torch.Generator().manual_seed(seed),
-    poses=pose,
+    ice_thickness_a=ice_a,
+    rotations=rotation_about_axis(axis_y, 0.5 * math.pi)[None],
+    n_subunits=tmv_subunits,
 )
 camera_truth = Detector(gain_counts_per_e=gain_counts_per_e)
 scheme = tilt_scheme(
@@ -150,7 +138,7 @@ noisy = tilt_series(
 )
 clean = tilt_series(specimen, generator=None, **common)
 numbers["simulate"] = (
-    f"{len(tmv):,} atoms, {len(scheme)} tilts of {field_px}² px, noisy and noise-free "
+    f"{len(specimen.atoms):,} atoms, {len(scheme)} tilts of {field_px}² px, noisy and noise-free "
     f"in {time.perf_counter() - t0:.0f} s"
 )
 print(numbers["simulate"])

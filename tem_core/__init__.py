@@ -39,6 +39,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "IceSlab",
         "Specimen",
         "amorphous_film",
+        "assembly_in_ice",
         "build_specimen",
         "place_particles",
         "random_ice_slab",

@@ -12,6 +12,7 @@ from scipy import stats
 from tem_core.specimen import (
     IceSlab,
     Specimen,
+    assembly_in_ice,
     build_specimen,
     place_particles,
     random_rotations,
@@ -422,3 +423,70 @@ def test_amorphous_film_errors(kwargs, match) -> None:
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         amorphous_film(**args)
+
+
+# --- assemblies at given poses (the book's TMV scenes) -----------------------------------------
+
+
+def _rotation_y(angle_rad: float) -> torch.Tensor:
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    return torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], dtype=torch.float64)
+
+
+def test_assembly_in_ice_places_rotated_copies_at_the_offsets(data_dir: Path) -> None:
+    """Two copies of 3 TMV subunits: atom count, centres, the rotation between the copies."""
+    path = data_dir / "2om3.pdb.gz"
+    rotations = torch.stack([torch.eye(3, dtype=torch.float64), _rotation_y(0.5 * math.pi)])
+    offsets = torch.tensor([[-80.0, 10.0, 0.0], [80.0, -10.0, 5.0]], dtype=torch.float64)
+    specimen = assembly_in_ice(
+        path,
+        extent_a=(400.0, 300.0),
+        ice_thickness_a=200.0,
+        rotations=rotations,
+        offsets_a=offsets,
+        n_subunits=3,
+    )
+    n_asu = len(read_structure(path))  # 1279 atoms in 2OM3's asymmetric unit
+    assert len(specimen.atoms) == 2 * 3 * n_asu
+    centre = torch.tensor([200.0, 150.0, 100.0], dtype=torch.float64)
+    torch.testing.assert_close(specimen.particle_centers_a, centre + offsets, rtol=0, atol=0)
+    assert specimen.ice.thickness_a == 200.0 and specimen.extent_a == (400.0, 300.0)
+    first, second = specimen.atoms.positions_a.reshape(2, -1, 3)
+    # each copy is centred on its geometric centre (float64 sums over 3837 atoms: 1e-13 Å)
+    torch.testing.assert_close(first.mean(0), centre + offsets[0], rtol=0, atol=1e-9)
+    torch.testing.assert_close(second.mean(0), centre + offsets[1], rtol=0, atol=1e-9)
+    # the second copy is the first rotated by +90° about y (x → −z, z → x)
+    torch.testing.assert_close(
+        (second - second.mean(0)),
+        (first - first.mean(0)) @ _rotation_y(0.5 * math.pi).T,
+        rtol=0,
+        atol=1e-9,
+    )
+    one = assembly_in_ice(
+        path, extent_a=(400.0, 300.0), ice_thickness_a=200.0, rotations=rotations[:1], n_subunits=1
+    )
+    assert len(one.atoms) == n_asu
+    torch.testing.assert_close(one.particle_centers_a[0], centre, rtol=0, atol=0)
+
+
+def test_assembly_in_ice_dtype_and_errors(data_dir: Path) -> None:
+    path = data_dir / "2om3.pdb.gz"
+    eye = torch.eye(3, dtype=torch.float64)[None]
+    kwargs = dict(extent_a=(300.0, 300.0), ice_thickness_a=200.0, n_subunits=2)
+    spec32 = assembly_in_ice(path, rotations=eye, dtype=torch.float32, **kwargs)
+    assert spec32.atoms.positions_a.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"offsets_a must be \(K, 3\) = \(1, 3\)"):
+        assembly_in_ice(path, rotations=eye, offsets_a=torch.zeros(2, 3), **kwargs)
+    with pytest.raises(ValueError, match="n_subunits must be at most the assembly's 49"):
+        assembly_in_ice(
+            path, rotations=eye, extent_a=(300.0, 300.0), ice_thickness_a=200.0, n_subunits=50
+        )
+    with pytest.raises(ValueError, match="ice_thickness_a"):
+        assembly_in_ice(path, rotations=eye, extent_a=(300.0, 300.0), ice_thickness_a=-1.0)
+    with pytest.raises(ValueError, match=r"rotations must be a \(K, 3, 3\) tensor"):
+        assembly_in_ice(path, rotations=torch.eye(3), **kwargs)
+    with pytest.raises(ValueError, match="offsets_a must be finite"):
+        assembly_in_ice(path, rotations=eye, offsets_a=torch.full((1, 3), math.nan), **kwargs)
+    two = torch.cat([eye, eye])
+    with pytest.raises(ValueError, match="overlap"):  # two copies at the same place
+        assembly_in_ice(path, rotations=two, **kwargs)

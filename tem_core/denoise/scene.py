@@ -15,7 +15,6 @@ and noise are applied by the caller with :func:`tem_core.detector.detect`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,8 +25,7 @@ from tem_core.detector import Detector
 from tem_core.optics import Microscope
 from tem_core.potential import PotentialSettings
 from tem_core.simulate import Imaging, micrograph
-from tem_core.specimen import IceSlab, build_specimen, tilt_specimen
-from tem_core.structure import assembly_operators, expand_assembly, read_structure
+from tem_core.specimen import assembly_in_ice, tilt_specimen
 from tem_core.units import DEG_TO_RAD, KV_TO_EV, MM_TO_A, MRAD_TO_RAD, NM_TO_A, UM_TO_A
 from tem_core.validation import require_positive, require_positive_int
 
@@ -108,45 +106,19 @@ def tmv_intensities(
     if isinstance(padding_px, bool) or not isinstance(padding_px, int) or padding_px < 0:
         raise ValueError(f"padding_px must be a non-negative integer, got {padding_px!r} px")
     require_positive("slice_thickness_a", slice_thickness_a, "Å")
-    dev = torch.device(device)
-    model = read_structure(structure_path, dtype=torch.float64)
-    tmv = expand_assembly(model, assembly_operators(structure_path)).to(dtype=torch.float32)
-    grid = n_px + 2 * padding_px
-    sampling = _PIXEL_NM * NM_TO_A
-    extent = grid * sampling
-    thickness = _ICE_NM * NM_TO_A
     if len(particles) < 1 or any(len(p) != 6 for p in particles):
         raise ValueError("particles must be rows of x, y, z [nm], phi, theta, psi [deg]")
-    rotations = torch.stack([_euler_zxz(*p[3:]) for p in particles])
-    centres = torch.tensor(
-        [
-            [
-                extent / 2 + p[0] * NM_TO_A,
-                extent / 2 + p[1] * NM_TO_A,
-                thickness / 2 + p[2] * NM_TO_A,
-            ]
-            for p in particles
-        ],
-        dtype=torch.float64,
+    grid = n_px + 2 * padding_px
+    sampling = _PIXEL_NM * NM_TO_A
+    specimen = assembly_in_ice(
+        structure_path,
+        extent_a=(grid * sampling, grid * sampling),
+        ice_thickness_a=_ICE_NM * NM_TO_A,
+        rotations=torch.stack([_euler_zxz(*p[3:]) for p in particles]),
+        offsets_a=torch.tensor([p[:3] for p in particles], dtype=torch.float64) * NM_TO_A,
+        dtype=torch.float32,
+        device=device,
     )
-    specimen = build_specimen(
-        tmv,
-        len(particles),
-        extent_a=(extent, extent),
-        ice=IceSlab(thickness_a=thickness),
-        generator=torch.Generator().manual_seed(0),
-        poses=(rotations, centres),
-    )
-    if dev.type != "cpu":
-        specimen = dataclasses.replace(
-            specimen,
-            atoms=specimen.atoms.to(device=dev),
-            slab_center_a=specimen.slab_center_a.to(dev),
-            slab_normal=specimen.slab_normal.to(dev),
-            particle_centers_a=specimen.particle_centers_a.to(dev),
-            particle_radii_a=specimen.particle_radii_a.to(dev),
-            particle_rotations=specimen.particle_rotations.to(dev),
-        )
     microscope = tmv_microscope()
     potential = PotentialSettings(
         shape=(grid, grid),

@@ -1,25 +1,4 @@
-"""Specimens: particles embedded in a slab of vitreous ice, optionally tilted.
-
-Stage 2 of the forward model (``units -> structure -> specimen -> potential -> ...``).
-
-Geometry (untilted, see ``book/design.md``): the field of view covers
-``x in [0, Lx)``, ``y in [0, Ly)`` [Å]; the ice slab fills ``z in [0, thickness_a]`` with
-its centre at ``(Lx/2, Ly/2, thickness_a/2)`` and normal ``+z``; the beam travels to +z.
-An optional circular hole of ``hole_diameter_a`` in a support film (carbon of
-``support_thickness_a`` centred on the slab mid-plane, or vacuum) has its axis through the
-slab centre along the slab normal; outside the hole the potential stage puts the support.
-
-Particles: each copy of a model is centred on its geometric centre, rotated by a rotation
-drawn uniformly on SO(3) (or given), and placed at a random position where its bounding
-sphere lies inside the field, inside the ice (and inside the hole, if there is one) and at
-least ``min_gap_a`` from every other particle's bounding sphere (random sequential addition,
-largest particles first). Tilting (:func:`tilt_specimen`) rotates atoms, slab and particle
-poses about the slab centre by ``+θ`` about the in-plane axis at angle ``φ`` from +x
-(right-handed about the axis direction); the beam stays along z.
-
-Randomness only through an explicit ``torch.Generator``: the same seed gives the same
-specimen.
-"""
+"""Specimen geometry, particle placement and tilting (see :mod:`tem_core.specimen`)."""
 
 from __future__ import annotations
 
@@ -30,12 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from tem_core.specimen.checks import _check_poses, _check_rotations
-from tem_core.specimen.films import amorphous_film
-from tem_core.specimen.ice import (
-    IceSlab,
-    _check_hole_in_field,
-    random_ice_slab,
-)
+from tem_core.specimen.ice import IceSlab, _check_hole_in_field
 from tem_core.structure import AtomicModel, rotation_about_axis
 from tem_core.validation import (
     require_finite,
@@ -44,17 +18,6 @@ from tem_core.validation import (
     require_nonnegative,
     require_positive,
 )
-
-__all__ = [
-    "IceSlab",
-    "Specimen",
-    "random_rotations",
-    "place_particles",
-    "build_specimen",
-    "tilt_specimen",
-    "amorphous_film",
-    "random_ice_slab",
-]
 
 
 def _extent(extent_a: Sequence[float]) -> tuple[float, float]:
@@ -365,8 +328,13 @@ def build_specimen(
     if poses is None:
         rotations = random_rotations(k, generator=generator)
         centers = place_particles(
-            radii, extent_a=(lx, ly), thickness_a=ice.thickness_a, generator=generator,
-            min_gap_a=min_gap_a, max_attempts=max_attempts, hole_diameter_a=ice.hole_diameter_a,
+            radii,
+            extent_a=(lx, ly),
+            thickness_a=ice.thickness_a,
+            generator=generator,
+            min_gap_a=min_gap_a,
+            max_attempts=max_attempts,
+            hole_diameter_a=ice.hole_diameter_a,
         )
     else:
         rotations, centers = (torch.as_tensor(p) for p in poses)
@@ -405,7 +373,10 @@ def build_specimen(
         empty = torch.zeros(0, dtype=dtype, device=device)
         atoms = AtomicModel(
             atomic_numbers=torch.zeros(0, dtype=torch.int64, device=device),
-            positions_a=empty.reshape(0, 3), b_factors_a2=empty, occupancies=empty, name="empty",
+            positions_a=empty.reshape(0, 3),
+            b_factors_a2=empty,
+            occupancies=empty,
+            name="empty",
         )
     return Specimen(
         atoms=atoms,
