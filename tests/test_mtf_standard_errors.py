@@ -193,6 +193,7 @@ def test_fit_errors_shrink_with_more_crops_end_to_end():
             fit = fit_mtf_whittle(
                 crops, model="lorentzian", width_bounds_px2=(0.1, 1000.0), check_particles=False
             )
+        assert fit.at_bound == ()
         errors[n_crops] = fit
     se64, se256 = errors[64].standard_errors, errors[256].standard_errors
     for k in NAMES:
@@ -209,3 +210,18 @@ def test_fit_errors_shrink_with_more_crops_end_to_end():
     omega = torch.tensor([0.25], dtype=torch.float64)
     predicted = float(at_truth.mtf_standard_error(omega))
     assert float(errors[256].mtf_standard_error(omega)) == pytest.approx(predicted, rel=0.25)
+
+
+def test_a_fit_on_a_bound_says_so():
+    """TEM-simulator's detector from 8 crops of 128² (seed 1) ends with c ≈ 5e-6: the
+    observed Hessian gave β ± 3.0 px² there; the errors now come with ``at_bound``."""
+    crops = synthetic_background_crops(
+        dict(a=0.7, b=0.2, c=0.1, alpha=10.0, beta=40.0),
+        n_crops=8,
+        crop_size_px=128,
+        mean_electrons_per_px=10.0,
+        generator=torch.Generator().manual_seed(1),
+    )
+    fit = fit_mtf_whittle(crops, model="lorentzian", check_particles=False)
+    assert fit.at_bound == ("c",) and fit.params["c"] < 1e-3
+    assert fit.standard_errors is not None

@@ -104,6 +104,12 @@ class MTFFit:
         For fits flagged not identifiable: the median over rings 0.1-0.5 cycles/px of
         the NPS [counts² per bin], the level of a counting camera's white noise, robust
         to specimen power and ice rings (see :meth:`gain_counts_per_e`).
+    at_bound
+        Whittle fits: parameters that ended on a bound (a weight at 0, a width or shape
+        exponent at its limit). The standard errors assume an interior optimum and
+        understate the uncertainty of such a fit: refits of similar data can land on
+        either side of the boundary (TEM-simulator's detector from 8 crops of 128²
+        often ends with ``c = 0``).
     """
 
     method: str
@@ -117,6 +123,7 @@ class MTFFit:
     identifiable: bool = True
     diagnosis: str = ""
     white_noise_level: float | None = None
+    at_bound: tuple[str, ...] = ()
 
     def mtf(self, frequency_cycles_per_px: torch.Tensor) -> torch.Tensor:
         """MTF at the given frequencies [cycles/pixel] (any shape; follows their dtype).
@@ -180,12 +187,11 @@ class MTFFit:
 
         For Whittle fits the covariance is the inverse Fisher information of the Whittle
         likelihood (times the taper's variance inflation), so the errors shrink as
-        ``1/sqrt(crops × pixels)``. They describe an interior optimum: with a weight at 0
-        or a width at its bound (:func:`fit_mtf_whittle` warns) they understate the
-        uncertainty. The widths α, β of the two Lorentzians are weakly determined by a
-        noise spectrum (TEM-simulator's detector at 8 crops of 128²: about 90 px² for
-        β = 40 px²); the MTF itself is far better determined
-        (:meth:`mtf_standard_error`).
+        ``1/sqrt(crops × pixels)``. They describe an interior optimum: for parameters in
+        :attr:`at_bound` they understate the uncertainty. The widths α, β of the two
+        Lorentzians are weakly determined by a noise spectrum (TEM-simulator's detector
+        at 8 crops of 128²: about 90 px² for β = 40 px²); the MTF itself is far better
+        determined (:meth:`mtf_standard_error`).
         """
         if self.covariance is None:
             return None

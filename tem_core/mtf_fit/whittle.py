@@ -42,7 +42,7 @@ from tem_core.validation import require_nonnegative, require_positive
 #: Largest MTF of a pixelated detector at Nyquist: the pixel aperture's sinc(0.5) = 2/π.
 PIXEL_APERTURE_NYQUIST = 2.0 / math.pi
 
-#: A weight ``a``, ``b`` or ``c`` below this is on its boundary (0) for the precision warning.
+#: A weight ``a``, ``b`` or ``c`` below this lies on its boundary 0 (:attr:`MTFFit.at_bound`).
 WEIGHT_AT_BOUND = 1e-3
 
 #: Frequencies [cycles/px] at which fits are checked for a useful precision.
@@ -123,13 +123,6 @@ def _precision_warnings(fit: MTFFit, problem: WhittleProblem, f_max: float) -> l
     if problem.model == "spline":
         return messages + _uncertainty_messages(fit, f_max)
     lo, hi = problem.width_bounds
-    for weight in ("a", "b", "c"):  # a weight at 0: the optimum lies on the boundary
-        if fit.params[weight] < WEIGHT_AT_BOUND:
-            messages.append(
-                f"{weight} = {fit.params[weight]:.2g} is at its bound 0: standard errors "
-                "assume an interior optimum and understate the uncertainty (refits of "
-                "similar data can land on either side of the boundary)"
-            )
     for weight, width in (("a", "alpha"), ("b", "beta")):
         w = fit.params[width]
         near = min(abs(math.log(w / lo)), abs(math.log(hi / w))) < 0.01 * math.log(hi / lo)
@@ -140,6 +133,22 @@ def _precision_warnings(fit: MTFFit, problem: WhittleProblem, f_max: float) -> l
                 "spectrum does not constrain it (too few or too small crops)"
             )
     return messages + _uncertainty_messages(fit, f_max)
+
+
+def _at_bound(params: dict[str, float], problem: WhittleProblem) -> tuple[str, ...]:
+    """Parameters on a bound: a weight below :data:`WEIGHT_AT_BOUND`, a width or shape
+    within 1 % (of the log range) of its bounds."""
+    if problem.model not in ("lorentzian", "shaped"):
+        return ()
+    names = [k for k in ("a", "b", "c") if params[k] < WEIGHT_AT_BOUND]
+    ranges = {"alpha": problem.width_bounds, "beta": problem.width_bounds}
+    if problem.model == "shaped":
+        ranges.update(p=problem.shape_bounds, q=problem.shape_bounds)
+    for k, (lo, hi) in ranges.items():
+        v = params[k]
+        if min(abs(math.log(v / lo)), abs(math.log(hi / v))) < 0.01 * math.log(hi / lo):
+            names.append(k)
+    return tuple(names)
 
 
 def _white_noise_level(problem: WhittleProblem) -> float | None:
@@ -284,7 +293,8 @@ def fit_mtf_whittle(
     MTFFit
         ``method="whittle"``, the chosen model's parameters, ``scale`` = ``s``
         [counts² per bin], the loss history (mean NLL per bin), covariance and standard
-        errors, :attr:`MTFFit.model`, :attr:`MTFFit.identifiable` and its diagnosis.
+        errors (inverse Fisher information), :attr:`MTFFit.model`,
+        :attr:`MTFFit.identifiable` and its diagnosis, :attr:`MTFFit.at_bound`.
     """
     x = as_crops(crops)
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -435,6 +445,7 @@ def fit_mtf_whittle(
         covariance=cov,
         covariance_names=names,
         model=choice,
+        at_bound=_at_bound({k: float(v) for k, v in params.items()}, problem),
     )
     diagnosis = _diagnose(fit, choice, f_max)
     if diagnosis:
