@@ -246,6 +246,18 @@ def test_read_only_directory(tmp_path):
     assert list(ro.iterdir()) == []
 
 
+def test_unwritable_directory_names_the_file_even_as_root(tmp_path, monkeypatch):
+    """What the read-only test checks, without relying on permissions (root ignores them)."""
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(io_files.tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError, match=r"cannot write .*out\.mrc: Permission denied"):
+        write_mrc(tmp_path / "out.mrc", np.zeros((2, 2)), voxel_size_a=1.0)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_overwrite_refusal(tmp_path):
     target = tmp_path / "a.mrc"
     write_mrc(target, np.zeros((3, 3)), voxel_size_a=1.0)

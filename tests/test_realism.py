@@ -273,7 +273,8 @@ def test_damage_attenuates_high_frequencies_of_the_image() -> None:
     # weak phase object: image power in the band scales with A² (±20%: the image is not
     # exactly linear in the potential)
     assert late / undamaged == pytest.approx(float(a_late[band].pow(2).mean()), rel=0.2)
-    assert first / undamaged == pytest.approx(float(a_first[band].pow(2).mean()), rel=0.05)
+    # measured ratios to A²: 1.104 (late), 1.004 (first)
+    assert first / undamaged == pytest.approx(float(a_first[band].pow(2).mean()), rel=0.02)
     assert late < 0.01 * undamaged
 
 
