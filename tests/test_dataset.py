@@ -318,6 +318,65 @@ def test_particles_star_matches_the_specimen(loop_dataset) -> None:
     assert block["rlnClassNumber"] == ["1"] * len(x)
 
 
+def test_particles_star_reads_with_an_independent_parser(loop_dataset) -> None:
+    """The `starfile` package (teamtomo; pandas) reads every particles file as RELION
+    would: one data block, numeric columns as numbers, the values we meant."""
+    starfile = pytest.importorskip("starfile")  # the dev extra
+    out, _ = loop_dataset
+    spec = load_dataset_spec(EXAMPLE)
+    for index in range(4):
+        path = out / f"particles/item_{index:06d}.star"
+        blocks = starfile.read(path, always_dict=True)
+        assert list(blocks) == ["particles"]
+        table = blocks["particles"]
+        ours = read_star(path)["particles"]
+        assert list(table.columns) == list(ours)
+        params = item_parameters(spec, index)
+        setup = build_item(spec, params, torch.device("cpu"))
+        centres = setup.specimen.particle_centers_a.double().numpy()
+        s = params["grid.pixel_size_a"]
+        assert len(table) == len(centres) > 0
+        # 6 decimals written: 5e-7 px
+        np.testing.assert_allclose(table["rlnCoordinateX"] * s, centres[:, 0], atol=5e-7 * s)
+        np.testing.assert_allclose(table["rlnCoordinateY"] * s, centres[:, 1], atol=5e-7 * s)
+        angles = table[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy(float)
+        for (rot, tilt, psi), r in zip(
+            angles, setup.specimen.particle_rotations.double().numpy(), strict=True
+        ):
+            np.testing.assert_allclose(_relion_matrix(rot, tilt, psi), r, atol=1e-6)
+        assert table["rlnClassNumber"].dtype.kind == "i"
+        assert set(table["rlnMicrographName"]) == {f"micrographs/item_{index:06d}.mrc"}
+
+
+def test_metadata_parquet_round_trip(loop_dataset, tmp_path, monkeypatch) -> None:
+    """metadata.parquet (the parquet extra) holds the rows of metadata.json, every column
+    in the CSV's order with its type; without pyarrow the CSV/JSON are written and a stale
+    Parquet table is removed."""
+    pq = pytest.importorskip("pyarrow.parquet")  # the dev extra
+    out, report = loop_dataset
+    assert report.tables["parquet"] == out / "metadata.parquet"
+    table = pq.read_table(out / "metadata.parquet")
+    rows = json.loads((out / "metadata.json").read_text())["items"]
+    header = (out / "metadata.csv").read_text().splitlines()[0].split(",")
+    assert table.column_names == header
+    assert table.to_pylist() == rows  # ints, floats, strings and None unchanged
+    assert str(table.schema.field("index").type) == "int64"
+    assert str(table.schema.field("imaging.defocus_um").type) == "double"
+    # a column of ints and floats (a drawn choice of both) is stored as float64
+    from tem_core.dataset.run import _write_tables
+
+    spec = load_dataset_spec(EXAMPLE)
+    records = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
+    records[0]["parameters"]["imaging.dose_e_per_a2"] = 3  # an int among floats
+    paths = _write_tables(spec, tmp_path, records)
+    mixed = pq.read_table(paths["parquet"])
+    assert str(mixed.schema.field("imaging.dose_e_per_a2").type) == "double"
+    assert mixed.column("imaging.dose_e_per_a2").to_pylist()[0] == 3.0
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)  # as if not installed
+    paths = _write_tables(spec, tmp_path, records)
+    assert sorted(paths) == ["csv", "json"] and not (tmp_path / "metadata.parquet").exists()
+
+
 def test_star_round_trip_and_errors(tmp_path) -> None:
     cols = {
         "rlnCoordinateX": [1.5, 2.25],

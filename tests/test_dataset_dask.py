@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 import tomllib
@@ -17,6 +18,7 @@ from conftest import DATA_DIR
 
 from tem_core import io as tio
 from tem_core.dataset import generate_dataset, parse_dataset_spec
+from tem_core.dataset import read_star as tio_star
 
 pytestmark = pytest.mark.slow
 EXAMPLE = DATA_DIR / "example_dataset.toml"
@@ -128,3 +130,43 @@ def test_killed_worker_and_resume_give_the_files_of_an_uninterrupted_run(tmp_pat
     assert "potential/item_000000.mrc" in compared and "particles/item_000002.star" in compared
     stack, _ = tio.read_mrc(run / "tilt_series/item_000000.mrc")
     assert stack.shape == (7, 96, 96)
+    starfile = pytest.importorskip("starfile")  # an independent parser (the dev extra)
+    table = starfile.read(run / "particles/item_000002.star", always_dict=True)["particles"]
+    ours = tio_star(run / "particles/item_000002.star")["particles"]
+    assert list(table.columns) == list(ours)
+    assert {"rlnCoordinateZ", "rlnTomoName"} <= set(table.columns)
+    assert set(table["rlnTomoName"]) == {"tilt_series/item_000002.mrc"}
+    np.testing.assert_allclose(
+        table["rlnCoordinateZ"].to_numpy(), np.array(ours["rlnCoordinateZ"], dtype=float)
+    )
+
+
+def test_local_cluster_serves_the_dashboard_with_bokeh_and_runs_without(
+    tmp_path, monkeypatch
+) -> None:
+    """With bokeh (the dashboard extra) the local cluster's dashboard answers over HTTP;
+    without it the same run completes and reports the dashboard as off."""
+    import urllib.request
+
+    from distributed import Client
+
+    from tem_core.dataset.run import _local_cluster
+
+    pytest.importorskip("bokeh")
+    cluster = _local_cluster(1, 1, 0)
+    try:
+        with Client(cluster) as client:
+            link = client.dashboard_link
+            with urllib.request.urlopen(link, timeout=60) as response:  # localhost only
+                assert response.status == 200 and b"bokeh" in response.read().lower()
+    finally:
+        cluster.close()
+
+    raw = tomllib.loads(EXAMPLE.read_text())
+    raw["dataset"]["items"] = 1
+    spec = parse_dataset_spec(raw, source=EXAMPLE)
+    monkeypatch.setitem(sys.modules, "bokeh", None)  # as if bokeh were not installed
+    messages: list[str] = []
+    report = generate_dataset(spec, tmp_path / "no_bokeh", workers=1, log=messages.append)
+    assert report.ok and report.completed == (0,) and report.dashboard is None
+    assert any("dashboard: off (needs bokeh)" in m for m in messages), messages

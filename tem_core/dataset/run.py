@@ -206,16 +206,29 @@ def _write_tables(spec: DatasetSpec, out: Path, records: list[dict[str, Any]]) -
         ),
         "json": _write_json(out / "metadata.json", {"dataset": spec.name, "items": rows}),
     }
-    try:
+    try:  # the `parquet` extra
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
+        # a table from an earlier run with pyarrow would no longer match the CSV and JSON
+        (out / "metadata.parquet").unlink(missing_ok=True)
         return paths
-    table = pa.Table.from_pylist(rows)  # pragma: no cover - only where pyarrow is installed
-    paths["parquet"] = atomic_write(  # pragma: no cover
+    # every row with every column (from_pylist takes the schema from the first row), a
+    # column of ints and floats (a drawn `choice` of both) as float64
+    full = [{k: row.get(k) for k in columns} for row in rows]
+    schema = []
+    for k in columns:
+        values = [r[k] for r in full if r[k] is not None]
+        kinds = {type(v) for v in values}
+        if kinds and kinds <= {int, float} and float in kinds:
+            schema.append(pa.field(k, pa.float64()))
+        else:
+            schema.append(pa.field(k, pa.array(values).type if values else pa.null()))
+    table = pa.Table.from_pylist(full, schema=pa.schema(schema))
+    paths["parquet"] = atomic_write(
         out / "metadata.parquet", lambda tmp: pq.write_table(table, tmp), overwrite=True
     )
-    return paths  # pragma: no cover
+    return paths
 
 
 def _write_manifest(spec: DatasetSpec, out: Path, records: dict[int, dict[str, Any]]) -> None:
@@ -259,7 +272,8 @@ def generate_dataset(
     out
         Output folder (created). Layout: ``micrographs/`` or ``tilt_series/``,
         ``noise_free/``, ``particles/``, ``potential/``, ``records/``, ``manifest.json``,
-        ``metadata.csv``/``.json``, ``failures.json`` (only when items failed).
+        ``metadata.csv``/``.json`` (and ``metadata.parquet`` where pyarrow is installed:
+        the ``parquet`` extra), ``failures.json`` (only when items failed).
     workers
         ``0``: a plain loop in this process; ``None``: a local cluster with one worker per
         core (one per GPU on a GPU machine); ``n``: a local cluster of ``n`` workers. Ignored
@@ -270,7 +284,9 @@ def generate_dataset(
     threads_per_worker
         torch / Taichi CPU threads per worker; default ``cores // workers``.
     progress
-        Show a progress bar (tqdm) and print the dashboard link.
+        Show a progress bar (tqdm) and print the dashboard link (a local cluster serves
+        Dask's dashboard only where bokeh is installed, the ``dashboard`` extra; without
+        it the run goes on and says "dashboard: off (needs bokeh)").
     """
     t0 = time.perf_counter()
     if not isinstance(spec, DatasetSpec):
