@@ -137,8 +137,9 @@ noisy = tilt_series(
     specimen, generator=torch.Generator().manual_seed(seed + 1), **common
 )
 clean = tilt_series(specimen, generator=None, **common)
+n_atoms = len(specimen.atoms)
 numbers["simulate"] = (
-    f"{len(specimen.atoms):,} atoms, {len(scheme)} tilts of {field_px}² px, noisy and noise-free "
+    f"{n_atoms:,} atoms, {len(scheme)} tilts of {field_px}² px, noisy and noise-free "
     f"in {time.perf_counter() - t0:.0f} s"
 )
 print(numbers["simulate"])
