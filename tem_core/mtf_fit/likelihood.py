@@ -354,9 +354,10 @@ def fisher_covariance(
     does not contain the term ``Σ count (1 − P/S) ∇²log S``, which is noise at an interior
     optimum but not at a bounded one (a weight at 0, a width at its bound): for
     TEM-simulator's detector the observed Hessian gave errors 2.4-3.4 times too small
-    (8 crops of 128², c = 0) or was not positive definite (32 crops). ``c = 1 − a − b`` is dependent. The tapered periodogram's variance
-    inflation multiplies the covariance. ``None`` when ``I`` is singular (e.g. a weight
-    at 0 leaves its width undetermined).
+    (8 crops of 128², c = 0) or was not positive definite (32 crops). ``c = 1 − a − b``
+    is dependent. The tapered periodogram's variance inflation multiplies the
+    covariance. ``None`` when ``I`` is singular (e.g. a weight at 0 leaves its width
+    undetermined).
     """
     names: tuple[str, ...] = ()
     if problem.model == "spline":
