@@ -268,20 +268,41 @@ def test_published_gradient_is_the_per_pixel_product():
     assert torch.allclose(rate.grad, expected, atol=1e-12)
 
 
-def test_pathwise_gradient_is_finite_and_nonzero():
-    lam = torch.full((1, 8, 8), 20.0, dtype=torch.float64)
+def test_pathwise_gradient_is_the_derivative_of_the_sampled_loss():
+    """With the noise ε fixed (same seed) the pathwise loss is a smooth function of the
+    rate; its autograd gradient at a pixel that is no sample's minimum or maximum (the
+    detached min-max normalisation does not move) equals the central difference.
+    Measured gap ≤ 8e-10 relative (h = 1e-4 counts, float64); bound 1e-7."""
+    from tem_core.estimators import pathwise_poisson_sample
+
+    g = torch.Generator().manual_seed(5)
+    lam = 20.0 + 5.0 * torch.rand((1, 8, 8), generator=g, dtype=torch.float64)
     ref = normalise_minmax(blobs(8)).expand(1, 3, 8, 8)
+    settings = SurrogateSettings(estimator="pathwise", n_samples=3)
+
+    def loss_at(rate: torch.Tensor) -> torch.Tensor:
+        loss, _ = _step_loss(
+            rate, ref, gain=torch.tensor(1.0, dtype=torch.float64), mtf=None,
+            settings=settings, generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+        return loss
+
     rate = lam.clone().requires_grad_(True)
-    loss, _ = _step_loss(
-        rate,
-        ref,
-        gain=torch.tensor(1.0),
-        mtf=None,
-        settings=SurrogateSettings(estimator="pathwise", n_samples=3),
-        generator=torch.Generator().manual_seed(0),
-    )
-    loss.backward()
-    assert torch.isfinite(rate.grad).all() and float(rate.grad.abs().sum()) > 0
+    loss_at(rate).backward()
+    k = pathwise_poisson_sample(
+        lam[:, None].expand(1, 3, 8, 8), generator=torch.Generator().manual_seed(0)
+    ).flatten(-2)
+    extremes = set(k.argmin(-1).flatten().tolist()) | set(k.argmax(-1).flatten().tolist())
+    pixels = [i for i in range(64) if i not in extremes][:6]
+    h = 1e-4
+    for i in pixels:
+        step = torch.zeros(64, dtype=torch.float64)
+        step[i] = h
+        step = step.reshape(1, 8, 8)
+        central = (loss_at(lam + step) - loss_at(lam - step)) / (2 * h)
+        grad = rate.grad.flatten()[i]
+        assert float(grad) != 0.0
+        assert float(central) == pytest.approx(float(grad), rel=1e-7, abs=1e-12)
 
 
 @pytest.mark.parametrize("estimator", ["published", "unbiased", "pathwise"])
