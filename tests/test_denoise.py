@@ -76,6 +76,11 @@ def test_ssim_identity_and_range_dependence():
     assert 0 < s1 < 1
     # a larger data range raises the stabilising constants, hence the score
     assert float(ssim(noisy, x, data_range=10.0)) > s1
+    # constant images p, q: no variance, so SSIM = luminance term (2pq + C1)/(p² + q² + C1)
+    p, q = torch.full((24, 24), 0.3, dtype=torch.float64), torch.full((24, 24), 0.5)
+    c1 = (0.01 * 2.0) ** 2
+    expected = (2 * 0.3 * 0.5 + c1) / (0.3**2 + 0.5**2 + c1)
+    assert float(ssim(p, q.double(), data_range=2.0)) == pytest.approx(expected, rel=1e-12)
 
 
 def test_focal_frequency_loss_and_frc_invariants():
