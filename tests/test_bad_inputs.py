@@ -220,6 +220,9 @@ def test_read_tilt_angles_binary_and_missing(tmp_path) -> None:
 def test_read_tilt_angles_real_file_still_reads() -> None:
     angles = tio.read_tilt_angles(DATA_DIR / "HAADF.rawtlt")
     assert angles.numel() == 77 and bool((angles.abs() < math.pi / 2).all())
+    # the file: -76.00, -74.00, ..., 76.00 degrees in 2° steps, read in radians
+    expected = torch.arange(-76.0, 76.5, 2.0, dtype=torch.float64) * math.pi / 180
+    torch.testing.assert_close(angles.double(), expected, rtol=0, atol=1e-7)
 
 
 # --- files: SerialEM .mdoc ---------------------------------------------------------------------
