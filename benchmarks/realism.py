@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -50,7 +51,7 @@ import torch
 from tem_core.ctf_fit import fit_ctf, micrograph_power_spectrum
 from tem_core.detector import Detector
 from tem_core.io import read_mrc
-from tem_core.optics import Microscope, ctf_zeros_per_a
+from tem_core.optics import Microscope, aberration_phase, ctf_zeros_per_a
 from tem_core.potential import (
     IceStructure,
     PotentialSettings,
@@ -73,17 +74,45 @@ TILE_PX = 512
 REAL_PARTICLES_PER_2048 = 25
 
 
-def radial(spectrum: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Radial average of an FFT-order spectrum in one-pixel rings: (k [1/Å], values)."""
-    n = spectrum.shape[-1]
+def _chi(k: np.ndarray, defocus_a: float, microscope: Microscope) -> np.ndarray:
+    """Isotropic aberration phase χ(k) [rad] (defocus > 0 underfocus, Cs)."""
+    lam, cs = microscope.wavelength_a, float(microscope.cs_a)
+    return math.pi * lam * defocus_a * k**2 - 0.5 * math.pi * cs * lam**3 * k**4
+
+
+def equiphase_k(n: int, fit, microscope: Microscope) -> torch.Tensor:
+    """Equiphase frequency of every pixel of an ``n``² FFT-order spectrum [1/Å].
+
+    The |k| at which the *round* CTF of defocus ``fit.defocus_a`` has the phase that the
+    astigmatic CTF of ``fit`` has at that pixel (CTFFIND's equiphase average): averaging in
+    rings of this k keeps the zeros of an astigmatic spectrum sharp. Without astigmatism it
+    is |k|.
+    """
     f = torch.fft.fftfreq(n, d=SAMPLING_A, dtype=torch.float64)
-    k = torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2)
+    ky, kx = torch.meshgrid(f, f, indexing="ij")
+    chi, _, _ = aberration_phase(
+        kx, ky, wavelength_a=microscope.wavelength_a, defocus_a=fit.defocus_a,
+        astigmatism_a=fit.astigmatism_a, astigmatism_angle_rad=fit.astigmatism_angle_rad,
+        cs_a=float(microscope.cs_a),
+    )  # fmt: skip
+    grid = np.linspace(0.0, 0.75, 60001)  # χ_round is monotonic far beyond 0.75 Å⁻¹ here
+    # the package's χ has the opposite sign (χ = πλ(½Csλ²k⁴ − Δf k²))
+    k_eq = np.interp(-chi.numpy(), _chi(grid, fit.defocus_a, microscope), grid)
+    return torch.from_numpy(k_eq)
+
+
+def radial(spectrum: torch.Tensor, k_eq: torch.Tensor | None = None):
+    """Average of an FFT-order spectrum in one-pixel rings of |k| (or of ``k_eq``) [1/Å]."""
+    n = spectrum.shape[-1]
+    if k_eq is None:
+        f = torch.fft.fftfreq(n, d=SAMPLING_A, dtype=torch.float64)
+        k_eq = torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2)
     dk = 1.0 / (n * SAMPLING_A)
-    b = torch.round(k / dk).long().flatten()
+    b = torch.round(k_eq / dk).long().flatten()
     sums = torch.zeros(int(b.max()) + 1, dtype=torch.float64).index_add_(0, b, spectrum.flatten())
     cnt = torch.zeros_like(sums).index_add_(0, b, torch.ones_like(spectrum.flatten()))
     m = int(0.5 / SAMPLING_A / dk)
-    return (torch.arange(m) * dk).numpy(), (sums[:m] / cnt[:m]).numpy()
+    return (torch.arange(m) * dk).numpy(), (sums[:m] / cnt[:m].clamp(min=1)).numpy()
 
 
 def running_mean(values: np.ndarray, width: np.ndarray) -> np.ndarray:
@@ -94,34 +123,81 @@ def running_mean(values: np.ndarray, width: np.ndarray) -> np.ndarray:
     return (c[hi] - c[lo]) / (hi - lo)
 
 
-def analyse(image: np.ndarray, defocus_a: float, microscope: Microscope) -> dict:
+PHASE = math.atan(0.07 / math.sqrt(1 - 0.07**2))  # amplitude contrast 0.07
+
+
+def ring_fit(k, rings, background, z, defocus_a, microscope):
+    """One ring's zero and depth from the whole ring, not its lowest bin.
+
+    Over the ring around the CTF zero ``z`` (from the previous maximum to the next), the
+    background-subtracted profile is regressed on ``sin²(χ(k z/z') − φ)``, the CTF shape
+    with its zero moved to ``z'``; ``z'`` scans ±6 % of ``z`` and the best least-squares
+    fit (positive amplitude) gives the zero. The depth is the fitted sin² amplitude (zero
+    to peak) over the background at the zero. Uses every bin of the ring, so speckle in a
+    few bins (few particles, shot noise) moves it less than the lowest bin.
+    """
+    best = (np.inf, z, 0.0)
+    for scale in np.linspace(0.94, 1.06, 241):
+        zp = z * scale
+        phase = _chi(k * z / zp, defocus_a, microscope) + PHASE
+        zero_phase = _chi(np.array([z]), defocus_a, microscope)[0] + PHASE
+        sel = np.abs(phase - zero_phase) <= 0.5 * math.pi  # from maximum to maximum
+        if sel.sum() < 5:
+            continue
+        t = np.sin(phase[sel]) ** 2
+        a = np.stack([np.ones_like(t), t], 1)
+        coef, *_ = np.linalg.lstsq(a, rings[sel], rcond=None)
+        if coef[1] <= 0:
+            continue
+        resid = float(((a @ coef - rings[sel]) ** 2).mean())
+        if resid < best[0]:
+            best = (resid, zp, coef[1])
+    _, zp, amp = best
+    return float(zp), float(amp / np.interp(zp, k, background))
+
+
+def analyse(image: np.ndarray, fit, microscope: Microscope) -> dict:
+    """Ring zeros and depths, ice ring, mean and noise of one micrograph (module doc).
+
+    ``fit``: the real micrograph's CTF fit, whose defocus locates the rings and whose
+    astigmatism defines the equiphase average, the same for every image.
+    """
+    defocus_a = fit.defocus_a
     power = micrograph_power_spectrum(torch.from_numpy(image), tile_px=TILE_PX)
     k, p = radial(power)
-    amp = np.sqrt(p)
+    _, p_eq = radial(power, equiphase_k(TILE_PX, fit, microscope))
     dk = k[1]
     lam = microscope.wavelength_a
-    period = 1.0 / (2 * lam * defocus_a * np.maximum(k, dk)) / dk
-    width = (2 * np.round(np.clip(period, 1, k.size / 2) / 2) + 1).astype(int)
-    background = running_mean(amp, width)
-    rings = amp - background
     zeros_model = ctf_zeros_per_a(6, defocus_a=defocus_a, cs_a=float(microscope.cs_a),
-                                  energy_ev=ENERGY_EV,
-                                  phase_shift_rad=math.atan(0.07 / math.sqrt(1 - 0.07**2)))
-    zeros, depths = [], []
-    for i, z in enumerate(zeros_model.numpy()[:5]):
-        half = 0.3 / (2 * lam * defocus_a * z)
-        sel = np.nonzero((k > z - half) & (k < z + half))[0]
-        j = sel[np.argmin(rings[sel])]
-        # vertex of a parabola fitted over ±¼ ring period around the lowest bin
-        quarter = max(2, int(round(0.25 / (2 * lam * defocus_a * z) / dk)))
-        near = np.arange(max(j - quarter, 1), min(j + quarter + 1, k.size))
-        c2, c1, _ = np.polyfit(k[near] - k[j], rings[near], 2)
-        vertex = k[j] - c1 / (2 * c2) if c2 > 0 else k[j]
-        zeros.append(float(np.clip(vertex, k[near[0]], k[near[-1]])))
-        if i < 3:  # ring peak between this zero and the next
-            nxt = zeros_model.numpy()[i + 1]
-            sel = np.nonzero((k > z) & (k < nxt))[0]
-            depths.append(float((rings[sel].max() - rings[j]) / background[j]))
+                                  energy_ev=ENERGY_EV, phase_shift_rad=PHASE).numpy()
+    out = dict(k=k, power=p)
+    for tag, profile in (("", p), ("_eq", p_eq)):
+        amp = np.sqrt(profile)
+        period = 1.0 / (2 * lam * defocus_a * np.maximum(k, dk)) / dk
+        width = (2 * np.round(np.clip(period, 1, k.size / 2) / 2) + 1).astype(int)
+        background = running_mean(amp, width)
+        rings = amp - background
+        zeros, depths, fit_zeros, fit_depths = [], [], [], []
+        for i, z in enumerate(zeros_model[:5]):
+            half = 0.3 / (2 * lam * defocus_a * z)
+            sel = np.nonzero((k > z - half) & (k < z + half))[0]
+            j = sel[np.argmin(rings[sel])]
+            # vertex of a parabola fitted over ±¼ ring period around the lowest bin
+            quarter = max(2, int(round(0.25 / (2 * lam * defocus_a * z) / dk)))
+            near = np.arange(max(j - quarter, 1), min(j + quarter + 1, k.size))
+            c2, c1, _ = np.polyfit(k[near] - k[j], rings[near], 2)
+            vertex = k[j] - c1 / (2 * c2) if c2 > 0 else k[j]
+            zeros.append(float(np.clip(vertex, k[near[0]], k[near[-1]])))
+            zf, df = ring_fit(k, rings, background, z, defocus_a, microscope)
+            fit_zeros.append(zf)
+            if i < 3:  # ring peak between this zero and the next
+                nxt = zeros_model[i + 1]
+                sel = np.nonzero((k > z) & (k < nxt))[0]
+                depths.append(float((rings[sel].max() - rings[j]) / background[j]))
+                fit_depths.append(df)
+        out.update({f"rings{tag}": rings / background, f"zeros{tag}": np.array(zeros),
+                    f"depths{tag}": np.array(depths), f"fit_zeros{tag}": np.array(fit_zeros),
+                    f"fit_depths{tag}": np.array(fit_depths)})  # fmt: skip
     smooth = running_mean(p, np.full(k.size, max(3, int(round(0.02 / dk)) | 1)))
     floor_sel = (k >= 0.40) & (k <= 0.50)
     floor = float(p[floor_sel].mean())
@@ -134,13 +210,13 @@ def analyse(image: np.ndarray, defocus_a: float, microscope: Microscope) -> dict
     mean = float(image.mean())
     t = image[: image.shape[0] // 64 * 64, : image.shape[1] // 64 * 64]
     t = t.reshape(t.shape[0] // 64, 64, t.shape[1] // 64, 64).swapaxes(1, 2).reshape(-1, 64, 64)
-    return dict(
-        k=k, power=p, rings=rings / background, zeros=np.array(zeros), depths=np.array(depths),
+    out.update(
         ice_ring_k=float(k[j]), ice_ring_height=float(smooth[j] / floor - 1), mean=mean,
         ice_ring_centroid=centroid,
         noise_var_over_mean=floor / mean,
         tile_var_over_mean=float(np.median(t.var(axis=(1, 2)) / t.mean(axis=(1, 2)))),
     )  # fmt: skip
+    return out
 
 
 def simulate_field(args, fit, gain: float, *, structured: bool, energy_filter: bool):
@@ -177,8 +253,11 @@ def tilt_consistency(seed: int, n: int = 256, s: float = 1.0, tilt_deg: float = 
                           generator=torch.Generator().manual_seed(0))  # fmt: skip
 
     def proj(structure_seed, tilt):
+        # the two views of one series: the ice's modes go to both (as tilt_series does)
+        ice = IceStructure(seed=structure_seed).for_views([0.0, tilt_deg * DEG_TO_RAD],
+                                                          90 * DEG_TO_RAD)  # fmt: skip
         settings = PotentialSettings(shape=(n, n), sampling_a=s, slice_thickness_a=20.0,
-                                     ice_structure=IceStructure(seed=structure_seed))
+                                     ice_structure=ice)
         spec = tilt_specimen(slab, tilt_angle_rad=tilt * DEG_TO_RAD, tilt_axis_angle_rad=90 *
                              DEG_TO_RAD)  # fmt: skip
         v = projected_potential(spec, settings).real.double()
@@ -224,12 +303,24 @@ def memory_child(thickness: float) -> None:
     print(json.dumps(dict(before=before / 1024, peak=peak / 1024, s=time.perf_counter() - t0)))
 
 
+ESTIMATORS = (
+    ("zeros", "depths", "lowest bin, radial average (parabola vertex)"),
+    ("zeros_eq", "depths_eq", "lowest bin, equiphase average"),
+    ("fit_zeros_eq", "fit_depths_eq", "whole-ring fit, equiphase average"),
+)
+CONFIGS = (("sim, uniform ice", False, True), ("sim, structured ice", True, True),
+           ("sim, no filter", True, False))  # fmt: skip
+MAIN = "sim, structured ice"  # the configuration of the real acquisition
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-px", type=int, default=1536)
+    parser.add_argument("--n-px", type=int, default=2048, help="field size [px] (real: 2048)")
     parser.add_argument("--ice", type=float, default=200.0, help="ice thickness [Å]")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--quick", action="store_true", help="1024² field, fewer checks")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory check")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "realism.json"))
     parser.add_argument("--memory-child", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child is not None:
@@ -237,9 +328,13 @@ def main() -> None:
         return
     if args.quick:
         args.n_px = 1024
-    torch.set_num_threads(1 if args.n_px == 2048 else 2)  # pytorch#169670 at 2048² complex64
+    seeds = [int(v) for v in args.seeds.split(",")]
+    torch.set_num_threads(1)  # shared machine; also pytorch#169670 at 2048² complex64
+    print(f"load average {os.getloadavg()[0]:.1f} (2 cores shared)")
     real, voxel = read_mrc(ROOT / "data" / "fei-extended_crop2048.mrc")
     real = np.asarray(real, dtype=np.float64)
+    print(f"real micrograph: {real.shape[1]}×{real.shape[0]} px, voxel size from the MRC "
+          f"header {float(voxel):.4f} Å (README: 0.8538 Å), 300 kV, Cs 2.7 mm")
     scope = Microscope(energy_ev=ENERGY_EV)
     t0 = time.perf_counter()
     fit = fit_ctf(torch.from_numpy(real), sampling_a=SAMPLING_A, microscope=scope,
@@ -248,64 +343,113 @@ def main() -> None:
           f"{fit.defocus_a / UM_TO_A:.4f} µm, astigmatism {fit.astigmatism_a:.0f} Å at "
           f"{math.degrees(fit.astigmatism_angle_rad):.0f}°, score {fit.score:.3f}, "
           f"fit resolution {fit.fit_resolution_a:.1f} Å")
-    res_real = analyse(real, fit.defocus_a, scope)
+    truth = ctf_zeros_per_a(5, defocus_a=fit.defocus_a, cs_a=float(scope.cs_a),
+                            energy_ev=ENERGY_EV, phase_shift_rad=PHASE).numpy()  # fmt: skip
+    print("its CTF zeros [1/Å] (the simulations' true zeros): "
+          + " ".join(f"{z:.4f}" for z in truth))
+    res_real = analyse(real, fit, scope)
     res_real["fitted_defocus"] = fit.defocus_a
     gain = res_real["noise_var_over_mean"]  # white counting noise: floor / mean = gain
     print(f"gain from the real noise floor: {gain:.1f} counts/e (README: about 101)")
-    runs = {"real K2": res_real}
+    quadrants = [analyse(np.ascontiguousarray(real[i:i + 1024, j:j + 1024]), fit, scope)
+                 for i in (0, 1024) for j in (0, 1024)]  # fmt: skip
+    record = dict(command=" ".join(["benchmarks/realism.py", *sys.argv[1:]]),
+                  load_average=list(os.getloadavg()), n_px=args.n_px, ice_a=args.ice,
+                  seeds=seeds, real_fit=dict(defocus_a=fit.defocus_a,
+                  astigmatism_a=fit.astigmatism_a,
+                  astigmatism_angle_deg=math.degrees(fit.astigmatism_angle_rad),
+                  score=fit.score), true_zeros=truth.tolist(),
+                  real=_numbers(res_real), real_quadrants=[_numbers(q) for q in quadrants],
+                  sims={})  # fmt: skip
+    _estimator_table("real K2, its own zeros vs its CTF fit's", {"full 2048²": res_real,
+                     **{f"quadrant {i}": q for i, q in enumerate(quadrants)}}, truth)  # fmt: skip
     images = {"real K2": real}
-    for label, structured, filt in (("sim, uniform ice", False, True),
-                                    ("sim, structured ice", True, True),
-                                    ("sim, no filter", True, False)):  # fmt: skip
-        if args.quick and label == "sim, uniform ice":
-            continue
-        t0 = time.perf_counter()
-        img, count = simulate_field(args, fit, gain, structured=structured, energy_filter=filt)
-        print(f"{label}: {count} × 6Z6U in {args.ice:.0f} Å ice, {args.n_px}² px: "
-              f"{time.perf_counter() - t0:.0f} s")
-        runs[label] = analyse(img, fit.defocus_a, scope)
-        sim_fit = fit_ctf(torch.from_numpy(img), sampling_a=SAMPLING_A, microscope=scope,
-                          tile_px=TILE_PX, resolution_range_a=(30.0, 4.0))  # fmt: skip
-        runs[label]["fitted_defocus"] = sim_fit.defocus_a
-        images[label] = img
-    _table(runs, fit)
+    runs_by_seed = {}
+    for seed in seeds:
+        args.seed = seed
+        runs = {"real K2": res_real}
+        for label, structured, filt in CONFIGS:
+            if args.quick and label == "sim, uniform ice":
+                continue
+            t0 = time.perf_counter()
+            img, count = simulate_field(args, fit, gain, structured=structured,
+                                        energy_filter=filt)  # fmt: skip
+            print(f"seed {seed}, {label}: {count} × 6Z6U in {args.ice:.0f} Å ice, "
+                  f"{args.n_px}² px: {time.perf_counter() - t0:.0f} s")
+            runs[label] = analyse(img, fit, scope)
+            sim_fit = fit_ctf(torch.from_numpy(img), sampling_a=SAMPLING_A, microscope=scope,
+                              tile_px=TILE_PX, resolution_range_a=(30.0, 4.0))  # fmt: skip
+            runs[label]["fitted_defocus"] = sim_fit.defocus_a
+            if seed == seeds[0]:
+                images[label] = img
+        print(f"\n=== seed {seed} ===")
+        _table(runs, fit)
+        _estimator_table(f"seed {seed}: simulated zeros vs their true CTF zeros",
+                         {k: v for k, v in runs.items() if k != "real K2"}, truth)  # fmt: skip
+        runs_by_seed[seed] = runs
+        record["sims"][str(seed)] = {k: _numbers(v) for k, v in runs.items() if k != "real K2"}
+    _summary(runs_by_seed, res_real)
     if not args.quick:
         print("\nsame ice from two tilts (projected potential, 100 Å slab, 256² at 1 Å, "
               "low-passed to 25 Å):")
-        same, raw, other = tilt_consistency(args.seed)
+        same, raw, other = tilt_consistency(seeds[0])
         print(f"  CC(0° stretched, 10°) = {same:.3f}; unstretched {raw:.3f}; "
               f"another seed {other:.3f}")
+        record["tilt_cc"] = dict(stretched=same, unstretched=raw, other_seed=other)
+    if not args.quick and not args.no_memory:
         print("\npeak memory, 512² structured-ice micrograph (fresh process each):")
         print(f"  {'ice [Å]':>8} {'peak RSS [MiB]':>15} {'time [s]':>9}")
+        record["memory"] = []
         for thickness in (200.0, 800.0, 3200.0):
             out = subprocess.run([sys.executable, __file__, "--memory-child", str(thickness)],
                                  capture_output=True, text=True, check=True).stdout
             m = json.loads(out.strip().splitlines()[-1])
             print(f"  {thickness:>8.0f} {m['peak']:>15.0f} {m['s']:>9.1f}")
-    _figure(images, runs, fit)
+            record["memory"].append(dict(ice_a=thickness, peak_mib=m["peak"], s=m["s"]))
+    _figure(images, runs_by_seed[seeds[0]], fit)
+    if not args.quick:
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+        print(f"results: {args.json}")
+
+
+def _numbers(r: dict) -> dict:
+    keys = [k for k in r if k.startswith(("zeros", "depths", "fit_")) or k in (
+        "ice_ring_k", "ice_ring_centroid", "ice_ring_height", "mean", "noise_var_over_mean",
+        "tile_var_over_mean", "fitted_defocus")]  # fmt: skip
+    return {k: (r[k].tolist() if isinstance(r[k], np.ndarray) else r[k]) for k in keys}
+
+
+def _estimator_table(title: str, runs: dict, truth: np.ndarray) -> None:
+    print(f"\n{title} (Δ% per ring, first five):")
+    for zkey, _, name in ESTIMATORS:
+        print(f"  {name}:")
+        for label, r in runs.items():
+            rel = (r[zkey] / truth - 1) * 100
+            print(f"    {label:<20} " + " ".join(f"{d:+6.2f}" for d in rel))
 
 
 def _table(runs: dict, fit) -> None:
     real = runs["real K2"]
-    print("\nThon-ring zeros [1/Å] (first five; relative difference to the real one):")
-    for label, r in runs.items():
-        rel = (r["zeros"] / real["zeros"] - 1) * 100
-        print(f"  {label:<20} " + " ".join(f"{z:.4f}" for z in r["zeros"])
-              + ("" if label == "real K2" else "   Δ% " + " ".join(f"{d:+.2f}" for d in rel)))
-    print("fitted defocus of each image (fit_ctf, 30-4 Å) and its CTF zeros vs the real fit:")
+    for zkey, dkey, name in ESTIMATORS:
+        print(f"\nThon-ring zeros [1/Å], {name} (Δ% to the real):")
+        for label, r in runs.items():
+            rel = (r[zkey] / real[zkey] - 1) * 100
+            print(f"  {label:<20} " + " ".join(f"{z:.4f}" for z in r[zkey])
+                  + ("" if label == "real K2" else "  Δ% " + " ".join(f"{d:+.2f}" for d in rel)))
+        print(f"ring modulation depth, {name} (ratio sim/real):")
+        for label, r in runs.items():
+            ratio = " ".join(f"{x:.2f}" for x in r[dkey] / real[dkey])
+            print(f"  {label:<20} " + " ".join(f"{d:.4f}" for d in r[dkey])
+                  + ("" if label == "real K2" else f"  ratio {ratio}"))
+    print("\nfitted defocus of each image (fit_ctf, 30-4 Å) and its CTF zeros vs the real fit:")
     for label, r in runs.items():
         z = ctf_zeros_per_a(5, defocus_a=r["fitted_defocus"], cs_a=2.7e7, energy_ev=ENERGY_EV,
-                            phase_shift_rad=math.atan(0.07 / math.sqrt(1 - 0.07**2))).numpy()
+                            phase_shift_rad=PHASE).numpy()
         r["model_zeros"] = z
         rel = (z / real.get("model_zeros", z) - 1) * 100
         print(f"  {label:<20} {r['fitted_defocus'] / UM_TO_A:.4f} µm  zeros "
               + " ".join(f"{v:.4f}" for v in z)
               + ("" if label == "real K2" else "   Δ% " + " ".join(f"{d:+.2f}" for d in rel)))
-    print("ring modulation depth (first three; ratio sim/real):")
-    for label, r in runs.items():
-        ratio = r["depths"] / real["depths"]
-        print(f"  {label:<20} " + " ".join(f"{d:.4f}" for d in r["depths"])
-              + ("" if label == "real K2" else "   ratio " + " ".join(f"{x:.2f}" for x in ratio)))
     head = (f"{'image':<20} {'ring k':>6} {'centr.':>6} {'height':>7} {'mean':>6} {'Δmean':>7} "
             f"{'noise var/mean':>14} {'Δ':>6} {'tile var/mean':>13}")
     print("\n" + head + "\n" + "-" * len(head))
@@ -316,6 +460,30 @@ def _table(runs: dict, fit) -> None:
               f"{r['ice_ring_height']:>7.3f} {r['mean']:>6.0f} {dm:>+6.1f}% "
               f"{r['noise_var_over_mean']:>14.1f} {dv:>+5.1f}% "
               f"{r['tile_var_over_mean']:>13.1f}")
+
+
+def _summary(runs_by_seed: dict, real: dict) -> None:
+    """Structured ice with filter (the real acquisition) over all seeds: mean ± std."""
+    n = len(runs_by_seed)
+    print(f"\n=== {MAIN}, energy filter: over {n} seed(s) (mean ± std; worst) ===")
+    for zkey, dkey, name in ESTIMATORS:
+        rel = np.array([(r[MAIN][zkey] / real[zkey] - 1) * 100 for r in runs_by_seed.values()])
+        ratio = np.array([r[MAIN][dkey] / real[dkey] for r in runs_by_seed.values()])
+        print(f"  {name}:")
+        zeros = " ".join(f"{m:+5.2f}±{sd:4.2f}" for m, sd in zip(rel.mean(0), rel.std(0),
+                                                                   strict=True))  # fmt: skip
+        depth = " ".join(f"{m:.2f}±{sd:.2f}" for m, sd in zip(ratio.mean(0), ratio.std(0),
+                                                               strict=True))  # fmt: skip
+        print(f"    zeros Δ%   {zeros}")
+        print(f"    worst |Δ%| {np.abs(rel).max():.2f}; depth ratios {depth} "
+              f"(range {ratio.min():.2f}-{ratio.max():.2f})")
+    ring = np.array([r[MAIN]["ice_ring_k"] for r in runs_by_seed.values()])
+    cen = np.array([r[MAIN]["ice_ring_centroid"] for r in runs_by_seed.values()])
+    hgt = np.array([r[MAIN]["ice_ring_height"] for r in runs_by_seed.values()])
+    print(f"  ice ring: maximum {ring.min():.3f}-{ring.max():.3f}, centroid "
+          f"{cen.min():.3f}-{cen.max():.3f} Å⁻¹ (real {real['ice_ring_k']:.3f} / "
+          f"{real['ice_ring_centroid']:.3f}); height ×{(hgt / real['ice_ring_height']).min():.2f}"
+          f"-{(hgt / real['ice_ring_height']).max():.2f} of the real")
 
 
 def _figure(images: dict, runs: dict, fit) -> None:

@@ -326,6 +326,8 @@ def _simulate(spec: DatasetSpec, setup: ItemSetup, device: torch.device):
         group_size=int(p["tilt.group_size"]),
         tilt_axis_angle_rad=p["tilt.axis_deg"] * deg,
     )
+    # structured ice: its modes concentrate on the series' views (as simulate.tilt_series)
+    kw["potential"] = setup.potential.for_views(scheme.angles_rad, scheme.tilt_axis_angle_rad)
     counts, expected = [], []
     order = scheme.sorted_by_angle()
     for k in order:  # each tilt its own noise stream, as in simulate.tilt_series

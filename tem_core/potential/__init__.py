@@ -256,6 +256,12 @@ class PotentialSettings:
         mfp = inelastic_mean_free_path_a(self.carbon_mfp_300kv_a, energy)
         return absorptive_potential_v(mfp, energy) if self.absorption else 0.0
 
+    def for_views(self, tilts_rad, tilt_axis_rad: float) -> PotentialSettings:
+        """These settings with the ice modes on the views ``tilts_rad`` [rad] about
+        ``tilt_axis_rad`` [rad] (:meth:`IceStructure.for_views`; one ice for a series)."""
+        ice = self.ice_structure and self.ice_structure.for_views(tilts_rad, tilt_axis_rad)
+        return self if ice is self.ice_structure else dataclasses.replace(self, ice_structure=ice)
+
     def at_energy(self, energy_ev: float) -> PotentialSettings:
         """These settings for a beam of ``energy_ev`` [eV] (the microscope's).
 

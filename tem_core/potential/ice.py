@@ -25,27 +25,38 @@ curves, not an ab-initio structure; every parameter is a field of :class:`IceStr
 Realisation: ``M`` random plane waves (random Fourier features), fixed in the *untilted
 specimen frame* by a seed, so every tilt of a series images the same 3-D ice:
 
-``δV(r) = Σ_m A_m cos(2π k_m·r + φ_m)``,   ``A_m² = 2 P(k_m) 4π k_m² / (M q(k_m))``,
+``δV(r) = Σ_m A_m cos(2π k_m·r + φ_m)``,   ``A_m² = 2 P(k_m) k_m² / (M q(k_m) p(k̂_m))``,
 
-with directions uniform on the sphere, phases uniform, and ``|k_m|`` drawn from ``q`` (half
-uniform on ``[0, k_max]``, half ∝ ``k² P(k)``): the expected spectrum is ``P(k)`` exactly.
-For a slice ``z0 ≤ z < z1`` of a specimen tilted by ``R`` (``k' = R k``) the slice integral and
-the pixel average are analytic: each mode becomes a 2-D plane wave of frequency
-``(k'_x, k'_y)`` with weight ``Δz sinc(k'_z Δz) sinc(k'_x s) sinc(k'_y s)``. The off-grid plane
-waves are summed on the pixel grid by a type-1 non-uniform FFT (Gaussian gridding,
-Greengard & Lee 2004, SIAM Rev. 46:443; oversampling 2, ±3 grid points, relative error
-~1e-3), so memory per slice is a few grids, independent of the ice thickness.
-Modes beyond the grid's Nyquist frequency are dropped (the pixel average would alias them).
+with phases uniform, ``|k_m|`` drawn from ``q`` (half uniform on ``[0, k_max]``, half
+∝ ``k² P(k)``) and directions from ``p`` (below): the expected spectrum is ``P(k)``
+exactly, for every direction. For a slice ``z0 ≤ z < z1`` of a specimen tilted by ``R``
+(``k' = R k``) the slice integral and the pixel average are analytic: each mode becomes a
+2-D plane wave of frequency ``(k'_x, k'_y)`` with weight
+``Δz sinc(k'_z Δz) sinc(k'_x s) sinc(k'_y s)``. The off-grid plane waves are summed on the
+pixel grid by a type-1 non-uniform FFT (Gaussian gridding, Greengard & Lee 2004, SIAM
+Rev. 46:443; oversampling 2, ±3 grid points, relative error ~1e-3), so memory per slice is
+a few grids, independent of the ice thickness. Modes beyond the grid's Nyquist frequency
+are dropped (the pixel average would alias them).
 
-A finite number of modes gives the right spectrum *on average*; the spectrum of one
-image is a sum of ``M_eff ≈ M / (2 t k)`` effectively independent modes at frequency
-``k`` for ice of thickness ``t`` (those with ``|k'_z| < 1/(2t)``), so more modes give
-smoother spectra: the default 2¹⁷ modes give a few hundred effective modes in the 3.7 Å
-ring of 200-500 Å ice.
+Where the modes go. A view through ice of thickness ``t`` keeps only the modes with
+``|k'_z| ≲ 1/(2t)`` (the ``sinc(k'_z t)`` of the projection): with isotropic directions
+that is a fraction ``1/(2tk)`` of them, about 1 % at the Thon rings of 200 Å ice, so the
+image's spectrum would be the sum of a few modes per radial bin, far more speckled than
+real ice, whose ~10⁷ molecules make it smooth (a ring minimum or the 3.7 Å ring's maximum
+then moves by several % from one seed to the next). Hence the direction density is a
+mixture, ``p = (1 − β_v)/(4π) + β_v · mean_v 1[|k̂·n_v| < c]/(4π c)`` with ``c = w_z/|k|``:
+a fraction ``β_v = view_fraction`` (0.75) of the modes is drawn uniformly in the band
+``|k'_z| < w_z`` (0.005 Å⁻¹) of one of the views (normals ``n_v``: the untilted view, or
+the tilts of a series, :meth:`IceStructure.for_views`), the rest isotropically. The
+weights ``1/p`` keep the field unbiased in every direction; a listed view gets 20-40× more
+effective modes (the radial spectrum of projected 200 Å ice at 1536² px scatters by 5-7 %
+per bin instead of 14-21 %; a Gaussian field: 2 %), an unlisted tilted view about ¼ of the
+isotropic count.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -54,7 +65,12 @@ import torch
 
 from tem_core import units
 from tem_core._fft import ifft2
-from tem_core.validation import require_in_range, require_positive, require_positive_int
+from tem_core.validation import (
+    require_finite,
+    require_in_range,
+    require_positive,
+    require_positive_int,
+)
 
 WATER_MOLAR_MASS_G_PER_MOL = 18.01528
 #: Physical range of amorphous-ice densities [g/cm³]: low-density (0.94) to very-high-density
@@ -83,6 +99,17 @@ class IceStructure:
         Structure-factor peak ``k_p`` [1/Å], its Gaussian σ ``w_p`` [1/Å] and excess ``h``.
     s0, low_width_per_a, low_exponent
         ``S(0)``, the frequency ``w₀`` [1/Å] and steepness ``n`` of the rise of ``S`` to 1.
+    view_fraction
+        Fraction ``β_v`` of the modes drawn near the planes the images will see (module doc,
+        "Where the modes go"); 0: isotropic directions (every view equally speckled).
+    view_half_width_per_a
+        Half-width ``w_z`` [1/Å] of those bands in ``k_z`` of each view (0.005 = 1/(2·100 Å):
+        a 100 Å slab passes ``|k_z| ≲ 1/(2t)``).
+    view_tilts_rad, view_tilt_axis_rad
+        Tilts [rad] of the views and their in-plane tilt axis [rad], as given to
+        :func:`tem_core.specimen.tilt_specimen`. ``None``: the untilted micrograph, and in
+        :func:`tem_core.simulate.tilt_series` the series' own tilts (:meth:`for_views`). Any
+        other view is still unbiased, with the isotropic modes' smoothness.
     """
 
     seed: int = 0
@@ -95,6 +122,10 @@ class IceStructure:
     s0: float = 0.05
     low_width_per_a: float = 0.25
     low_exponent: float = 6.0
+    view_fraction: float = 0.75
+    view_half_width_per_a: float = 0.005
+    view_tilts_rad: tuple[float, ...] | None = None
+    view_tilt_axis_rad: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -112,6 +143,31 @@ class IceStructure:
         require_in_range("s0", self.s0, 0.0, 1.0, "", inclusive=True)
         require_positive("low_width_per_a", self.low_width_per_a, "1/Å")
         require_positive("low_exponent", self.low_exponent)
+        require_in_range("view_fraction", self.view_fraction, 0.0, 1.0, "", inclusive=True)
+        if self.view_fraction == 1.0:
+            raise ValueError(
+                "view_fraction must be < 1 (some isotropic modes keep every view unbiased), got 1"
+            )
+        require_positive("view_half_width_per_a", self.view_half_width_per_a, "1/Å")
+        if self.view_tilts_rad is not None:
+            if not isinstance(self.view_tilts_rad, tuple) or len(self.view_tilts_rad) == 0:
+                raise ValueError(
+                    "view_tilts_rad must be None or a non-empty tuple of angles [rad], "
+                    f"got {self.view_tilts_rad!r}"
+                )
+            require_in_range("view_tilts_rad", list(self.view_tilts_rad), -0.5 * math.pi,
+                             0.5 * math.pi, "rad", inclusive=True)  # fmt: skip
+        require_finite("view_tilt_axis_rad", self.view_tilt_axis_rad, "rad")
+
+    def for_views(self, tilts_rad, tilt_axis_rad: float) -> IceStructure:
+        """This structure with its view bands on ``tilts_rad`` [rad] about ``tilt_axis_rad``
+        [rad], unless it names its views already (a tilt series calls this once)."""
+        if self.view_tilts_rad is not None:
+            return self
+        tilts = tuple(sorted({round(float(t), 12) for t in tilts_rad}))
+        return dataclasses.replace(
+            self, view_tilts_rad=tilts, view_tilt_axis_rad=float(tilt_axis_rad)
+        )
 
     @property
     def molecules_per_a3(self) -> float:
@@ -182,7 +238,9 @@ def water_form_factor_squared(k_per_a: torch.Tensor) -> torch.Tensor:
 def sample_modes(structure: IceStructure) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The field's plane waves: wave vectors ``(M, 3)`` [1/Å], amplitudes [V], phases [rad].
 
-    Drawn on the CPU in float64 from ``torch.Generator().manual_seed(structure.seed)``.
+    Drawn on the CPU in float64 from ``torch.Generator().manual_seed(structure.seed)``:
+    ``|k|`` from ``q`` (module doc), the direction from the mixture ``p(k̂)`` of an isotropic
+    part and the bands around the views' planes, amplitude ``A² = 2 P(k) k² / (M q(k) p(k̂))``.
     """
     g = torch.Generator().manual_seed(structure.seed)
     m, k_max = structure.n_modes, structure.max_frequency_per_a
@@ -197,8 +255,34 @@ def sample_modes(structure: IceStructure) -> tuple[torch.Tensor, torch.Tensor, t
     direction = torch.randn(m, 3, generator=g, dtype=torch.float64)
     direction = direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True)
     phases = 2.0 * math.pi * torch.rand(m, generator=g, dtype=torch.float64)
-    amplitudes = torch.sqrt(2.0 * structure.power_spectrum(k) * 4.0 * math.pi * k**2 / (m * q))
+    # the view bands: |k'_z| < w_z in the frame of one view (chosen uniformly), k'_z uniform
+    normals = _view_normals(structure)
+    c = (structure.view_half_width_per_a / k).clamp(max=1.0)
+    in_band = torch.rand(m, generator=g, dtype=torch.float64) < structure.view_fraction
+    view = torch.randint(normals.shape[0], (m,), generator=g)
+    cos_t = c * (2.0 * torch.rand(m, generator=g, dtype=torch.float64) - 1.0)
+    az = 2.0 * math.pi * torch.rand(m, generator=g, dtype=torch.float64)
+    sin_t = torch.sqrt((1.0 - cos_t**2).clamp(min=0.0))
+    local = torch.stack((sin_t * torch.cos(az), sin_t * torch.sin(az), cos_t), dim=1)
+    rots = torch.stack([_rotation(structure.view_tilt_axis_rad, t) for t in _tilts(structure)])
+    banded = torch.einsum("mji,mj->mi", rots[view], local)  # k = Rᵀ k' (R: specimen → view)
+    direction = torch.where(in_band[:, None], banded, direction)
+    # mixture density on the unit sphere [1/sr]
+    inside = ((direction @ normals.T).abs() <= c[:, None]).double()
+    density = (1.0 - structure.view_fraction) / (4.0 * math.pi) + structure.view_fraction * (
+        inside.mean(dim=1) / (4.0 * math.pi * c)
+    )
+    amplitudes = torch.sqrt(2.0 * structure.power_spectrum(k) * k**2 / (m * q * density))
     return direction * k[:, None], amplitudes, phases
+
+
+def _view_normals(structure: IceStructure) -> torch.Tensor:
+    """Unit normals ``Rᵀ e_z`` of the views' image planes in the specimen frame, ``(V, 3)``."""
+    return torch.stack([_rotation(structure.view_tilt_axis_rad, t)[2] for t in _tilts(structure)])
+
+
+def _tilts(structure: IceStructure) -> tuple[float, ...]:
+    return (0.0,) if structure.view_tilts_rad is None else structure.view_tilts_rad
 
 
 class IceField:

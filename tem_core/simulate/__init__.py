@@ -398,6 +398,8 @@ def tilt_series(
             raise TypeError(f"{name} must be a bool, got {flag!r}")
     device = specimen.atoms.positions_a.device if isinstance(specimen, Specimen) else None
     _preflight(potential, device, microscope, specimen, scheme.defocus_a)
+    # structured ice: its modes concentrate on the series' views (still one 3-D object)
+    potential = potential.for_views(scheme.angles_rad, scheme.tilt_axis_angle_rad)
     check_sampling(
         potential.shape,
         sampling_a=potential.sampling_a,
