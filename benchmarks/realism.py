@@ -13,13 +13,22 @@ amorphous ice (:class:`tem_core.potential.IceStructure`), multislice, fitted CTF
 sum of a 47.6 e/Å² movie), zero-loss energy filter as in the real acquisition (and, for
 the mean, without it), K2 300 kV MTF applied before counting noise, the measured gain.
 
-Compared after the same processing (half-overlapping 512² tiles, Hann window, plane
-detrend; amplitude spectrum minus its running mean over one ring period):
+The field is 2048² px like the real one (same number of tiles, so the same spectral
+noise), simulated for several seeds (particles, orientations, ice, noise). Compared after
+the same processing (half-overlapping 512² tiles, Hann window, plane detrend; amplitude
+spectrum minus its running mean over one ring period):
 
-* Thon-ring zeros (first five: vertex of a parabola fitted over ±¼ ring period around the
-  lowest point near each zero of the real fit's CTF), ring modulation depth (first three,
-  ring peak minus zero over the background), both from the radial profile; and the zeros
-  of the CTF that :func:`fit_ctf` fits to each image;
+* Thon-ring zeros (first five) and ring modulation depths (first three), each with three
+  estimators, near the zeros of the real fit's CTF: (a) the lowest bin of the radial
+  average refined by a parabola over ±¼ ring period, depth = ring peak minus zero over the
+  background; (b) the same on the *equiphase* average (CTFFIND's: every pixel binned at the
+  |k| where the round CTF has its astigmatic phase, so the astigmatic rings stay sharp);
+  (c) on the equiphase average, a least-squares fit of the CTF's sin² shape over the whole
+  ring (maximum to maximum) with its zero free (±6 %), depth = fitted amplitude over the
+  background: it uses every bin of the ring, so the speckle of a few bins (25 particles,
+  shot noise) moves it least. Also the zeros of the CTF that :func:`fit_ctf` fits to each
+  image. To show each estimator's own scatter: the real image's four 1024² quadrants
+  against its CTF fit, and every simulation against its true CTF zeros;
 * the 3.7 Å ice ring: position of the maximum of the power profile (smoothed over
   0.02 Å⁻¹) in 0.20-0.35 Å⁻¹ and the centroid of the excess power in 0.22-0.32 Å⁻¹; its
   height above the noise floor (0.40-0.50 Å⁻¹), relative to that floor;
@@ -30,7 +39,9 @@ low-passed, the 0° one stretched by cos 10° along x about the tilt axis, corre
 the 10° one; control: another seed), and peak memory of a structured-ice micrograph for
 ice 200 to 3200 Å thick (each in a fresh process).
 
-    .venv/bin/python benchmarks/realism.py [--n-px 1536] [--ice 200] [--quick]
+    .venv/bin/python benchmarks/realism.py [--seeds 0,1,2] [--n-px 2048] [--ice 200] [--quick]
+
+writes ``benchmarks/results/realism.json`` (all numbers) and ``benchmarks/out/realism.png``.
 """
 
 from __future__ import annotations

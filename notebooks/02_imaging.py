@@ -965,11 +965,15 @@ except Exception as exc:  # noqa: BLE001 - any failure only disables the live ex
 # Vitreous ice is not a uniform potential: its water molecules sit at the distances of a
 # disordered hydrogen-bond network, and their structure factor S(k) peaks at
 # k ≈ 0.27 Å⁻¹ (the 3.7 Å ring). `IceStructure` adds these potential
-# fluctuations, with power spectrum n |F_H₂O(k)|² S(k), as one seeded
-# 3-D random field that tilts with the specimen and streams slice by slice. The real K2
-# sat behind a zero-loss energy filter, so its counterpart here uses
-# `energy_filter=True`; radiation damage averaged over the 47.6 e/Å² exposure
-# (Grant & Grigorieff 2015) fades the high frequencies as in the real movie sum. The
+# fluctuations, with power spectrum n |F_H₂O(k)|² S(k), as one seeded 3-D random field
+# that tilts with the specimen and streams slice by slice. A projection through ice of
+# thickness t only sees the field's waves with $|k_z| \lesssim 1/(2t)$, so most of them
+# are drawn near the image planes of the views (weighted so that every direction stays
+# unbiased): one micrograph's spectrum is then nearly as smooth as a real one's (more in
+# `benchmarks/realism.py`). The real K2 sat behind a zero-loss energy filter, so its
+# counterpart here uses `energy_filter=True`; radiation damage averaged over the
+# 47.6 e/Å² exposure (Grant & Grigorieff 2015) fades the high frequencies as in the real
+# movie sum. The
 # defocus is the one `fit_ctf` found in the real rings.
 
 # %%
