@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tem_core.structure import AtomicModel
-from tem_core.validation import require_positive
+from tem_core.validation import require_integer, require_positive
 
 __all__ = [
     "FitHistory",
@@ -210,8 +210,7 @@ def fit(
     """
     import time
 
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    require_integer("steps", steps, minimum=1)
     require_positive("learning_rate", learning_rate)
     if set(scales) != set(initial):
         raise ValueError(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tem_core.validation import require_finite, require_positive
+from tem_core.validation import require_finite, require_integer, require_positive
 
 __all__ = [
     "MODES",
@@ -167,8 +167,7 @@ def transfer_function(
 
     require_positive("max_opacity", max_opacity, "1/voxel")
     require_positive("gamma", gamma)
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 2:
-        raise ValueError(f"n_bins must be an integer >= 2, got {n_bins!r}")
+    require_integer("n_bins", n_bins, minimum=2)
     s = torch.linspace(0, 1, n_bins, dtype=torch.float64)
     rgb = matplotlib.colormaps[colormap](s.numpy())[:, :3]
     return TransferFunction(

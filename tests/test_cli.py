@@ -86,7 +86,7 @@ def test_errors_for_paths_and_arguments(tmp_path, capsys) -> None:
     assert main(["simulate", str(EXAMPLE), "--out", str(tmp_path / "x"), "--index", "9"]) == 2
     assert "index must be an integer in [0, 4), got 9" in capsys.readouterr().err
     assert main(["generate", str(EXAMPLE), "--out", str(tmp_path), "--workers", "-1"]) == 2
-    assert "workers must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert "workers must be a non-negative integer, got -1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["generate", str(EXAMPLE)])  # --out is required (argparse exits 2)
 

@@ -132,7 +132,7 @@ def test_fit_recovers_a_quadratic_minimum_in_its_own_units() -> None:
 
 
 def test_fit_errors() -> None:
-    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
         fit(lambda p: p["x"] ** 2, {"x": 1.0}, scales={"x": 1.0}, steps=0)
     with pytest.raises(ValueError, match=r"scales must name the same parameters"):
         fit(lambda p: p["x"] ** 2, {"x": 1.0}, scales={"y": 1.0}, steps=1)

@@ -44,6 +44,7 @@ from tem_core.dataset.item import (
 )
 from tem_core.dataset.spec import DatasetSpec, load_dataset_spec
 from tem_core.io.files import atomic_write
+from tem_core.validation import require_integer
 
 __all__ = ["DatasetReport", "generate_dataset", "metadata_rows"]
 
@@ -297,10 +298,8 @@ def generate_dataset(
     except OSError as exc:
         raise OSError(f"output folder {out} cannot be created: {exc}") from exc
     log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
-    ):
-        raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
+    if workers is not None:
+        require_integer("workers", workers, minimum=0)
     records: dict[int, dict[str, Any]] = {}
     todo: list[int] = []
     for index in range(spec.n_items):
