@@ -487,6 +487,8 @@ def test_assembly_in_ice_dtype_and_errors(data_dir: Path) -> None:
         assembly_in_ice(path, rotations=torch.eye(3), **kwargs)
     with pytest.raises(ValueError, match="offsets_a must be finite"):
         assembly_in_ice(path, rotations=eye, offsets_a=torch.full((1, 3), math.nan), **kwargs)
+    with pytest.raises(ValueError, match=r"extent_a must be a pair \(Lx, Ly\) \[Å\]"):
+        assembly_in_ice(path, rotations=eye, extent_a=(300.0,), ice_thickness_a=200.0)
     two = torch.cat([eye, eye])
     with pytest.raises(ValueError, match="overlap"):  # two copies at the same place
         assembly_in_ice(path, rotations=two, **kwargs)

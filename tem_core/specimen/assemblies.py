@@ -7,7 +7,7 @@ import os
 import torch
 
 from tem_core.specimen.ice import IceSlab
-from tem_core.specimen.particles import Specimen, build_specimen
+from tem_core.specimen.particles import Specimen, _extent, build_specimen
 from tem_core.structure import assembly_operators, expand_assembly, read_structure
 from tem_core.validation import require_finite, require_integer, require_positive
 
@@ -63,8 +63,10 @@ def assembly_in_ice(
         warn.
     """
     require_positive("ice_thickness_a", ice_thickness_a, "Å")
+    lx, ly = _extent(extent_a)
     if not isinstance(rotations, torch.Tensor) or rotations.ndim != 3:
-        raise ValueError(f"rotations must be a (K, 3, 3) tensor, got {rotations!r}")
+        got = tuple(rotations.shape) if isinstance(rotations, torch.Tensor) else rotations
+        raise ValueError(f"rotations must be a (K, 3, 3) tensor, got {got!r}")
     k = int(rotations.shape[0])
     if k < 1:
         raise ValueError("rotations must hold at least one copy, got K = 0")
@@ -87,7 +89,6 @@ def assembly_in_ice(
         operators = operators[:n_subunits]
     model = expand_assembly(read_structure(structure_path, dtype=torch.float64), operators)
     model = model.to(dtype=dtype, device=device)
-    lx, ly = (float(v) for v in extent_a)
     centre = torch.tensor([lx / 2, ly / 2, float(ice_thickness_a) / 2], dtype=torch.float64)
     return build_specimen(
         model,
