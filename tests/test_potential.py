@@ -523,3 +523,27 @@ def test_one_pass_projection_keeps_gradients(data_dir):
     streamed = loss(lambda s, p: sum(pot.iter_slice_potentials(s, p)))
     one_pass = loss(pot.projected_potential)
     assert torch.allclose(one_pass, streamed, rtol=1e-10, atol=1e-12)
+
+
+def test_plain_ice_slices_on_one_line_equal_the_full_grid(data_dir, monkeypatch):
+    # A slab tilted about x without a hole varies along y only: its plain-ice slices are
+    # computed on one column and broadcast, bitwise equal to the full-grid computation.
+    # (About y, cos(π/2) = 6e-17 leaves the normal a hair off the plane: full grid.)
+    from tem_core.potential import streaming
+
+    model = read_structure(data_dir / "1crn.pdb.gz").centered()
+    atoms = model.transformed(
+        torch.eye(3, dtype=model.positions_a.dtype),
+        torch.tensor([32.0, 32.0, 30.0], dtype=model.positions_a.dtype),
+    )
+    specimen = tilt_specimen(
+        _specimen(atoms, extent=(64.0, 64.0), thickness=60.0),
+        tilt_angle_rad=math.radians(40.0),
+    )
+    settings = pot.PotentialSettings(shape=(64, 64), sampling_a=1.0, slice_thickness_a=8.0)
+    fast = list(pot.iter_slice_potentials(specimen, settings))
+    broadcast = [v.stride(-1) == 0 for v in fast]
+    assert sum(broadcast) >= 4 and not all(broadcast)
+    monkeypatch.setattr(streaming._Solvent, "line_slice", lambda self, z0, z1: None)
+    full = list(pot.iter_slice_potentials(specimen, settings))
+    assert all(torch.equal(a, b) for a, b in zip(fast, full, strict=True))

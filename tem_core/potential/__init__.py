@@ -402,13 +402,20 @@ def iter_slice_potentials(
     Tensor
         ``(ny, nx)`` complex: real part V_z [V·Å], imaginary part V'_z ≥ 0 [V·Å], dtype the
         complex counterpart of the atoms' positions, on their device. Slices follow
-        :func:`slice_edges_a`.
+        :func:`slice_edges_a`. A slice of plain ice that varies along one axis only (a slab
+        without a hole, tilted about x or y) is a read-only broadcast view of one line
+        (stride 0 along the other axis); ``.contiguous()`` gives a writable copy.
     """
     prepared, edges, common, solvent = _streaming_setup(specimen, settings, coefficients)
     edges = edges.tolist()
     atom_fraction = settings.atom_absorption_fraction if settings.absorption else 0.0
     for z0, z1 in zip(edges[:-1], edges[1:], strict=True):
         pos, amp, wid, rad = prepared.select(prepared.atoms, z0, z1)
+        if pos.shape[0] == 0:  # plain ice varying along one axis: computed on one line
+            line = solvent.line_slice(z0, z1)
+            if line is not None:
+                yield torch.complex(*line).expand(tuple(settings.shape))
+                continue
         real = project_gaussians(pos, amp, wid, rad, z0_a=z0, z1_a=z1, **common)
         imag = atom_fraction * real
         part = solvent.slice(z0, z1)

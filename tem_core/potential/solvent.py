@@ -45,6 +45,21 @@ class SolventGeometry:
             require_positive("ice.support_thickness_a", ice.support_thickness_a, "Å")
             self.c_lo, self.c_hi = self._interval(ice.support_thickness_a)
         self.dtype = dtype
+        # A slab without a hole, tilted about x (or y) or not at all, varies along one axis
+        # only: then its lengths are computed on one column (row), bitwise the same values.
+        self.line_axis = None
+        if self.hole_radius_a is None:
+            if float(normal[0]) == 0.0:
+                self.line_axis = -1  # constant along x
+            elif float(normal[1]) == 0.0:
+                self.line_axis = -2  # constant along y
+
+    def line_lengths(self, z0: float, z1: float) -> torch.Tensor:
+        """Ice length in the slice on one line (``line_axis`` is not None): ``(ny, 1)`` or
+        ``(1, nx)``; equal to :meth:`lengths` there."""
+        index = (slice(None), slice(0, 1)) if self.line_axis == -1 else (slice(0, 1), slice(None))
+        lo, hi = self.ice_lo[index], self.ice_hi[index]
+        return (torch.clamp(hi, max=z1) - torch.clamp(lo, min=z0)).clamp(min=0).to(self.dtype)
 
     def _interval(self, thickness_a: float):
         nz = self.normal[2]

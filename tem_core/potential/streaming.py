@@ -250,6 +250,21 @@ class _Solvent:
             imag = imag + support_abs_v * carbon_len
         return real, imag
 
+    def line_slice(self, z0: float, z1: float):
+        """``(real, imag)`` on one line of a slice that holds plain ice only, else ``None``.
+
+        Plain: no atoms' excluded volume reaches the slice, no hole, no ice structure, and
+        the slab varies along one axis only (:attr:`SolventGeometry.line_axis`); the values
+        equal :meth:`slice` on that line.
+        """
+        geometry, prepared = self.geometry, self.prepared
+        if geometry is None or geometry.line_axis is None or self.ice_field is not None:
+            return None
+        if prepared.excluded is not None and prepared.select(prepared.excluded, z0, z1)[0].numel():
+            return None
+        ice = prepared.ice_v * geometry.line_lengths(z0, z1)
+        return ice, self.ice_ratio * ice
+
     def total(self, bounds: list[float]):
         """Σ of :meth:`slice` over the slices between ``bounds``, or ``None`` without solvent.
 

@@ -305,6 +305,10 @@ def _constant_axis(potential: torch.Tensor) -> int | None:
     """
     if potential.ndim != 2 or (torch.is_grad_enabled() and potential.requires_grad):
         return None
+    if potential.stride(-1) == 0:  # a broadcast view of one column
+        return -1
+    if potential.stride(-2) == 0:
+        return -2
     if bool((potential == potential[:, :1]).all()):
         return -1
     if bool((potential == potential[:1, :]).all()):
