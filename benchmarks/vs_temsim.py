@@ -14,7 +14,8 @@ built here) the script writes TEM-simulator's input files into a work directory,
 projection approximation (what TEM-simulator computes) and with full multislice, after a
 one-tilt warm-up that compiles the Taichi kernels, and compares wall times (``--repeat``
 interleaved runs, median) and the series: per-tilt mean, contrast std/mean, and the radially
-averaged power spectrum (normalised to 1 between 0.05 and 0.15 cycles/px). Without
+averaged power spectrum (normalised to 1 between 0.05 and 0.15 cycles/px). CPU time is
+reported next to wall time (on a loaded machine the wall-time ratio follows the load). Without
 ``--temsim`` it runs tem_core alone and says so. Particle orientations follow TEM-simulator's
 z-x-z Euler angles as far as its manual documents them; the comparison is statistical, not
 pixel by pixel. TEM-simulator 1.3 builds from its source with ``make`` in ``src/`` (needs
@@ -33,6 +34,7 @@ import gzip
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -172,10 +174,17 @@ image_file_out = tiltseries.mrc
     return path
 
 
-def run_temsim(exe: str, workdir: Path, input_path: Path) -> tuple[np.ndarray, float]:
-    t0 = time.perf_counter()
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_temsim(exe: str, workdir: Path, input_path: Path) -> tuple[np.ndarray, float, float]:
+    """TEM-simulator's stack, wall time and CPU time [s]."""
+    c0, t0 = _children_cpu_s(), time.perf_counter()
     proc = subprocess.run([exe, input_path.name], cwd=workdir, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
+    cpu = _children_cpu_s() - c0
     if proc.returncode != 0 or not (workdir / "tiltseries.mrc").exists():
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
         raise RuntimeError("TEM-simulator failed:\n" + "\n".join(tail))
@@ -186,7 +195,7 @@ def run_temsim(exe: str, workdir: Path, input_path: Path) -> tuple[np.ndarray, f
 
         with mrcfile.open(workdir / "tiltseries.mrc", permissive=True) as m:
             stack = np.array(m.data)
-    return np.asarray(stack, dtype=np.float64), elapsed
+    return np.asarray(stack, dtype=np.float64), elapsed, cpu
 
 
 # --- tem_core --------------------------------------------------------------------------------
@@ -232,16 +241,17 @@ def build_scene(angles_deg: list[float], *, slice_a: float, seed: int, device: s
                 detector=detector)
 
 
-def run_ours(scene: dict, *, method: str, seed: int) -> tuple[np.ndarray, float]:
-    """Simulate the series (timed) with ``method``; returns the stack and the wall time."""
+def run_ours(scene: dict, *, method: str, seed: int) -> tuple[np.ndarray, float, float]:
+    """Simulate the series (timed) with ``method``: the stack, wall and CPU time [s]."""
     dev = scene["specimen"].atoms.positions_a.device
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     result = tilt_series(**scene, generator=torch.Generator(device=dev).manual_seed(seed),
                          method=method, progress=False,
                          damage=None)  # TEM-simulator models no damage
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    return result.stack.double().cpu().numpy(), time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    return result.stack.double().cpu().numpy(), elapsed, time.process_time() - c0
 
 
 def warm_up(scene: dict, seed: int) -> None:
@@ -291,20 +301,24 @@ def main() -> None:
         workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp("_tmv"))
         inp = write_temsim_inputs(workdir, angles, args.seed + 1)
     times: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     stacks: dict[str, np.ndarray] = {}
     for _ in range(args.repeat):  # interleaved, so that load changes hit every code alike
         if exe is not None:
-            stack, t_ts = run_temsim(exe, workdir, inp)
+            stack, t_ts, c_ts = run_temsim(exe, workdir, inp)
             if stack.shape[0] != len(angles):  # TEM-simulator may store (nx, ny, n)
                 stack = np.moveaxis(stack, -1, 0) if stack.shape[-1] == len(angles) else stack
             stacks["TEM-simulator"] = stack
             times.setdefault("TEM-simulator", []).append(t_ts)
+            cpu.setdefault("TEM-simulator", []).append(c_ts)
         for method in methods:
             key = f"tem_core {method}"
-            stacks[key], t = run_ours(scene, method=method, seed=args.seed)
+            stacks[key], t, c = run_ours(scene, method=method, seed=args.seed)
             times.setdefault(key, []).append(t)
+            cpu.setdefault(key, []).append(c)
     load_after = os.getloadavg()
     median = {k: float(np.median(v)) for k, v in times.items()}
+    median_cpu = {k: float(np.median(v)) for k, v in cpu.items()}
 
     print(f"{len(angles)} tilts, 3 × TMV (2OM3 × 49, {n_atoms:,} atoms), {N_PX}² px at "
           f"{PIXEL_A} Å, {args.slice:.0f} Å slices; {args.repeat} interleaved run(s), median")
@@ -313,13 +327,16 @@ def main() -> None:
               "to compare)")
     else:
         print(f"TEM-simulator files in {workdir}")
-    ref = median.get("TEM-simulator")
-    print(f"\n{'code':<24} {'wall [s]':>9} {'per tilt [ms]':>14} {'TEM-simulator / code':>21}")
+    ref, ref_cpu = median.get("TEM-simulator"), median_cpu.get("TEM-simulator")
+    print(f"\n{'code':<22} {'wall [s]':>9} {'per tilt [ms]':>13} {'TEM-sim/code':>12} "
+          f"{'CPU [s]':>8} {'TEM-sim/code (CPU)':>18}")
     for k, t in median.items():
-        ratio = f"{ref / t:>20.2f}×" if ref is not None else f"{'-':>21}"
-        print(f"{k:<24} {t:>9.2f} {1e3 * t / len(angles):>14.1f} {ratio}")
-    print("all runs [s]: " + "; ".join(f"{k} " + ", ".join(f"{x:.2f}" for x in v)
-                                       for k, v in times.items()))
+        c = median_cpu[k]
+        ratio = f"{ref / t:>11.2f}×" if ref is not None else f"{'-':>12}"
+        ratio_cpu = f"{ref_cpu / c:>17.2f}×" if ref_cpu is not None else f"{'-':>18}"
+        print(f"{k:<22} {t:>9.2f} {1e3 * t / len(angles):>13.1f} {ratio} {c:>8.2f} {ratio_cpu}")
+    print("all runs, wall [s]: " + "; ".join(f"{k} " + ", ".join(f"{x:.2f}" for x in v)
+                                             for k, v in times.items()))
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"({os.cpu_count()} CPUs); torch threads {torch.get_num_threads()}; "
           "TEM-simulator runs on one core")
@@ -348,7 +365,9 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
             "median_s": median,
+            "median_cpu_s": median_cpu,
             "runs_s": times,
+            "runs_cpu_s": cpu,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=1) + "\n")
