@@ -27,6 +27,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="128² image of a 64³ volume")
     parser.add_argument("--torch", action="store_true", help="also time the torch twin")
+    parser.add_argument(
+        "--grad",
+        action="store_true",
+        help="also time forward + backward (volume and transfer tables), Taichi vs torch twin",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -70,7 +75,32 @@ def main() -> None:
                     zoom=zoom,
                     wall_s=min(walls),
                     cpu_s=min(cpus),
-                    mean_alpha=float(image[..., 3].mean()),
+                    mean_alpha=float(image[..., 3].detach().mean()),
+                )
+            )
+    if args.grad:
+        cam = Camera(image_shape=(px, px), azimuth_rad=0.5, elevation_rad=0.3)
+        for backend in ("taichi", "torch"):
+            walls, cpus = [], []
+            for _ in range(args.repeats if backend == "taichi" else 1):
+                leaf = vol.clone().requires_grad_(True)
+                tf_g = transfer_function((-2.0, 4.0), max_opacity=0.05)
+                tf_g.opacity.requires_grad_(True)
+                tf_g.color.requires_grad_(True)
+                w0, c0 = time.perf_counter(), time.process_time()
+                image = render(leaf, cam, tf_g, threshold=0.0, backend=backend)
+                image.sum().backward()
+                walls.append(time.perf_counter() - w0)
+                cpus.append(time.process_time() - c0)
+            rows.append(
+                dict(
+                    backend=backend,
+                    mode="EA fwd+grad",
+                    projection="orthographic",
+                    zoom=1.0,
+                    wall_s=min(walls),
+                    cpu_s=min(cpus),
+                    mean_alpha=float(image[..., 3].detach().mean()),
                 )
             )
     load = os.getloadavg()
@@ -93,7 +123,9 @@ def main() -> None:
         args.json.write_text(
             json.dumps(
                 dict(
-                    command="benchmarks/render.py" + (" --quick" if args.quick else ""),
+                    command="benchmarks/render.py"
+                    + (" --quick" if args.quick else "")
+                    + (" --grad" if args.grad else ""),
                     volume=n,
                     image=px,
                     load_average=list(load),

@@ -13,10 +13,12 @@ emission-absorption compositing (Max 1995, IEEE TVCG 1:99)::
 stopping where ``T`` falls below ``min_transmittance`` (early ray termination, applied
 identically by both implementations). ``mode="mip"`` returns the maximum sample instead.
 
-Two implementations of the marching: a Taichi kernel (fast, forward only) and its pure
-torch twin (device-following, differentiable with respect to the volume and both transfer
-tables). :func:`render` uses Taichi when nothing needs a gradient and torch otherwise
-(``backend`` forces one); tests check that they agree.
+Two implementations of the marching, both differentiable with respect to the volume and
+both transfer tables: Taichi kernels (float32; an ``autograd.Function`` whose backward is
+an adjoint kernel that replays each ray, so no per-sample state is stored) and their pure
+torch twin (device- and dtype-following, autograd). :func:`render` uses Taichi unless a
+float64 gradient is asked for (``backend`` forces one); tests check that values and
+gradients agree.
 """
 
 from __future__ import annotations
@@ -286,8 +288,8 @@ def render(
     background
         RGB behind the volume (emission-absorption only).
     backend
-        ``"auto"`` (Taichi unless a gradient is needed or Taichi cannot run on the volume's
-        device), ``"taichi"`` or ``"torch"``.
+        ``"auto"`` (Taichi, forward and adjoint kernels, unless a float64 gradient is needed
+        or Taichi cannot run on the volume's device), ``"taichi"`` or ``"torch"`` (the twin).
 
     Returns
     -------
@@ -326,7 +328,10 @@ def render(
             and (transfer.opacity.requires_grad or transfer.color.requires_grad)
         )
     )
-    use_taichi = backend == "taichi" or (backend == "auto" and not needs_grad)
+    # Taichi computes in float32: float64 gradients come from the torch twin
+    use_taichi = backend == "taichi" or (
+        backend == "auto" and not (needs_grad and volume.dtype == torch.float64)
+    )
     if use_taichi:
         from tem_core._taichi import taichi_device_matches
 
@@ -355,9 +360,7 @@ def render(
             min_transmittance=min_transmittance,
             mip=mip,
         )
-        rgba = torch.empty_like(tiled)
-        rgba[order] = tiled
-        rgba = rgba.to(volume.dtype)
+        rgba = tiled[torch.argsort(order)].to(volume.dtype)
     else:
         o, d, t = origins.to(volume.dtype), dirs.to(volume.dtype), t0.to(volume.dtype)
         rgba = _march_torch(
