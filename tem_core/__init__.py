@@ -135,6 +135,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "exit_wave",
         "image_plane_intensity",
         "micrograph",
+        "micrograph_memory_bytes",
+        "atom_slice_range",
         "resolve_device",
         "tilt_scheme",
         "tilt_scheme_from_mdoc",

@@ -21,20 +21,62 @@ from pathlib import Path
 import torch
 
 _GB = 1e9
-# (ny, nx) arrays held at the peak, calibrated with benchmarks/memory.py (fresh processes,
-# peak RSS on the CPU; torch.cuda.max_memory_allocated on CUDA)
-CTF_REAL_GRIDS = 10  # k, k², k⁴, χ and its gradient, envelopes, aperture, temporaries
-CTF_COMPLEX_GRIDS = 1  # exp(-iχ)
-MTF_REAL_GRIDS = 9  # radial frequency, sinc, parametric terms, temporaries
-SLICE_REAL_GRIDS = 4  # the slice, the splat canvas, temporaries
-# micrograph: the wave, its spectrum, transmission, propagator, slice (complex), the CTF and
-# detector arrays (real), and the solvent geometry which is float64 whatever the dtype
-MICROGRAPH_COMPLEX_GRIDS = 5
-MICROGRAPH_REAL_GRIDS = 0
-MICROGRAPH_FLOAT64_GRIDS = 20
-# autograd keeps the inputs of each slice's products and FFTs until backward
+# Grid counts: the (ny, nx) arrays alive at each stage's peak, read off the torch profiler's
+# live set (`benchmarks/memory.py --explain CASE` prints it, with the line allocating each
+# array). They are counts of arrays in the code, not fitted factors: change the code and
+# `--explain` shows the new count.
+# ctf: inside aberration_phase: k_x, k_y, k², |k|, χ and its two gradients, temporaries
+CTF_REAL_GRIDS = 10
+# Detector.mtf, parametric: radial frequency, ω², two Lorentzians and their temporaries
+MTF_REAL_GRIDS = 7
+# tabulated: radial frequency, |ω|, clamped, the four gathered table values, two
+# differences and the product (real) and the table indices (int64)
+MTF_TABLE_REAL_GRIDS = 10
+MTF_TABLE_INDEX_GRIDS = 1
+SLICE_REAL_GRIDS = 4  # the slice, the splat canvas, index_add's result, the output
+# multislice, one step (propagate.multislice_step): propagator, wave, transmission, its
+# band-limited copy, the transmitted wave, the unscaled inverse FFT and the next wave
+# (complex) and the band-limit mask (bool, one byte)
+MULTISLICE_COMPLEX_GRIDS = 7
+MULTISLICE_MASK_BYTES = 1
+# between two steps, while the next slice is computed: propagator, wave, the last
+# transmission and the last slice (loop variables); projection: the running sum and the last
+# slice
+BETWEEN_STEPS_COMPLEX_GRIDS = 4
+PROJECTION_COMPLEX_GRIDS = 2
+# autograd keeps, per slice holding atoms that require grad, the transmission (exp saves its
+# output), the band-limited transmission and the incoming wave (inputs of their product);
+# per later slice only the band-limited transmission (the wave's factor)
 GRAPH_COMPLEX_GRIDS_PER_SLICE = 3
-GRAPH_REAL_GRIDS = 16
+GRAPH_COMPLEX_GRIDS_PER_LATER_SLICE = 1
+# potential stream (potential.iter_slice_potentials): the yielded complex slice, and the
+# real and imaginary parts alive in the suspended generator
+STREAM_COMPLEX_GRIDS = 1
+STREAM_REAL_GRIDS = 2
+# with solvent: the ice path length and the excluded-volume ice in the generator too, and the
+# slab geometry (specimen.SolventGeometry): x, y, in-plane distance and the ice interval's
+# two ends, float64 whatever the dtype; a support film adds its interval's two ends
+SOLVENT_REAL_GRIDS = 2
+SOLVENT_FLOAT64_GRIDS = 5
+SUPPORT_FLOAT64_GRIDS = 2
+# SolventGeometry.lengths while it runs: the clamped interval ends and their difference
+# (float64), and its copy in the atoms' dtype; with a hole also the distance to the hole's
+# axis (evaluation height, its offset, the projection along the normal, the distance) and
+# the support film's length, in float64 again
+LENGTHS_FLOAT64_GRIDS = 3
+HOLE_LENGTHS_FLOAT64_GRIDS = 9
+# IceField (potential.ice, amorphous-ice fluctuations): per mode the (2·3 + 1)² spreading
+# indices (int64) and weights, and their products with the mode's coefficients (real,
+# complex); per pixel the oversampled (2 x 2) complex grid and its inverse FFT, the rows
+# selected from it (2 x 1), the field (complex, real) and the gridding correction
+ICE_FIELD_ENTRIES_PER_MODE = 49
+ICE_FIELD_OVERSAMPLING = 2
+# and autograd keeps per slice holding atoms its real part, imaginary part and the relu
+# output of the excluded volume; without solvent the projected slice
+GRAPH_SOLVENT_REAL_GRIDS_PER_SLICE = 3
+GRAPH_REAL_GRIDS_PER_SLICE = 1
+INELASTIC_REAL_GRIDS = 1  # the running sum of the imaginary potential (no energy filter)
+DAMAGE_REAL_GRIDS = 1  # the radiation-damage filter
 
 
 def _cgroup_limit_bytes() -> int | None:
@@ -98,45 +140,139 @@ def n_pixels(shape: Sequence[int]) -> int:
 
 def ctf_bytes(shape: Sequence[int], dtype: torch.dtype) -> int:
     """Peak memory of :func:`tem_core.optics.ctf` on ``shape`` [bytes]."""
-    real, cplx = itemsizes(dtype)
-    return n_pixels(shape) * (CTF_REAL_GRIDS * real + CTF_COMPLEX_GRIDS * cplx)
+    return n_pixels(shape) * CTF_REAL_GRIDS * itemsizes(dtype)[0]
 
 
-def mtf_bytes(shape: Sequence[int], dtype: torch.dtype) -> int:
-    """Peak memory of :meth:`tem_core.detector.Detector.mtf` on ``shape`` [bytes]."""
-    return n_pixels(shape) * MTF_REAL_GRIDS * itemsizes(dtype)[0]
+def mtf_bytes(shape: Sequence[int], dtype: torch.dtype, *, tabulated: bool = False) -> int:
+    """Peak memory of :meth:`tem_core.detector.Detector.mtf` on ``shape`` [bytes].
+
+    ``tabulated``: a camera's measured MTF table (``Detector.mtf_camera``) instead of the
+    parametric form.
+    """
+    real = itemsizes(dtype)[0]
+    if tabulated:
+        return n_pixels(shape) * (MTF_TABLE_REAL_GRIDS * real + MTF_TABLE_INDEX_GRIDS * 8)
+    return n_pixels(shape) * MTF_REAL_GRIDS * real
 
 
 def slice_potential_bytes(
-    shape: Sequence[int], dtype: torch.dtype, n_atoms: int, window_px: int
+    shape: Sequence[int],
+    dtype: torch.dtype,
+    n_atoms: int,
+    window_px: int,
+    *,
+    requires_grad: bool = False,
 ) -> int:
     """Peak memory of :func:`tem_core.potential.slice_potential` [bytes].
 
     The slice and its canvas, plus per atom (in chunks of at most 32768) two ``(window,)``
-    edge-fraction rows for each of the five Peng Gaussians.
+    edge-fraction rows for each of the five Peng Gaussians (kept for ``backward`` with
+    ``requires_grad``; the gradient of the slice replaces the canvas, so the peak is the
+    same).
     """
     real = itemsizes(dtype)[0]
     per_atom = 2 * 5 * window_px * real * 2
     return n_pixels(shape) * SLICE_REAL_GRIDS * real + min(n_atoms, 32768) * per_atom
 
 
-def micrograph_bytes(
-    shape: Sequence[int], dtype: torch.dtype, *, n_slices: int = 1, requires_grad: bool = False
+def multislice_bytes(
+    shape: Sequence[int],
+    dtype: torch.dtype,
+    *,
+    n_slices: int = 1,
+    requires_grad: bool = False,
+    n_later_slices: int = 0,
 ) -> int:
-    """Peak memory of :func:`tem_core.simulate.micrograph` [bytes].
+    """Peak memory of :func:`tem_core.propagate.multislice` itself [bytes].
 
-    ``dtype`` is the atoms' floating dtype; with ``requires_grad`` the graph of every slice
-    is kept until ``backward``.
+    The working set of one step (:data:`MULTISLICE_COMPLEX_GRIDS` complex arrays and the
+    band-limit mask) and, with ``requires_grad``, the arrays autograd keeps for each of the
+    ``n_slices`` slices whose potential requires grad and the ``n_later_slices`` after them
+    (only the wave requires grad there). ``dtype`` is the wave's (or the slices') dtype,
+    real or complex; the slices themselves are the caller's.
+    """
+    cplx = itemsizes(dtype)[1]
+    per_pixel = MULTISLICE_COMPLEX_GRIDS * cplx + MULTISLICE_MASK_BYTES
+    if requires_grad:
+        per_pixel += GRAPH_COMPLEX_GRIDS_PER_SLICE * n_slices * cplx
+        per_pixel += GRAPH_COMPLEX_GRIDS_PER_LATER_SLICE * n_later_slices * cplx
+    return n_pixels(shape) * per_pixel
+
+
+def micrograph_phases(
+    shape: Sequence[int],
+    dtype: torch.dtype,
+    *,
+    n_slices: int = 1,
+    requires_grad: bool = False,
+    n_later_slices: int = 0,
+    method: str = "multislice",
+    solvent: bool = True,
+    support: bool = False,
+    hole: bool = False,
+    ice_field_modes: int = 0,
+    inelastic: bool = True,
+    damage: bool = False,
+    tabulated_mtf: bool = False,
+) -> dict[str, int]:
+    """Memory of :func:`tem_core.simulate.micrograph` in each of its phases [bytes].
+
+    ``"slice"``: a slice of the potential is computed (solvent geometry, and the field of
+    amorphous ice with ``ice_field_modes`` modes) while the multislice loop holds its wave,
+    propagator and last slice; ``"multislice step"``: the step's working set with the
+    streamed slice (``method="projection"``: none); ``"image"``: the exit wave and its
+    spectrum while the CTF is built, then the detector's MTF. The peak is the largest phase.
+    ``dtype`` is the atoms' floating dtype. ``solvent``: an ice slab (``support``: with a
+    support film around a ``hole``); ``inelastic``: no energy filter; ``damage``: a
+    radiation-damage filter. With ``requires_grad`` autograd keeps arrays of each of the
+    ``n_slices`` slices holding atoms, and of the ``n_later_slices`` after them, until
+    ``backward``: they are added to every phase.
     """
     real, cplx = itemsizes(dtype)
-    per_pixel = (
-        MICROGRAPH_COMPLEX_GRIDS * cplx
-        + MICROGRAPH_REAL_GRIDS * real
-        + MICROGRAPH_FLOAT64_GRIDS * 8
-    )
+    px = n_pixels(shape)
+    kept = INELASTIC_REAL_GRIDS * inelastic + DAMAGE_REAL_GRIDS * damage  # whole run
+    float64s = 0
+    generator_reals = STREAM_REAL_GRIDS
+    if solvent:
+        float64s = SOLVENT_FLOAT64_GRIDS + SUPPORT_FLOAT64_GRIDS * support
+        generator_reals += SOLVENT_REAL_GRIDS
+    graph = 0
     if requires_grad:
-        per_pixel += GRAPH_COMPLEX_GRIDS_PER_SLICE * n_slices * cplx + GRAPH_REAL_GRIDS * real
-    return n_pixels(shape) * per_pixel
+        per_slice = GRAPH_SOLVENT_REAL_GRIDS_PER_SLICE if solvent else GRAPH_REAL_GRIDS_PER_SLICE
+        graph = px * n_slices * per_slice * real
+        if method == "multislice":
+            graph += multislice_bytes(
+                shape, dtype, n_slices=n_slices, requires_grad=True,
+                n_later_slices=n_later_slices,
+            ) - multislice_bytes(shape, dtype)  # fmt: skip
+    loop = BETWEEN_STEPS_COMPLEX_GRIDS if method == "multislice" else PROJECTION_COMPLEX_GRIDS
+    # slice: the loop's arrays, the generator's real and imaginary parts, lengths()
+    slice_ = px * (loop * cplx + MULTISLICE_MASK_BYTES + (STREAM_REAL_GRIDS + kept) * real)
+    if solvent:
+        temporaries = HOLE_LENGTHS_FLOAT64_GRIDS if hole else LENGTHS_FLOAT64_GRIDS
+        copies = 0 if dtype == torch.float64 else 1 + support
+        slice_ += px * ((float64s + temporaries) * 8 + copies * real)
+    if ice_field_modes:
+        per_mode = ICE_FIELD_ENTRIES_PER_MODE * (8 + 3 * real)
+        r2 = ICE_FIELD_OVERSAMPLING**2
+        slice_ += ice_field_modes * per_mode
+        slice_ += px * ((2 * r2 + ICE_FIELD_OVERSAMPLING + 1) * cplx + 2 * real)
+    step = px * (STREAM_COMPLEX_GRIDS * cplx + (generator_reals + kept) * real + float64s * 8)
+    if method == "multislice":
+        step += multislice_bytes(shape, dtype)
+    else:
+        step += px * PROJECTION_COMPLEX_GRIDS * cplx
+    # image: exit wave, its spectrum, the inelastic sum and the CTF under construction; then
+    # the detector's MTF with the intensity, the electrons and their spectrum
+    image = px * (2 * cplx + INELASTIC_REAL_GRIDS * inelastic * real)
+    image += max(ctf_bytes(shape, dtype), mtf_bytes(shape, dtype, tabulated=tabulated_mtf))
+    return {"slice": slice_ + graph, "multislice step": step + graph, "image": image + graph}
+
+
+def micrograph_bytes(shape: Sequence[int], dtype: torch.dtype, **settings) -> int:
+    """Peak memory of :func:`tem_core.simulate.micrograph` [bytes]: the largest of
+    :func:`micrograph_phases` (same arguments)."""
+    return max(micrograph_phases(shape, dtype, **settings).values())
 
 
 class MemoryPreflightError(MemoryError, ValueError):

@@ -411,7 +411,7 @@ def test_numpy_integer_grid_sizes_are_accepted() -> None:
         16,
         16,
     )
-    assert estimate_wave_memory_bytes((n, n)) == 6 * 16 * 16 * 8
+    assert estimate_wave_memory_bytes((n, n)) == (7 * 8 + 1) * 16 * 16
 
 
 GRID_CASES = [

@@ -283,10 +283,11 @@ def test_sampling_warnings():
 
 
 def test_memory_estimate():
-    assert estimate_wave_memory_bytes((128, 128), torch.complex64) == 6 * 128 * 128 * 8
+    # 7 complex arrays per step and the boolean band-limit mask; 3 complex per slice kept
+    assert estimate_wave_memory_bytes((128, 128), torch.complex64) == (7 * 8 + 1) * 128 * 128
     assert (
         estimate_wave_memory_bytes((128, 128), torch.complex128, n_slices=10, requires_grad=True)
-        == (6 + 40) * 128 * 128 * 16
+        == ((7 + 30) * 16 + 1) * 128 * 128
     )
     with pytest.raises(ValueError, match=r"needs about .* GB but cpu has"):
         estimate_wave_memory_bytes((2**20, 2**20), torch.complex128)

@@ -18,12 +18,6 @@ from tem_core.validation import (
     require_positive_int,
 )
 
-_BYTES_PER_GB = 1e9
-# complex (ny, nx) grids multislice holds at once (wave, slice, transmission, its spectrum,
-# propagator, product spectrum), and those autograd keeps per slice until backward
-_FORWARD_BUFFERS = 6
-_GRAPH_BUFFERS_PER_SLICE = 4
-
 
 class SamplingWarning(UserWarning):
     """Sampling, band limit or slice thickness too coarse for the beam energy."""
@@ -177,16 +171,17 @@ def estimate_wave_memory_bytes(
 ) -> int:
     """Working memory of :func:`multislice` on a grid, checked before allocating.
 
-    The forward pass holds about 6 complex ``(ny, nx)`` arrays at once (wave, slice,
-    transmission, its spectrum, propagator, product spectrum). With autograd, each slice
-    keeps about 4 more until ``backward`` (inputs of the multiplications and FFTs).
+    :func:`tem_core.memory.multislice_bytes`: the arrays one step holds (propagator, wave,
+    transmission and its band-limited copy, the transmitted wave, the inverse FFT and the
+    next wave, complex; the band-limit mask) and, with autograd, the 3 complex arrays kept
+    per slice until ``backward``. The same count is part of the micrograph preflight.
 
     Parameters
     ----------
     shape
         ``(ny, nx)`` (leading batch dimensions are multiplied in).
     dtype
-        Complex dtype of the wave.
+        Complex (or real) dtype of the wave.
     device
         Where it would run (``None``: CPU).
     n_slices
@@ -196,8 +191,9 @@ def estimate_wave_memory_bytes(
 
     Raises
     ------
-    ValueError
-        When the estimate exceeds :func:`available_memory_bytes`.
+    tem_core.memory.MemoryPreflightError
+        (a ``ValueError`` and a ``MemoryError``) when the estimate exceeds
+        :func:`available_memory_bytes`.
 
     Returns
     -------
@@ -206,22 +202,13 @@ def estimate_wave_memory_bytes(
     """
     if len(shape) < 2:
         raise ValueError(f"shape must be (..., ny, nx), got {tuple(shape)!r}")
-    n_pixels = 1
-    for s in shape:
-        n_pixels *= require_integer("shape entries", s, minimum=1)
+    shape = tuple(require_integer("shape entries", s, minimum=1) for s in shape)
     require_positive_int("n_slices", n_slices)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    per_array = n_pixels * itemsize
-    n_arrays = _FORWARD_BUFFERS + (_GRAPH_BUFFERS_PER_SLICE * n_slices if requires_grad else 0)
-    needed = n_arrays * per_array
-    available = available_memory_bytes(device)
-    if needed > available:
-        where = "cpu" if device is None else str(device)
-        raise ValueError(
-            f"a {' x '.join(str(int(s)) for s in shape)} {dtype} multislice"
-            f"{f' with gradients over {n_slices} slices' if requires_grad else ''} needs about "
-            f"{needed / _BYTES_PER_GB:.3g} GB but {where} has "
-            f"{available / _BYTES_PER_GB:.3g} GB available; "
-            "use a smaller grid, complex64, or fewer slices per backward pass"
-        )
-    return needed
+    needed = memory.multislice_bytes(shape, dtype, n_slices=n_slices, requires_grad=requires_grad)
+    return memory.require_memory(
+        f"a {' x '.join(str(s) for s in shape)} {dtype} multislice"
+        + (f" with gradients over {n_slices} slices" if requires_grad else ""),
+        needed,
+        device,
+        "use a smaller grid, complex64, or fewer slices per backward pass",
+    )

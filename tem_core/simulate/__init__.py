@@ -48,6 +48,8 @@ from tem_core.simulate.checks import (
     _plain_values,
     _preflight,
     _small_grid_threads,
+    atom_slice_range,
+    micrograph_memory_bytes,
 )
 from tem_core.simulate.schemes import TiltScheme, tilt_scheme, tilt_scheme_from_mdoc
 from tem_core.specimen import Specimen, tilt_specimen
@@ -65,9 +67,11 @@ __all__ = [
     "MicrographResult",
     "TiltScheme",
     "TiltSeriesResult",
+    "atom_slice_range",
     "exit_wave",
     "image_plane_intensity",
     "micrograph",
+    "micrograph_memory_bytes",
     "resolve_device",
     "tilt_scheme",
     "tilt_scheme_from_mdoc",
@@ -243,6 +247,9 @@ def micrograph(
         specimen,
         _plain_values(imaging.defocus_a),
         max(_plain_values(imaging.astigmatism_a), key=abs),
+        detector=detector,
+        method=imaging.method,
+        damage=imaging.damage is not None,
     )
     attenuation = None
     if imaging.damage is not None:
@@ -397,7 +404,10 @@ def tilt_series(
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {flag!r}")
     device = specimen.atoms.positions_a.device if isinstance(specimen, Specimen) else None
-    _preflight(potential, device, microscope, specimen, scheme.defocus_a)
+    _preflight(
+        potential, device, microscope, specimen, scheme.defocus_a, detector=detector,
+        method=method, damage=damage is not None, n_images=len(scheme.angles_rad),
+    )  # fmt: skip
     # structured ice: its modes concentrate on the series' views (still one 3-D object)
     potential = potential.for_views(scheme.angles_rad, scheme.tilt_axis_angle_rad)
     check_sampling(

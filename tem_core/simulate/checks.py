@@ -1,14 +1,17 @@
 """Checks and run settings of :mod:`tem_core.simulate`: the cheap preflight before any work
-(energies, specimen vs grid, CTF sampling, memory) and the thread count of small grids."""
+(energies, specimen vs grid, CTF sampling, memory: :func:`micrograph_memory_bytes` from the
+arrays counted in :mod:`tem_core.memory`) and the thread count of small grids."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 
 from tem_core import memory
+from tem_core.detector import Detector
 from tem_core.optics import Microscope
 from tem_core.potential import PotentialSettings, check_specimen_grid, slice_edges_a
 from tem_core.propagate import check_ctf_sampling
@@ -22,6 +25,79 @@ def _plain_values(value: float | torch.Tensor) -> tuple[float, ...]:
     return (float(value),)
 
 
+def _requires_grad(specimen: Specimen) -> bool:
+    atoms = specimen.atoms
+    return torch.is_grad_enabled() and any(
+        t.requires_grad for t in (atoms.positions_a, atoms.b_factors_a2, atoms.occupancies)
+    )
+
+
+def atom_slice_range(specimen: Specimen, potential: PotentialSettings) -> tuple[int, int, int]:
+    """``(n_slices, first, last)``: the slices of :func:`slice_edges_a` and the first and last
+    index of those that hold atoms (z ± cutoff radius); ``first > last`` when none does.
+
+    The atoms' own slicing (``include_solvent=False``) starts at their lowest z - cutoff and
+    ends at most one slice above their highest z + cutoff, so ``last`` may be one too high.
+    """
+    edges = slice_edges_a(specimen, potential).tolist()
+    n = len(edges) - 1
+    if specimen.atoms.positions_a.shape[0] == 0:
+        return n, n, -1
+    atom_edges = slice_edges_a(specimen, dataclasses.replace(potential, include_solvent=False))
+    lo, hi = float(atom_edges[0]), float(atom_edges[-1])
+    inside = [i for i in range(n) if edges[i + 1] > lo and edges[i] < hi]
+    return (n, inside[0], inside[-1]) if inside else (n, n, -1)
+
+
+def micrograph_memory_bytes(
+    specimen: Specimen,
+    *,
+    potential: PotentialSettings,
+    microscope: Microscope,
+    detector: Detector | None = None,
+    method: str = "multislice",
+    damage: bool = False,
+) -> int:
+    """Estimated peak memory of one :func:`micrograph` of ``specimen`` [bytes].
+
+    The largest phase of :func:`tem_core.memory.micrograph_phases` for this specimen's
+    dtype and solvent, these settings, and (when the atoms require grad and grad mode is
+    on) its slices holding atoms and those after them; ``damage``: a radiation-damage
+    filter is applied. This is what the preflight compares with the available memory of
+    the atoms' device.
+    """
+    return _memory(specimen, potential, microscope, detector, method, damage)[0]
+
+
+def _memory(specimen, potential, microscope, detector, method, damage) -> tuple[int, int]:
+    """``(bytes, slices whose arrays autograd keeps)``."""
+    grad = _requires_grad(specimen)
+    ice = specimen.ice
+    solvent = bool(potential.include_solvent and ice is not None)
+    hole = solvent and ice.hole_diameter_a is not None
+    n_slices = n_later = 0
+    if grad:
+        n_total, first, last = atom_slice_range(specimen, potential)
+        n_slices, n_later = max(0, last - first + 1), max(0, n_total - 1 - last)
+    needed = memory.micrograph_bytes(
+        potential.shape,
+        specimen.atoms.positions_a.dtype,
+        n_slices=n_slices,
+        n_later_slices=n_later,
+        requires_grad=grad,
+        method=method,
+        solvent=solvent,
+        support=hole and ice.support != "vacuum",
+        hole=hole,
+        ice_field_modes=potential.ice_structure.n_modes if solvent and potential.ice_structure
+        else 0,
+        inelastic=not microscope.energy_filter,
+        damage=damage,
+        tabulated_mtf=detector is not None and detector.mtf_camera is not None,
+    )  # fmt: skip
+    return needed, n_slices + n_later if grad else 0
+
+
 def _preflight(
     potential: PotentialSettings,
     device: torch.device,
@@ -29,8 +105,16 @@ def _preflight(
     specimen: Specimen | None = None,
     defocus_a: Sequence[float] = (),
     astigmatism_a: float = 0.0,
+    *,
+    detector: Detector | None = None,
+    method: str = "multislice",
+    damage: bool = False,
+    n_images: int = 0,
 ) -> None:
-    """Cheap checks before any work: energies, specimen vs grid, CTF sampling, memory."""
+    """Cheap checks before any work: energies, specimen vs grid, CTF sampling, memory.
+
+    ``n_images``: float32 images kept in memory (a tilt series' tilts, stacked at the end).
+    """
     if not isinstance(potential, PotentialSettings):
         raise TypeError(f"potential must be a PotentialSettings, got {type(potential).__name__}")
     if not isinstance(microscope, Microscope):
@@ -39,18 +123,17 @@ def _preflight(
     if specimen is not None and not isinstance(specimen, Specimen):
         raise TypeError(f"specimen must be a Specimen, got {type(specimen).__name__}")
     if specimen is not None:
-        atoms = specimen.atoms
-        grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (atoms.positions_a, atoms.b_factors_a2, atoms.occupancies)
-        )
-        n_slices = len(slice_edges_a(specimen, potential)) - 1 if grad else 1
+        dtype = specimen.atoms.positions_a.dtype
+        needed, n_graph = _memory(specimen, potential, microscope, detector, method, damage)
+        # a tilt series keeps its images (float32) and stacks them at the end
+        images = n_images * memory.n_pixels(potential.shape) * 4
+        needed = max(needed + images, 2 * images)
         ny, nx = potential.shape
         memory.require_memory(
-            f"a {ny} x {nx} {atoms.positions_a.dtype} micrograph"
-            + (f" with gradients over {n_slices} slices" if grad else ""),
-            memory.micrograph_bytes(
-                potential.shape, atoms.positions_a.dtype, n_slices=n_slices, requires_grad=grad
-            ),
+            f"a {ny} x {nx} {dtype} micrograph"
+            + (f" with gradients over {n_graph} slices" if n_graph else "")
+            + (f" and {n_images} stored images" if n_images else ""),
+            needed,
             device,
             "use a smaller grid, float32, or fewer slices per backward pass",
         )
