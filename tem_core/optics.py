@@ -65,6 +65,7 @@ from tem_core.grids import frequencies_per_a
 from tem_core.interop import accepts_arrays
 from tem_core.units import ELECTRON_REST_ENERGY_EV, electron_wavelength_a
 from tem_core.validation import (
+    beam_energy,
     require_bool,
     require_finite,
     require_grid_shape,
@@ -148,7 +149,7 @@ class Microscope:
     inelastic_collected_fraction: float = 1.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "energy_ev", static_positive("energy_ev", self.energy_ev, "eV"))
+        object.__setattr__(self, "energy_ev", beam_energy("energy_ev", self.energy_ev))
         require_finite("cs_a", self.cs_a, "Å")
         require_nonnegative("cc_a", self.cc_a, "Å")
         require_nonnegative("energy_spread_ev", self.energy_spread_ev, "eV")

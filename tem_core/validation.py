@@ -233,3 +233,21 @@ def static_positive(name: str, value: Any, unit: str = "") -> float:
     number = require_static_float(name, value, unit)
     require_positive(name, number, unit)
     return number
+
+
+#: Beam energies accepted [eV]: 1 keV to 10 MeV (transmission microscopes run at 20 kV to
+#: 3 MV); a value outside is almost always a unit slip (300 for 300 kV, or 300e6).
+BEAM_ENERGY_RANGE_EV = (1e3, 1e7)
+
+
+def beam_energy(name: str, value: Any) -> float:
+    """:func:`static_positive` for a beam energy [eV], within :data:`BEAM_ENERGY_RANGE_EV`."""
+    energy = static_positive(name, value, "eV")
+    low, high = BEAM_ENERGY_RANGE_EV
+    if not low <= energy <= high:
+        raise ValueError(
+            f"{name} must lie in [{low:g}, {high:g}] eV (1 keV-10 MeV) for a transmission "
+            f"microscope, got {energy:g} eV: a unit slip? 300 kV is 300e3 eV "
+            "(tem_core.units.KV_TO_EV)"
+        )
+    return energy

@@ -388,8 +388,10 @@ def test_sampling_requiring_grad_is_refused(where, call) -> None:
         (torch.ones(2), TypeError, r"energy_ev must be a real number \[eV\], got a tensor of"),
         (-3.0, ValueError, r"energy_ev must be > 0, got -3.0 eV"),
         (math.nan, ValueError, r"energy_ev must be finite, got nan eV"),
+        (300.0, ValueError, r"energy_ev must lie in \[1000, 1e\+07\] eV .*got 300 eV: a unit slip"),
+        (3e8, ValueError, r"energy_ev must lie in .*got 3e\+08 eV"),
     ],
-    ids=["string", "bool", "vector", "negative", "nan"],
+    ids=["string", "bool", "vector", "negative", "nan", "kV-as-eV", "too-high"],
 )
 def test_bad_energies(value, error, match) -> None:
     with pytest.raises(error, match=match):

@@ -80,6 +80,8 @@ class ParameterDistribution:
 
 # key -> (type, unit, constraint, default); type "num", "int", "str", "bool", "pair";
 # constraint: None, ">0", ">=0", a tuple of allowed strings, or ("range", low, high)
+# (ranges: what a transmission microscope can have; a value outside is a unit slip, e.g. a
+# defocus in Å under defocus_um, or 300e3 under voltage_kv)
 _NUM, _INT, _STR, _BOOL = "num", "int", "str", "bool"
 REQUIRED = object()
 SCHEMA: dict[str, dict[str, tuple[str, str, Any, Any]]] = {
@@ -92,14 +94,14 @@ SCHEMA: dict[str, dict[str, tuple[str, str, Any, Any]]] = {
     },
     "grid": {
         "shape_px": ("pair", "px", ">0", REQUIRED),
-        "pixel_size_a": (_NUM, "Å", ">0", REQUIRED),
+        "pixel_size_a": (_NUM, "Å", ("range", 0.01, 1000.0), REQUIRED),
         "slice_thickness_a": (_NUM, "Å", ">0", 20.0),
         "method": (_STR, "", METHODS, "multislice"),
     },
     "specimen": {
-        "ice_thickness_nm": (_NUM, "nm", ">0", REQUIRED),
+        "ice_thickness_nm": (_NUM, "nm", ("range", 0.1, 10_000.0), REQUIRED),
         "support": (_STR, "", SUPPORTS, "vacuum"),
-        "hole_diameter_um": (_NUM, "µm", ">0", None),
+        "hole_diameter_um": (_NUM, "µm", ("range", 0.01, 1000.0), None),
         "support_thickness_nm": (_NUM, "nm", ">=0", 15.0),
         "edge_thickness_nm": (_NUM, "nm", ">0", None),
         "structured_ice": (_BOOL, "", None, False),
@@ -107,9 +109,9 @@ SCHEMA: dict[str, dict[str, tuple[str, str, Any, Any]]] = {
         "min_gap_a": (_NUM, "Å", ">=0", 5.0),
     },
     "microscope": {
-        "voltage_kv": (_NUM, "kV", ">0", 300.0),
-        "cs_mm": (_NUM, "mm", None, 2.7),
-        "cc_mm": (_NUM, "mm", ">=0", 2.7),
+        "voltage_kv": (_NUM, "kV", ("range", 1.0, 10_000.0), 300.0),
+        "cs_mm": (_NUM, "mm", ("range", -100.0, 100.0), 2.7),
+        "cc_mm": (_NUM, "mm", ("range", 0.0, 100.0), 2.7),
         "energy_spread_ev": (_NUM, "eV", ">=0", 0.7),
         "illumination_semiangle_mrad": (_NUM, "mrad", ">=0", 0.0),
         "objective_aperture_mrad": (_NUM, "mrad", ">0", None),
@@ -122,7 +124,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str, Any, Any]]] = {
         "noise_model": (_STR, "", NOISE_MODELS, "poisson_wald"),
     },
     "imaging": {
-        "defocus_um": (_NUM, "µm", None, REQUIRED),
+        "defocus_um": (_NUM, "µm", ("range", -1000.0, 1000.0), REQUIRED),
         "dose_e_per_a2": (_NUM, "e/Å²", ">0", REQUIRED),
         "astigmatism_nm": (_NUM, "nm", ">=0", 0.0),
         "astigmatism_angle_deg": (_NUM, "deg", None, 0.0),
@@ -448,6 +450,10 @@ def load_dataset_spec(
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise DatasetSpecError(f"{path.name}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetSpecError(
+            f"{path.name}: not a UTF-8 text file (byte {exc.start}: {exc.reason})"
+        ) from exc
     for section, table in (defaults or {}).items():
         target = raw.setdefault(section, {})
         if isinstance(target, dict):

@@ -43,6 +43,40 @@ def check_image_stack(
     return value
 
 
+def check_image(name: str, value: Any, *, min_size: int = 1) -> torch.Tensor:
+    """``value`` as a real floating ``(..., ny, nx)`` tensor, each side at least ``min_size``
+    pixels, every pixel finite (a NaN would spread through every filter silently)."""
+    if not isinstance(value, torch.Tensor) or value.ndim < 2:
+        raise ValueError(f"{name} must be a tensor of shape (..., ny, nx), got {value!r:.80}")
+    if value.is_complex() or not value.is_floating_point():
+        raise TypeError(f"{name} must be a real floating tensor, got {value.dtype}")
+    if min(value.shape[-2:]) < min_size or value.numel() == 0:
+        raise ValueError(
+            f"{name} must be at least {min_size} x {min_size} pixels, got {tuple(value.shape)}"
+        )
+    finite = torch.isfinite(value.detach())
+    if not bool(finite.all()):
+        bad = value.detach()[~finite].reshape(-1)[0].item()
+        raise ValueError(f"{name} must be finite, got {int((~finite).sum())} pixels like {bad}")
+    return value
+
+
+def check_positive_counts(name: str, value: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless every image of ``(..., ny, nx)`` has a mean > 0 [counts].
+
+    The Poisson noise model needs counts: an image whose mean is zero or negative was
+    offset-subtracted or normalised, and the denoiser would return a wrong result quietly.
+    """
+    means = value.detach().double().mean(dim=(-2, -1)).reshape(-1)
+    if means.numel() and float(means.min()) <= 0:
+        index = int(means.argmin())
+        raise ValueError(
+            f"{name} must be counts with a positive mean per image, got mean "
+            f"{float(means[index]):.4g} counts in image {index} (an offset-subtracted or "
+            "normalised image? the Poisson noise model needs the raw counts)"
+        )
+
+
 def check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
     """Raise ``ValueError`` unless the image shapes (last two dimensions) agree."""
     if tuple(a.shape[-2:]) != tuple(b.shape[-2:]):

@@ -43,7 +43,9 @@ import torch.nn.functional as F
 from tem_core._fft import fft2, ifft2
 from tem_core.denoise._validate import (
     check_detector,
+    check_image,
     check_image_stack,
+    check_positive_counts,
     transfer_function,
 )
 from tem_core.detector import Detector, apply_mtf
@@ -228,8 +230,7 @@ def mean_of_projections(projections: torch.Tensor) -> torch.Tensor:
 def gaussian_filter(image: torch.Tensor, *, sigma_px: float) -> torch.Tensor:
     """Periodic Gaussian blur of ``(..., ny, nx)`` images with standard deviation ``sigma_px``."""
     require_nonnegative("sigma_px", sigma_px, "px")
-    if not isinstance(image, torch.Tensor) or image.ndim < 2:
-        raise ValueError("image must be a tensor of shape (..., ny, nx)")
+    image = check_image("image", image)
     ny, nx = image.shape[-2:]
     fy = torch.fft.fftfreq(ny, device=image.device, dtype=image.dtype)[:, None]
     fx = torch.fft.fftfreq(nx, device=image.device, dtype=image.dtype)[None, :]
@@ -374,8 +375,7 @@ def nlm_denoise(
     ``sigma`` is a float or a tensor of the batch shape (one per image) [image units].
     """
     settings = NLMSettings() if settings is None else settings
-    if not isinstance(image, torch.Tensor) or image.ndim < 2 or not image.is_floating_point():
-        raise ValueError("image must be a floating tensor of shape (..., ny, nx)")
+    image = check_image("image", image)
     require_positive("sigma", sigma)
     if min(image.shape[-2:]) <= settings.search_radius_px + settings.patch_radius_px:
         raise ValueError(
@@ -433,6 +433,7 @@ def denoise_poisson(
     if not isinstance(settings, PoissonSettings):
         raise TypeError(f"settings must be PoissonSettings, got {type(settings).__name__}")
     projections = check_image_stack("projections", projections)
+    check_positive_counts("projections", projections)
     detector = check_detector(detector)
     if (dose_e_per_a2 is None) != (sampling_a is None):
         raise ValueError("dose_e_per_a2 and sampling_a must be given together (or neither)")

@@ -46,6 +46,7 @@ from tem_core.denoise._validate import (
     check_detector,
     check_generator,
     check_image_stack,
+    check_positive_counts,
     transfer_function,
 )
 from tem_core.denoise.metrics import normalise_minmax
@@ -198,6 +199,7 @@ def denoise_surrogate(
     if not isinstance(settings, SurrogateSettings):
         raise TypeError(f"settings must be SurrogateSettings, got {type(settings).__name__}")
     projections = check_image_stack("projections", projections)
+    check_positive_counts("projections", projections)
     if projections.ndim > 4:
         raise ValueError(
             f"projections must have shape (n, ny, nx) or (T, n, ny, nx), "

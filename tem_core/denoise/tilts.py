@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from tem_core.denoise._validate import check_image_stack
+from tem_core.denoise._validate import check_image, check_image_stack
 from tem_core.denoise.registration import register, warp
 
 __all__ = ["estimate_noise_std", "neighbour_references"]
@@ -75,8 +75,7 @@ def estimate_noise_std(image: torch.Tensor) -> torch.Tensor:
     ``σ = √(π/2) / (6 (W−2)(H−2)) Σ |I ⊛ L|`` with the Laplacian-difference kernel
     ``L = [[1, −2, 1], [−2, 4, −2], [1, −2, 1]]``, which cancels smooth image structure.
     """
-    if not isinstance(image, torch.Tensor) or image.ndim < 2:
-        raise ValueError("image must be a tensor of shape (..., ny, nx)")
+    image = check_image("image", image, min_size=3)
     x = image.reshape(-1, 1, *image.shape[-2:])
     kernel = torch.tensor(
         [[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]],

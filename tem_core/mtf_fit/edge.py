@@ -26,6 +26,9 @@ from tem_core.validation import require_in_range, require_positive, require_posi
 _FINE_PER_PX = 32  # samples per pixel of the simulated ESF
 _FINE_HALF_PX = 256  # half length of the simulated ESF grid [pixel]
 
+#: Smallest edge contrast, in standard deviations of its noise, accepted as an edge.
+EDGE_MIN_SNR = 5.0
+
 
 def _extended_mtf(mtf: MTFSpec, frequency: torch.Tensor) -> torch.Tensor:
     """The MTF up to Nyquist, then ``MTF(0.5) · |sinc ω| / sinc 0.5`` (pixel aperture) to 1."""
@@ -290,6 +293,16 @@ def fit_mtf_edge(
     se = np.sqrt((n_blocks - 1) / n_blocks * ((jack - jack.mean(axis=0)) ** 2).sum(axis=0))
     keep = freq <= max_frequency_cycles_per_px + 1e-12
     dark, bright = np.median(esf[: len(esf) // 8]), np.median(esf[-len(esf) // 8 :])
+    # noise of that contrast: pixel noise from row differences (robust, the edge barely
+    # moves between rows), averaged over the pixels of each plateau (an eighth of the window)
+    sigma_px = 1.4826 * float(np.median(np.abs(np.diff(img, axis=0)))) / math.sqrt(2.0)
+    sigma_contrast = 1.25 * sigma_px * math.sqrt(2.0 / max(1.0, m * 2.0 * half / 8.0))
+    if abs(bright - dark) < EDGE_MIN_SNR * sigma_contrast:
+        raise ValueError(
+            f"image holds no edge: the edge-spread contrast is {abs(bright - dark):.3g} counts, "
+            f"within {EDGE_MIN_SNR:g} x its noise ({sigma_contrast:.3g} counts, pixel noise "
+            f"{sigma_px:.3g} counts); the method needs a straight, sharp edge tilted by 2-20°"
+        )
     return EdgeMTF(
         frequency_cycles_per_px=torch.from_numpy(freq[keep].copy()),
         values=torch.from_numpy(mtf[keep].copy()),

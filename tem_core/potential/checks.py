@@ -9,6 +9,7 @@ import torch
 from tem_core import memory
 from tem_core.potential.kernels import MAX_ATOMIC_NUMBER
 from tem_core.validation import (
+    beam_energy,
     require_float_dtype,
     require_grid_shape,
     require_shape,
@@ -27,7 +28,7 @@ def static_settings(settings) -> None:
     thickness = static_positive("slice_thickness_a", settings.slice_thickness_a, "Å")
     values = dict(shape=shape, sampling_a=sampling_a, slice_thickness_a=thickness)
     if settings.energy_ev is not None:
-        values["energy_ev"] = static_positive("energy_ev", settings.energy_ev, "eV")
+        values["energy_ev"] = beam_energy("energy_ev", settings.energy_ev)
     for name, value in values.items():
         object.__setattr__(settings, name, value)
 

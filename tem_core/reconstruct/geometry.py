@@ -188,6 +188,11 @@ class TiltGeometry:
                 f"{name} must have the geometry's volume_shape {self.volume_shape} (nz, ny, nx), "
                 f"got {tuple(volume.shape)}"
             )
+        finite = torch.isfinite(volume.detach())
+        if not bool(finite.all()):
+            raise ValueError(
+                f"{name} must be finite, got {int((~finite).sum())} non-finite voxels (nan or inf)"
+            )
 
     def memory_bytes(self, dtype: torch.dtype = torch.float32) -> int:
         """Memory of a reconstruction: the volume, the stack and the slice projection matrix."""

@@ -59,7 +59,13 @@ from dataclasses import dataclass
 
 import torch
 
-from tem_core.structure.files import _load, _select_conformers, _where, fetch_pdb
+from tem_core.structure.files import (
+    _check_coordinates,
+    _load,
+    _select_conformers,
+    _where,
+    fetch_pdb,
+)
 from tem_core.structure.geometry import _as_operators, _axis_vector, rotation_about_axis
 from tem_core.structure.hydrogens import hydrogen_count
 from tem_core.validation import (
@@ -355,6 +361,7 @@ def read_structure(
             "their atoms got no hydrogens",
             stacklevel=2,
         )
+    _check_coordinates(path, xyz)
     if name is None:
         name = path.name
         for suffix in (".gz", ".cif", ".mmcif", ".pdb", ".ent"):

@@ -115,10 +115,66 @@ def _load(path: str | os.PathLike) -> tuple[object, Path, list[str], str]:
     else:
         try:
             document = gemmi.cif.read_string(text)
-            structure = gemmi.make_structure_from_block(document.sole_block())
+            block = document.sole_block()
+            structure = gemmi.make_structure_from_block(block)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise ValueError(f"{path}: malformed or truncated mmCIF file: {exc}") from exc
+        _warn_missing_cif_values(path, block)
     return structure, path, lines, fmt
+
+
+#: What gemmi reads for a missing (``?``, ``.``) or absent mmCIF column.
+CIF_MISSING_DEFAULTS = {"occupancy": ("occupancy", 1.0, ""), "B_iso_or_equiv": ("B", 20.0, " Å²")}
+
+
+def _warn_missing_cif_values(path: Path, block) -> None:
+    """One warning per ``_atom_site`` column (occupancy, B) with missing values.
+
+    gemmi reads a missing occupancy as 1.0 (as the PDB reader here reads a blank one) and a
+    missing B-factor as 20 Å²; both are silent in gemmi, so they are said here.
+    """
+    n_atoms = len(block.find_values("_atom_site.id"))
+    for tag, (label, value, unit) in CIF_MISSING_DEFAULTS.items():
+        values = list(block.find_values(f"_atom_site.{tag}"))
+        missing = n_atoms if not values else sum(v in ("?", ".") for v in values)
+        if n_atoms and missing:
+            where = "no _atom_site." + tag + " column" if not values else f"'?' or '.' as {tag}"
+            warnings.warn(
+                f"{path}: {missing} of {n_atoms} atoms have no {label} ({where}); read as "
+                f"{label} {value:g}{unit}",
+                stacklevel=4,
+            )
+
+
+#: Largest coordinate accepted [Å] (100 µm: no specimen for a TEM is larger).
+MAX_COORDINATE_A = 1e6
+#: Smallest median nearest-neighbour distance of a structure's atoms [Å]: covalent bonds
+#: are 0.96-1.5 Å (H-H in H₂, the shortest, 0.74 Å); ~0.1-0.15 Å means nanometres.
+MIN_MEDIAN_NEIGHBOUR_A = 0.5
+
+
+def _check_coordinates(path: Path, xyz: list[tuple[float, float, float]]) -> None:
+    """Refuse absurd coordinates and coordinates that look like nanometres (not Å)."""
+    import numpy as np
+
+    pos = np.asarray(xyz, dtype=np.float64)
+    worst = float(np.abs(pos).max())
+    if worst > MAX_COORDINATE_A:
+        raise ValueError(
+            f"{path}: coordinates must lie within ±{MAX_COORDINATE_A:g} Å, got {worst:.4g} Å"
+        )
+    sample = np.unique(pos[:500], axis=0)  # in file order: bonded neighbours are near
+    if len(sample) < 8:
+        return
+    d2 = ((sample[:, None, :] - sample[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    median = float(np.median(np.sqrt(d2.min(axis=1))))
+    if median < MIN_MEDIAN_NEIGHBOUR_A:
+        raise ValueError(
+            f"{path}: the median distance between neighbouring atoms is {median:.3g} Å, "
+            f"below {MIN_MEDIAN_NEIGHBOUR_A} Å (bonds are 1-1.5 Å): are the coordinates in "
+            "nanometres? Structure files hold Å; multiply by units.NM_TO_A first"
+        )
 
 
 def _locate(lines: list[str], fmt: str, serial: int) -> str:
