@@ -40,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("ctf", "mtf", "slice_potential", "micrograph")
+# also "tilt_series" (three tilts at -0.6, 0, 0.6 rad, no output files) in --variants
 # micrograph configurations: (ice thickness [Å], hole, solvent, energy filter, ice field,
 # method, camera) -- "slab" is the main table's
 VARIANTS = {
@@ -51,6 +52,7 @@ VARIANTS = {
     "field": dict(ice_a=100.0, ice_field=True),
     "projection": dict(ice_a=100.0, method="projection"),
     "camera": dict(ice_a=100.0, camera="k2_300kv"),
+    "tilted": dict(ice_a=200.0, tilt_rad=0.9, axis_rad=0.3),
 }
 # (case, why) for --variants: other configurations, non-square and larger grids
 VARIANT_CASES = [
@@ -75,6 +77,10 @@ VARIANT_CASES = [
     "ctf:768x1280:float64:0:slab",
     "mtf:3072x2048:float32:0:slab",
     "slice_potential:1536:float64:1:slab",
+    "micrograph:1024:float32:0:tilted",
+    "micrograph:1024:float32:1:tilted",
+    "tilt_series:1024:float32:0:slab",
+    "tilt_series:1024:float64:0:hole",
 ]
 ALLOCATORS = {"fixed": {"MALLOC_MMAP_THRESHOLD_": "65536"}, "default": {}}
 
@@ -107,8 +113,14 @@ def _runner(stage: str, dtype_name: str, grad: bool, device: str, variant: str):
         slice_edges_a,
         slice_potential,
     )
-    from tem_core.simulate import Imaging, micrograph, micrograph_memory_bytes
-    from tem_core.specimen import IceSlab, build_specimen
+    from tem_core.simulate import (
+        Imaging,
+        TiltScheme,
+        micrograph,
+        micrograph_memory_bytes,
+        tilt_series,
+    )
+    from tem_core.specimen import IceSlab, build_specimen, tilt_specimen
     from tem_core.structure import read_structure
 
     warnings.simplefilter("ignore")
@@ -132,6 +144,10 @@ def _runner(stage: str, dtype_name: str, grad: bool, device: str, variant: str):
             model, 1, extent_a=(float(nx), float(ny)), ice=ice,
             generator=torch.Generator(device=dev).manual_seed(1),
         )  # fmt: skip
+        if v.get("tilt_rad"):
+            specimen = tilt_specimen(
+                specimen, tilt_angle_rad=v["tilt_rad"], tilt_axis_angle_rad=v["axis_rad"]
+            )
         if grad:
             atoms = specimen.atoms
             positions = atoms.positions_a.detach().clone().requires_grad_(True)
@@ -163,6 +179,22 @@ def _runner(stage: str, dtype_name: str, grad: bool, device: str, variant: str):
                     out.sum().backward()
                 state["n_atoms"] = len(model)
                 return 1
+            if stage == "tilt_series":
+                scheme = TiltScheme(
+                    angles_rad=(0.0, -0.6, 0.6), dose_e_per_a2=(10.0,) * 3,
+                    defocus_a=(1e4,) * 3,
+                )  # fmt: skip
+                tilt_series(
+                    specimen, scheme=scheme, potential=settings, microscope=scope,
+                    detector=detector, progress=False,
+                )  # fmt: skip
+                state["estimate"] = memory.with_stored_images(
+                    micrograph_memory_bytes(
+                        specimen, potential=settings, microscope=scope, detector=detector,
+                        damage=True,
+                    ), shape, 3,
+                )  # fmt: skip
+                return len(slice_edges_a(specimen, settings)) - 1
             result = micrograph(
                 specimen, potential=settings, microscope=scope, detector=detector,
                 imaging=Imaging(defocus_a=1e4, dose_e_per_a2=40.0, method=v.get("method",

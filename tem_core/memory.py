@@ -46,7 +46,8 @@ BETWEEN_STEPS_COMPLEX_GRIDS = 4
 PROJECTION_COMPLEX_GRIDS = 2
 # autograd keeps, per slice holding atoms that require grad, the transmission (exp saves its
 # output), the band-limited transmission and the incoming wave (inputs of their product);
-# per later slice only the band-limited transmission (the wave's factor)
+# per later slice only the band-limited transmission (the wave's factor), and nothing for an
+# ice-only slice constant along x or y (propagate.multislice transmits it on one line)
 GRAPH_COMPLEX_GRIDS_PER_SLICE = 3
 GRAPH_COMPLEX_GRIDS_PER_LATER_SLICE = 1
 # potential stream (potential.iter_slice_potentials): the yielded complex slice, and the
@@ -273,6 +274,14 @@ def micrograph_bytes(shape: Sequence[int], dtype: torch.dtype, **settings) -> in
     """Peak memory of :func:`tem_core.simulate.micrograph` [bytes]: the largest of
     :func:`micrograph_phases` (same arguments)."""
     return max(micrograph_phases(shape, dtype, **settings).values())
+
+
+def with_stored_images(peak: int, shape: Sequence[int], n_images: int) -> int:
+    """Peak memory of a run that keeps ``n_images`` float32 images of ``shape`` while it
+    simulates (peak ``peak`` [bytes]) and then stacks them (:func:`tem_core.simulate.tilt_series`)
+    [bytes]."""
+    images = n_images * n_pixels(shape) * 4
+    return max(peak + images, 2 * images)
 
 
 class MemoryPreflightError(MemoryError, ValueError):

@@ -488,12 +488,14 @@ def tilt_series(
                 generator=tilt_generator,
                 coefficients=coefficients,
             )
-        image = result.counts if result.counts is not None else result.expected
-        images[k] = image.float()
+        # keep the image only: the exit wave and intensities would stay alive while the next
+        # tilt runs (memory preflight: tem_core.memory.with_stored_images)
+        images[k] = (result.counts if result.counts is not None else result.expected).float()
+        del result
         if workdir is not None:
             tio.write_mrc(
                 _tilt_path(workdir, k),
-                image.float().cpu().numpy(),
+                images[k].cpu().numpy(),
                 voxel_size_a=potential.sampling_a,
                 overwrite=True,
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import torch
@@ -79,6 +80,11 @@ def _memory(specimen, potential, microscope, detector, method, damage) -> tuple[
     if grad:
         n_total, first, last = atom_slice_range(specimen, potential)
         n_slices, n_later = max(0, last - first + 1), max(0, n_total - 1 - last)
+        # ice-only slices of a flat, uniform slab are constant along x and y: multislice
+        # transmits them on one line and autograd keeps no grid for them
+        flat = not specimen.tilt_angle_rad or specimen.tilt_axis_angle_rad % (math.pi / 2) == 0
+        if solvent and not hole and not potential.ice_structure and flat:
+            n_later = 0
     needed = memory.micrograph_bytes(
         potential.shape,
         specimen.atoms.positions_a.dtype,
@@ -126,8 +132,7 @@ def _preflight(
         dtype = specimen.atoms.positions_a.dtype
         needed, n_graph = _memory(specimen, potential, microscope, detector, method, damage)
         # a tilt series keeps its images (float32) and stacks them at the end
-        images = n_images * memory.n_pixels(potential.shape) * 4
-        needed = max(needed + images, 2 * images)
+        needed = memory.with_stored_images(needed, potential.shape, n_images)
         ny, nx = potential.shape
         memory.require_memory(
             f"a {ny} x {nx} {dtype} micrograph"
