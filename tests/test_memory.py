@@ -82,15 +82,19 @@ def _with_grad(specimen):
 def test_graph_counted_for_the_slices_holding_atoms(specimen) -> None:
     n, first, last = atom_slice_range(specimen, SETTINGS)
     assert n == 10 and 0 < first <= last < n - 1  # crambin (~30 Å) mid-ice
-    plain = micrograph_memory_bytes(specimen, potential=SETTINGS, microscope=SCOPE)
-    grad = micrograph_memory_bytes(_with_grad(specimen), potential=SETTINGS, microscope=SCOPE)
     px, (real, cplx) = 64 * 64, memory.itemsizes(specimen.atoms.positions_a.dtype)
     atoms, later = last - first + 1, n - 1 - last
-    graph = px * (atoms * (3 * cplx + 3 * real) + later * cplx)
-    assert grad == plain + graph
+    plain = micrograph_memory_bytes(specimen, potential=SETTINGS, microscope=SCOPE)
+    grad = micrograph_memory_bytes(_with_grad(specimen), potential=SETTINGS, microscope=SCOPE)
+    # flat slab: the ice-only slices after the atoms are transmitted on one line, no graph
+    assert grad == plain + px * atoms * (3 * cplx + 3 * real)
+    holed = dataclasses.replace(specimen, ice=IceSlab(thickness_a=200.0, hole_diameter_a=40.0))
+    plain = micrograph_memory_bytes(holed, potential=SETTINGS, microscope=SCOPE)
+    grad = micrograph_memory_bytes(_with_grad(holed), potential=SETTINGS, microscope=SCOPE)
+    assert grad == plain + px * (atoms * (3 * cplx + 3 * real) + later * cplx)
     with torch.no_grad():  # grad mode off: no graph
         assert (
-            micrograph_memory_bytes(_with_grad(specimen), potential=SETTINGS, microscope=SCOPE)
+            micrograph_memory_bytes(_with_grad(holed), potential=SETTINGS, microscope=SCOPE)
             == plain
         )
 
