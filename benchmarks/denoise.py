@@ -61,7 +61,7 @@ from tem_core.denoise.metrics import (
     psnr,
     ssim,
 )
-from tem_core.denoise.scene import TMV_DETECTOR, tmv_intensities
+from tem_core.denoise.scene import TMV_DETECTOR, TMV_PARTICLES, tmv_intensities
 from tem_core.detector import detect
 from tem_core.units import E_PER_NM2_TO_E_PER_A2
 
@@ -93,14 +93,52 @@ METHODS = (
     "pathwise",
     "poisson",
     "poisson_nlm",
+    "poisson_wiener",
     "topaz",
 )
+#: the method the targets are checked for (ours)
+OURS = "poisson_wiener"
+#: half-side of the square scoring windows centred on each particle [px]: 48² px (24 nm)
+#: around each 18-nm segment holds 99.8 % of the truth's contrast energy
+WINDOW_HALF_PX = 24
+#: the strip's origin in the 400² field (rows, columns) and the field's centre [px]
+_ORIGIN = (STRIP[0].start, STRIP[1].start)
+_CENTRE_PX = 200.0
 
 
 def scene(particles=None) -> torch.Tensor:
     kw = {} if particles is None else {"particles": particles}
     image = tmv_intensities(DATA / "2om3.pdb.gz", tilts_deg=(0.0,), **kw)[0].double()
     return image[STRIP]
+
+
+def particle_windows(particles=TMV_PARTICLES, shape=(128, 320)) -> torch.Tensor:
+    """Boolean mask of the square scoring windows centred on the particles' known positions
+    (x, y [nm] from the field centre, 0.5 nm pixels) in the strip."""
+    mask = torch.zeros(shape, dtype=torch.bool)
+    h = WINDOW_HALF_PX
+    for p in particles:
+        r = round(_CENTRE_PX + p[1] / (PIXEL_A / 10.0) - _ORIGIN[0])
+        c = round(_CENTRE_PX + p[0] / (PIXEL_A / 10.0) - _ORIGIN[1])
+        mask[max(r - h, 0) : r + h, max(c - h, 0) : c + h] = True
+    return mask
+
+
+def window_crops(image, mask) -> list:
+    """The rectangular crops of ``image`` covered by the windows of ``mask`` (one each)."""
+    crops, seen = [], torch.zeros_like(mask)
+    for r, c in mask.nonzero().tolist():
+        if seen[r, c]:
+            continue
+        r1 = r
+        while r1 < mask.shape[0] and mask[r1, c]:
+            r1 += 1
+        c1 = c
+        while c1 < mask.shape[1] and mask[r, c1]:
+            c1 += 1
+        seen[r:r1, c:c1] = True
+        crops.append(image[r:r1, c:c1])
+    return crops
 
 
 def projections(intensity, dose_nm2, n, seed):
@@ -120,10 +158,21 @@ def frc_mean(estimate, truth) -> float:
     return float(c[f < 0.25].mean())
 
 
-def metrics(estimate, truth) -> dict:
+MASK = particle_windows()
+
+
+def metrics(estimate, truth, mask=None) -> dict:
+    """Release protocol (min-max, whole strip), counts (whole strip) and, the primary
+    score, counts in the particle windows (``psnr_particles``, ``ssim_particles``)."""
+    mask = MASK if mask is None else mask
     e, t = normalise_minmax(estimate), normalise_minmax(truth)
     span = float(truth.max() - truth.min())
+    tw = truth[mask]
+    span_w = float(tw.max() - tw.min())
+    crops = zip(window_crops(estimate, mask), window_crops(truth, mask), strict=True)
     return {
+        "psnr_particles": float(psnr(estimate[mask][None], tw[None], data_range=span_w)),
+        "ssim_particles": float(np.mean([float(ssim(a, b, data_range=span_w)) for a, b in crops])),
         "psnr": float(psnr(e, t, data_range=1.0)),
         "ssim": float(ssim(e, t, data_range=1.0)),
         "mse": float(mse(e, t)),
@@ -133,12 +182,19 @@ def metrics(estimate, truth) -> dict:
     }
 
 
+TUNING_MASK = particle_windows(TUNING_PARTICLES)
+
+
 def tune_sigma(tuning, dose, n, seed) -> float:
+    """σ of the Gaussian filter maximising the particle-window PSNR on the tuning image."""
     noisy, truth = projections(tuning, dose, n, seed)
     mean = noisy.mean(0)
-    t = normalise_minmax(truth)
+    tw = truth[TUNING_MASK]
+    span = float(tw.max() - tw.min())
     scores = {
-        s: float(psnr(normalise_minmax(gaussian_filter(mean, sigma_px=s)), t, data_range=1.0))
+        s: float(
+            psnr(gaussian_filter(mean, sigma_px=s)[TUNING_MASK][None], tw[None], data_range=span)
+        )
         for s in SIGMAS_PX
     }
     return max(scores, key=scores.get)
@@ -172,6 +228,26 @@ def run_surrogate(noisy, estimator, iterations, seed, truth=None, every=10):
         callback=record if truth is not None else None,
     )
     return result, time.perf_counter() - t0, curve
+
+
+def cache_file(cache: str | Path, name: str, dose: int, n: int, iterations: int) -> Path:
+    return Path(cache) / f"{name}_{dose}_{n}_{iterations}.pt"
+
+
+def surrogate_output(noisy, name, iterations, seed, *, cache=None, scene_key=None, dose=0, n=0):
+    """The surrogate method's output and its run time; read from / written to ``cache``
+    (one file per method, dose, n and iteration count, tagged with the scene) when given."""
+    path = cache_file(cache, name, dose, n, iterations) if cache else None
+    if path is not None and path.exists():
+        stored = torch.load(path)
+        if abs(stored["scene_key"] - scene_key) > 1e-9 * abs(scene_key):
+            raise ValueError(f"{path} was made with another scene (forward model changed)")
+        return stored["denoised"].double(), stored["seconds"]
+    res, dt, _ = run_surrogate(noisy, name, iterations, seed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"denoised": res.denoised, "seconds": dt, "scene_key": scene_key}, path)
+    return res.denoised.double(), dt
 
 
 def run_topaz(images: dict, python: str | None) -> dict:
@@ -218,13 +294,29 @@ def synthetic(args) -> dict:
             est["poisson_nlm"] = denoise_poisson(
                 noisy.float(), detector=TMV_DETECTOR, settings=PoissonSettings(regulariser="nlm")
             ).denoised.double()
-            times = {"poisson": t_poisson}
+            tp = time.perf_counter()
+            est["poisson_wiener"] = denoise_poisson(
+                noisy.float(),
+                detector=TMV_DETECTOR,
+                settings=PoissonSettings(regulariser="wiener"),
+            ).denoised.double()
+            times = {"poisson": t_poisson, "poisson_wiener": time.perf_counter() - tp}
+            est["constant"] = torch.full_like(truth, float(noisy.mean()))
             for name, subset in SURROGATE_SUBSET.items():
-                if args.full or args.quick or (dose, n) in subset:
+                if args.full or name in args.full_methods or args.quick or (dose, n) in subset:
                     if args.quick and name != "published" and (dose, n) != (doses[0], ns[0]):
                         continue
-                    res, dt, _ = run_surrogate(noisy, name, iterations, seed + 1)
-                    est[name] = calibrate(res.denoised.double(), noisy)
+                    out, dt = surrogate_output(
+                        noisy,
+                        name,
+                        iterations,
+                        seed + 1,
+                        cache=args.cache,
+                        scene_key=float(truth_i.sum()),
+                        dose=dose,
+                        n=n,
+                    )
+                    est[name] = calibrate(out, noisy)
                     times[name] = dt
             means[(dose, n)] = est["mean"]
             for name, image in est.items():
@@ -241,7 +333,9 @@ def synthetic(args) -> dict:
             if n == ns[0] and dose in (doses[0], doses[-1]):
                 gallery[dose] = {"truth": truth, **est}
             done = {
-                r["method"]: r["psnr"] for r in rows if (r["dose_e_per_nm2"], r["n"]) == (dose, n)
+                r["method"]: r["psnr_particles"]
+                for r in rows
+                if (r["dose_e_per_nm2"], r["n"]) == (dose, n)
             }
             print(
                 f"dose {dose:>5} e/nm², n {n:>2}: "
@@ -268,17 +362,61 @@ def synthetic(args) -> dict:
     return {"rows": rows, "gallery": gallery, "iterations": iterations}
 
 
+def surrogates_only(args) -> None:
+    """Run (and cache) the surrogate methods on the grid, nothing else (resumable)."""
+    truth_i = scene()
+    key = float(truth_i.sum())
+    # n = 2 and 10 (the release's settings) at every dose first, so a partial run is useful
+    order = sorted(
+        ((d, n) for d in DOSES for n in N_PROJ),
+        key=lambda k: ((2, 10, 50, 5, 25).index(k[1]), k[0]),
+    )
+    for dose, n in order:
+        for name, subset in SURROGATE_SUBSET.items():
+            if not (args.full or name in args.full_methods or (dose, n) in subset):
+                continue
+            if cache_file(args.cache, name, dose, n, args.iterations).exists():
+                continue
+            seed = 1000 * dose + n
+            noisy, _ = projections(truth_i, dose, n, seed)
+            _, dt = surrogate_output(
+                noisy,
+                name,
+                args.iterations,
+                seed + 1,
+                cache=args.cache,
+                scene_key=key,
+                dose=dose,
+                n=n,
+            )
+            print(
+                f"{name} dose {dose} n {n}: {dt:.0f} s, load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+
+
 def convergence(args) -> dict:
-    """PSNR against iterations for the three estimators at the release's setting (700, n=2)."""
+    """PSNR against iterations for the three estimators at the release's setting (700, n=2);
+    read from / written to ``--cache`` (``convergence_<iterations>.json``) when given."""
     iterations = 60 if args.quick else 300
     truth_i = scene()
+    path = Path(args.cache) / f"convergence_{iterations}.json" if args.cache else None
+    if path is not None and path.exists():
+        stored = json.loads(path.read_text())
+        if abs(stored["scene_key"] - float(truth_i.sum())) <= 1e-9 * abs(stored["scene_key"]):
+            curves = stored["curves"]
+            for c in curves.values():  # caches of the first version: "psnr" was in counts
+                if "psnr_counts" not in c:
+                    c["psnr_counts"] = c.pop("psnr")
+            return curves
     noisy, truth = projections(truth_i, 700, 2, 7002)
     curves = {}
     for name in ("published", "unbiased", "pathwise"):
         res, dt, curve = run_surrogate(noisy, name, iterations, 7003, truth=truth, every=10)
         curves[name] = {
             "iteration": [c[0] for c in curve],
-            "psnr": [c[1] for c in curve],
+            "psnr_counts": [c[1] for c in curve],
+            "psnr": [c[2] for c in curve],
             "objective": res.objective.tolist(),
             "seconds": dt,
         }
@@ -287,6 +425,9 @@ def convergence(args) -> dict:
             f"convergence {name}: best PSNR {best[1]:.2f} dB at {best[0]} iterations, "
             f"{dt / iterations * 1e3:.0f} ms/iteration"
         )
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"scene_key": float(truth_i.sum()), "curves": curves}))
     return curves
 
 
@@ -321,7 +462,8 @@ def tune(args) -> None:
 
 
 def timing() -> dict:
-    """Seconds of denoise_poisson for five 512² projections (CPU, float32)."""
+    """Seconds of denoise_poisson (TV and Wiener priors) for five 512² projections (CPU,
+    float32)."""
     g = torch.Generator().manual_seed(0)
     intensity = 1.0 + 0.02 * torch.randn(512, 512, generator=g, dtype=torch.float32)
     noisy = detect(
@@ -331,18 +473,27 @@ def timing() -> dict:
         sampling_a=PIXEL_A,
         generator=g,
     )
-    denoise_poisson(noisy, detector=TMV_DETECTOR)  # warm-up
-    runs = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        denoise_poisson(noisy, detector=TMV_DETECTOR)
-        runs.append(time.perf_counter() - t0)
-    load = os.getloadavg()[0]
-    print(
-        f"denoise_poisson, 5 × 512² projections: median {np.median(runs):.2f} s "
-        f"({torch.get_num_threads()} threads, load average {load:.1f})"
-    )
-    return {"seconds_512": float(np.median(runs)), "load": load, "threads": torch.get_num_threads()}
+    out = {"threads": torch.get_num_threads()}
+    for prior in ("tv", "wiener"):
+        settings = PoissonSettings(regulariser=prior)
+        denoise_poisson(noisy, detector=TMV_DETECTOR, settings=settings)  # warm-up
+        wall, cpu = [], []
+        for _ in range(3):
+            t0, c0 = time.perf_counter(), time.process_time()
+            denoise_poisson(noisy, detector=TMV_DETECTOR, settings=settings)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        load = os.getloadavg()[0]
+        print(
+            f"denoise_poisson ({prior}), 5 × 512² projections → one image: median "
+            f"{np.median(wall):.2f} s wall, {np.median(cpu):.2f} s CPU "
+            f"({out['threads']} threads, load average {load:.1f})"
+        )
+        key = "" if prior == "tv" else f"_{prior}"
+        out[f"seconds_512{key}"] = float(np.median(wall))
+        out[f"cpu_seconds_512{key}"] = float(np.median(cpu))
+        out[f"load{key}"] = load
+    return out
 
 
 def _table(rows, keys, present, metric: str, title: str) -> None:
@@ -356,34 +507,54 @@ def _table(rows, keys, present, metric: str, title: str) -> None:
         )
 
 
-def targets(rows, metric: str = "psnr") -> dict:
-    """How often the Poisson/NLM method meets each target, under ``metric``."""
+def targets(rows, metric: str = "psnr_particles", ours: str = OURS) -> dict:
+    """How often ``ours`` meets each target under ``metric`` (settings met / settings), and
+    the Topaz margin averaged over n at each dose ("at every dose")."""
     keys = sorted({(r["dose_e_per_nm2"], r["n"]) for r in rows})
-    checks = {"beats mean": [], "beats topaz by 1 dB": [], "beats published": []}
+    checks = {
+        "beats mean": [],
+        "beats topaz by 1 dB": [],
+        "beats published": [],
+        "beats constant": [],
+    }
+    margin: dict[int, list] = {}
     for k in keys:
         by = {r["method"]: r[metric] for r in rows if (r["dose_e_per_nm2"], r["n"]) == k}
-        checks["beats mean"].append(by["poisson"] > by["mean"])
+        if ours not in by:
+            continue
+        checks["beats mean"].append(by[ours] > by["mean"])
         if "topaz" in by:
-            checks["beats topaz by 1 dB"].append(by["poisson"] >= by["topaz"] + 1.0)
+            checks["beats topaz by 1 dB"].append(by[ours] >= by["topaz"] + 1.0)
+            margin.setdefault(k[0], []).append(by[ours] - by["topaz"])
         if "published" in by:
-            checks["beats published"].append(by["poisson"] > by["published"])
-    return {k: [sum(v), len(v)] for k, v in checks.items()}
+            checks["beats published"].append(by[ours] > by["published"])
+        if "constant" in by:
+            checks["beats constant"].append(by[ours] > by["constant"])
+    out = {k: [sum(v), len(v)] for k, v in checks.items()}
+    out["topaz margin per dose [dB]"] = {d: round(float(np.mean(v)), 2) for d, v in margin.items()}
+    return out
 
 
 def summarise(result: dict) -> None:
     rows = result["rows"]
     keys = sorted({(r["dose_e_per_nm2"], r["n"]) for r in rows})
     present = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    _table(rows, keys, present, "psnr_particles", "PSNR [dB] in counts in the particle windows")
+    _table(rows, keys, present, "ssim_particles", "SSIM in counts in the particle windows")
     _table(rows, keys, present, "psnr", "PSNR [dB], images min-max normalised (release protocol)")
     _table(rows, keys, present, "psnr_counts", "PSNR [dB] in counts (data range = truth's)")
     _table(rows, keys, present, "ssim", "SSIM, min-max normalised")
     _table(rows, keys, present, "ffl", "focal frequency loss (α = 1), min-max normalised")
     _table(rows, keys, present, "frc", "mean FRC with the truth up to 0.25 cycles/px")
-    for metric in ("psnr", "psnr_counts"):
-        print(
-            f"targets ({metric}): "
-            + "; ".join(f"{k} {v[0]}/{v[1]}" for k, v in targets(rows, metric).items())
-        )
+    for ours in ("poisson_wiener", "poisson", "poisson_nlm"):
+        for metric in ("psnr_particles", "psnr_counts", "psnr"):
+            t = targets(rows, metric, ours)
+            margin = t.pop("topaz margin per dose [dB]")
+            print(
+                f"targets {ours} ({metric}): "
+                + "; ".join(f"{k} {v[0]}/{v[1]}" for k, v in t.items())
+                + f"; Topaz margin per dose {margin}"
+            )
 
 
 def recompute(path: Path, method: str, intensity: str | None = None) -> None:
@@ -394,7 +565,8 @@ def recompute(path: Path, method: str, intensity: str | None = None) -> None:
     # the stored run's own scene (a torch file of the strip's intensity) when the forward
     # model has changed since; else the scene simulated now
     truth_i = torch.load(intensity).double() if intensity else scene()
-    settings = PoissonSettings(regulariser="nlm") if method == "poisson_nlm" else None
+    prior = {"poisson_nlm": "nlm", "poisson_wiener": "wiener"}.get(method, "tv")
+    settings = PoissonSettings(regulariser=prior)
     rows = [r for r in stored["rows"] if r["method"] != method]
     for dose, n in sorted({(r["dose_e_per_nm2"], r["n"]) for r in stored["rows"]}):
         noisy, truth = projections(truth_i, dose, n, 1000 * dose + n)
@@ -432,12 +604,34 @@ def main() -> None:
     parser.add_argument("--intensity", help="with --recompute: the stored run's strip (.pt)")
     parser.add_argument(
         "--recompute",
-        choices=("poisson", "poisson_nlm", "constant"),
+        choices=("poisson", "poisson_nlm", "poisson_wiener", "constant"),
         help="recompute this method's rows of the table in --out and stop",
     )
+    parser.add_argument(
+        "--full-methods",
+        default="",
+        help="comma-separated surrogate methods to run on the full grid (e.g. published)",
+    )
+    parser.add_argument("--cache", help="folder caching the surrogate outputs (resumable)")
+    parser.add_argument(
+        "--surrogates-only", action="store_true", help="fill --cache with surrogate runs, stop"
+    )
+    parser.add_argument(
+        "--convergence-only", action="store_true", help="fill --cache with the curves, stop"
+    )
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--topaz-python", default=str(ROOT / ".venv-compare" / "bin" / "python"))
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
+    args.full_methods = tuple(m for m in args.full_methods.split(",") if m)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.surrogates_only:
+        surrogates_only(args)
+        return
+    if args.convergence_only:
+        convergence(args)
+        return
     if args.tune:
         tune(args)
         return

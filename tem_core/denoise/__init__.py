@@ -4,7 +4,8 @@
   Poisson noise), with its unbiased and pathwise forms;
 * :func:`denoise_poisson`: exact counts from the known detector model, their sum (the
   sufficient statistic), Anscombe transform and total variation with a SURE-chosen weight
-  (the better method; non-local means as an alternative prior);
+  (the better method; non-local means and :func:`local_wiener`, a two-stage local
+  spectral Wiener filter, as alternative priors — the latter is the best on particles);
 * baselines :func:`mean_of_projections`, :func:`gaussian_filter`; :func:`nlm_denoise` for
   images with Gaussian noise;
 * real tilt series: :func:`neighbour_references` (the paper's Algorithm 2) built on
@@ -38,6 +39,7 @@ from tem_core.denoise.surrogate import (
     denoise_surrogate,
 )
 from tem_core.denoise.tilts import estimate_noise_std, neighbour_references
+from tem_core.denoise.wiener import WienerSettings, local_wiener
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -47,6 +49,7 @@ __all__ = [
     "PoissonSettings",
     "SurrogateResult",
     "SurrogateSettings",
+    "WienerSettings",
     "anscombe",
     "denoise_poisson",
     "denoise_surrogate",
@@ -55,6 +58,7 @@ __all__ = [
     "estimate_shift",
     "gaussian_filter",
     "inverse_anscombe",
+    "local_wiener",
     "mean_of_projections",
     "metrics",
     "neighbour_references",
