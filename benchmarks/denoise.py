@@ -62,6 +62,7 @@ from tem_core.denoise.metrics import (
     ssim,
 )
 from tem_core.denoise.scene import TMV_DETECTOR, TMV_PARTICLES, tmv_intensities
+from tem_core.denoise.scene import particle_windows as scene_windows
 from tem_core.detector import detect
 from tem_core.units import E_PER_NM2_TO_E_PER_A2
 
@@ -101,9 +102,8 @@ OURS = "poisson_wiener"
 #: half-side of the square scoring windows centred on each particle [px]: 48² px (24 nm)
 #: around each 18-nm segment holds 99.8 % of the truth's contrast energy
 WINDOW_HALF_PX = 24
-#: the strip's origin in the 400² field (rows, columns) and the field's centre [px]
+#: the strip's origin in the 400² field (rows, columns) [px]
 _ORIGIN = (STRIP[0].start, STRIP[1].start)
-_CENTRE_PX = 200.0
 
 
 def scene(particles=None) -> torch.Tensor:
@@ -113,15 +113,10 @@ def scene(particles=None) -> torch.Tensor:
 
 
 def particle_windows(particles=TMV_PARTICLES, shape=(128, 320)) -> torch.Tensor:
-    """Boolean mask of the square scoring windows centred on the particles' known positions
-    (x, y [nm] from the field centre, 0.5 nm pixels) in the strip."""
-    mask = torch.zeros(shape, dtype=torch.bool)
-    h = WINDOW_HALF_PX
-    for p in particles:
-        r = round(_CENTRE_PX + p[1] / (PIXEL_A / 10.0) - _ORIGIN[0])
-        c = round(_CENTRE_PX + p[0] / (PIXEL_A / 10.0) - _ORIGIN[1])
-        mask[max(r - h, 0) : r + h, max(c - h, 0) : c + h] = True
-    return mask
+    """The scoring windows in the strip (:func:`tem_core.denoise.scene.particle_windows`)."""
+    return scene_windows(
+        shape, origin_px=_ORIGIN, particles=particles, half_width_px=WINDOW_HALF_PX
+    )
 
 
 def window_crops(image, mask) -> list:
@@ -647,7 +642,9 @@ def main() -> None:
     if args.real:
         from real_tilts import real_tilt_series  # noqa: PLC0415 (benchmarks/ on sys.path)
 
-        real = real_tilt_series(quick=args.quick)
+        real = real_tilt_series(
+            quick=args.quick, topaz=lambda images: run_topaz(images, args.topaz_python)
+        )
         real_gallery = real.pop("_gallery_arrays")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s, load average {os.getloadavg()[0]:.1f}")
     if args.out:

@@ -8,9 +8,12 @@ the copy ``data/HAADF.mrc.gz`` shipped with the repository. For tilts near 0°, 
 tilts keep independent noise; then the FRC between the denoised even tilt ``i`` and the
 denoised odd tilt ``i + 1`` (registered onto it) is compared with the FRC of the raw pair.
 Methods: Algorithm 2 of the diff-tem paper (the published surrogate method with the aligned
-references; no MTF, gain 1) and the NLM method for Gaussian noise on the mean of the aligned
-references (noise level estimated from the data, Immerkær 1996): the HAADF detector's gain
-and MTF are unknown, so the Poisson/MTF model of ``denoise_poisson`` does not apply.
+references; no MTF, gain 1), Algorithm 2 with the pretrained Topaz U-Net's output of each
+aligned reference added to the references (the paper's option; only when the comparison
+venv is given), and, on the mean of the aligned references with the noise level estimated
+from the data (Immerkær 1996), the NLM method and the local Wiener filter
+(:func:`tem_core.denoise.local_wiener`) for Gaussian noise: the HAADF detector's gain and
+MTF are unknown, so the Poisson/MTF model of ``denoise_poisson`` does not apply.
 
     .venv/bin/python benchmarks/real_tilts.py [--quick]
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +33,7 @@ from tem_core.denoise import (
     SurrogateSettings,
     denoise_surrogate,
     estimate_noise_std,
+    local_wiener,
     neighbour_references,
     nlm_denoise,
     register,
@@ -69,6 +74,12 @@ def denoise_nlm_neighbours(refs: torch.Tensor) -> torch.Tensor:
     return nlm_denoise(refs.mean(0), sigma=float(sigma))
 
 
+def denoise_wiener_neighbours(refs: torch.Tensor) -> torch.Tensor:
+    """Local Wiener filter (Gaussian noise, level from the data) of the mean of the refs."""
+    sigma = estimate_noise_std(refs).mean() / refs.shape[0] ** 0.5
+    return local_wiener(refs.mean(0), noise_var=float(sigma) ** 2)
+
+
 def denoise_algorithm2(refs: torch.Tensor, iterations: int, seed: int) -> torch.Tensor:
     res = denoise_surrogate(
         refs.float(),
@@ -79,25 +90,44 @@ def denoise_algorithm2(refs: torch.Tensor, iterations: int, seed: int) -> torch.
     return res.denoised.double()
 
 
-def real_tilt_series(quick: bool = False, iterations: int | None = None) -> dict:
+def real_tilt_series(
+    quick: bool = False, iterations: int | None = None, topaz: Callable | None = None
+) -> dict:
+    """``topaz``: maps a dict of images to a dict of their Topaz outputs ({} if unavailable)."""
     stack, angles = load_haadf()
     iterations = iterations or (30 if quick else SurrogateSettings().n_iterations)
     centre = int(np.argmin(np.abs(angles)))
     evens = [i for i in range(centre - 4, centre + 4) if i % 2 == centre % 2]
     evens = [i for i in evens if i - 2 >= 0 and i + 3 < len(stack)][: (1 if quick else 4)]
-    curves = {"raw": [], "mean": [], "algorithm2": [], "nlm": []}
-    gallery = {}
     t0 = time.perf_counter()
+    refs_of = {j: neighbour_references(stack, j, step=2) for i in evens for j in (i, i + 1)}
+    pretrained = {}
+    if topaz is not None:
+        images = {f"{j}_{k}": r for j, refs in refs_of.items() for k, r in enumerate(refs)}
+        outs = topaz(images)
+        if outs:
+            pretrained = {
+                j: torch.stack([outs[f"{j}_{k}"] for k in range(len(refs))])
+                for j, refs in refs_of.items()
+            }
+    curves = {"raw": [], "mean": [], "algorithm2": [], "nlm": [], "wiener": []}
+    if pretrained:
+        curves["algorithm2_topaz"] = []
+    gallery = {}
     for i in evens:
         out = {}
         for j in (i, i + 1):
-            refs = neighbour_references(stack, j, step=2)
+            refs = refs_of[j]
             out[j] = {
                 "raw": stack[j],
                 "mean": refs.mean(0),
                 "algorithm2": denoise_algorithm2(refs, iterations, seed=j),
                 "nlm": denoise_nlm_neighbours(refs),
+                "wiener": denoise_wiener_neighbours(refs),
             }
+            if pretrained:
+                both = torch.cat([refs, pretrained[j].to(refs.dtype)])
+                out[j]["algorithm2_topaz"] = denoise_algorithm2(both, iterations, seed=j)
         angle, shift = register(stack[i + 1], stack[i])
         for name in curves:
             moved = warp(out[i + 1][name], angle_rad=angle, shift_px=shift)
@@ -118,11 +148,11 @@ def real_tilt_series(quick: bool = False, iterations: int | None = None) -> dict
         f"\nreal HAADF tilt series: FRC between denoised even and odd tilts "
         f"(pairs at {', '.join(f'{angles[i]:.0f}°' for i in evens)})"
     )
-    print(f"{'method':<11} " + " ".join(f"{x:>6.2f}" for x in freq[::4]) + "  [cycles/px]")
+    print(f"{'method':<16} " + " ".join(f"{x:>6.2f}" for x in freq[::4]) + "  [cycles/px]")
     for name, cs in curves.items():
         mean = torch.stack(cs).mean(0).numpy()
         result[name] = mean.tolist()
-        print(f"{name:<11} " + " ".join(f"{x:>6.3f}" for x in mean[::4]))
+        print(f"{name:<16} " + " ".join(f"{x:>6.3f}" for x in mean[::4]))
     result["_gallery_arrays"] = gallery
     return result
 

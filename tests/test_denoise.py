@@ -189,6 +189,20 @@ def test_denoise_poisson_wiener_beats_the_mean_and_tv():
     assert score(wiener.denoised) > score(tv.denoised) + 0.5
 
 
+def test_particle_windows_sit_on_the_known_positions():
+    from tem_core.denoise.scene import TMV_PARTICLES, particle_windows
+
+    mask = particle_windows((128, 320), origin_px=(146, 40))
+    assert int(mask.sum()) == 3 * 48**2  # three disjoint 48² windows inside the strip
+    # the segments at x = −50, 0, 50 nm, y = 5 nm: pixels 200 + 2·(x, y) − origin
+    for x_nm, y_nm, *_ in TMV_PARTICLES:
+        r, c = int(200 + 2 * y_nm - 146), int(200 + 2 * x_nm - 40)
+        assert mask[r - 24 : r + 24, c - 24 : c + 24].all()
+        assert not mask[r - 25, c] and not mask[r, c + 24]
+    with pytest.raises(ValueError, match="half_width_px must be"):
+        particle_windows((8, 8), half_width_px=0)
+
+
 def test_gaussian_filter_preserves_the_mean_and_nlm_removes_noise():
     x = blobs(48)
     assert float(gaussian_filter(x, sigma_px=2.0).mean()) == pytest.approx(float(x.mean()))

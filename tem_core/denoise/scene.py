@@ -29,7 +29,13 @@ from tem_core.specimen import assembly_in_ice, tilt_specimen
 from tem_core.units import DEG_TO_RAD, KV_TO_EV, MM_TO_A, MRAD_TO_RAD, NM_TO_A, UM_TO_A
 from tem_core.validation import require_positive, require_positive_int
 
-__all__ = ["TMV_DETECTOR", "TMV_PARTICLES", "TMV_TILTS_DEG", "tmv_intensities"]
+__all__ = [
+    "TMV_DETECTOR",
+    "TMV_PARTICLES",
+    "TMV_TILTS_DEG",
+    "particle_windows",
+    "tmv_intensities",
+]
 
 #: x, y, z [nm] from the field centre and z-x-z Euler angles φ, θ, ψ [deg] (TMV_coord.txt).
 TMV_PARTICLES = (
@@ -140,3 +146,41 @@ def tmv_intensities(
             )
         out.append(result.intensity[padding_px : padding_px + n_px, padding_px : padding_px + n_px])
     return torch.stack(out)
+
+
+def particle_windows(
+    shape: tuple[int, int],
+    *,
+    origin_px: tuple[int, int] = (0, 0),
+    particles: Sequence[Sequence[float]] = TMV_PARTICLES,
+    half_width_px: int = 24,
+    n_px: int = 400,
+) -> torch.Tensor:
+    """Boolean mask of square windows centred on the particles' known positions.
+
+    The denoising benchmark scores inside these windows: 48² px (24 nm) around each 18-nm
+    segment hold 99.8 % of the noise-free image's contrast energy, the rest of the field
+    being flat ice, which a constant image reproduces perfectly.
+
+    Parameters
+    ----------
+    shape
+        ``(ny, nx)`` of the (cropped) image [px].
+    origin_px
+        Row and column of the crop's first pixel in the ``n_px²`` detector [px].
+    particles
+        Rows of x, y [nm] from the field centre (and angles, ignored), as
+        :data:`TMV_PARTICLES`.
+    half_width_px
+        Half the window's side [px].
+    n_px
+        The detector's size [px] (0.5 nm pixels).
+    """
+    require_positive_int("half_width_px", half_width_px)
+    mask = torch.zeros(tuple(shape), dtype=torch.bool)
+    h = half_width_px
+    for p in particles:
+        r = round(n_px / 2 + p[1] / _PIXEL_NM - origin_px[0])
+        c = round(n_px / 2 + p[0] / _PIXEL_NM - origin_px[1])
+        mask[max(r - h, 0) : max(r + h, 0), max(c - h, 0) : max(c + h, 0)] = True
+    return mask
