@@ -298,7 +298,12 @@ def synthetic(args) -> dict:
             times = {"poisson": t_poisson, "poisson_wiener": time.perf_counter() - tp}
             est["constant"] = torch.full_like(truth, float(noisy.mean()))
             for name, subset in SURROGATE_SUBSET.items():
-                if args.full or name in args.full_methods or args.quick or (dose, n) in subset:
+                wanted = args.full or name in args.full_methods or (dose, n) in subset
+                if args.cached_only and not (
+                    args.cache and cache_file(args.cache, name, dose, n, iterations).exists()
+                ):
+                    wanted = False  # not run in the time available: left out of the table
+                if wanted or args.quick:
                     if args.quick and name != "published" and (dose, n) != (doses[0], ns[0]):
                         continue
                     out, dt = surrogate_output(
@@ -468,6 +473,8 @@ def timing() -> dict:
         sampling_a=PIXEL_A,
         generator=g,
     )
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)  # the target is for 2 CPU cores, whatever --threads says
     out = {"threads": torch.get_num_threads()}
     for prior in ("tv", "wiener"):
         settings = PoissonSettings(regulariser=prior)
@@ -488,6 +495,7 @@ def timing() -> dict:
         out[f"seconds_512{key}"] = float(np.median(wall))
         out[f"cpu_seconds_512{key}"] = float(np.median(cpu))
         out[f"load{key}"] = load
+    torch.set_num_threads(previous)
     return out
 
 
@@ -552,10 +560,13 @@ def summarise(result: dict) -> None:
             )
 
 
-def recompute(path: Path, method: str, intensity: str | None = None) -> None:
+def recompute(
+    path: Path, method: str, intensity: str | None = None, cache: str | None = None
+) -> None:
     """Recompute one deterministic method's rows of a stored table (same scene, seeds and
     settings as the run that wrote it) and rewrite the file; ``constant`` adds the trivial
-    baseline (a uniform image at the data's mean)."""
+    baseline (a uniform image at the data's mean). For a surrogate method the rows are
+    those of the runs in ``cache`` (``--surrogates-only``), the others left out."""
     stored = json.loads(path.read_text())
     # the stored run's own scene (a torch file of the strip's intensity) when the forward
     # model has changed since; else the scene simulated now
@@ -563,11 +574,27 @@ def recompute(path: Path, method: str, intensity: str | None = None) -> None:
     prior = {"poisson_nlm": "nlm", "poisson_wiener": "wiener"}.get(method, "tv")
     settings = PoissonSettings(regulariser=prior)
     rows = [r for r in stored["rows"] if r["method"] != method]
+    iterations = stored["iterations"]
     for dose, n in sorted({(r["dose_e_per_nm2"], r["n"]) for r in stored["rows"]}):
         noisy, truth = projections(truth_i, dose, n, 1000 * dose + n)
         t0 = time.perf_counter()
         if method == "constant":  # the trivial baseline: one grey level, the data's mean
             image = torch.full_like(truth, float(noisy.mean()))
+        elif method in SURROGATE_SUBSET:
+            if not (cache and cache_file(cache, method, dose, n, iterations).exists()):
+                continue
+            out, seconds = surrogate_output(
+                noisy,
+                method,
+                iterations,
+                1000 * dose + n + 1,
+                cache=cache,
+                scene_key=float(truth_i.sum()),
+                dose=dose,
+                n=n,
+            )
+            image = calibrate(out, noisy)
+            t0 = time.perf_counter() - seconds
         else:
             den = denoise_poisson(noisy.float(), detector=TMV_DETECTOR, settings=settings)
             image = den.denoised.double()
@@ -583,9 +610,30 @@ def recompute(path: Path, method: str, intensity: str | None = None) -> None:
         )
     stored["rows"] = rows
     stored["recomputed"] = stored.get("recomputed", []) + [method]
+    stored["surrogate_coverage"] = {
+        m: sorted([r["dose_e_per_nm2"], r["n"]] for r in rows if r["method"] == m)
+        for m in SURROGATE_SUBSET
+    }
     summarise({"rows": rows})
     path.write_text(json.dumps(stored, indent=1))
     print(f"rewrote {path}")
+
+
+def real_cached(args) -> dict:
+    """The real tilt series' results (``real_tilts.py``), read from / written to
+    ``--cache`` when given (they do not depend on the simulated scene)."""
+    from real_tilts import real_tilt_series  # noqa: PLC0415 (benchmarks/ on sys.path)
+
+    path = Path(args.cache) / f"real_{'quick' if args.quick else 'full'}.pt" if args.cache else None
+    if path is not None and path.exists():
+        return torch.load(path, weights_only=False)
+    real = real_tilt_series(
+        quick=args.quick, topaz=lambda images: run_topaz(images, args.topaz_python)
+    )
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(real, path)
+    return real
 
 
 def main() -> None:
@@ -599,7 +647,15 @@ def main() -> None:
     parser.add_argument("--intensity", help="with --recompute: the stored run's strip (.pt)")
     parser.add_argument(
         "--recompute",
-        choices=("poisson", "poisson_nlm", "poisson_wiener", "constant"),
+        choices=(
+            "poisson",
+            "poisson_nlm",
+            "poisson_wiener",
+            "constant",
+            "published",
+            "unbiased",
+            "pathwise",
+        ),
         help="recompute this method's rows of the table in --out and stop",
     )
     parser.add_argument(
@@ -609,12 +665,25 @@ def main() -> None:
     )
     parser.add_argument("--cache", help="folder caching the surrogate outputs (resumable)")
     parser.add_argument(
+        "--real-only", action="store_true", help="fill --cache with the real series, stop"
+    )
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="use only the surrogate runs already in --cache (skip the others)",
+    )
+    parser.add_argument(
         "--surrogates-only", action="store_true", help="fill --cache with surrogate runs, stop"
     )
     parser.add_argument(
         "--convergence-only", action="store_true", help="fill --cache with the curves, stop"
     )
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: torch's); the scene's float32 sums depend on it, so "
+        "use the same value as the run that filled --cache",
+    )
     parser.add_argument("--topaz-python", default=str(ROOT / ".venv-compare" / "bin" / "python"))
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
@@ -627,11 +696,14 @@ def main() -> None:
     if args.convergence_only:
         convergence(args)
         return
+    if args.real_only:
+        real_cached(args)
+        return
     if args.tune:
         tune(args)
         return
     if args.recompute:
-        recompute(Path(args.out), args.recompute, args.intensity)
+        recompute(Path(args.out), args.recompute, args.intensity, args.cache)
         return
     t0 = time.perf_counter()
     result = synthetic(args)
@@ -640,11 +712,7 @@ def main() -> None:
     speed = timing()
     real, real_gallery = None, {}
     if args.real:
-        from real_tilts import real_tilt_series  # noqa: PLC0415 (benchmarks/ on sys.path)
-
-        real = real_tilt_series(
-            quick=args.quick, topaz=lambda images: run_topaz(images, args.topaz_python)
-        )
+        real = real_cached(args)
         real_gallery = real.pop("_gallery_arrays")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s, load average {os.getloadavg()[0]:.1f}")
     if args.out:
@@ -658,6 +726,11 @@ def main() -> None:
             "convergence": curves,
             "real": real,
             "rows": result["rows"],
+            "window_half_px": WINDOW_HALF_PX,
+            "surrogate_coverage": {
+                m: sorted([r["dose_e_per_nm2"], r["n"]] for r in result["rows"] if r["method"] == m)
+                for m in ("published", "unbiased", "pathwise")
+            },
         }
         out.write_text(json.dumps(meta, indent=1))
         gal = {
