@@ -36,6 +36,7 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
         ("potential_vs_abtem", "compare", []),
         ("exit_wave_vs_abtem", "compare", quick),
         ("reconstruct", "compare", quick),
+        ("reconstruct_denoised", "main", quick),  # its Topaz row uses .venv-compare if present
     ]
     if args.temsim:
         plan.append(("vs_temsim", "main", ["--temsim", args.temsim, *quick]))
