@@ -235,7 +235,9 @@ def surrogate_output(noisy, name, iterations, seed, *, cache=None, scene_key=Non
     path = cache_file(cache, name, dose, n, iterations) if cache else None
     if path is not None and path.exists():
         stored = torch.load(path)
-        if abs(stored["scene_key"] - scene_key) > 1e-9 * abs(scene_key):
+        # the float32 scene's sum moves by ~1e-6 (relative) with the thread count and
+        # refactors of the forward model; a change of the model itself moves it far more
+        if abs(stored["scene_key"] - scene_key) > 1e-5 * abs(scene_key):
             raise ValueError(f"{path} was made with another scene (forward model changed)")
         return stored["denoised"].double(), stored["seconds"]
     res, dt, _ = run_surrogate(noisy, name, iterations, seed)
@@ -403,7 +405,7 @@ def convergence(args) -> dict:
     path = Path(args.cache) / f"convergence_{iterations}.json" if args.cache else None
     if path is not None and path.exists():
         stored = json.loads(path.read_text())
-        if abs(stored["scene_key"] - float(truth_i.sum())) <= 1e-9 * abs(stored["scene_key"]):
+        if abs(stored["scene_key"] - float(truth_i.sum())) <= 1e-5 * abs(stored["scene_key"]):
             curves = stored["curves"]
             for c in curves.values():  # caches of the first version: "psnr" was in counts
                 if "psnr_counts" not in c:
