@@ -135,6 +135,8 @@ def running_mean(values: np.ndarray, width: np.ndarray) -> np.ndarray:
 
 
 PHASE = math.atan(0.07 / math.sqrt(1 - 0.07**2))  # amplitude contrast 0.07
+#: bands [1/Å] of the Thon-ring modulation table (the last one holds the 3.7 Å ice ring)
+BANDS = ((0.05, 0.10), (0.10, 0.16), (0.16, 0.22), (0.22, 0.30))
 
 
 def ring_fit(k, rings, background, z, defocus_a, microscope):
@@ -209,6 +211,19 @@ def analyse(image: np.ndarray, fit, microscope: Microscope) -> dict:
         out.update({f"rings{tag}": rings / background, f"zeros{tag}": np.array(zeros),
                     f"depths{tag}": np.array(depths), f"fit_zeros{tag}": np.array(fit_zeros),
                     f"fit_depths{tag}": np.array(fit_depths)})  # fmt: skip
+    # Thon-ring modulation per band: regression of the equiphase rings on the CTF's sin²
+    amp = np.sqrt(p_eq)
+    period = 1.0 / (2 * lam * defocus_a * np.maximum(k, dk)) / dk
+    width = (2 * np.round(np.clip(period, 1, k.size / 2) / 2) + 1).astype(int)
+    background = running_mean(amp, width)
+    band_mod = []
+    for lo, hi in BANDS:
+        sel = (k >= lo) & (k < hi)
+        t = np.sin(_chi(k[sel], defocus_a, microscope) + PHASE) ** 2
+        coef, *_ = np.linalg.lstsq(np.stack([np.ones_like(t), t], 1),
+                                   (amp - background)[sel], rcond=None)  # fmt: skip
+        band_mod.append(float(coef[1] / background[sel].mean()))
+    out["band_modulation"] = np.array(band_mod)
     smooth = running_mean(p, np.full(k.size, max(3, int(round(0.02 / dk)) | 1)))
     floor_sel = (k >= 0.40) & (k <= 0.50)
     floor = float(p[floor_sel].mean())
@@ -238,14 +253,18 @@ def simulate_field(args, fit, gain: float, *, structured: bool, energy_filter: b
     specimen = build_specimen(model, count, extent_a=(extent, extent),
                               ice=IceSlab(thickness_a=args.ice),
                               generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
+    tilt = args.tilt_deg * DEG_TO_RAD  # experiment: a tilted field, defocus varying along x
+    ice = IceStructure(seed=args.seed).for_views([tilt], 90 * DEG_TO_RAD) if structured else None
+    if tilt:
+        specimen = tilt_specimen(specimen, tilt_angle_rad=tilt, tilt_axis_angle_rad=90 * DEG_TO_RAD)
     settings = PotentialSettings(
         shape=(n, n), sampling_a=SAMPLING_A, slice_thickness_a=20.0, energy_ev=ENERGY_EV,
-        ice_structure=IceStructure(seed=args.seed) if structured else None,
+        ice_structure=ice,
     )  # fmt: skip
     scope = Microscope(energy_ev=ENERGY_EV, energy_filter=energy_filter)
     # the simulation's defocus refers to the exit plane; the fitted one to the specimen
-    # (particles and ice around the slab's mid-plane)
-    exit_to_mid = float(slice_edges_a(specimen, settings)[-1]) - 0.5 * args.ice
+    # (particles and ice around the slab's mid-plane, the centre of the field)
+    exit_to_mid = float(slice_edges_a(specimen, settings)[-1]) - float(specimen.slab_center_a[2])
     imaging = Imaging(defocus_a=fit.defocus_a + exit_to_mid, dose_e_per_a2=DOSE_E_PER_A2,
                       astigmatism_a=fit.astigmatism_a,
                       astigmatism_angle_rad=fit.astigmatism_angle_rad,
@@ -339,6 +358,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--quick", action="store_true", help="1024² field, fewer checks")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory check")
+    parser.add_argument("--tilt-deg", type=float, default=0.0,
+                        help="experiment: tilt the simulated field about y [deg]")  # fmt: skip
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "realism.json"))
     parser.add_argument("--only-memory", action="store_true",
                         help="run only the memory check and update its entry in --json")
@@ -382,6 +403,7 @@ def main() -> None:
                  for i in (0, 1024) for j in (0, 1024)]  # fmt: skip
     record = dict(command=" ".join(["benchmarks/realism.py", *sys.argv[1:]]),
                   load_average=list(os.getloadavg()), n_px=args.n_px, ice_a=args.ice,
+                  tilt_deg=args.tilt_deg,
                   seeds=seeds, real_fit=dict(defocus_a=fit.defocus_a,
                   astigmatism_a=fit.astigmatism_a,
                   astigmatism_angle_deg=math.degrees(fit.astigmatism_angle_rad),
@@ -445,7 +467,7 @@ def _memory_check() -> list[dict]:
 
 
 def _numbers(r: dict) -> dict:
-    keys = [k for k in r if k.startswith(("zeros", "depths", "fit_")) or k in (
+    keys = [k for k in r if k.startswith(("zeros", "depths", "fit_", "band_")) or k in (
         "ice_ring_k", "ice_ring_centroid", "ice_ring_height", "mean", "noise_var_over_mean",
         "tile_var_over_mean", "fitted_defocus")]  # fmt: skip
     return {k: (r[k].tolist() if isinstance(r[k], np.ndarray) else r[k]) for k in keys}
@@ -473,6 +495,10 @@ def _table(runs: dict, fit) -> None:
             ratio = " ".join(f"{x:.2f}" for x in r[dkey] / real[dkey])
             print(f"  {label:<20} " + " ".join(f"{d:.4f}" for d in r[dkey])
                   + ("" if label == "real K2" else f"  ratio {ratio}"))
+    print("\nThon-ring modulation per band (equiphase; sin² amplitude / background), "
+          + ", ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in BANDS) + " Å⁻¹:")
+    for label, r in runs.items():
+        print(f"  {label:<20} " + " ".join(f"{v:+.4f}" for v in r["band_modulation"]))
     print("\nfitted defocus of each image (fit_ctf, 30-4 Å) and its CTF zeros vs the real fit:")
     for label, r in runs.items():
         z = ctf_zeros_per_a(5, defocus_a=r["fitted_defocus"], cs_a=2.7e7, energy_ev=ENERGY_EV,
