@@ -11,10 +11,11 @@ are cut from them (so crops are not periodic, as real crops are). Two true MTFs:
   Whittle fits p and q as well.
 
 Methods: ``whittle`` (:func:`tem_core.mtf_fit.fit_mtf_whittle`, deterministic
-multi-start grid, debiased, NPS scale fitted, the model fixed to the truth's family;
-the automatic model choice and the camera tables: ``benchmarks/mtf_cameras.py``);
-``whittle+gain`` (the same with the known gain 1 count/e, so the scale
-``s = gain · mean`` is fixed);
+multi-start grid, debiased, NPS scale fitted and combined with the Poisson skewness of
+the whitened noise, the model fixed to the truth's family; the automatic model choice
+and the camera tables: ``benchmarks/mtf_cameras.py``); ``whittle-noskew`` (the scale
+from the spectrum alone, ``poisson_skewness=False``); ``whittle+gain`` (the known gain
+1 count/e, so the scale ``s = gain · mean`` is fixed);
 the published FFL fit (:func:`tem_core.mtf_fit.fit_mtf_ffl`: min-max normalised, MSE + FFL,
 Adam β = (0.8, 0.992), lr 0.1, random start) with FFL α ∈ {0, 0.5, 1, 2} and MSE alone; and
 ``ffl-release`` (the released notebook: FFL α = 1 alone on counts with the gain fitted, Adam
@@ -29,12 +30,14 @@ projected potential (20 crambin copies, 1 Å/px, 256²) blurred by the true and 
 estimated MTF, as fractions of the image's range.
 
     .venv/bin/python benchmarks/mtf_experiments.py [--quick] [--json out.json] [--methods ...]
+        [--crops 1,5,16] [--max-repeats R]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -117,14 +120,23 @@ def projection_image() -> tuple[torch.Tensor, str]:
         return smooth, f"smooth random image (potential unavailable: {type(exc).__name__})"
 
 
-def run(quick: bool, methods: set[str] | None = None) -> list[dict]:
+def run(
+    quick: bool,
+    methods: set[str] | None = None,
+    crops: list[int] | None = None,
+    max_repeats: int | None = None,
+) -> list[dict]:
     crop_numbers = [1, 5] if quick else [1, 5, 10, 16, 20, 50]
     ffl_crop_numbers = [1, 5] if quick else [1, 5, 10, 20, 50]
+    if crops:
+        crop_numbers = ffl_crop_numbers = crops
+    cap = max_repeats or 10**6
+
     # single-crop errors have a heavy tail: many repeats where fits are cheap
     def whittle_repeats(n: int) -> int:
-        return 2 if quick else {1: 40, 5: 16}.get(n, 8)
+        return min(cap, 2 if quick else {1: 40, 5: 16}.get(n, 8))
 
-    ffl_repeats = 1 if quick else 2
+    ffl_repeats = min(cap, 1 if quick else 2)
     n_steps = 10 if quick else 50
     ffl_variants = {
         "ffl a=0": dict(alpha=0.0),
@@ -139,7 +151,7 @@ def run(quick: bool, methods: set[str] | None = None) -> list[dict]:
     rows = []
     for name, truth in TRUTHS.items():
         shaped = truth["p"] != 1.0 or truth["q"] != 1.0
-        whittles = ("whittle", "whittle+gain")
+        whittles = ("whittle", "whittle-noskew", "whittle+gain")
         jobs = [(w, n, whittle_repeats(n)) for w in whittles for n in crop_numbers]
         jobs += [
             (v, n, ffl_repeats if n < 20 else 1) for v in ffl_variants for n in ffl_crop_numbers
@@ -160,6 +172,7 @@ def run(quick: bool, methods: set[str] | None = None) -> list[dict]:
                             model="shaped" if shaped else "lorentzian",
                             gain_counts_per_e=gain,
                             check_particles=False,
+                            poisson_skewness=method != "whittle-noskew",
                         )
                     omega = 0.5 * torch.tensor(NYQUIST_FRACTIONS, dtype=torch.float64)
                     se = fit.mtf_standard_error(omega)
@@ -221,16 +234,27 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small grid (about a minute)")
     parser.add_argument("--json", type=Path, help="write the rows to this JSON file")
     parser.add_argument("--methods", help="comma-separated subset, e.g. whittle,whittle+gain")
+    parser.add_argument("--crops", help="comma-separated numbers of crops, e.g. 1,5,16")
+    parser.add_argument("--max-repeats", type=int, help="cap on the repeats per row")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(1)  # a shared machine
+    print(f"# load: {os.getloadavg()[0]:.1f}")
     print(
         "| truth | method | crops | repeats | rel. RMS err (mean) | (median) | (max) | "
         "Fisher SE | image diff mean | image diff max | s/fit |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     start = time.perf_counter()
-    rows = run(args.quick, set(args.methods.split(",")) if args.methods else None)
-    print(f"# total {time.perf_counter() - start:.0f} s, {torch.get_num_threads()} threads")
+    rows = run(
+        args.quick,
+        set(args.methods.split(",")) if args.methods else None,
+        [int(n) for n in args.crops.split(",")] if args.crops else None,
+        args.max_repeats,
+    )
+    print(
+        f"# total {time.perf_counter() - start:.0f} s, {torch.get_num_threads()} threads, "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -186,6 +186,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "fit_mtf_edge",
         "knife_edge_image",
         "mtf_from_spec",
+        "PoissonScale",
+        "poisson_scale",
     ),
     "reconstruct": (
         "FILTERS",

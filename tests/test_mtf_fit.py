@@ -33,6 +33,7 @@ from tem_core.mtf_fit import (
     simulate_flat_background,
     synthetic_background_crops,
 )
+from tem_core.mtf_fit.poisson import poisson_scale, ring_smoothed
 
 # TEM-simulator's example detector: MTF 0.8285 / 0.5879 / 0.3182 at 0.125 / 0.25 / 0.5 cycles/px
 TRUTH = dict(a=0.7, b=0.2, c=0.1, alpha=10.0, beta=40.0)
@@ -203,7 +204,9 @@ def test_model_choice_is_deterministic_and_explained():
     second = fit_mtf_whittle(crops)
     assert first.params == second.params  # a fixed grid of starts, no random generator
     assert first.model.chosen == "lorentzian"  # the truth has p = q = 1
-    assert "spline was not considered" in first.model.reason  # 8 x 128²: too little data
+    # the NPS scale is pinned by the Poisson skewness as well (N = 25 e/px simulated)
+    assert "combined with the Poisson skewness" in first.model.reason
+    assert first.poisson.electrons_per_px == pytest.approx(25.0, rel=3 * first.poisson.relative_se)
     assert "smallest AIC" in first.model.reason
     assert first.model.nll["white"] > first.model.nll["lorentzian"]
     assert first.model.p_values["shaped vs lorentzian"] > 1e-3
@@ -430,3 +433,85 @@ def test_synthetic_background_crops_statistics_and_errors() -> None:
             generator=torch.Generator(),
             micrograph_size_px=100,
         )
+
+
+# --- the NPS scale: Poisson skewness -------------------------------------------------------------
+
+
+def _table_crops(camera, seed, *, n_crops=16, size=256, dose=40.0, gain=50.0):
+    return synthetic_background_crops(
+        camera,
+        n_crops=n_crops,
+        crop_size_px=size,
+        mean_electrons_per_px=dose,
+        generator=torch.Generator().manual_seed(seed),
+        micrograph_size_px=4 * size,
+        gain_counts_per_e=gain,
+    )
+
+
+def _skewness_scale(crops):
+    spectrum = ring_smoothed(averaged_periodogram(crops, taper=None))
+    return poisson_scale(crops, spectrum)
+
+
+def test_poisson_skewness_does_not_depend_on_the_mtf():
+    """The same electrons blurred by two very different tables: the same N after whitening."""
+    sharp = _skewness_scale(_table_crops("falcon4ec_300kv", 3))
+    blurred = _skewness_scale(_table_crops("falcon2_300kv", 3))  # MTF 0.05 at Nyquist
+    assert not sharp.problem and not blurred.problem
+    # measured 1.5% apart (half a standard error: the borders and the measured whitening
+    # filters differ), where the MTFs differ 3-fold at Nyquist
+    assert blurred.electrons_per_px == pytest.approx(sharp.electrons_per_px, rel=sharp.relative_se)
+    for measured in (sharp, blurred):
+        assert measured.gain_counts_per_e == pytest.approx(50.0, rel=3 * measured.relative_se)
+        # 16 x 256² pixels less the border at 40 e/px: 2·sqrt(6/n)/skew ≈ 3.2%
+        predicted = 2 * math.sqrt(6 / measured.n_pixels) * math.sqrt(40.0)
+        assert measured.relative_se == pytest.approx(predicted, rel=0.1)
+
+
+def test_poisson_skewness_refuses_gaussian_and_heavy_tailed_noise():
+    g = torch.Generator().manual_seed(4)
+    gaussian = 100.0 + 5.0 * torch.randn(8, 128, 128, generator=g, dtype=torch.float64)
+    measured = _skewness_scale(gaussian)
+    assert measured is None or "not skewed" in measured.problem
+    counts = sample_counts(torch.full((8, 128, 128), 40.0, dtype=torch.float64), generator=g)
+    hot = torch.rand(counts.shape, generator=g, dtype=torch.float64) < 1e-3
+    measured = _skewness_scale(counts + 200.0 * hot)  # hot pixels: heavy tails
+    assert "not Poisson-like" in measured.problem
+
+
+def test_falcon2_table_gain_and_mtf_within_targets():
+    """Issue 11 (2): the Falcon 2 table, whose MTF falls 9% by 0.025 cycles/px, was 7.5% off
+    with its gain 13% low when the scale came from the spectrum alone."""
+    crops = _table_crops("falcon2_300kv", 107)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no warning on clean Poisson crops
+        fit = fit_mtf_whittle(crops)
+    omega = torch.tensor([0.25, 0.375, 0.45], dtype=torch.float64)
+    error = fit.mtf(omega) / mtf_from_spec("falcon2_300kv", omega) - 1
+    assert float(error.abs().max()) < 0.05  # measured 0.4%; 0.4-2.8% over 3 seeds
+    gain = fit.gain_counts_per_e(float(crops.mean()))
+    se = fit.standard_errors["s"] / fit.scale  # combined: about 3%
+    assert se < 0.04
+    assert gain == pytest.approx(50.0, rel=min(3 * se, 0.05))  # measured +0.3%
+    assert fit.poisson is not None and "Poisson skewness" in fit.model.reason
+    alone = fit_mtf_whittle(crops, poisson_skewness=False)
+    assert fit.poisson is not None and alone.poisson is None
+
+
+def test_random_charge_per_electron_is_not_taken_for_poisson():
+    """A compound-Poisson camera (1 or 20 counts per electron): the skewness implies twice
+    the gain of the spectrum's scale; the fit warns and does not use it."""
+    g = torch.Generator().manual_seed(6)
+    shape = (1, 1024, 1024)
+    small = sample_counts(torch.full(shape, 36.0, dtype=torch.float64), generator=g)
+    large = sample_counts(torch.full(shape, 4.0, dtype=torch.float64), generator=g)
+    mtf = mtf_parametric(radial_frequency_cycles_per_px((1024, 1024), dtype=torch.float64), **TRUTH)
+    image = apply_mtf(small + 20.0 * large, mtf)
+    crops = image.reshape(4, 256, 4, 256).permute(0, 2, 1, 3).reshape(16, 256, 256)
+    with pytest.warns(UserWarning, match="not Poisson with a fixed gain per electron"):
+        fit = fit_mtf_whittle(crops)
+    assert fit.poisson is None and "Poisson skewness not used" in fit.model.reason
+    # the spectrum's own gain: E[G²]/E[G] = 40.9/2.9 = 14.1 counts/e
+    assert fit.gain_counts_per_e(float(crops.mean())) == pytest.approx(40.9 / 2.9, rel=0.15)

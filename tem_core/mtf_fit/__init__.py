@@ -3,8 +3,11 @@
 * :func:`fit_mtf_whittle` fits ``s · MTF²(ω)``, the noise power spectrum (NPS) of
   Poisson noise blurred by the MTF (TEM-simulator's detector model,
   :func:`tem_core.detector.detect` with ``mtf_after_noise=True``), to background crops by
-  the Whittle likelihood, chooses the model (white, ``p = q = 1`` or shape exponents
-  fitted) by likelihood-ratio tests, and reports standard errors from the Fisher information.
+  the Whittle likelihood, chooses the model (white, ``p = q = 1``, shape exponents
+  fitted, a monotone spline) by AIC, and reports standard errors from the Fisher
+  information. The NPS scale (the gain) is confounded with the MTF below the lowest
+  frequency bins; the skewness of the whitened noise (:func:`poisson_scale`, Poisson
+  statistics) measures it independently and is combined with the spectrum.
   Counting cameras (K2, Falcon in counting mode) count each electron once in one pixel:
   their background noise is nearly white while their signal is blurred, so the NPS
   shows the noise transfer, not the MTF. The fit detects this (a white spectrum, or a
@@ -33,6 +36,7 @@ from tem_core.mtf_fit.crops import (
 from tem_core.mtf_fit.edge import EdgeMTF, fit_mtf_edge, knife_edge_image
 from tem_core.mtf_fit.ffl import fit_mtf_ffl, focal_frequency_loss, normalise_min_max
 from tem_core.mtf_fit.periodogram import averaged_periodogram, radial_profile
+from tem_core.mtf_fit.poisson import PoissonScale, poisson_scale
 from tem_core.mtf_fit.result import (
     NYQUIST_FRACTIONS,
     PARAM_NAMES,
@@ -57,6 +61,7 @@ __all__ = [
     "ModelChoice",
     "NYQUIST_FRACTIONS",
     "PARAM_NAMES",
+    "PoissonScale",
     "averaged_periodogram",
     "blurred_image_difference",
     "detect_particles_in_crops",
@@ -69,6 +74,7 @@ __all__ = [
     "mtf_from_spec",
     "mtf_relative_rms_error",
     "normalise_min_max",
+    "poisson_scale",
     "radial_profile",
     "simulate_flat_background",
     "synthetic_background_crops",

@@ -10,6 +10,7 @@ import torch
 
 from tem_core.detector import apply_mtf, mtf_parametric, radial_frequency_cycles_per_px
 from tem_core.mtf_fit.likelihood import SPLINE_KNOTS, spline_transfer
+from tem_core.mtf_fit.poisson import PoissonScale
 from tem_core.mtf_fit.synthetic import MTFSpec, mtf_from_spec, simulate_flat_background
 from tem_core.validation import require_finite, require_positive, require_positive_int
 
@@ -110,6 +111,9 @@ class MTFFit:
         understate the uncertainty of such a fit: refits of similar data can land on
         either side of the boundary (TEM-simulator's detector from 8 crops of 128²
         often ends with ``c = 0``).
+    poisson
+        The NPS scale measured from the skewness of the whitened noise, when the fit
+        combined it with the spectrum (:mod:`tem_core.mtf_fit.poisson`), else ``None``.
     """
 
     method: str
@@ -124,6 +128,7 @@ class MTFFit:
     diagnosis: str = ""
     white_noise_level: float | None = None
     at_bound: tuple[str, ...] = ()
+    poisson: PoissonScale | None = None
 
     def mtf(self, frequency_cycles_per_px: torch.Tensor) -> torch.Tensor:
         """MTF at the given frequencies [cycles/pixel] (any shape; follows their dtype).

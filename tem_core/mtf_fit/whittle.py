@@ -32,10 +32,12 @@ from tem_core.mtf_fit.likelihood import (
     leakage_ratio,
     newton,
     optimise,
+    random_start,
     spline_start,
     value,
 )
 from tem_core.mtf_fit.periodogram import averaged_periodogram
+from tem_core.mtf_fit.poisson import agreeing_poisson_scale
 from tem_core.mtf_fit.result import ModelChoice, MTFFit
 from tem_core.validation import require_nonnegative, require_positive
 
@@ -210,6 +212,7 @@ def fit_mtf_whittle(
     debias_iterations: int = 2,
     max_iter: int = 200,
     check_particles: bool = True,
+    poisson_skewness: bool = True,
 ) -> MTFFit:
     """Fit the MTF to the noise power spectrum of background crops (Whittle likelihood).
 
@@ -247,6 +250,14 @@ def fit_mtf_whittle(
     with the window's spectral kernel. The periodogram is divided by the exact ratio
     ``E[P]/S`` at the current estimate and the fits are polished, ``debias_iterations``
     times (debiased Whittle, Sykulski et al. 2019).
+
+    Scale: the spectrum shows ``s`` only through its lowest bins, so ``s`` and the MTF
+    below them are confounded (the camera tables fall 3-10% below 0.025 cycles/px; with
+    16 crops of 256² a model free to follow that knows ``s`` to 6-10%, stiffer models
+    put it 4-15% low). The third cumulant of Poisson noise is not confounded: with
+    ``poisson_skewness`` the skewness of the whitened crops gives ``s`` to about 3%
+    (40 e/px) and is combined with the spectrum as an independent measurement
+    (:mod:`tem_core.mtf_fit.poisson`, :attr:`MTFFit.poisson`).
 
     Identifiability: when the white model is chosen, or the fitted noise transfer at
     Nyquist exceeds ``sinc(0.5) = 2/π`` (the pixel aperture alone bounds the signal MTF
@@ -287,6 +298,13 @@ def fit_mtf_whittle(
         L-BFGS iterations of the final polish.
     check_particles
         Run :func:`detect_particles_in_crops` and warn about structured crops.
+    poisson_skewness
+        Measure the NPS scale a second way, from the skewness of the crops whitened by
+        the fitted spectrum (:func:`tem_core.mtf_fit.poisson.poisson_scale`: Poisson
+        noise with a fixed gain per electron has skewness ``1/sqrt(N)``), and add it to
+        the likelihood when it agrees with the spectrum's own scale (that of the
+        spline, whose error is honest) within 3 combined standard errors; a warning
+        otherwise. Ignored when the gain is given.
 
     Returns
     -------
@@ -362,7 +380,7 @@ def fit_mtf_whittle(
         extra = (
             []
             if name == "spline"
-            else [_random_start(problem, generator) for _ in range(n_restarts)]
+            else [random_start(problem, generator) for _ in range(n_restarts)]
         )
         if name == "shaped" and "lorentzian" in state:
             lorentz = build(None, "lorentzian").natural(state["lorentzian"][0])
@@ -400,6 +418,20 @@ def fit_mtf_whittle(
 
     window = taper_window((m, n), taper=taper, dtype=torch.float64)
     inflation = taper_variance_factor(window)
+    poisson, poisson_note = None, ""
+    if poisson_skewness and fixed_scale is None and largest != "white":
+        poisson, poisson_note = agreeing_poisson_scale(
+            x, periodogram, problems, state, largest, allowed, inflation, detrend
+        )
+        if poisson is not None:  # one more datum: the same for every model (fair AIC)
+            prior = (math.log(poisson.scale), poisson.relative_se / math.sqrt(inflation))
+            for name in allowed:
+                problem = problems[name] = problems[name].with_scale_prior(prior)
+                u, history = lbfgs(problem, state[name][0], max_iter)
+                if name != "white":
+                    u = newton(problem, u)
+                # a new objective: the history restarts with it
+                state[name] = (u, history + [value(problem, u)])
     nll = {}
     for name in allowed:
         with torch.no_grad():
@@ -424,6 +456,7 @@ def fit_mtf_whittle(
             shown = "undetermined" if rel is None else f"{rel:.1%}"
             note = f"; the spline was not considered (MTF standard error {shown})"
     choice = _choose({m: nll[m] for m in candidates}, n_bins, candidates)
+    note += poisson_note
     if note:
         choice = ModelChoice(**{**choice.__dict__, "reason": choice.reason + note})
     problem = problems[choice.chosen]
@@ -446,6 +479,7 @@ def fit_mtf_whittle(
         covariance_names=names,
         model=choice,
         at_bound=_at_bound({k: float(v) for k, v in params.items()}, problem),
+        poisson=poisson,
     )
     diagnosis = _diagnose(fit, choice, f_max)
     if diagnosis:
@@ -472,26 +506,3 @@ def fit_mtf_whittle(
             stacklevel=2,
         )
     return fit
-
-
-def _random_start(problem: WhittleProblem, generator: torch.Generator) -> torch.Tensor:
-    """A random start: weights ~ softmax(N(0, 1)), widths log-uniform, shapes log-normal."""
-    g = generator
-    lo, hi = problem.width_bounds
-
-    def log_uniform() -> float:
-        return math.exp(math.log(lo) + math.log(hi / lo) * float(torch.rand((), generator=g)))
-
-    w = torch.softmax(torch.cat([torch.randn(2, generator=g), torch.zeros(1)]), dim=0)
-    alpha, beta = sorted((log_uniform(), log_uniform()))
-    start = dict(a=float(w[0]), b=float(w[1]), c=float(w[2]), alpha=alpha, beta=beta)
-    start["p"], start["q"] = (math.exp(0.5 * float(torch.randn((), generator=g))) for _ in range(2))
-    start["p"] = min(
-        max(start["p"], problem.shape_bounds[0] * 1.01), problem.shape_bounds[1] / 1.01
-    )
-    start["q"] = min(
-        max(start["q"], problem.shape_bounds[0] * 1.01), problem.shape_bounds[1] / 1.01
-    )
-    params = {k: torch.tensor(v, dtype=torch.float64) for k, v in start.items()}
-    start["s"] = problem.fixed_scale or problem.profiled_scale({**params, "s": params["a"]})
-    return problem.unconstrained(start)
