@@ -21,7 +21,7 @@ calibration exposure) imaged by a counting camera (MTF on the signal, white nois
 measured with :func:`tem_core.mtf_fit.fit_mtf_edge`.
 
     .venv/bin/python benchmarks/mtf_cameras.py [--quick] [--repeats R] [--json out.json]
-        [--no-edge] [--no-variants]
+        [--no-edge] [--no-variants] [--cameras a,b | none] [--merge a.json b.json]
 
 ``--no-edge`` keeps the knife-edge rows already stored in the JSON (marked
 ``carried_over``).
@@ -162,9 +162,19 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--no-edge", action="store_true", help="skip the knife edges")
     parser.add_argument("--no-variants", action="store_true", help="skip pixel size / dose")
+    parser.add_argument("--cameras", help="comma-separated subset of the tables ('none': skip)")
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, help="only merge these JSON files into --json"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.merge:  # runs split over processes on a shared machine
+        merged = [row for path in args.merge for row in json.loads(path.read_text())]
+        (args.json or OUT / "mtf_cameras.json").write_text(json.dumps(merged, indent=1))
+        return
     cameras = ("falcon3ec_300kv", "k2_300kv") if args.quick else available_cameras()
+    if args.cameras:
+        cameras = () if args.cameras == "none" else tuple(args.cameras.split(","))
     size = (
         dict(n_crops=4, crop=128, big=256) if args.quick else dict(n_crops=16, crop=256, big=1024)
     )
