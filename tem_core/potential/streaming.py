@@ -84,7 +84,9 @@ class AtomCoefficients:
     occupancies and on the settings, never on the positions: a tilt series computes them
     once and passes them to every tilt (:func:`iter_slice_potentials`,
     :func:`projected_potential`), so that only the rotated positions are re-sorted per tilt.
-    Rows follow the atoms' order in ``specimen.atoms``.
+    Rows follow the atoms' order in ``specimen.atoms``. Positions stay differentiable; when
+    B-factors or occupancies require gradients the coefficients carry their graph, so make
+    them anew for each backward pass (or call without ``coefficients``).
 
     Parameters
     ----------

@@ -457,7 +457,8 @@ def tilt_series(
     coefficients = None
     if isinstance(specimen, Specimen) and len(images) < len(scheme):
         # elements, B-factors, occupancies do not change with tilt: their Gaussians once
-        coefficients = AtomCoefficients(specimen, potential)
+        with torch.no_grad():  # every tilt runs without autograd
+            coefficients = AtomCoefficients(specimen, potential)
     for k in iterator:
         if k in images:
             continue
