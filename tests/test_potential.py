@@ -11,7 +11,8 @@ import torch
 from tem_core import potential as pot
 from tem_core import units
 from tem_core._taichi import taichi_available
-from tem_core.potential.kernels import SplatFunction
+from tem_core.potential import kernels
+from tem_core.potential.kernels import GaussianSplatFunction, SplatFunction
 from tem_core.specimen import IceSlab, Specimen, tilt_specimen
 from tem_core.structure import AtomicModel, read_structure
 
@@ -224,6 +225,133 @@ def test_taichi_forward_is_deterministic():
     common = dict(z0_a=0.0, z1_a=10.0, shape=(32, 32), sampling_a=1.0, backend="taichi")
     first = pot.slice_potential(z, pos, b, occ, **common)
     assert torch.equal(first, pot.slice_potential(z, pos, b, occ, **common))
+
+
+def _fused_inputs(n, *, seed, ny, nx, sampling_a, dtype=F64, device="cpu", chunk=None):
+    """Random atoms prepared for :class:`GaussianSplatFunction` as ``project_gaussians`` does."""
+    z, pos, b, occ = _random_atoms(n, seed=seed, box=(nx * sampling_a, ny * sampling_a, 4.0))
+    amp, wid, rad = pot._atom_gaussians(z, b, occ, F64, 1e-4)
+    w, scale = kernels._weights_and_scale(pos, amp, wid, 0.5, 3.0, sampling_a)
+    wins = kernels.window_size_px(rad, sampling_a)
+    kx0 = torch.floor((pos[:, 0] - rad) / sampling_a).long()
+    ky0 = torch.floor((pos[:, 1] - rad) / sampling_a).long()
+    rx = kx0.to(F64) * sampling_a - pos[:, 0]
+    ry = ky0.to(F64) * sampling_a - pos[:, 1]
+    win_max = int(wins.max())
+    cast = dict(device=device, dtype=dtype)
+    w, scale, rx, ry = (t.detach().to(**cast) for t in (w, scale, rx, ry))
+    chunk = nx if chunk is None else chunk
+    order, cell_start, _ = kernels._cell_buckets(kx0 % nx, ky0 % ny, ny, nx, chunk)
+    ints = [t[order].to(device=device, dtype=torch.int32) for t in (kx0 % nx, ky0 % ny, wins)]
+    floats = [t[order.to(device)].contiguous() for t in (w, scale, rx, ry)]
+    static = (cell_start.to(device), ny, nx, sampling_a, win_max, chunk)
+    return floats, ints, static, (kx0[order], ky0[order], win_max)
+
+
+def _fused_torch_twin(w, scale, rx, ry, kx0, ky0, win_max, ny, nx, sampling_a, wins):
+    """Torch twin of GaussianSplatFunction: erf edge fractions, masked window, index_add."""
+    edges = torch.arange(win_max + 1, dtype=rx.dtype) * sampling_a
+    inside = (torch.arange(win_max) < wins[:, None].long())[:, None, :]
+
+    def fractions(rel):
+        return 0.5 * torch.diff(torch.special.erf(scale[:, :, None] * rel[:, None]), dim=2)
+
+    fx, fy = fractions(rx[:, None] + edges), fractions(ry[:, None] + edges)
+    return kernels.splat_torch(w, fx * inside, fy * inside, kx0 % nx, ky0 % ny, wins, ny, nx)
+
+
+@requires_taichi
+def test_fused_erf_splat_matches_torch_twin_and_gradients():
+    """Edge fractions from the kernel's erf table (float64: Taylor truncation < 1e-16)."""
+    ny, nx, s = 11, 13, 0.8
+    floats, ints, static, (kx0, ky0, win_max) = _fused_inputs(12, seed=3, ny=ny, nx=nx,
+                                                                 sampling_a=s)  # fmt: skip
+    w, scale, rx, ry = (t.clone().requires_grad_(True) for t in floats)
+    fast = GaussianSplatFunction.apply(w, scale, rx, ry, *ints, *static)
+    ref_in = [t.detach().clone().requires_grad_(True) for t in floats]
+    ref = _fused_torch_twin(*ref_in, kx0, ky0, win_max, ny, nx, s, ints[2])
+    # measured: 4e-16 of the maximum (float64 rounding of sums of ~100 terms)
+    assert float((fast - ref).detach().abs().max()) < 1e-14 * float(ref.detach().abs().max())
+    weight = torch.rand(ny, nx, generator=torch.Generator().manual_seed(4), dtype=F64)
+    (fast * weight).sum().backward()
+    (ref * weight).sum().backward()
+    for mine, theirs in zip((w, scale, rx, ry), ref_in, strict=True):
+        scale_ = float(theirs.grad.abs().max())
+        assert float((mine.grad - theirs.grad).abs().max()) < 1e-13 * scale_
+    small = _fused_inputs(3, seed=5, ny=6, nx=7, sampling_a=1.1)
+    f = lambda *a: GaussianSplatFunction.apply(*a, *small[1], *small[2])  # noqa: E731
+    args = [t.clone().requires_grad_(True) for t in small[0]]
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-8)
+
+
+@requires_taichi
+def test_fused_erf_float32_is_float32_rounding():
+    ny, nx, s = 40, 36, 0.9
+    f64 = _fused_inputs(300, seed=6, ny=ny, nx=nx, sampling_a=s)
+    f32 = _fused_inputs(300, seed=6, ny=ny, nx=nx, sampling_a=s, dtype=torch.float32)
+    ref = GaussianSplatFunction.apply(*f64[0], *f64[1], *f64[2])
+    fast = GaussianSplatFunction.apply(*f32[0], *f32[1], *f32[2])
+    # inputs rounded to float32 (positions near 40 Å: 2e-6 Å) and float32 sums: measured 4e-7
+    assert float((fast.double() - ref).abs().max()) < 2e-6 * float(ref.abs().max())
+
+
+@requires_taichi
+@pytest.mark.parametrize("chunk", [1, 4, 5, 13])
+def test_column_chunked_splat_visits_every_atom_once(chunk):
+    """The CUDA layout (a thread per row and column chunk, atoms bucketed by both) on the CPU."""
+    ny, nx, s = 11, 13, 0.8
+    whole = _fused_inputs(40, seed=9, ny=ny, nx=nx, sampling_a=s)
+    parts = _fused_inputs(40, seed=9, ny=ny, nx=nx, sampling_a=s, chunk=chunk)
+    ref = GaussianSplatFunction.apply(*whole[0], *whole[1], *whole[2])
+    out = GaussianSplatFunction.apply(*parts[0], *parts[1], *parts[2])
+    assert torch.allclose(out, ref, rtol=1e-13, atol=1e-13 * float(ref.abs().max()))
+    g = torch.Generator().manual_seed(10)
+    n, k, win = 30, 3, 9
+    dx, dy = torch.rand(n, k, win, generator=g, dtype=F64), torch.rand(n, k, win, generator=g,
+                                                                        dtype=F64)  # fmt: skip
+    w = torch.rand(n, k, generator=g, dtype=F64)
+    kx0, ky0 = torch.randint(0, nx, (n,), generator=g), torch.randint(0, ny, (n,), generator=g)
+    wins = torch.randint(1, win + 1, (n,), generator=g)
+    inside = (torch.arange(win) < wins[:, None])[:, None, :]
+    dx, dy = dx * inside, dy * inside
+    ref = kernels.splat_torch(w, dx, dy, kx0, ky0, wins, ny, nx)
+    out = kernels.splat_taichi(w, dx, dy, kx0, ky0, wins, ny, nx, chunk=chunk)
+    assert torch.allclose(out, ref, rtol=1e-13, atol=1e-13 * float(ref.abs().max()))
+
+
+@requires_cuda
+def test_cuda_fused_splat_and_gradients_match_cpu_twin():
+    ny, nx, s = 70, 90, 0.8  # 3 column chunks of 32
+    cpu = _fused_inputs(500, seed=11, ny=ny, nx=nx, sampling_a=s)
+    gpu = _fused_inputs(500, seed=11, ny=ny, nx=nx, sampling_a=s, device="cuda",
+                        chunk=kernels.CUDA_COLUMN_CHUNK)  # fmt: skip
+    (kx0, ky0, win_max) = cpu[3]
+    ref_in = [t.clone().requires_grad_(True) for t in cpu[0]]
+    ref = _fused_torch_twin(*ref_in, kx0, ky0, win_max, ny, nx, s, cpu[1][2])
+    gpu_in = [t.clone().requires_grad_(True) for t in gpu[0]]
+    out = GaussianSplatFunction.apply(*gpu_in, *gpu[1], *gpu[2])
+    assert float((out.cpu() - ref).abs().max()) < 1e-12 * float(ref.abs().max())
+    weight = torch.rand(ny, nx, generator=torch.Generator().manual_seed(12), dtype=F64)
+    (ref * weight).sum().backward()
+    (out * weight.cuda()).sum().backward()
+    for mine, theirs in zip(gpu_in, ref_in, strict=True):
+        scale_ = float(theirs.grad.abs().max())
+        assert float((mine.grad.cpu() - theirs.grad).abs().max()) < 1e-11 * scale_
+
+
+@requires_cuda
+def test_cuda_gradients_match_cpu():
+    z, pos, b, occ = _random_atoms(200, box=(30.0, 30.0, 6.0), seed=13)
+    weight = torch.rand(40, 36, generator=torch.Generator().manual_seed(14), dtype=F64)
+    common = dict(z0_a=1.0, z1_a=4.0, shape=(40, 36), sampling_a=0.75)
+    grads = []
+    for device, backend in (("cpu", "torch"), ("cuda", "auto")):
+        p, bb, o = (t.to(device).clone().requires_grad_(True) for t in (pos, b, occ))
+        v = pot.slice_potential(z.to(device), p, bb, o, backend=backend, **common)
+        (v * weight.to(device)).sum().backward()
+        grads.append([t.detach().cpu() for t in (v, p.grad, bb.grad, o.grad)])
+    for a, c in zip(*grads, strict=True):
+        assert torch.allclose(a, c, rtol=1e-10, atol=1e-10 * float(c.abs().max()))
 
 
 @requires_cuda

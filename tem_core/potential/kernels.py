@@ -11,14 +11,17 @@ averaged over pixel ``[ix, iy]`` this is, exactly,
 with ``X_k[ix] = ½ (erf(2π (x_{ix+1} − x)/√b_k) − erf(2π (x_ix − x)/√b_k))`` (the
 fraction of the 1-D Gaussian inside the pixel's x range; same for ``Y`` and ``Z``).
 
-The erf factors are computed in torch (differentiable by autograd); only the sum
-over the ``W × W`` pixel window of every atom (the "splat") is a Taichi kernel,
-wrapped in :class:`SplatFunction` whose backward is the hand-written adjoint
-(a gather; no atomics). The forward is a deterministic gather too: atoms are
-sorted by the first row of their window, and one thread owns one image row (or a
-row segment on CUDA) and adds the atoms that cover it in a fixed order, so the
-result is bitwise reproducible. :func:`splat_torch` is the pure-torch twin
-(``index_add_``), chunked over atoms.
+On the Taichi backend one :class:`GaussianSplatFunction` call per slice computes the erf
+factors inside the kernel (from a float64-accurate table and a short Taylor series, see
+:func:`_erf_table`) and sums the ``W × W`` window of every atom (the "splat"); its backward
+is a hand-written adjoint kernel (a gather; no atomics) giving the gradients wrt the
+weights, the widths and the positions. The forward is a deterministic gather too: atoms are
+bucketed by the first row and the column chunk of their window, and one thread owns one
+image row on the CPU (a 32-column segment of it on CUDA) and adds the atoms of the buckets
+that reach it in a fixed order, so the result is bitwise reproducible and no atom-column
+pair is visited more than about ``1 + W/32`` times. :func:`splat_torch` with
+:func:`_edge_fractions` is the pure-torch twin (``index_add_``), chunked over atoms and
+bucketed by window size; :class:`SplatFunction` splats given edge fractions (tests).
 """
 
 # (no ``from __future__ import annotations``: Taichi reads the kernels' annotations at runtime)
@@ -36,18 +39,108 @@ MAX_ATOMIC_NUMBER = 98
 #: Atoms per chunk in the torch twin and the erf preparation (bounds memory).
 CHUNK_ATOMS = 32768
 
-_KERNELS: dict[torch.dtype, tuple] = {}
+_KERNELS: dict[tuple[torch.dtype, str], object] = {}
+
+#: Spacing of the erf table used inside the Taichi kernels (Taylor expansion about the
+#: nearest node, |h| ≤ 1/128: truncation error below 1e-16 with 6 terms, see :func:`_erf_table`).
+ERF_TABLE_STEP = 1.0 / 64.0
+#: Beyond this argument erf(x) = ±1 to float64 rounding (erfc(6) = 2e-17).
+ERF_TABLE_MAX = 6.0
+#: Column chunk of the CUDA splat (a thread owns ``chunk`` columns of one row).
+CUDA_COLUMN_CHUNK = 32
+
+_ERF_TABLES: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _erf_table(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``erf(x_i)`` and ``(2/√π) exp(−x_i²)`` at ``x_i = i · ERF_TABLE_STEP``, ``x_i ≤ 6``.
+
+    The kernels evaluate ``erf(x_i + h)``, ``|h| ≤ 1/128``, by its Taylor series about the
+    nearest node, ``erf(x_i) + (2/√π) e^{−x_i²} Σ_{n=1..N} (−1)^{n−1} H_{n−1}(x_i) hⁿ/n!``
+    (``H`` the physicists' Hermite polynomials, ``dⁿ erf/dxⁿ = (2/√π)(−1)^{n−1} H_{n−1}
+    e^{−x²}``). The first omitted term is below ``max|H_N e^{−x²}| (1/128)^{N+1}/(N+1)! ·
+    2/√π``: 5e-17 with N = 6 terms (float64), 1e-9 with N = 3 (float32). Tabulated once
+    in float64 by ``torch.special.erf`` and rounded to ``dtype``.
+    """
+    key = (str(device), dtype)
+    if key not in _ERF_TABLES:
+        n = int(round(ERF_TABLE_MAX / ERF_TABLE_STEP)) + 2
+        x = torch.arange(n, dtype=torch.float64) * ERF_TABLE_STEP
+        values = torch.special.erf(x)
+        slopes = (2.0 / math.sqrt(math.pi)) * torch.exp(-x * x)
+        _ERF_TABLES[key] = (
+            values.to(device=device, dtype=dtype).contiguous(),
+            slopes.to(device=device, dtype=dtype).contiguous(),
+        )
+    return _ERF_TABLES[key]
 
 
 def _build_kernels(dtype: torch.dtype):
     """Compile-once Taichi kernels for one float dtype (float32 or float64)."""
-    if dtype in _KERNELS:
-        return _KERNELS[dtype]
+    key = (dtype, "splat")
+    if key in _KERNELS:
+        return _KERNELS[key]
     ti = get_taichi()
     fp = ti.f64 if dtype == torch.float64 else ti.f32
     arr1i = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    arr1 = ti.types.ndarray(dtype=fp, ndim=1)
     arr2 = ti.types.ndarray(dtype=fp, ndim=2)
     arr3 = ti.types.ndarray(dtype=fp, ndim=3)
+    inv_step = 1.0 / ERF_TABLE_STEP
+    x_max = ERF_TABLE_MAX
+
+    @ti.func
+    def erf_tab(x, tab_v: ti.template(), tab_s: ti.template()):
+        """erf(x) from the table by a 6-term Taylor series about the nearest node."""
+        a = ti.abs(x)
+        r = ti.cast(1.0, fp)
+        if a < x_max:
+            i = ti.cast(a * inv_step + 0.5, ti.i32)
+            x0 = ti.cast(i, fp) * ti.cast(ERF_TABLE_STEP, fp)
+            h = a - x0
+            x2 = x0 * x0
+            poly = ti.cast(0.0, fp)
+            if ti.static(fp == ti.f64):  # 6 terms: truncation < 1e-16
+                h3 = (8.0 * x2 - 12.0) * x0
+                h4 = (16.0 * x2 - 48.0) * x2 + 12.0
+                h5 = ((32.0 * x2 - 160.0) * x2 + 120.0) * x0
+                poly = h5 * (h / 6.0)
+                poly = (h4 - poly) * (h / 5.0)
+                poly = (h3 - poly) * (h / 4.0)
+            # float32: 3 terms, truncation ≤ (1/128)⁴/4! · max|H₃ e^{−x²}| · 2/√π < 1e-9
+            poly = (4.0 * x2 - 2.0 - poly) * (h / 3.0)
+            poly = (2.0 * x0 - poly) * (h / 2.0)
+            poly = (1.0 - poly) * h
+            r = tab_v[i] + tab_s[i] * poly
+        if x < 0:
+            r = -r
+        return r
+
+    @ti.kernel
+    def edge_fractions(
+        scale: arr2,
+        rx: arr1,
+        ry: arr1,
+        wins: arr1i,
+        sampling: fp,
+        tab_v: arr1,
+        tab_s: arr1,
+        dx: arr3,
+        dy: arr3,
+    ):
+        # dx[j,k,m] = ½ (erf(sc (rx_j + (m+1) s)) − erf(sc (rx_j + m s))), rx_j = kx0_j s − x_j
+        for j, k in ti.ndrange(dx.shape[0], dx.shape[1]):
+            sc = scale[j, k]
+            prev_x = erf_tab(sc * rx[j], tab_v, tab_s)
+            prev_y = erf_tab(sc * ry[j], tab_v, tab_s)
+            for m in range(wins[j]):
+                edge = ti.cast(m + 1, fp) * sampling
+                cur_x = erf_tab(sc * (rx[j] + edge), tab_v, tab_s)
+                cur_y = erf_tab(sc * (ry[j] + edge), tab_v, tab_s)
+                dx[j, k, m] = 0.5 * (cur_x - prev_x)
+                dy[j, k, m] = 0.5 * (cur_y - prev_y)
+                prev_x = cur_x
+                prev_y = cur_y
 
     @ti.kernel
     def splat_forward(
@@ -56,35 +149,56 @@ def _build_kernels(dtype: torch.dtype):
         dy: arr3,
         kx0: arr1i,
         wins: arr1i,
-        row_start: arr1i,
+        cell_start: arr1i,
         out: arr2,
         col_chunk: ti.i32,
+        win_max: ti.i32,
         n_gauss: ti.template(),
     ):
+        # One thread owns columns [c0, c1) of row iy. Atoms are bucketed by (first row,
+        # column chunk of their first column): the thread scans the buckets of the rows
+        # iy − d (d < win_max) and only of the chunks from which a window reaches its own,
+        # so an atom is visited by about 1 + win_max/chunk threads per row (not nx/chunk).
         ny = out.shape[0]
         nx = out.shape[1]
-        win_max = dx.shape[2]
         n_chunks = (nx + col_chunk - 1) // col_chunk
         for iy, c in ti.ndrange(ny, n_chunks):
             c0 = c * col_chunk
             c1 = ti.min(c0 + col_chunk, nx)
+            # chunks holding a first column in [c0 − win_max + 1, c1) (cyclically), each once
+            lo = c0 - (win_max - 1)
+            first = 0
+            count = n_chunks
+            if lo >= 0:
+                first = lo // col_chunk
+                count = c - first + 1
+            elif lo + nx >= 0:
+                first = (lo + nx) // col_chunk
+                count = ti.min(n_chunks, n_chunks - first + c + 1)
             for d in range(win_max):
                 r = iy - d
                 while r < 0:
                     r += ny
-                for j in range(row_start[r], row_start[r + 1]):
-                    wj = wins[j]
-                    if d < wj:
-                        wdy = ti.Vector([w[j, k] * dy[j, k, d] for k in ti.static(range(n_gauss))])
-                        for m in range(wj):
-                            ix = kx0[j] + m
-                            while ix >= nx:
-                                ix -= nx
-                            if ix >= c0 and ix < c1:
-                                acc = ti.cast(0.0, fp)
-                                for k in ti.static(range(n_gauss)):
-                                    acc += wdy[k] * dx[j, k, m]
-                                out[iy, ix] = out[iy, ix] + acc
+                for q in range(count):
+                    cc = first + q
+                    if cc >= n_chunks:
+                        cc -= n_chunks
+                    cell = r * n_chunks + cc
+                    for j in range(cell_start[cell], cell_start[cell + 1]):
+                        wj = wins[j]
+                        if d < wj:
+                            wdy = ti.Vector(
+                                [w[j, k] * dy[j, k, d] for k in ti.static(range(n_gauss))]
+                            )
+                            for m in range(wj):
+                                ix = kx0[j] + m
+                                while ix >= nx:
+                                    ix -= nx
+                                if ix >= c0 and ix < c1:
+                                    acc = ti.cast(0.0, fp)
+                                    for k in ti.static(range(n_gauss)):
+                                        acc += wdy[k] * dx[j, k, m]
+                                    out[iy, ix] = out[iy, ix] + acc
 
     @ti.kernel
     def splat_backward(
@@ -118,56 +232,224 @@ def _build_kernels(dtype: torch.dtype):
                 grad_dy[j, k, d] = wk * acc_dy
             grad_w[j, k] = acc_w
 
-    _KERNELS[dtype] = (splat_forward, splat_backward)
-    return _KERNELS[dtype]
+    @ti.kernel
+    def gaussian_backward(
+        w: arr2,
+        scale: arr2,
+        rx: arr1,
+        ry: arr1,
+        dx: arr3,
+        dy: arr3,
+        kx0: arr1i,
+        ky0: arr1i,
+        wins: arr1i,
+        grad_out: arr2,
+        sampling: fp,
+        scratch: arr3,
+        grad_w: arr2,
+        grad_scale: arr2,
+        grad_rx: arr2,
+        grad_ry: arr2,
+    ):
+        # Adjoint of edge_fractions + splat_forward, one thread per (atom, Gaussian), a gather
+        # from grad_out (no atomics). With u = sc·rel and G(u) = e^{−u²}:
+        # ∂ dx[m]/∂rx = sc/√π (G(u_{m+1}) − G(u_m)),
+        # ∂ dx[m]/∂sc = (rel_{m+1} G(u_{m+1}) − rel_m G(u_m))/√π.
+        ny = grad_out.shape[0]
+        nx = grad_out.shape[1]
+        for j, k in ti.ndrange(dx.shape[0], dx.shape[1]):
+            wj = wins[j]
+            wk = w[j, k]
+            sc = scale[j, k]
+            for m in range(wj):
+                scratch[j, k, m] = 0.0
+            acc_w = ti.cast(0.0, fp)
+            acc_ry = ti.cast(0.0, fp)
+            acc_sy = ti.cast(0.0, fp)
+            rel = ry[j]
+            g_prev = ti.exp(-(sc * rel) * (sc * rel))
+            for d in range(wj):
+                iy = (ky0[j] + d) % ny
+                dyv = dy[j, k, d]
+                acc_dy = ti.cast(0.0, fp)
+                for m in range(wj):
+                    ix = (kx0[j] + m) % nx
+                    g = grad_out[iy, ix]
+                    acc_dy += g * dx[j, k, m]
+                    scratch[j, k, m] = scratch[j, k, m] + g * dyv
+                acc_w += acc_dy * dyv
+                rel_next = ry[j] + ti.cast(d + 1, fp) * sampling
+                g_next = ti.exp(-(sc * rel_next) * (sc * rel_next))
+                acc_ry += acc_dy * (g_next - g_prev)
+                acc_sy += acc_dy * (rel_next * g_next - rel * g_prev)
+                rel = rel_next
+                g_prev = g_next
+            acc_rx = ti.cast(0.0, fp)
+            acc_sx = ti.cast(0.0, fp)
+            rel = rx[j]
+            g_prev = ti.exp(-(sc * rel) * (sc * rel))
+            for m in range(wj):
+                rel_next = rx[j] + ti.cast(m + 1, fp) * sampling
+                g_next = ti.exp(-(sc * rel_next) * (sc * rel_next))
+                gm = scratch[j, k, m]
+                acc_rx += gm * (g_next - g_prev)
+                acc_sx += gm * (rel_next * g_next - rel * g_prev)
+                rel = rel_next
+                g_prev = g_next
+            grad_w[j, k] = acc_w
+            # times 1/√π, applied by the caller (a Python float here would be a float32 literal)
+            grad_rx[j, k] = wk * sc * acc_rx
+            grad_ry[j, k] = wk * sc * acc_ry
+            grad_scale[j, k] = wk * (acc_sx + acc_sy)
+
+    kernels = dict(
+        edge_fractions=edge_fractions,
+        splat_forward=splat_forward,
+        splat_backward=splat_backward,
+        gaussian_backward=gaussian_backward,
+    )
+    _KERNELS[key] = kernels
+    return kernels
 
 
-def _row_starts(ky0_sorted: torch.Tensor, ny: int) -> torch.Tensor:
-    rows = torch.arange(ny + 1, device=ky0_sorted.device, dtype=ky0_sorted.dtype)
-    return torch.searchsorted(ky0_sorted, rows).to(torch.int32).contiguous()
+def _column_chunk(device: torch.device, nx: int) -> int:
+    """Columns per thread: the whole row on the CPU, ``CUDA_COLUMN_CHUNK`` on a GPU."""
+    return nx if device.type == "cpu" else min(nx, CUDA_COLUMN_CHUNK)
+
+
+def _cell_buckets(kx0: torch.Tensor, ky0: torch.Tensor, ny: int, nx: int, chunk: int):
+    """Sort atoms by (first row, column chunk of the first column).
+
+    Returns the sorting order, the ``ny · n_chunks + 1`` bucket starts (int32) and
+    ``n_chunks``.
+    """
+    n_chunks = (nx + chunk - 1) // chunk
+    cell = ky0.to(torch.int64) * n_chunks + torch.div(
+        kx0.to(torch.int64), chunk, rounding_mode="floor"
+    )
+    order = torch.argsort(cell, stable=True)
+    bounds = torch.arange(ny * n_chunks + 1, device=cell.device, dtype=torch.int64)
+    cell_start = torch.searchsorted(cell[order], bounds).to(torch.int32).contiguous()
+    return order, cell_start, n_chunks
+
+
+def _splat_launch(kernels, w, dx, dy, kx0, wins, cell_start, ny, nx, chunk, win_max):
+    out = torch.zeros((ny, nx), dtype=w.dtype, device=w.device)
+    kernels["splat_forward"](w, dx, dy, kx0, wins, cell_start, out, chunk, win_max,
+                             int(dx.shape[1]))  # fmt: skip
+    return out
 
 
 class SplatFunction(torch.autograd.Function):
     """``out[iy, ix] = Σ_j Σ_k w[j,k] dy[j,k,(iy−ky0_j) mod ny] dx[j,k,(ix−kx0_j) mod nx]``.
 
     Atom ``j`` covers a ``wins[j] × wins[j]`` window (entries of ``dx``/``dy`` beyond it are
-    ignored). Inputs must be sorted by ``ky0`` (in ``[0, ny)``) with ``kx0`` in ``[0, nx)``;
-    the image is periodic. Differentiable wrt ``w``, ``dx`` and ``dy``.
+    ignored). Inputs must be sorted by :func:`_cell_buckets` (``cell_start`` its bucket
+    starts) with ``kx0`` in ``[0, nx)`` and ``ky0`` in ``[0, ny)``; the image is periodic.
+    Differentiable wrt ``w``, ``dx`` and ``dy``.
     """
 
     @staticmethod
-    def forward(ctx, w, dx, dy, kx0, ky0, wins, ny: int, nx: int):  # noqa: D102
-        forward_kernel, _ = _build_kernels(w.dtype)
+    def forward(
+        ctx, w, dx, dy, kx0, ky0, wins, ny: int, nx: int, cell_start=None, chunk: int | None = None
+    ):  # noqa: D102
+        kernels = _build_kernels(w.dtype)
         w, dx, dy = w.detach().contiguous(), dx.detach().contiguous(), dy.detach().contiguous()
         kx0, ky0, wins = (t.to(torch.int32).contiguous() for t in (kx0, ky0, wins))
-        out = torch.zeros((ny, nx), dtype=w.dtype, device=w.device)
+        chunk = _column_chunk(w.device, nx) if chunk is None else int(chunk)
+        if cell_start is None:  # sorted by row only: valid when there is one chunk per row
+            chunk = nx
+            cell_start = _cell_buckets(kx0, ky0, ny, nx, chunk)[1]
         if w.shape[0] > 0:
-            row_start = _row_starts(ky0, ny)
-            col_chunk = nx if w.device.type == "cpu" else 32
-            forward_kernel(w, dx, dy, kx0, wins, row_start, out, col_chunk, int(dx.shape[1]))
+            out = _splat_launch(kernels, w, dx, dy, kx0, wins, cell_start, ny, nx, chunk,
+                                int(dx.shape[2]))  # fmt: skip
+        else:
+            out = torch.zeros((ny, nx), dtype=w.dtype, device=w.device)
         ctx.save_for_backward(w, dx, dy, kx0, ky0, wins)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # noqa: D102
         w, dx, dy, kx0, ky0, wins = ctx.saved_tensors
-        _, backward_kernel = _build_kernels(w.dtype)
+        kernels = _build_kernels(w.dtype)
         grad_w = torch.zeros_like(w)
         grad_dx = torch.zeros_like(dx)
         grad_dy = torch.zeros_like(dy)
         if w.shape[0] > 0:
-            backward_kernel(
+            kernels["splat_backward"](
                 w, dx, dy, kx0, ky0, wins, grad_out.contiguous(), grad_w, grad_dx, grad_dy
             )
-        return grad_w, grad_dx, grad_dy, None, None, None, None, None
+        return grad_w, grad_dx, grad_dy, None, None, None, None, None, None, None
 
 
-def splat_taichi(w, dx, dy, kx0, ky0, wins, ny: int, nx: int) -> torch.Tensor:
-    """Taichi splat (sorts atoms by window row first); periodic ``(ny, nx)`` image."""
-    order = torch.argsort(ky0, stable=True)
+def splat_taichi(w, dx, dy, kx0, ky0, wins, ny: int, nx: int, *, chunk: int | None = None):
+    """Taichi splat (buckets atoms by row and column chunk first); periodic ``(ny, nx)`` image.
+
+    ``chunk``: columns per thread (default: the whole row on the CPU, 32 on CUDA); any value
+    gives the same image up to the order of additions.
+    """
+    chunk = _column_chunk(w.device, nx) if chunk is None else int(chunk)
+    order, cell_start, _ = _cell_buckets(kx0, ky0, ny, nx, chunk)
     return SplatFunction.apply(
-        w[order], dx[order], dy[order], kx0[order], ky0[order], wins[order], ny, nx
-    )
+        w[order], dx[order], dy[order], kx0[order], ky0[order], wins[order], ny, nx,
+        cell_start, chunk,
+    )  # fmt: skip
+
+
+class GaussianSplatFunction(torch.autograd.Function):
+    """Edge fractions (erf, computed in the kernel) and splat in one Taichi call.
+
+    ``out = Σ_j Σ_k w[j,k] · Y_k[iy] · X_k[ix]`` with ``X_k[kx0_j + m] = ½(erf(sc (rx_j +
+    (m+1)s)) − erf(sc (rx_j + m s)))``, ``rx_j = kx0_j s − x_j`` (same for ``Y``), periodic.
+    The atoms must be sorted by :func:`_cell_buckets`; ``kx0``/``ky0`` are the first window
+    pixel wrapped into the image. Differentiable wrt ``w``, ``scale``, ``rx`` and ``ry``
+    (hand-written adjoint kernel); the torch twin is :func:`_edge_fractions` +
+    :func:`splat_torch`.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        w,
+        scale,
+        rx,
+        ry,
+        kx0,
+        ky0,
+        wins,
+        cell_start,
+        ny: int,
+        nx: int,
+        sampling_a: float,
+        win_max: int,
+        chunk: int,
+    ):  # noqa: D102
+        kernels = _build_kernels(w.dtype)
+        w, scale = w.detach().contiguous(), scale.detach().contiguous()
+        rx, ry = rx.detach().contiguous(), ry.detach().contiguous()
+        n, k = w.shape
+        dx = torch.empty((n, k, win_max), dtype=w.dtype, device=w.device)
+        dy = torch.empty_like(dx)
+        tab_v, tab_s = _erf_table(w.device, w.dtype)
+        kernels["edge_fractions"](scale, rx, ry, wins, float(sampling_a), tab_v, tab_s, dx, dy)
+        out = _splat_launch(kernels, w, dx, dy, kx0, wins, cell_start, ny, nx, chunk, win_max)
+        ctx.save_for_backward(w, scale, rx, ry, dx, dy, kx0, ky0, wins)
+        ctx.sampling_a = float(sampling_a)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102
+        w, scale, rx, ry, dx, dy, kx0, ky0, wins = ctx.saved_tensors
+        kernels = _build_kernels(w.dtype)
+        grads = [torch.zeros_like(w) for _ in range(4)]  # w, scale, rx (N, K), ry (N, K)
+        scratch = torch.empty_like(dx)
+        kernels["gaussian_backward"](
+            w, scale, rx, ry, dx, dy, kx0, ky0, wins, grad_out.contiguous(), ctx.sampling_a,
+            scratch, *grads,
+        )  # fmt: skip
+        grad_w, grad_scale, grad_rx, grad_ry = grads
+        c = 1.0 / math.sqrt(math.pi)
+        return (grad_w, c * grad_scale, c * grad_rx.sum(1), c * grad_ry.sum(1)) + (None,) * 9
 
 
 def splat_torch(w, dx, dy, kx0, ky0, wins, ny: int, nx: int) -> torch.Tensor:
@@ -267,11 +549,15 @@ def project_gaussians(
     sampling_a: float,
     periodic: bool,
     use_taichi: bool,
+    win_max: int | None = None,
 ) -> torch.Tensor:
     """Slice-integrated, pixel-averaged sum of 3-D Gaussians [amplitude unit / Å²].
 
     Parameters are validated by the caller. ``amplitudes`` and ``widths_b_a2`` are
     ``(N, K)``; ``radii_a`` (N,) the window half-widths (from :func:`gaussian_radius_a`).
+    ``win_max``: an upper bound of the window sizes ``⌊2 r / s⌋ + 2`` [px] (from
+    :func:`window_size_px` of the largest radius; computed from ``radii_a`` when ``None``,
+    which costs a device synchronisation on a GPU).
     """
     ny, nx = shape
     s = float(sampling_a)
@@ -280,6 +566,11 @@ def project_gaussians(
         return out
     small_cpu = (os.cpu_count() or 1) <= 4
     with _single_torch_thread(use_taichi and small_cpu and positions_a.device.type == "cpu"):
+        if use_taichi:
+            return _project_gaussians_taichi(
+                positions_a, amplitudes, widths_b_a2, radii_a, z0_a, z1_a, (ny, nx), s,
+                periodic, win_max,
+            )  # fmt: skip
         return _project_gaussians(
             positions_a,
             amplitudes,
@@ -292,6 +583,62 @@ def project_gaussians(
             periodic,
             use_taichi,
         )
+
+
+def window_size_px(radius_a, sampling_a: float):
+    """Pixels per side of an atom's window: ``⌊2 r / s⌋ + 2`` (float or tensor ``radius_a``)."""
+    if isinstance(radius_a, torch.Tensor):
+        return (torch.floor(2.0 * radius_a.detach() / sampling_a) + 2).to(torch.int64)
+    return int(math.floor(2.0 * float(radius_a) / sampling_a)) + 2
+
+
+def _weights_and_scale(positions_a, amplitudes, widths_b_a2, z0_a, z1_a, s):
+    """Per-Gaussian weights ``A_k Z_k / s²`` (slice fraction ``Z_k``) and ``2π/√b_k``."""
+    scale = (2.0 * math.pi) * torch.rsqrt(widths_b_a2)
+    z = positions_a[:, 2]
+    frac_z = 0.5 * (
+        torch.special.erf(scale * (z1_a - z)[:, None])
+        - torch.special.erf(scale * (z0_a - z)[:, None])
+    )
+    return amplitudes * frac_z / (s * s), scale
+
+
+def _project_gaussians_taichi(
+    positions_a, amplitudes, widths_b_a2, radii_a, z0_a, z1_a, shape, s, periodic, win_max
+):
+    """One :class:`GaussianSplatFunction` call for all atoms (no window-size buckets)."""
+    ny, nx = shape
+    weights, scale = _weights_and_scale(positions_a, amplitudes, widths_b_a2, z0_a, z1_a, s)
+    rad = radii_a.detach()
+    wins = window_size_px(rad, s)
+    if win_max is None:
+        win_max = int(wins.max())
+    else:  # the kernels' buffers hold win_max pixels (a bound from the caller)
+        wins = wins.clamp_max(int(win_max))
+    x, y = positions_a[:, 0], positions_a[:, 1]
+    kx0 = torch.floor((x.detach() - rad) / s).to(torch.int64)
+    ky0 = torch.floor((y.detach() - rad) / s).to(torch.int64)
+    if periodic:
+        kx0w, ky0w, cy, cx = kx0 % nx, ky0 % ny, ny, nx
+    else:  # drop atoms whose window misses the field; pad the canvas
+        keep = (kx0 > -wins) & (kx0 < nx) & (ky0 > -wins) & (ky0 < ny)
+        if not bool(keep.all()):
+            x, y, weights, scale = x[keep], y[keep], weights[keep], scale[keep]
+            kx0, ky0, wins = kx0[keep], ky0[keep], wins[keep]
+        pad = win_max
+        kx0w, ky0w, cy, cx = kx0 + pad, ky0 + pad, ny + 2 * pad, nx + 2 * pad
+    rx = kx0.to(x.dtype) * s - x
+    ry = ky0.to(y.dtype) * s - y
+    chunk = _column_chunk(positions_a.device, cx)
+    order, cell_start, _ = _cell_buckets(kx0w, ky0w, cy, cx, chunk)
+    ints = [t[order].to(torch.int32).contiguous() for t in (kx0w, ky0w, wins)]
+    out = GaussianSplatFunction.apply(
+        weights[order], scale[order], rx[order], ry[order], *ints, cell_start, cy, cx, s,
+        int(win_max), chunk,
+    )  # fmt: skip
+    if not periodic:
+        out = out[pad : pad + ny, pad : pad + nx]
+    return out
 
 
 def _project_gaussians(

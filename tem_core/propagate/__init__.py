@@ -166,8 +166,9 @@ def transmission_function(potential_v_a: torch.Tensor, *, energy_ev: float) -> t
     cdtype = _complex_dtype_for(potential_v_a.dtype)
     if potential_v_a.is_complex():
         v = potential_v_a.to(cdtype)
-        # exp(iσ(V + iV')) = exp(-σV') · exp(iσV)
-        return torch.exp(1j * sigma * v)
+        # exp(iσ(V + iV')) = exp(-σV') · exp(iσV), in real arithmetic (3-4× faster than the
+        # complex exponential, equal to it within rounding)
+        return torch.polar(torch.exp((-sigma) * v.imag), sigma * v.real)
     rdtype = _real_dtype_for(potential_v_a.dtype)
     return torch.polar(
         torch.ones((), dtype=rdtype, device=potential_v_a.device).expand_as(potential_v_a),
@@ -264,6 +265,26 @@ def multislice_step(
     """
     t = apply_bandlimit(transmission, mask)
     return ifft2(fft2(wave * t) * propagator)
+
+
+def _multislice_step_scaled(wave, transmission, scaled_propagator, scaled_mask):
+    """:func:`multislice_step` with the inverse FFTs' ``1/n`` folded into the factors.
+
+    ``scaled_propagator = propagator / n`` and ``scaled_mask = mask / n`` (real) or ``None``;
+    the products with them are in place on fresh FFT outputs (autograd-safe: neither the
+    FFT nor the product with a constant needs the overwritten values).
+    """
+    t = transmission
+    if scaled_mask is not None:
+        t = ifft2(_times(fft2(t), scaled_mask), norm="forward")  # unnormalised inverse
+    return ifft2(_times(fft2(wave * t), scaled_propagator), norm="forward")
+
+
+def _times(fresh: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``fresh * factor``, in place unless autograd needs ``fresh`` (a differentiable factor)."""
+    if factor.requires_grad and torch.is_grad_enabled():
+        return fresh * factor
+    return fresh.mul_(factor)
 
 
 def phase_object_wave(
@@ -392,7 +413,7 @@ def multislice(
         raise TypeError(f"wave must be a torch.Tensor or None, got {type(wave).__name__}")
 
     psi = wave
-    mask = None
+    mask = scaled_mask = scaled_prop = scaled_for = None
     propagator = None
     shape = None
     n_done = 0
@@ -479,14 +500,21 @@ def multislice(
                     dtype=cdtype,
                     bandlimit_fraction=bandlimit_fraction,
                 ).to(cdtype)
+        if index == 0 or propagator is not scaled_for:
+            # fold the inverse FFT's 1/n into the constant factors: one pass less per FFT
+            n_px = shape[0] * shape[1]
+            scaled_prop = propagator * (1.0 / n_px)
+            if mask is not None and scaled_mask is None:
+                scaled_mask = mask.to(_real_dtype_for(cdtype)) * (1.0 / n_px)
+            scaled_for = propagator
         axis = _constant_axis(potential)
         if axis is None:
             t = transmission_function(potential, energy_ev=energy_ev).to(cdtype)
-            psi = multislice_step(psi, t, propagator, mask=mask)
+            psi = _multislice_step_scaled(psi, t, scaled_prop, scaled_mask)
         else:  # the same step, with t computed and band-limited along one axis only
             t = transmission_function(_line(potential, axis), energy_ev=energy_ev).to(cdtype)
             t = _bandlimit_line(t, mask, axis)
-            psi = ifft2(fft2(psi * t) * propagator)
+            psi = _multislice_step_scaled(psi, t, scaled_prop, None)
         n_done += 1
     if n_done == 0:
         raise ValueError("slices is empty: multislice needs at least one slice")
