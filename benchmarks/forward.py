@@ -17,15 +17,22 @@ every case then runs in its own subprocess, so each peak memory is that code's a
   no ice and ignores B-factors (its independent-atom model has no Debye–Waller factor; ours
   widens each atom by its PDB B, which widens the kernel windows too).
 
-Times exclude reading the model and the one-off compilation (Taichi kernels, numba): each case
-first runs the same code on a tiny scene. Peak memory: ``ru_maxrss`` of the case's process
-(and its increase over the RSS just before the timed run); on CUDA also
-``torch.cuda.max_memory_allocated`` (tem_core; abTEM runs on the CPU unless cupy works).
+Fairness: both codes are warm at the full size (each case first runs the same code on a tiny
+scene, then once untimed on the full scene: Taichi and numba compilation, FFTW planning and
+caches are outside the timed run) and use the same number of threads (``--threads``, default
+all cores: torch and Taichi for tem_core; FFTW, MKL, numba and the dask scheduler for abTEM).
+``--rounds`` rounds run every case once each, interleaved, and the table gives the median over
+rounds; the load average (``/proc/loadavg``) before and after is printed with it. Peak memory:
+``ru_maxrss`` of the case's process (and its increase over the RSS just before the timed run);
+on CUDA also ``torch.cuda.max_memory_allocated`` (tem_core; abTEM runs on the CPU unless cupy
+works).
 
-Run (abTEM in the comparison environment, tem_core in the main one)::
+Run (abTEM in the comparison environment, tem_core in the main one; about 3 minutes on 2
+cores)::
 
-    .venv/bin/python benchmarks/forward.py [--quick] [--device cpu|cuda]
+    .venv/bin/python benchmarks/forward.py [--quick] [--device cpu|cuda] [--rounds 3]
         [--abtem-python .venv-compare/bin/python] [--abtem-projection infinite,finite]
+        [--json benchmarks/results/forward_cpu.json]
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +49,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._envs import env_python  # noqa: E402
+
 DATA = ROOT / "data"
 
 
@@ -120,11 +132,12 @@ def worker_ours(cfg: dict) -> dict:
             torch.cuda.synchronize()
 
     tiny = _to_device(_tiny(specimen), device)
+    full = settings((cfg["n_px"], cfg["n_px"]))
     with torch.no_grad():
         micrograph(tiny, potential=settings((64, 64)), microscope=microscope,
                    detector=detector, imaging=imaging)
+        exit_wave(specimen, full, energy_ev=energy)  # warm at the full size
     sync()
-    full = settings((cfg["n_px"], cfg["n_px"]))
     rss0 = _rss_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -171,11 +184,13 @@ def _to_device(specimen, device):
 def worker_abtem(cfg: dict) -> dict:
     import abtem
     import ase
+    import dask
     import numpy as np
     import torch
 
     from tem_core.units import KV_TO_EV
 
+    dask.config.set(scheduler="threads", num_workers=cfg["threads"])
     use_gpu = False
     if cfg["device"].startswith("cuda"):
         try:
@@ -185,7 +200,8 @@ def worker_abtem(cfg: dict) -> dict:
         except ImportError:
             pass
     abtem.config.set({"device": "gpu" if use_gpu else "cpu", "precision": "float32",
-                      "diagnostics.progress_bar": False})
+                      "diagnostics.progress_bar": False, "fftw.threads": cfg["threads"],
+                      "mkl.threads": cfg["threads"]})
     specimen = torch.load(cfg["scene"], weights_only=False)
     energy = cfg["energy_kv"] * KV_TO_EV
 
@@ -209,6 +225,7 @@ def worker_abtem(cfg: dict) -> dict:
     lz = specimen.ice.thickness_a
     run(to_ase(_tiny(specimen), lz), (64, 64))
     atoms = to_ase(specimen, lz)
+    run(atoms, (cfg["n_px"], cfg["n_px"]))  # warm at the full size (FFTW plans, caches)
     rss0 = _rss_mib()
     t0 = time.perf_counter()
     potential, wave = run(atoms, (cfg["n_px"], cfg["n_px"]))
@@ -229,15 +246,31 @@ def worker_abtem(cfg: dict) -> dict:
 # --------------------------------------------------------------------------- driver
 def _run_case(python: str, cfg: dict) -> dict:
     cmd = [python, __file__, "--worker", json.dumps(cfg)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    threads = str(cfg["threads"])
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=threads,
+               MKL_NUM_THREADS=threads, NUMBA_NUM_THREADS=threads,
+               TI_CPU_MAX_NUM_THREADS=threads, PYTHONPATH=str(ROOT))  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _default_python(name: str) -> str:
-    candidate = ROOT / name / "bin" / "python"
-    return str(candidate) if candidate.exists() else sys.executable
+def _loadavg() -> str:
+    with open("/proc/loadavg") as fh:
+        return " ".join(fh.read().split()[:3])
+
+
+def _median_rows(runs: list[dict]) -> dict:
+    """Median over rounds of every timing; the other numbers from the first good round."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[-1]
+    row = dict(ok[0])
+    for key in ("t_total_s", "t_exit_wave_s", "maxrss_mib", "rss_before_mib"):
+        row[key] = statistics.median(r[key] for r in ok)
+    row["rounds_exit_wave_s"] = [r["t_exit_wave_s"] for r in ok]
+    return row
 
 
 def main() -> None:
@@ -245,9 +278,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (tem_core; abTEM needs cupy)")
     parser.add_argument("--quick", action="store_true",
                         help="384² grid, 5 particles (5 do not fit a 256 Å field)")
-    parser.add_argument("--ours-python", default=_default_python(".venv"))
-    parser.add_argument("--abtem-python", default=_default_python(".venv-compare"))
-    parser.add_argument("--abtem-projection", default="infinite",
+    parser.add_argument("--ours-python", default=env_python(".venv"))
+    parser.add_argument("--abtem-python", default=env_python(".venv-compare"))
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--json", help="write the table's numbers to this JSON file")
+    parser.add_argument("--no-ice-only", action="store_true",
+                        help="skip the micrograph with ice (only the abTEM-comparable case)")
+    parser.add_argument("--abtem-projection", default="infinite,finite",
                         help="comma list of abTEM projections: infinite, finite")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
@@ -280,17 +317,29 @@ def main() -> None:
             ("tem_core, ice", args.ours_python, dict(base, code="ours", ice=True)),
             ("tem_core, no ice", args.ours_python, dict(base, code="ours", ice=False)),
         ]
+        if args.no_ice_only:
+            cases = cases[1:]
         for projection in args.abtem_projection.split(","):
             cases.append((f"abTEM peng {projection}", args.abtem_python,
                           dict(base, code="abtem", projection=projection.strip())))
-        rows = {}
-        for label, python, cfg in cases:
-            t0 = time.perf_counter()
-            rows[label] = _run_case(python, cfg)
-            rows[label]["process_s"] = time.perf_counter() - t0
-            print(f"  ran {label:<22} ({rows[label]['process_s']:.1f} s incl. start-up)",
-                  flush=True)
+        load_before = _loadavg()
+        runs: dict[str, list] = {label: [] for label, _, _ in cases}
+        for r in range(args.rounds):
+            for label, python, cfg in cases:
+                t0 = time.perf_counter()
+                result = _run_case(python, cfg)
+                result["process_s"] = time.perf_counter() - t0
+                runs[label].append(result)
+                took = result.get("t_exit_wave_s", float("nan"))
+                print(f"  round {r + 1}: {label:<22} exit wave {took:.2f} s "
+                      f"({result['process_s']:.1f} s incl. start-up and warm-up)"
+                      + (f" failed: {result['error']}" if "error" in result else ""),
+                      flush=True)  # fmt: skip
+        rows = {label: _median_rows(rs) for label, rs in runs.items()}
+        load_after = _loadavg()
 
+    print(f"\nmedians of {args.rounds} interleaved rounds, {args.threads} threads each; "
+          f"load average before {load_before}, after {load_after}")  # fmt: skip
     header = (f"{'code':<24} {'exit wave [s]':>13} {'micrograph [s]':>14} "
               f"{'peak RSS [MiB]':>14} {'Δ RSS [MiB]':>12} {'CUDA peak [MiB]':>15} "
               f"{'<|ψ|²>':>8}")
@@ -304,14 +353,25 @@ def main() -> None:
         print(f"{label:<24} {r['t_exit_wave_s']:>13.2f} {micro:>14} {r['maxrss_mib']:>14.0f} "
               f"{r['maxrss_mib'] - r['rss_before_mib']:>12.0f} {cuda:>15} "
               f"{r['exit_wave_mean_abs2']:>8.4f}")
-    ab = [r for k, r in rows.items() if k.startswith("abTEM") and "error" not in r]
+    ratios = {}
     for label in ("tem_core, ice", "tem_core, no ice"):
+        if label not in rows:
+            continue
         r = rows[label]
-        if ab and "error" not in r:
-            ref = ab[0]
-            print(f"ratio abTEM ({cases[2][0].split()[-1]}) / {label}: exit-wave time "
-                  f"{ref['t_exit_wave_s'] / r['t_exit_wave_s']:.2f}×, peak RSS "
+        for ab_label, ref in rows.items():
+            if not ab_label.startswith("abTEM") or "error" in ref or "error" in r:
+                continue
+            ratio = ref["t_exit_wave_s"] / r["t_exit_wave_s"]
+            ratios[f"{ab_label} / {label}"] = ratio
+            print(f"ratio {ab_label} / {label}: exit-wave time {ratio:.2f}×, peak RSS "
                   f"{ref['maxrss_mib'] / r['maxrss_mib']:.2f}×")
+    if args.json:
+        payload = dict(scene=dict(n_px=n_px, n_particles=n_particles, **{
+            k: base[k] for k in ("sampling_a", "slice_a", "energy_kv", "ice_a")}),
+            device=args.device, threads=args.threads, rounds=args.rounds,
+            load_before=load_before, load_after=load_after, rows=rows, ratios=ratios)  # fmt: skip
+        Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
