@@ -24,7 +24,7 @@ DEG = math.pi / 180
 
 @pytest.fixture(scope="module")
 def small_specimen():
-    model = read_structure(DATA_DIR / "1crn.pdb.gz").centered()
+    model = read_structure(DATA_DIR / "1crn.pdb.gz", dtype=torch.float64).centered()
     g = torch.Generator().manual_seed(7)
     return build_specimen(
         model, 1, extent_a=(64.0, 64.0), ice=IceSlab(thickness_a=60.0), generator=g

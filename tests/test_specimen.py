@@ -25,7 +25,7 @@ DATA = Path(__file__).parents[1] / "data"
 
 @pytest.fixture(scope="module")
 def crambin() -> AtomicModel:
-    return read_structure(DATA / "1crn.pdb.gz")
+    return read_structure(DATA / "1crn.pdb.gz", dtype=torch.float64)
 
 
 def _gen(seed: int = 0) -> torch.Generator:

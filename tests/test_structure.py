@@ -64,7 +64,8 @@ def _write(tmp_path: Path, name: str, lines: list[str]) -> Path:
 
 
 def test_read_crambin_counts_and_values():
-    model = read_structure(DATA / "1crn.pdb.gz")
+    assert read_structure(DATA / "1crn.pdb.gz").positions_a.dtype == torch.float32  # default
+    model = read_structure(DATA / "1crn.pdb.gz", dtype=torch.float64)
     # 1CRN (RCSB): 327 atoms, C 202, N 55, O 64, S 6 (no hydrogens, no waters).
     assert len(model) == 327
     counts = {z: int((model.atomic_numbers == z).sum()) for z in (6, 7, 8, 16)}
@@ -79,7 +80,7 @@ def test_read_crambin_counts_and_values():
 
 
 def test_read_mmcif_4v1w():
-    model = read_structure(DATA / "4v1w.cif.gz")
+    model = read_structure(DATA / "4v1w.cif.gz", dtype=torch.float64)
     # 4V1W horse spleen apoferritin 24-mer, mmCIF: 32,736 atoms, first atom N of SER A 2.
     assert len(model) == 32_736
     assert int(model.atomic_numbers[0]) == 7
@@ -227,7 +228,7 @@ def test_helical_operators_small():
 
 
 def test_expand_assembly_user_operators():
-    model = read_structure(DATA / "1crn.pdb.gz")
+    model = read_structure(DATA / "1crn.pdb.gz", dtype=torch.float64)
     shift = [[1.0, 0.0, 0.0, 10.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
     ident = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
     two = expand_assembly(model, [ident, shift])
@@ -331,7 +332,7 @@ _pdbx_struct_oper_list.vector[3]
 def test_mmcif_assembly_operators(tmp_path):
     path = tmp_path / "dimer.cif.gz"
     path.write_bytes(gzip.compress(MMCIF_WITH_ASSEMBLY.format(x2="2.5").encode()))
-    model = read_structure(path)
+    model = read_structure(path, dtype=torch.float64)
     assert len(model) == 2
     ops = assembly_operators(path)
     expected = torch.tensor(

@@ -2,8 +2,9 @@
 
 Stage 1 of the forward model (``units -> structure -> specimen -> ...``). An
 :class:`AtomicModel` holds, per atom, the atomic number Z, the position (x, y, z) [Å],
-the isotropic Debye-Waller factor B [Å²] and the occupancy, as torch tensors (positions
-float64 on the CPU by default; cast with :meth:`AtomicModel.to`).
+the isotropic Debye-Waller factor B [Å²] and the occupancy, as torch tensors (float32 on the
+CPU by default, the working precision of every stage; ``dtype=torch.float64`` for tests and
+checks to rounding; cast with :meth:`AtomicModel.to`).
 
 Reading (:func:`read_structure`)
 --------------------------------
@@ -261,7 +262,7 @@ def read_structure(
     keep_waters: bool = True,
     keep_hydrogens: bool = True,
     add_hydrogens: bool = False,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     name: str | None = None,
 ) -> AtomicModel:
@@ -279,7 +280,9 @@ def read_structure(
         Add the standard hydrogens of each residue lacking them, at the bonded heavy
         atom's position (see the module docstring). Default ``False``.
     dtype, device
-        Floating dtype and device of the returned tensors (default float64, CPU).
+        Floating dtype and device of the returned tensors (default float32, CPU: every
+        later stage follows it, so float32 gives complex64 multislice; positions of a
+        500 Å specimen are then rounded to 3e-5 Å).
     name
         Label of the model (default: the file name without ``.gz`` and format suffix).
 
