@@ -272,8 +272,14 @@ def main() -> None:
                   f"image correlation {row['image_correlation']}, gradient correlation "
                   f"{row.get('gradient_correlation')}")  # fmt: skip
     if args.json:
-        payload = dict(threads=args.threads, rounds=args.rounds, quick=args.quick,
-                       load_before=load_before, load_after=load_after, results=results)
+        payload = dict(
+            threads=args.threads,
+            rounds=args.rounds,
+            quick=args.quick,
+            load_before=load_before,
+            load_after=load_after,
+            results=results,
+        )
         Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")
         print(f"wrote {args.json}")
 

@@ -541,7 +541,7 @@ def test_tilted_slab_is_thicker_along_the_beam():
 
 
 def test_excluded_volume_removes_ice_inside_a_particle(data_dir):
-    model = read_structure(data_dir / "1crn.pdb.gz").centered()
+    model = read_structure(data_dir / "1crn.pdb.gz", dtype=torch.float64).centered()
     volume = float(pot.displaced_volumes_a3(model.atomic_numbers).sum())
     # Partial specific volume 0.73 cm³/g × 4730 Da (crambin with H) = 5734 Å³;
     # van der Waals spheres of the heavy atoms: 6103 Å³.
@@ -567,7 +567,7 @@ def test_excluded_volume_removes_ice_inside_a_particle(data_dir):
 
 # ----------------------------------------------------------------------------- tilt-series reuse
 def _tilted_crambin(data_dir, theta_deg=35.0):
-    model = read_structure(data_dir / "1crn.pdb.gz").centered()
+    model = read_structure(data_dir / "1crn.pdb.gz", dtype=torch.float64).centered()
     atoms = model.transformed(
         torch.eye(3, dtype=model.positions_a.dtype),
         torch.tensor([32.0, 32.0, 30.0], dtype=model.positions_a.dtype),

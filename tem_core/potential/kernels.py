@@ -316,18 +316,6 @@ def project_gaussians(
         )
 
 
-def slice_spans(z_sorted: torch.Tensor, r_max: float, edges: list[float]) -> list[tuple[int, int]]:
-    """Index ranges ``[lo, hi)`` of the z-sorted atoms within ``r_max`` of each slice.
-
-    One search for all slices (one device synchronisation, not two per slice).
-    """
-    z = z_sorted
-    lo = torch.tensor([e - r_max for e in edges[:-1]], dtype=z.dtype, device=z.device)
-    hi = torch.tensor([e + r_max for e in edges[1:]], dtype=z.dtype, device=z.device)
-    found = torch.searchsorted(z, torch.stack([lo, hi])).tolist()
-    return list(zip(found[0], found[1], strict=True))
-
-
 def window_size_px(radius_a, sampling_a: float):
     """Pixels per side of an atom's window: ``⌊2 r / s⌋ + 2`` (float or tensor ``radius_a``)."""
     if isinstance(radius_a, torch.Tensor):
