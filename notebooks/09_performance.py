@@ -162,6 +162,44 @@ plt.show()
 table(recorded["agreement"], {"quantity": "60", "relative_l2": "11.1e"})
 
 # %% [markdown]
+# ## Side by side, warm and with the same threads
+#
+# Newer tables, if recorded: `benchmarks/forward.py --json .../forward_cpu.json` runs
+# `tem_core` and abTEM (`infinite` and `finite` projections) on the apoferritin field,
+# both warmed up at the full size and on the same number of threads, in interleaved
+# rounds (medians); `benchmarks/vs_cryojax.py --json .../vs_cryojax.json` times the
+# projection approximation and its gradient with respect to the atom positions against
+# cryojax (JAX). Ratios measured in one run are the numbers to read.
+
+# %%
+for name in ("forward_cpu.json", "vs_cryojax.json"):
+    path = RESULTS / name
+    if not path.exists():
+        say(f"{name}: not recorded yet (run the benchmark with --json {results_dir}/{name})")
+        continue
+    run = json.loads(path.read_text())
+    say(f"{name}: {run['threads']} threads, {run['rounds']} rounds, load average "
+        f"before {run['load_before']}, after {run['load_after']}")  # fmt: skip
+    if name == "forward_cpu.json":
+        for label, row in run["rows"].items():
+            if "error" not in row:
+                print(f"  {label:<22} exit wave {row['t_exit_wave_s']:6.2f} s, "
+                      f"peak RSS {row['maxrss_mib']:5.0f} MiB")  # fmt: skip
+        for label, ratio in run["ratios"].items():
+            print(f"  {label:<50} {ratio:5.2f}×")
+    else:
+        for scene, row in run["results"].items():
+            for code in ("tem_core", "cryojax"):
+                if "error" not in row[code]:
+                    r = row[code]
+                    print(f"  {scene:<13} {code:<9} forward {r['forward_s']:6.3f} s, "
+                          f"gradient {r['gradient_s']:6.3f} s")  # fmt: skip
+            if "speedup_forward" in row:
+                print(f"  {scene:<13} cryojax/tem_core: forward "
+                      f"{row['speedup_forward']:.2f}×, gradient {row['speedup_gradient']:.2f}×, "
+                      f"image correlation {row['image_correlation']:.7f}")  # fmt: skip
+
+# %% [markdown]
 # ## Scaling with the grid and the number of particles
 #
 # `benchmarks/scaling.py` times whole micrographs (potential, multislice, CTF, detector)

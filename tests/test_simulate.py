@@ -374,3 +374,46 @@ def test_projection_exit_wave_is_the_damaged_sum_of_slices(small_specimen) -> No
     reference = phase_object_wave(sum(slices), energy_ev=300e3)
     assert float((wave - reference).abs().max()) < 1e-12
     assert float((sink[0] - ref_sink[0]).abs().max()) < 1e-9 * float(ref_sink[0].abs().max())
+
+
+# ----------------------------------------------------------------------------- exit-wave cache
+def test_exit_wave_cache_reuses_the_wave_only_while_the_specimen_is_unchanged(small_specimen):
+    """Fitting optics/detector parameters: the exit wave is computed once."""
+    settings = dataclasses.replace(SETTINGS, shape=(32, 32), sampling_a=2.0)
+    cache = simulate.ExitWaveCache()
+
+    def run(defocus, cache=None, specimen=small_specimen, alpha=0.0):
+        return simulate.micrograph(
+            specimen, potential=settings, microscope=SCOPE, detector=Detector(alpha=alpha),
+            imaging=simulate.Imaging(defocus_a=defocus, dose_e_per_a2=40.0),
+            exit_wave_cache=cache,
+        )  # fmt: skip
+
+    first = run(1500.0, cache)
+    again = run(2500.0, cache, alpha=0.1)
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert again.exit_wave is first.exit_wave
+    fresh = run(2500.0, alpha=0.1)
+    assert torch.equal(again.expected, fresh.expected)  # identical, not merely close
+    # gradient wrt the defocus through the cached wave equals the uncached one
+    grads = []
+    for c in (cache, None):
+        defocus = torch.tensor(2000.0, dtype=torch.float64, requires_grad=True)
+        run(defocus, c).expected.sum().backward()
+        grads.append(defocus.grad)
+    assert cache.hits == 2 and torch.equal(grads[0], grads[1])
+    # an in-place change of the atoms is a miss; atoms that need a gradient bypass the cache
+    moved = dataclasses.replace(
+        small_specimen, atoms=small_specimen.atoms._replace_positions(
+            small_specimen.atoms.positions_a.clone()))  # fmt: skip
+    run(1500.0, cache, specimen=moved)
+    assert cache.misses == 2
+    moved.atoms.positions_a.add_(0.5)
+    shifted = run(1500.0, cache, specimen=moved)
+    assert cache.misses == 3
+    assert torch.equal(shifted.expected, run(1500.0, specimen=moved).expected)
+    pos = moved.atoms.positions_a.clone().requires_grad_(True)
+    graded = dataclasses.replace(moved, atoms=moved.atoms._replace_positions(pos))
+    run(1500.0, cache, specimen=graded).expected.sum().backward()
+    run(1500.0, cache, specimen=graded)
+    assert cache.misses == 5 and pos.grad is not None and float(pos.grad.abs().sum()) > 0

@@ -44,6 +44,7 @@ from tem_core.propagate import (
     multislice,
     phase_object_wave,
 )
+from tem_core.simulate.cache import ExitWaveCache
 from tem_core.simulate.checks import (
     _plain_values,
     _preflight,
@@ -63,6 +64,7 @@ METHODS = ("multislice", "projection")
 
 
 __all__ = [
+    "ExitWaveCache",
     "Imaging",
     "MicrographResult",
     "TiltScheme",
@@ -226,6 +228,7 @@ def micrograph(
     imaging: Imaging,
     generator: torch.Generator | None = None,
     coefficients: AtomCoefficients | None = None,
+    exit_wave_cache: ExitWaveCache | None = None,
 ) -> MicrographResult:
     """Simulate one micrograph of ``specimen``.
 
@@ -235,7 +238,8 @@ def micrograph(
     default) the intensity includes the inelastic background
     (:mod:`tem_core._optics_inelastic`, also returned as ``inelastic``); with
     ``imaging.damage`` the potential is attenuated by radiation damage. ``coefficients``:
-    see :func:`exit_wave`.
+    see :func:`exit_wave`. ``exit_wave_cache``: an :class:`ExitWaveCache` that reuses the
+    exit wave while the specimen and potential are unchanged (fits of optics and detector).
     """
     device = specimen.atoms.positions_a.device
     if not isinstance(imaging, Imaging):
@@ -258,16 +262,20 @@ def micrograph(
             prior_dose_e_per_a2=imaging.prior_dose_e_per_a2, dose_e_per_a2=imaging.dose_e_per_a2,
             energy_ev=microscope.energy_ev, device=device, dtype=specimen.atoms.positions_a.dtype,
         )  # fmt: skip
-    sink: list = []
-    wave = exit_wave(
-        specimen,
-        potential,
-        energy_ev=microscope.energy_ev,
-        method=imaging.method,
-        attenuation=attenuation,
-        absorption_sink=None if microscope.energy_filter else sink,
-        coefficients=coefficients,
-    )
+    def compute():
+        sink: list = []
+        wave = exit_wave(
+            specimen, potential, energy_ev=microscope.energy_ev, method=imaging.method,
+            attenuation=attenuation, absorption_sink=None if microscope.energy_filter else sink,
+            coefficients=coefficients,
+        )  # fmt: skip
+        return wave, sink
+
+    damage = None if imaging.damage is None else (imaging.damage, imaging.prior_dose_e_per_a2,
+                                                  imaging.dose_e_per_a2)  # fmt: skip
+    key = (specimen, potential, microscope.energy_ev, microscope.energy_filter, imaging.method,
+           damage)  # fmt: skip
+    wave, sink = compute() if exit_wave_cache is None else exit_wave_cache.fetch(key, compute)
     intensity = image_plane_intensity(
         wave,
         sampling_a=potential.sampling_a,
