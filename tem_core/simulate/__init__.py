@@ -262,6 +262,7 @@ def micrograph(
             prior_dose_e_per_a2=imaging.prior_dose_e_per_a2, dose_e_per_a2=imaging.dose_e_per_a2,
             energy_ev=microscope.energy_ev, device=device, dtype=specimen.atoms.positions_a.dtype,
         )  # fmt: skip
+
     def compute():
         sink: list = []
         wave = exit_wave(
