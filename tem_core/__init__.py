@@ -128,6 +128,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "write_tilt_angles",
     ),
     "simulate": (
+        "ExitWaveCache",
         "Imaging",
         "MicrographResult",
         "TiltScheme",
