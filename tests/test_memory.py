@@ -60,7 +60,7 @@ def test_estimates_within_1_5x_of_the_measured_peak() -> None:
 
 @pytest.fixture(scope="module")
 def specimen():
-    model = read_structure(REPO_ROOT / "data" / "1crn.pdb.gz").centered()
+    model = read_structure(REPO_ROOT / "data" / "1crn.pdb.gz", dtype=torch.float64).centered()
     return build_specimen(
         model,
         1,
