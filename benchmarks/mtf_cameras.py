@@ -197,7 +197,7 @@ def main() -> None:
         print("\n# held out: other pixel sizes (T(ω/k)) and doses, default workflow")
         variants = [
             (Stretched("falcon2_300kv", 2.0), DOSE_E_PER_PX),
-            (Stretched("k2_300kv", 2.0), DOSE_E_PER_PX),
+            (Stretched("k2_300kv", 1.25), DOSE_E_PER_PX),  # ω/2 would exceed sinc(0.5)
             (Stretched("de20_300kv", 0.8), DOSE_E_PER_PX),
             ("falcon2_300kv", 10.0),
             ("falcon2_300kv", 100.0),
