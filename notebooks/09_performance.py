@@ -152,11 +152,13 @@ for ax in axes[0]:
 plt.show()
 
 # %% [markdown]
-# `tem_core` computes an apoferritin field's exit wave 1.7 times faster than abTEM (2.1
-# times without ice, which abTEM does not model), using more memory (peak 942 MiB
-# against 720 MiB). On TEM-simulator's example it is 1.9 times *slower*: TEM-simulator
-# projects precomputed particle maps, while `tem_core` runs a full multislice from the
-# atoms at every tilt. The results agree with the peers:
+# In these recorded tables (2026-11-28) `tem_core` computed an apoferritin field's exit
+# wave 1.7 times faster than abTEM (2.1 times without ice, which abTEM does not model),
+# using more memory (peak 942 MiB against 720 MiB); abTEM was warmed up only at a small
+# size there, so part of its time was FFT planning. On TEM-simulator's example it was
+# 1.9 times *slower*: TEM-simulator projects precomputed particle maps, while `tem_core`
+# integrates every atom at every tilt. The side-by-side tables of the next section
+# supersede both numbers. The results agree with the peers:
 
 # %%
 table(recorded["agreement"], {"quantity": "60", "relative_l2": "11.1e"})
@@ -169,13 +171,28 @@ table(recorded["agreement"], {"quantity": "60", "relative_l2": "11.1e"})
 # both warmed up at the full size and on the same number of threads, in interleaved
 # rounds (medians); `benchmarks/vs_cryojax.py --json .../vs_cryojax.json` times the
 # projection approximation and its gradient with respect to the atom positions against
-# cryojax (JAX). Ratios measured in one run are the numbers to read.
+# cryojax (JAX); `benchmarks/vs_temsim.py --temsim PATH --json .../vs_temsim.json` runs
+# TEM-simulator (built by the user) and `tem_core` (projection and multislice) on the
+# TMV example, interleaved. Ratios measured in one run are the numbers to read.
 
 # %%
-for name in ("forward_cpu.json", "vs_cryojax.json"):
+for name in ("forward_cpu.json", "vs_cryojax.json", "vs_temsim.json"):
     path = RESULTS / name
     if not path.exists():
         say(f"{name}: not recorded yet (run its benchmark with --json)")
+        continue
+    if name == "vs_temsim.json":
+        run = json.loads(path.read_text())
+        say(f"{name}: {run['setup']}; {run['repeat']} interleaved run(s), median; "
+            f"load before/after {run['load_average_before_after']}")  # fmt: skip
+        ref = run["median_s"].get("TEM-simulator")
+        ref_cpu = run["median_cpu_s"].get("TEM-simulator")
+        for code, wall in run["median_s"].items():
+            cpu = run["median_cpu_s"][code]
+            vs = ""
+            if ref:
+                vs = f", TEM-sim/code {ref / wall:4.2f}× (CPU {ref_cpu / cpu:4.2f}×)"
+            print(f"  {code:<20} {wall:6.1f} s wall, {cpu:6.1f} s CPU{vs}")
         continue
     run = json.loads(path.read_text())
     say(f"{name}: {run['threads']} threads, {run['rounds']} rounds, load average "
@@ -255,8 +272,10 @@ if scaling is not None:
 #   the recorded ones were measured on an idle 2-core machine on 2026-11-28.
 # * Slice potentials of the 661,440-atom Zika virion take 1.9 s on two CPU cores and
 #   0.4-0.6 s on an H100; small proteins cost what their grid and ice cost.
-# * An apoferritin field's exit wave is 1.7× faster than abTEM's; a TMV tilt series is
-#   1.9× slower than TEM-simulator's map projection, the price of full multislice.
+# * Against the peers, read the side-by-side tables (warm, same threads, one run):
+#   they give the ratios to abTEM, cryojax and TEM-simulator with the load at the time;
+#   the 2026-11-28 tables (1.7× faster than abTEM, 1.9× slower than TEM-simulator) came
+#   before the fused splat kernel, the one-pass projection and the per-series reuse.
 # * Whole micrographs: at small sizes fixed costs dominate, so the time grows less than
 #   the work; at the largest sizes it grows about in proportion (on 2026-12-01, 2048² px
 #   took 4.1× the time of 1024², and 36 apoferritins 2.1× the time of 16). That table
