@@ -104,8 +104,10 @@ def _generate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tem-book`` console script; returns the exit status."""
     from tem_core.dataset import DatasetSpecError
+    from tem_core.memory import map_large_allocations
 
     args = _parser().parse_args(argv)
+    map_large_allocations()  # this process is ours: resident memory follows the arrays
     try:
         return _simulate(args) if args.command == "simulate" else _generate(args)
     except (DatasetSpecError, FileNotFoundError, ValueError, OSError) as exc:

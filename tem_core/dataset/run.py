@@ -44,6 +44,7 @@ from tem_core.dataset.item import (
 )
 from tem_core.dataset.spec import DatasetSpec, load_dataset_spec
 from tem_core.io.files import atomic_write
+from tem_core.memory import map_large_allocations
 from tem_core.validation import require_integer
 
 __all__ = ["DatasetReport", "generate_dataset", "metadata_rows"]
@@ -113,6 +114,7 @@ class _ThreadLimits(WorkerPlugin):
         os.environ.setdefault("TI_CPU_MAX_NUM_THREADS", str(threads))
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         torch.set_num_threads(threads)
+        map_large_allocations()  # the worker's process: resident memory follows the arrays
         if torch.cuda.is_available():
             try:  # LocalCluster names workers 0, 1, ...: worker i uses GPU i % n
                 slot = int(worker.name)
