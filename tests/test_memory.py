@@ -172,6 +172,7 @@ def test_map_large_allocations_returns_freed_arrays_to_the_system() -> None:
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith('VmRSS'): return int(line.split()[1]) * 1024\n"
         "print(map_large_allocations())\n"
+        "x = torch.ones(4 * 2**20); x.sum(); del x\n"  # warm-up: torch's lazy start-up
         "base = rss()\n"
         "for _ in range(3):\n"
         "    x = torch.ones(4 * 2**20); del x\n"
@@ -185,4 +186,6 @@ def test_map_large_allocations_returns_freed_arrays_to_the_system() -> None:
     was_set, grown = done.stdout.split()
     if was_set != "True":
         pytest.skip("no glibc mallopt here")
-    assert int(grown) < 4 * 2**20  # the 16 MB are back (measured: under 1 MB)
+    # the 16 MB array is back each time (measured after the warm-up: under 1 MB; without
+    # it a fresh clone once grew 7 MB from torch's own start-up allocations)
+    assert int(grown) < 4 * 2**20
