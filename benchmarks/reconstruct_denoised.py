@@ -28,12 +28,9 @@ import argparse
 import json
 import math
 import os
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from tem_core import units
@@ -63,24 +60,6 @@ from tem_core.specimen import assembly_in_ice
 from tem_core.structure import rotation_about_axis
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def topaz(stack: torch.Tensor, python: Path) -> torch.Tensor | None:
-    """The pretrained Topaz U-Net on every tilt (None when the comparison venv is absent)."""
-    if not python.exists():
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-        np.savez(src, images=stack.double().numpy())
-        proc = subprocess.run(
-            [str(python), str(Path(__file__).with_name("_topaz_denoise.py")), src, dst],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            print("Topaz failed:", proc.stderr.strip().splitlines()[-1:])
-            return None
-        return torch.from_numpy(np.load(dst)["denoised"]).to(stack.dtype)
 
 
 def main() -> None:
@@ -170,13 +149,13 @@ def main() -> None:
         ]
     )
     seconds["surrogate-alg2"] = time.perf_counter() - t0
+    from denoise import run_topaz  # noqa: PLC0415 (benchmarks/ on sys.path)
+
     t0 = time.perf_counter()
-    top = topaz(stack, args.compare_python)
-    if top is not None:
-        series["topaz"] = top
+    top = run_topaz({i: stack[i] for i in range(n)}, str(args.compare_python))
+    if top:
+        series["topaz"] = torch.stack([top[i] for i in range(n)]).to(stack.dtype)
         seconds["topaz"] = time.perf_counter() - t0
-    else:
-        print(f"topaz: skipped (no comparison venv at {args.compare_python})")
     series["noise-free"] = clean.stack
 
     geometry = geometry_from_tilt_series(noisy, thickness_a=ice_a, tilt_axis_angle_rad=math.pi / 2)
