@@ -14,7 +14,10 @@ built here) the script writes TEM-simulator's input files into a work directory,
 projection approximation (what TEM-simulator computes) and with full multislice, after a
 one-tilt warm-up that compiles the Taichi kernels, and compares wall times (``--repeat``
 interleaved runs, median) and the series: per-tilt mean, contrast std/mean, and the radially
-averaged power spectrum (normalised to 1 between 0.05 and 0.15 cycles/px). CPU time is
+averaged power spectrum (normalised to 1 between 0.05 and 0.15 cycles/px). Each method runs
+with the exact atoms and with particle maps (``particle_representation="map"``, the
+particle's potential computed once and projected per tilt by the Fourier slice theorem, an
+approximation: its error against the atoms is printed for 7 noise-free tilts). CPU time is
 reported next to wall time (on a loaded machine the wall-time ratio follows the load). Without
 ``--temsim`` it runs tem_core alone and says so. Particle orientations follow TEM-simulator's
 z-x-z Euler angles as far as its manual documents them; the comparison is statistical, not
@@ -22,7 +25,8 @@ pixel by pixel. TEM-simulator 1.3 builds from its source with ``make`` in ``src/
 FFTW 3, e.g. ``apt-get install libfftw3-dev``); it runs on one core, tem_core on all.
 
     .venv/bin/python benchmarks/vs_temsim.py [--temsim /path/to/TEM-simulator] [--quick]
-        [--repeat 3] [--methods projection,multislice] [--workdir /tmp/tmv] [--slice 100]
+        [--repeat 3] [--methods projection,multislice] [--representations atoms,map]
+        [--map-voxel 2.5] [--no-errors] [--workdir /tmp/tmv] [--slice 100]
         [--json benchmarks/results/vs_temsim.json]
 """
 
@@ -241,12 +245,25 @@ def build_scene(angles_deg: list[float], *, slice_a: float, seed: int, device: s
                 detector=detector)
 
 
-def run_ours(scene: dict, *, method: str, seed: int) -> tuple[np.ndarray, float, float]:
-    """Simulate the series (timed) with ``method``: the stack, wall and CPU time [s]."""
+def with_representation(scene: dict, representation: str, map_voxel_a: float | None) -> dict:
+    """The scene with ``PotentialSettings.particle_representation`` set."""
+    import dataclasses
+
+    if representation == "atoms":
+        return scene
+    potential = dataclasses.replace(scene["potential"], particle_representation=representation,
+                                    map_voxel_a=map_voxel_a)
+    return {**scene, "potential": potential}
+
+
+def run_ours(scene: dict, *, method: str, seed: int | None) -> tuple[np.ndarray, float, float]:
+    """Simulate the series (timed) with ``method``: the stack, wall and CPU time [s]
+    (``seed=None``: expected counts, no noise). Particle maps, if any, are built in the
+    timed call."""
     dev = scene["specimen"].atoms.positions_a.device
+    generator = None if seed is None else torch.Generator(device=dev).manual_seed(seed)
     c0, t0 = time.process_time(), time.perf_counter()
-    result = tilt_series(**scene, generator=torch.Generator(device=dev).manual_seed(seed),
-                         method=method, progress=False,
+    result = tilt_series(**scene, generator=generator, method=method, progress=False,
                          damage=None)  # TEM-simulator models no damage
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -254,15 +271,70 @@ def run_ours(scene: dict, *, method: str, seed: int) -> tuple[np.ndarray, float,
     return result.stack.double().cpu().numpy(), elapsed, time.process_time() - c0
 
 
-def warm_up(scene: dict, seed: int) -> None:
-    """One tilt of each method (Taichi compiles its kernels on first use; not timed)."""
+def _subset(scheme, keep: list[int]):
     import dataclasses
 
-    one = dataclasses.replace(scene["scheme"], angles_rad=scene["scheme"].angles_rad[:1],
-                              dose_e_per_a2=scene["scheme"].dose_e_per_a2[:1],
-                              defocus_a=scene["scheme"].defocus_a[:1])
+    return dataclasses.replace(scheme, angles_rad=tuple(scheme.angles_rad[i] for i in keep),
+                               dose_e_per_a2=tuple(scheme.dose_e_per_a2[i] for i in keep),
+                               defocus_a=tuple(scheme.defocus_a[i] for i in keep))
+
+
+def warm_up(scene: dict, seed: int, map_voxel_a: float | None) -> None:
+    """One tilt of each method and representation (Taichi compiles its kernels on first
+    use; not timed)."""
+    one = {**scene, "scheme": _subset(scene["scheme"], [0])}
     for method in ("projection", "multislice"):
-        run_ours({**scene, "scheme": one}, method=method, seed=seed)
+        for rep in ("atoms", "map"):
+            run_ours(with_representation(one, rep, map_voxel_a), method=method, seed=seed)
+
+
+def map_errors(scene: dict, angles: list[float], map_voxel_a: float | None) -> list[dict]:
+    """Error of the particle maps against the exact atoms, at up to 7 tilts: relative L2 of
+    the projected potential (complex, relative to the exact real part's contrast) and of the
+    expected (noise-free) images per method (relative to the exact image's contrast)."""
+    import dataclasses
+    import math as _math
+
+    from tem_core.potential import ParticleMaps, projected_potential
+    from tem_core.specimen import tilt_specimen
+
+    keep = [i for i, a in enumerate(angles) if a in (-60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 60.0)]
+    mapped = with_representation(scene, "map", map_voxel_a)
+    spec = scene["specimen"]
+    energy = scene["microscope"].energy_ev
+    exact_pot = scene["potential"].at_energy(energy)
+    map_pot = mapped["potential"].at_energy(energy)
+    rows = []
+    with torch.no_grad():
+        maps = ParticleMaps(spec, map_pot)
+        pot_err = []
+        for i in keep:
+            tilted = tilt_specimen(spec, tilt_angle_rad=angles[i] * _math.pi / 180.0)
+            a = projected_potential(tilted, exact_pot)
+            b = projected_potential(tilted, map_pot, coefficients=maps)
+            pot_err.append(float((b - a).abs().norm() / (a.real - a.real.mean()).norm()))
+        rows.append(dict(what="projected potential", angles=[angles[i] for i in keep],
+                         rel_l2=pot_err))
+        sub = _subset(scene["scheme"], keep)
+        # the particles' signal: the exact image less the image of the ice alone
+        ice_only = dataclasses.replace(
+            maps.light, particle_centers_a=spec.particle_centers_a[:0],
+            particle_radii_a=spec.particle_radii_a[:0],
+            particle_rotations=spec.particle_rotations[:0])
+        for method in ("projection", "multislice"):
+            ex, _, _ = run_ours({**scene, "scheme": sub}, method=method, seed=None)
+            ap, _, _ = run_ours({**mapped, "scheme": sub}, method=method, seed=None)
+            ice, _, _ = run_ours({**scene, "specimen": ice_only, "scheme": sub}, method=method,
+                                 seed=None)
+            err = [float(np.linalg.norm(p - e) / np.linalg.norm(e - e.mean()))
+                   for p, e in zip(ap, ex, strict=True)]
+            rows.append(dict(what=f"image, {method}", angles=[angles[i] for i in keep],
+                             rel_l2=err))
+            err = [float(np.linalg.norm(p - e) / np.linalg.norm(e - b))
+                   for p, e, b in zip(ap, ex, ice, strict=True)]
+            rows.append(dict(what="  of particle signal", angles=[angles[i] for i in keep],
+                             rel_l2=err))
+    return rows
 
 
 # --- comparison ------------------------------------------------------------------------------
@@ -284,17 +356,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default="projection,multislice",
                         help="tem_core methods to time, comma-separated")
+    parser.add_argument("--representations", default="atoms,map",
+                        help="particle representations to time (PotentialSettings."
+                             "particle_representation), comma-separated")
+    parser.add_argument("--map-voxel", type=float, default=None,
+                        help="map_voxel_a of the particle maps [Å] (default: half the pixel)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="interleaved runs of every code; the median is reported")
+    parser.add_argument("--no-errors", action="store_true",
+                        help="skip the map-vs-atoms error table (7 extra noise-free tilts)")
     parser.add_argument("--json", type=Path, help="write the timings and conditions here")
     args = parser.parse_args()
     angles = tilt_angles_deg(args.quick)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    reps = [r.strip() for r in args.representations.split(",") if r.strip()]
     load_before = os.getloadavg()
 
     scene = build_scene(angles, slice_a=args.slice, seed=args.seed, device=args.device)
     n_atoms = len(scene["specimen"].atoms)
-    warm_up(scene, args.seed)
+    warm_up(scene, args.seed, args.map_voxel)
     exe = workdir = inp = None
     if args.temsim:
         exe = shutil.which(args.temsim) or args.temsim
@@ -303,7 +383,9 @@ def main() -> None:
     times: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     stacks: dict[str, np.ndarray] = {}
+    loads: list[float] = []
     for _ in range(args.repeat):  # interleaved, so that load changes hit every code alike
+        loads.append(os.getloadavg()[0])
         if exe is not None:
             stack, t_ts, c_ts = run_temsim(exe, workdir, inp)
             if stack.shape[0] != len(angles):  # TEM-simulator may store (nx, ny, n)
@@ -312,10 +394,12 @@ def main() -> None:
             times.setdefault("TEM-simulator", []).append(t_ts)
             cpu.setdefault("TEM-simulator", []).append(c_ts)
         for method in methods:
-            key = f"tem_core {method}"
-            stacks[key], t, c = run_ours(scene, method=method, seed=args.seed)
-            times.setdefault(key, []).append(t)
-            cpu.setdefault(key, []).append(c)
+            for rep in reps:
+                key = f"tem_core {method}" + ("" if rep == "atoms" else f" ({rep})")
+                stacks[key], t, c = run_ours(with_representation(scene, rep, args.map_voxel),
+                                             method=method, seed=args.seed)
+                times.setdefault(key, []).append(t)
+                cpu.setdefault(key, []).append(c)
     load_after = os.getloadavg()
     median = {k: float(np.median(v)) for k, v in times.items()}
     median_cpu = {k: float(np.median(v)) for k, v in cpu.items()}
@@ -328,32 +412,46 @@ def main() -> None:
     else:
         print(f"TEM-simulator files in {workdir}")
     ref, ref_cpu = median.get("TEM-simulator"), median_cpu.get("TEM-simulator")
-    print(f"\n{'code':<22} {'wall [s]':>9} {'per tilt [ms]':>13} {'TEM-sim/code':>12} "
+    print(f"\n{'code':<28} {'wall [s]':>9} {'per tilt [ms]':>13} {'TEM-sim/code':>12} "
           f"{'CPU [s]':>8} {'TEM-sim/code (CPU)':>18}")
     for k, t in median.items():
         c = median_cpu[k]
         ratio = f"{ref / t:>11.2f}×" if ref is not None else f"{'-':>12}"
         ratio_cpu = f"{ref_cpu / c:>17.2f}×" if ref_cpu is not None else f"{'-':>18}"
-        print(f"{k:<22} {t:>9.2f} {1e3 * t / len(angles):>13.1f} {ratio} {c:>8.2f} {ratio_cpu}")
+        print(f"{k:<28} {t:>9.2f} {1e3 * t / len(angles):>13.1f} {ratio} {c:>8.2f} {ratio_cpu}")
     print("all runs, wall [s]: " + "; ".join(f"{k} " + ", ".join(f"{x:.2f}" for x in v)
                                              for k, v in times.items()))
-    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
+    print(f"load average (uptime, 1 min) before {load_before[0]:.2f}, at each round "
+          + ", ".join(f"{x:.2f}" for x in loads) + f", after {load_after[0]:.2f} "
           f"({os.cpu_count()} CPUs); torch threads {torch.get_num_threads()}; "
           "TEM-simulator runs on one core")
+    voxel = args.map_voxel if args.map_voxel is not None else 0.5 * PIXEL_A
+    if any(r != "atoms" for r in reps):
+        print(f"(map) = PotentialSettings(particle_representation='map', map_voxel_a={voxel}): "
+              "each particle type's potential computed once (included in the time)")
 
     pick = [i for i, a in enumerate(angles) if a in (-60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 60.0)]
-    print(f"\n{'tilt [°]':>8} " + " ".join(f"{k[:22]:>22} {'std/mean':>8}" for k in stacks))
+    print(f"\n{'tilt [°]':>8} " + " ".join(f"{k[:26]:>26} {'std/mean':>8}" for k in stacks))
     for i in pick:
-        cells = [f"{st[i].mean():>22.2f} {st[i].std() / st[i].mean():>8.4f}"
+        cells = [f"{st[i].mean():>26.2f} {st[i].std() / st[i].mean():>8.4f}"
                  for st in stacks.values()]
         print(f"{angles[i]:>8.0f} " + " ".join(cells))
     print("\nradially averaged power (0° tilt, normalised over 0.05-0.15 cycles/px):")
     i0 = min(range(len(angles)), key=lambda i: abs(angles[i]))
     freqs = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.49)
-    print(f"{'code':<24} " + " ".join(f"{f:>7.2f}" for f in freqs) + "  [cycles/px]")
+    print(f"{'code':<28} " + " ".join(f"{f:>7.2f}" for f in freqs) + "  [cycles/px]")
     for k, stack in stacks.items():
         f, p = profile(stack[i0])
-        print(f"{k:<24} " + " ".join(f"{np.interp(x, f, p):>7.3f}" for x in freqs))
+        print(f"{k:<28} " + " ".join(f"{np.interp(x, f, p):>7.3f}" for x in freqs))
+    errors = None
+    if not args.no_errors and any(r != "atoms" for r in reps):
+        errors = map_errors(scene, angles, args.map_voxel)
+        print(f"\nerror of the particle maps (map_voxel_a = {voxel} Å) against the exact atoms, "
+              "noise-free, relative L2 of the exact contrast (image: also of the particles' "
+              "signal, the exact image less the image of the ice alone):")
+        print(f"{'':<28} " + " ".join(f"{a:>8.0f}" for a in errors[0]["angles"]) + "  [°]")
+        for row in errors:
+            print(f"{row['what']:<28} " + " ".join(f"{e:>8.1e}" for e in row["rel_l2"]))
     if args.json:
         record = {
             "benchmark": "benchmarks/vs_temsim.py" + (" --quick" if args.quick else ""),
@@ -368,6 +466,9 @@ def main() -> None:
             "median_cpu_s": median_cpu,
             "runs_s": times,
             "runs_cpu_s": cpu,
+            "load_average_per_round": loads,
+            "map_voxel_a": voxel,
+            "map_errors": errors,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=1) + "\n")

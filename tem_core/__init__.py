@@ -48,6 +48,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "potential": (
         "AtomCoefficients",
+        "PARTICLE_REPRESENTATIONS",
+        "ParticleMaps",
         "CARBON_MEAN_INNER_POTENTIAL_V",
         "ICE_MEAN_INNER_POTENTIAL_V",
         "IceStructure",

@@ -52,6 +52,7 @@ from tem_core.potential.checks import check_atoms, check_backend, check_specimen
 from tem_core.potential.damage import RadiationDamage
 from tem_core.potential.ice import IceStructure, ice_mean_inner_potential_v
 from tem_core.potential.kernels import project_gaussians
+from tem_core.potential.maps import ParticleMaps, refuse_atom_gradients
 from tem_core.potential.streaming import (
     AtomCoefficients,
     _atom_gaussians,
@@ -66,6 +67,7 @@ from tem_core.validation import (
     require_in_range,
     require_nonnegative,
     require_positive,
+    static_positive,
 )
 
 __all__ = [
@@ -73,8 +75,12 @@ __all__ = [
     "slice_edges_a", "AtomCoefficients", "peng_coefficients", "displaced_volumes_a3",
     "mean_inner_potential_v", "absorptive_potential_v", "inelastic_mean_free_path_a",
     "ICE_MEAN_INNER_POTENTIAL_V", "CARBON_MEAN_INNER_POTENTIAL_V", "IceStructure",
-    "ice_mean_inner_potential_v", "RadiationDamage", "check_specimen_grid",
+    "ice_mean_inner_potential_v", "RadiationDamage", "check_specimen_grid", "ParticleMaps",
+    "PARTICLE_REPRESENTATIONS",
 ]  # fmt: skip
+
+#: Values of ``PotentialSettings.particle_representation``.
+PARTICLE_REPRESENTATIONS = ("atoms", "map")
 
 #: Density of low-density amorphous (vitreous) ice [g/cm³] (Dubochet et al. 1988, Q. Rev.
 #: Biophys. 21:129, about 0.93-0.94). TEM-simulator uses 33.5 molecules/nm³ (1.0 g/cm³, 4.88 V).
@@ -196,6 +202,13 @@ class PotentialSettings:
     ice_structure
         :class:`IceStructure`: add amorphous-ice fluctuations (3.7 Å ring; one seeded 3-D
         field that tilts with the specimen); ``None`` (default): uniform ice.
+    particle_representation
+        ``"atoms"`` (default, exact: every atom's Gaussians integrated over pixel and slice)
+        or ``"map"``: each particle type's potential and excluded ice as maps computed once
+        and projected per pose by the Fourier slice theorem (:mod:`tem_core.potential.maps`;
+        an approximation, much faster for tilt series; no gradient wrt the atoms).
+    map_voxel_a
+        Voxel of those maps [Å] (≤ ``sampling_a``); ``None``: half the pixel.
     """
 
     shape: tuple[int, int]
@@ -216,6 +229,8 @@ class PotentialSettings:
     gold_potential_v: float = GOLD_MEAN_INNER_POTENTIAL_V
     gold_mfp_300kv_a: float = GOLD_INELASTIC_MFP_300KV_A
     ice_structure: IceStructure | None = None
+    particle_representation: str = "atoms"
+    map_voxel_a: float | None = None
 
     def __post_init__(self) -> None:
         checks.static_settings(self)  # shape, sampling, thickness, energy as Python numbers
@@ -230,6 +245,22 @@ class PotentialSettings:
         require_positive("gold_mfp_300kv_a", self.gold_mfp_300kv_a, "Å")
         if not isinstance(self.ice_structure, IceStructure | None):
             raise TypeError(f"ice_structure must be an IceStructure, got {self.ice_structure!r}")
+        if self.particle_representation not in PARTICLE_REPRESENTATIONS:
+            raise ValueError(
+                f"particle_representation must be one of {PARTICLE_REPRESENTATIONS}, "
+                f"got {self.particle_representation!r}"
+            )
+        if self.map_voxel_a is not None:
+            voxel = static_positive("map_voxel_a", self.map_voxel_a, "Å")
+            if voxel > self.sampling_a:
+                raise ValueError(
+                    f"map_voxel_a must not exceed sampling_a ({self.sampling_a} Å), got {voxel} Å"
+                )
+            object.__setattr__(self, "map_voxel_a", voxel)
+
+    def map_voxel(self) -> float:
+        """Voxel of the particle maps [Å]: ``map_voxel_a``, default half the pixel."""
+        return 0.5 * self.sampling_a if self.map_voxel_a is None else self.map_voxel_a
 
     @property
     def absorption_energy_ev(self) -> float:
@@ -363,24 +394,45 @@ def slice_edges_a(specimen, settings: PotentialSettings) -> torch.Tensor:
 def _streaming_setup(specimen, settings, coefficients):
     if not isinstance(settings, PotentialSettings):
         raise TypeError(f"settings must be a PotentialSettings, got {type(settings).__name__}")
-    if coefficients is not None and not isinstance(coefficients, AtomCoefficients):
+    if coefficients is not None and not isinstance(coefficients, AtomCoefficients | ParticleMaps):
         raise TypeError(
-            f"coefficients must be an AtomCoefficients or None, got {type(coefficients).__name__}"
+            "coefficients must be an AtomCoefficients, a ParticleMaps or None, got "
+            f"{type(coefficients).__name__}"
         )
     check_specimen_grid(specimen, settings.shape, settings.sampling_a)
-    prepared = _Prepared(specimen, settings, coefficients)
-    edges = _slice_edges(specimen, settings, prepared)
+    mapped = None
+    if settings.particle_representation == "map":
+        refuse_atom_gradients(specimen)
+        if not isinstance(coefficients, ParticleMaps):
+            with torch.no_grad():
+                coefficients = ParticleMaps(specimen, settings)
+        coefficients.check(specimen, settings)
+        mapped = coefficients.pose(specimen, settings.shape)
+        prepared = _Prepared(coefficients.loose_atoms(specimen), settings, None)
+    else:
+        if isinstance(coefficients, ParticleMaps):
+            raise ValueError(
+                "coefficients is a ParticleMaps but settings.particle_representation is "
+                "'atoms'; pass AtomCoefficients or set particle_representation='map'"
+            )
+        prepared = _Prepared(specimen, settings, coefficients)
+    edges = _slice_edges(specimen, settings, prepared, mapped)
     common = dict(
         shape=tuple(settings.shape),
         sampling_a=settings.sampling_a,
         periodic=settings.periodic,
         use_taichi=prepared.use_taichi,
     )
-    return prepared, edges, common, _Solvent(specimen, settings, prepared, common)
+    if mapped is not None:
+        mapped.set_edges(edges.tolist())
+    return prepared, edges, common, _Solvent(specimen, settings, prepared, common, mapped)
 
 
 def iter_slice_potentials(
-    specimen, settings: PotentialSettings, *, coefficients: AtomCoefficients | None = None
+    specimen,
+    settings: PotentialSettings,
+    *,
+    coefficients: AtomCoefficients | ParticleMaps | None = None,
 ) -> Iterator[torch.Tensor]:
     """Stream the specimen's complex slice potentials, one slice at a time, increasing z.
 
@@ -394,8 +446,9 @@ def iter_slice_potentials(
     settings
         :class:`PotentialSettings`.
     coefficients
-        :class:`AtomCoefficients` of these atoms (e.g. computed once for a tilt series);
-        ``None`` computes them.
+        :class:`AtomCoefficients` of these atoms (e.g. computed once for a tilt series), or
+        with ``settings.particle_representation="map"`` the :class:`ParticleMaps`; ``None``
+        computes them.
 
     Yields
     ------
@@ -409,14 +462,19 @@ def iter_slice_potentials(
     prepared, edges, common, solvent = _streaming_setup(specimen, settings, coefficients)
     edges = edges.tolist()
     atom_fraction = settings.atom_absorption_fraction if settings.absorption else 0.0
+    mapped = solvent.mapped
     for z0, z1 in zip(edges[:-1], edges[1:], strict=True):
         pos, amp, wid, rad = prepared.select(prepared.atoms, z0, z1)
-        if pos.shape[0] == 0:  # plain ice varying along one axis: computed on one line
-            line = solvent.line_slice(z0, z1)
+        if pos.shape[0] == 0 and (mapped is None or not mapped.touches(z0, z1)):
+            line = solvent.line_slice(z0, z1)  # plain ice varying along one axis: one line
             if line is not None:
                 yield torch.complex(*line).expand(tuple(settings.shape))
                 continue
         real = project_gaussians(pos, amp, wid, rad, z0_a=z0, z1_a=z1, **common)
+        if mapped is not None:
+            part = mapped.slice(z0, z1, prepared.dtype, prepared.device)
+            if part is not None:
+                real = real + part[0]
         imag = atom_fraction * real
         part = solvent.slice(z0, z1)
         if part is not None:
@@ -426,7 +484,10 @@ def iter_slice_potentials(
 
 
 def projected_potential(
-    specimen, settings: PotentialSettings, *, coefficients: AtomCoefficients | None = None
+    specimen,
+    settings: PotentialSettings,
+    *,
+    coefficients: AtomCoefficients | ParticleMaps | None = None,
 ) -> torch.Tensor:
     """Sum of all slices of :func:`iter_slice_potentials`: complex ``(ny, nx)`` [V·Å].
 
@@ -437,6 +498,16 @@ def projected_potential(
     """
     prepared, edges, common, solvent = _streaming_setup(specimen, settings, coefficients)
     real = _atoms_through_slices(prepared, edges, common)
+    mapped = solvent.mapped
+    if mapped is not None:
+        real = real + mapped.total(prepared.dtype, prepared.device)[0]
+        geometry = solvent.geometry
+        # plain ice: a copy's excluded ice is clamped once, against the ice of the interval
+        # holding its centre (the atoms' path clamps it per slice: the same when the slices
+        # are thicker than the particle; see tem_core.potential.maps). Otherwise per slice.
+        mapped.whole_column = geometry is None or (
+            geometry.hole_radius_a is None and solvent.ice_field is None
+        )
     atom_fraction = settings.atom_absorption_fraction if settings.absorption else 0.0
     imag = atom_fraction * real
     part = solvent.total(edges.tolist())

@@ -188,8 +188,12 @@ class _Prepared:
         return float((z - rad).min()), float((z + rad).max())
 
 
-def _slice_edges(specimen, settings, prepared: _Prepared) -> torch.Tensor:
+def _slice_edges(specimen, settings, prepared: _Prepared, mapped=None) -> torch.Tensor:
     lows, highs = [], []
+    extent = None if mapped is None else mapped.z_extent()
+    if extent is not None:  # particle maps: centre z ± (bounding radius + atom window)
+        lows.append(extent[0])
+        highs.append(extent[1])
     if settings.include_solvent:
         z_lo, z_hi = specimen.z_range_a()
         lows.append(float(z_lo))
@@ -209,8 +213,9 @@ def _slice_edges(specimen, settings, prepared: _Prepared) -> torch.Tensor:
 class _Solvent:
     """Ice (less the volume the atoms exclude), ice fluctuations and support film per slice."""
 
-    def __init__(self, specimen, settings, prepared: _Prepared, common):
+    def __init__(self, specimen, settings, prepared: _Prepared, common, mapped=None):
         self.settings, self.prepared, self.common = settings, prepared, common
+        self.mapped = mapped  # particle maps at this pose (tem_core.potential.maps), or None
         self.geometry = None
         if settings.include_solvent:
             self.geometry = SolventGeometry(
@@ -236,11 +241,9 @@ class _Solvent:
         prepared, settings = self.prepared, self.settings
         ice_len, carbon_len = self.geometry.lengths(z0, z1)
         ice = prepared.ice_v * ice_len
-        if prepared.excluded is not None:
-            pos_e, amp_e, wid_e, rad_e = prepared.select(prepared.excluded, z0, z1)
-            ice = torch.relu(
-                ice - project_gaussians(pos_e, amp_e, wid_e, rad_e, z0_a=z0, z1_a=z1, **self.common)
-            )
+        excluded = self._excluded(z0, z1)
+        if excluded is not None:
+            ice = torch.relu(ice - excluded)
         real = ice
         imag = self.ice_ratio * ice
         if self.ice_field is not None:  # fluctuations scaled by the pixel's ice fraction
@@ -252,6 +255,26 @@ class _Solvent:
             imag = imag + support_abs_v * carbon_len
         return real, imag
 
+    def touches_excluded(self, z0: float, z1: float) -> bool:
+        """True when atoms' (or particle maps') excluded volume reaches ``[z0, z1)``."""
+        excluded = self.prepared.excluded
+        if excluded is not None and self.prepared.select(excluded, z0, z1)[0].numel():
+            return True
+        return self.mapped is not None and self.mapped.touches(z0, z1)
+
+    def _excluded(self, z0: float, z1: float):
+        """Projected excluded ice in ``[z0, z1)`` [V·Å] (atoms and particle maps), or None."""
+        out = None
+        prepared = self.prepared
+        if prepared.excluded is not None:
+            pos_e, amp_e, wid_e, rad_e = prepared.select(prepared.excluded, z0, z1)
+            out = project_gaussians(pos_e, amp_e, wid_e, rad_e, z0_a=z0, z1_a=z1, **self.common)
+        if self.mapped is not None and self.mapped.excluded_v:
+            part = self.mapped.slice(z0, z1, prepared.dtype, prepared.device)
+            if part is not None:
+                out = part[1] if out is None else out + part[1]
+        return out
+
     def line_slice(self, z0: float, z1: float):
         """``(real, imag)`` on one line of a slice that holds plain ice only, else ``None``.
 
@@ -262,7 +285,7 @@ class _Solvent:
         geometry, prepared = self.geometry, self.prepared
         if geometry is None or geometry.line_axis is None or self.ice_field is not None:
             return None
-        if prepared.excluded is not None and prepared.select(prepared.excluded, z0, z1)[0].numel():
+        if self.touches_excluded(z0, z1):
             return None
         ice = prepared.ice_v * geometry.line_lengths(z0, z1)
         return ice, self.ice_ratio * ice
@@ -277,12 +300,9 @@ class _Solvent:
         if self.geometry is None:
             return None
         plain = self.geometry.hole_radius_a is None and self.ice_field is None
-        excluded = self.prepared.excluded
         intervals, run = [], None
         for z0, z1 in zip(bounds[:-1], bounds[1:], strict=True):
-            if plain and (
-                excluded is None or self.prepared.select(excluded, z0, z1)[0].numel() == 0
-            ):
+            if plain and not self.touches_excluded(z0, z1):
                 run = (z0 if run is None else run[0], z1)
                 continue
             if run is not None:

@@ -33,6 +33,7 @@ from tem_core.io import manifest
 from tem_core.optics import BeamMotion, Microscope, apply_ctf, image_intensity
 from tem_core.potential import (
     AtomCoefficients,
+    ParticleMaps,
     PotentialSettings,
     iter_slice_potentials,
     projected_potential,
@@ -150,15 +151,16 @@ def exit_wave(
     method: str = "multislice",
     attenuation: torch.Tensor | None = None,
     absorption_sink: list | None = None,
-    coefficients: AtomCoefficients | None = None,
+    coefficients: AtomCoefficients | ParticleMaps | None = None,
 ) -> torch.Tensor:
     """Exit wave of a plane wave through ``specimen`` [complex, (ny, nx)], streamed by slice.
 
     ``potential.energy_ev=None`` takes ``energy_ev`` (see :meth:`PotentialSettings.at_energy`);
     ``attenuation`` (FFT order, real): radiation-damage filter applied to every slice;
     ``absorption_sink``: a list that receives the projected imaginary potential [V·Å];
-    ``coefficients``: the atoms' :class:`tem_core.potential.AtomCoefficients`, computed once
-    when the same atoms are imaged many times (a tilt series). ``method="projection"``
+    ``coefficients``: the atoms' :class:`tem_core.potential.AtomCoefficients` (or, with
+    ``potential.particle_representation="map"``, the :class:`tem_core.potential.ParticleMaps`),
+    computed once when the same atoms are imaged many times (a tilt series). ``method="projection"``
     projects the atoms in one pass (:func:`tem_core.potential.projected_potential`) and
     applies the damage filter, which is linear, once to the projection.
     """
@@ -227,7 +229,7 @@ def micrograph(
     detector: Detector,
     imaging: Imaging,
     generator: torch.Generator | None = None,
-    coefficients: AtomCoefficients | None = None,
+    coefficients: AtomCoefficients | ParticleMaps | None = None,
     exit_wave_cache: ExitWaveCache | None = None,
 ) -> MicrographResult:
     """Simulate one micrograph of ``specimen``.
@@ -467,12 +469,17 @@ def tilt_series(
     if isinstance(specimen, Specimen) and len(images) < len(scheme):
         # elements, B-factors, occupancies do not change with tilt: their Gaussians once
         with torch.no_grad():  # every tilt runs without autograd
-            coefficients = AtomCoefficients(specimen, potential)
+            if potential.particle_representation == "map":  # maps once for all tilts
+                coefficients = ParticleMaps(specimen, potential)
+            else:
+                coefficients = AtomCoefficients(specimen, potential)
+    # particle maps stand for the particles' atoms: tilt only the rest
+    imaged = coefficients.light if isinstance(coefficients, ParticleMaps) else specimen
     for k in iterator:
         if k in images:
             continue
         tilted = tilt_specimen(
-            specimen,
+            imaged,
             tilt_angle_rad=scheme.angles_rad[k],
             tilt_axis_angle_rad=scheme.tilt_axis_angle_rad,
         )
