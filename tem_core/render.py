@@ -28,7 +28,13 @@ from dataclasses import dataclass
 
 import torch
 
-from tem_core.validation import require_finite, require_integer, require_positive
+from tem_core.validation import (
+    require_finite,
+    require_float_dtype,
+    require_integer,
+    require_positive,
+    require_same_device,
+)
 
 __all__ = [
     "MODES",
@@ -307,6 +313,10 @@ def render(
         )
     if not volume.is_floating_point():
         raise TypeError(f"volume must be floating point, got {volume.dtype}")
+    require_float_dtype("volume", volume)
+    if isinstance(transfer, TransferFunction):
+        require_same_device("transfer.opacity", transfer.opacity, "volume", volume)
+        require_same_device("transfer.color", transfer.color, "volume", volume)
     if not bool(torch.isfinite(volume.detach()).all()):
         raise ValueError("volume must be finite, got NaN or infinite voxels")
     if mode not in MODES:

@@ -204,6 +204,33 @@ def require_float_dtype(name: str, value: Any) -> torch.dtype:
     return dtype
 
 
+HALF_DTYPES = (torch.float16, torch.bfloat16, torch.complex32)
+
+
+def refuse_half_precision(name: str, value: torch.Tensor) -> None:
+    """Raise ``TypeError`` for a float16/bfloat16 (or complex32) tensor; other dtypes pass
+    (for functions that also take integer counts)."""
+    if value.dtype in HALF_DTYPES:
+        raise TypeError(
+            f"{name} must be float32 or float64, got {value.dtype} (half precision is not "
+            "supported: use float32 or float64)"
+        )
+
+
+def require_same_device(name: str, value: torch.Tensor, like_name: str, like: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``value`` is on ``like``'s device (one call, one device).
+
+    Checked before any value is read, so a tensor on another device (or the ``meta`` device)
+    gets this message rather than an error from deep inside torch.
+    """
+    if value.device != like.device:
+        raise ValueError(
+            f"{name} is on {value.device} but {like_name} is on {like.device}; tensors "
+            f"combined in one call must share a device (move it with "
+            f"{name}.to({like_name}.device))"
+        )
+
+
 def require_static_float(name: str, value: Any, unit: str = "") -> float:
     """A static (non-differentiable) setting as a Python float.
 

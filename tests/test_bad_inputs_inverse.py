@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import DATA_DIR
 
-from tem_core import denoise, mtf_fit
+from tem_core import denoise, mtf_fit, reconstruct, render
 from tem_core.dataset import DatasetSpecError, load_dataset_spec, parse_dataset_spec
 from tem_core.detector import Detector
 from tem_core.potential import PotentialSettings
@@ -238,3 +238,134 @@ def test_reconstruction_initial_volume_must_be_finite() -> None:
         sirt(stack, geometry, n_iterations=1, initial=initial, progress=False)
     with pytest.raises(ValueError, match=r"stack must be finite, got 1 non-finite pixels"):
         wbp(_with_nan(stack), geometry, progress=False)
+
+
+# --- inverse stages: the dtype and device rules (tem_core.validation.DTYPE_DEVICE_RULES) --------
+
+HALF = r"must be float32 or float64, got torch\.(float16|bfloat16) \(half precision is not"
+SAME_DEVICE = r"tensors combined in one call must share a device"
+
+
+def _geometry() -> TiltGeometry:
+    return TiltGeometry(
+        angles_rad=[-0.5, 0.0, 0.5], detector_shape=(16, 16), pixel_size_a=2.0, thickness_a=16.0
+    )
+
+
+def _volume(dtype=torch.float64, device="cpu") -> torch.Tensor:
+    return torch.rand(8, 8, 8, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
+
+
+# every public entry point of denoise, mtf_fit, reconstruct and render with half precision
+HALF_CASES = [
+    ("nlm", lambda h: denoise.nlm_denoise(_counts((32, 32)).to(h), sigma=1.0)),
+    ("gaussian", lambda h: denoise.gaussian_filter(_counts((8, 8)).to(h), sigma_px=1.0)),
+    ("tv", lambda h: denoise.tv_denoise(_counts((8, 8)).to(h), weight=0.1, n_iterations=2)),
+    ("tv-sure", lambda h: denoise.tv_sure(_counts((8, 8)).to(h), weights=(0.1,), n_iterations=2,
+                                          generator=torch.Generator())),
+    ("wiener", lambda h: denoise.local_wiener(_counts((32, 32)).to(h))),
+    ("noise-std", lambda h: denoise.estimate_noise_std(_counts((8, 8)).to(h))),
+    ("anscombe", lambda h: denoise.anscombe(_counts((8, 8)).to(h))),
+    ("inverse-anscombe", lambda h: denoise.inverse_anscombe(_counts((8, 8)).to(h))),
+    ("register", lambda h: denoise.register(_counts((16, 16)).to(h), _counts((16, 16)).to(h))),
+    ("mean", lambda h: denoise.mean_of_projections(_counts((3, 8, 8)).to(h))),
+    ("poisson", lambda h: denoise.denoise_poisson(_counts((3, 16, 16)).to(h),
+                                                  detector=Detector())),
+    ("surrogate", lambda h: denoise.denoise_surrogate(_counts((3, 16, 16)).to(h),
+                                                      detector=Detector(),
+                                                      generator=torch.Generator())),
+    ("recover", lambda h: denoise.recover_electrons(_counts((3, 16, 16)).to(h),
+                                                    detector=Detector())),
+    ("ssim", lambda h: denoise.metrics.ssim(_counts((16, 16)).to(h), _counts((16, 16)).to(h),
+                                            data_range=1.0)),
+    ("whittle", lambda h: mtf_fit.fit_mtf_whittle(_counts((4, 32, 32)).to(h))),
+    ("ffl", lambda h: mtf_fit.fit_mtf_ffl(_counts((4, 32, 32)).to(h),
+                                          generator=torch.Generator(), n_steps=2)),
+    ("edge", lambda h: mtf_fit.fit_mtf_edge(_counts((64, 64)).to(h))),
+    ("periodogram", lambda h: mtf_fit.averaged_periodogram(_counts((4, 32, 32)).to(h))),
+    ("background-crops", lambda h: mtf_fit.find_background_crops(_counts((64, 64)).to(h),
+                                                                 crop_size=16)),
+    ("radial", lambda h: mtf_fit.radial_profile(_counts((16, 16)).to(h))),
+    ("ffl-loss", lambda h: mtf_fit.focal_frequency_loss(_counts((8, 8)).to(h),
+                                                        _counts((8, 8)).to(h))),
+    ("flat-mtf", lambda h: mtf_fit.simulate_flat_background(
+        (16, 16), mean_electrons_per_px=10.0, mtf=torch.ones(16, 16, dtype=h),
+        generator=torch.Generator())),
+    ("flat-dtype", lambda h: mtf_fit.simulate_flat_background(
+        (16, 16), mean_electrons_per_px=10.0, mtf=None, generator=torch.Generator(), dtype=h)),
+    ("sirt", lambda h: sirt(_counts((3, 16, 16)).to(h), _geometry(), n_iterations=1,
+                            progress=False)),
+    ("wbp", lambda h: wbp(_counts((3, 16, 16)).to(h), _geometry(), progress=False)),
+    ("fsc", lambda h: reconstruct.fourier_shell_correlation(_volume(h), _volume(h))),
+    ("psnr", lambda h: reconstruct.psnr_db(_volume(h), _volume(h))),
+    ("correlation", lambda h: reconstruct.correlation(_volume(h), _volume(h))),
+    ("render", lambda h: render.render(_volume(h), render.Camera(),
+                                       render.transfer_function((0.0, 1.0)))),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize(("kind", "call"), HALF_CASES, ids=[c[0] for c in HALF_CASES])
+def test_inverse_stages_refuse_half_precision(kind, call, dtype) -> None:
+    """Half precision was accepted silently by 13 of these (e.g. the Whittle fit returned an
+    MTF from float16 crops) and crashed inside torch in the others ("Unsupported dtype")."""
+    with pytest.raises(TypeError, match=HALF):
+        call(dtype)
+
+
+# a tensor on another device than the input it is combined with: the ``meta`` device stands
+# for a second device where no GPU is present (the check comes before any value is read)
+META = torch.device("meta")
+DEVICE_CASES = [
+    ("denoise-mtf", lambda: denoise.denoise_poisson(_counts((3, 16, 16)), detector=Detector(),
+                                                    mtf=torch.ones(16, 16, device=META)),
+     r"mtf is on meta but projections is on cpu; " + SAME_DEVICE),
+    ("recover-mtf", lambda: denoise.recover_electrons(_counts((3, 16, 16)), detector=Detector(),
+                                                      mtf=torch.ones(16, 16, device=META)),
+     r"mtf is on meta but projections is on cpu"),
+    ("register", lambda: denoise.estimate_shift(_counts((16, 16)),
+                                                torch.ones(16, 16, device=META)),
+     r"moving is on cpu but fixed is on meta"),
+    ("ssim", lambda: denoise.metrics.ssim(torch.ones(16, 16, device=META), _counts((16, 16)),
+                                          data_range=1.0),
+     r"prediction is on meta but target is on cpu"),
+    ("flat-mtf", lambda: mtf_fit.simulate_flat_background(
+        (16, 16), mean_electrons_per_px=10.0, mtf=torch.ones(16, 16, device=META),
+        generator=torch.Generator()),
+     r"mtf is on meta but generator is on cpu: the images are drawn on the generator's"),
+    ("ffl-loss", lambda: mtf_fit.focal_frequency_loss(_counts((8, 8)),
+                                                      torch.ones(8, 8, device=META)),
+     r"target is on meta but pred is on cpu"),
+    ("sirt-initial", lambda: sirt(_counts((3, 16, 16)).double(), _geometry(), n_iterations=1,
+                                  initial=torch.zeros(8, 16, 16, device=META), progress=False),
+     r"initial is on meta but stack is on cpu"),
+    ("fsc", lambda: reconstruct.fourier_shell_correlation(_volume(), _volume(device=META)),
+     r"volume_b is on meta but volume_a is on cpu; " + SAME_DEVICE),
+    ("psnr", lambda: reconstruct.psnr_db(_volume(), _volume(device=META)),
+     r"truth is on meta but volume is on cpu"),
+    ("render-transfer", lambda: render.render(_volume(device=META), render.Camera(),
+                                              render.transfer_function((0.0, 1.0))),
+     r"transfer\.opacity is on cpu but volume is on meta"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "call", "match"), DEVICE_CASES, ids=[c[0] for c in DEVICE_CASES])
+def test_inverse_stages_refuse_a_device_mismatch(kind, call, match) -> None:
+    """Each of these raised deep inside torch ("Tensor.item() cannot be called on meta
+    tensors", "Cannot copy out of meta tensor") before the check."""
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_generators_on_the_wrong_device() -> None:
+    """A generator must be on the device type of what it draws for (a meta generator cannot
+    be created, so this needs a GPU)."""
+    gpu = torch.Generator(device="cuda").manual_seed(0)
+    with pytest.raises(ValueError, match=r"generator is on cuda.* but the projections are on"):
+        denoise.denoise_surrogate(_counts((3, 16, 16)), detector=Detector(), generator=gpu)
+    with pytest.raises(ValueError, match=r"generator is on cuda.* but image is on cpu"):
+        denoise.tv_sure(_counts((8, 8)), weights=(0.1,), n_iterations=2, generator=gpu)
+    with pytest.raises(ValueError, match=r"generator must be a CPU torch\.Generator"):
+        mtf_fit.fit_mtf_whittle(_counts((4, 32, 32)), generator=gpu, n_restarts=1)

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from tem_core.detector import Detector
+from tem_core.validation import require_float_dtype, require_same_device
 
 #: Smallest MTF value a denoiser divides by (the MTF is inverted there).
 MIN_INVERTIBLE_MTF = 1e-3
@@ -25,6 +26,7 @@ def check_image_stack(
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if value.is_complex() or not value.is_floating_point():
         raise TypeError(f"{name} must be a real floating tensor [counts], got {value.dtype}")
+    require_float_dtype(name, value)
     if value.ndim < 3:
         raise ValueError(
             f"{name} must have shape (..., {leading}, ny, nx), got {tuple(value.shape)}"
@@ -50,6 +52,7 @@ def check_image(name: str, value: Any, *, min_size: int = 1) -> torch.Tensor:
         raise ValueError(f"{name} must be a tensor of shape (..., ny, nx), got {value!r:.80}")
     if value.is_complex() or not value.is_floating_point():
         raise TypeError(f"{name} must be a real floating tensor, got {value.dtype}")
+    require_float_dtype(name, value)
     if min(value.shape[-2:]) < min_size or value.numel() == 0:
         raise ValueError(
             f"{name} must be at least {min_size} x {min_size} pixels, got {tuple(value.shape)}"
@@ -113,6 +116,7 @@ def transfer_function(
     else:
         if not isinstance(mtf, torch.Tensor):
             raise TypeError(f"mtf must be a torch.Tensor or None, got {type(mtf).__name__}")
+        require_same_device("mtf", mtf, "projections", like)
         if tuple(mtf.shape) != tuple(shape):
             raise ValueError(
                 f"mtf must have the image shape {tuple(shape)}, got {tuple(mtf.shape)}"

@@ -14,6 +14,7 @@ import torch
 
 from tem_core._fft import fft2
 from tem_core.detector import radial_frequency_cycles_per_px
+from tem_core.validation import refuse_half_precision, require_same_device
 
 __all__ = [
     "focal_frequency_loss",
@@ -31,6 +32,8 @@ def _check_pair(prediction: torch.Tensor, target: torch.Tensor) -> None:
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim < 2:
             raise ValueError(f"{name} must have shape (..., ny, nx), got {tuple(x.shape)}")
+        refuse_half_precision(name, x)
+    require_same_device("prediction", prediction, "target", target)
     if prediction.shape[-2:] != target.shape[-2:]:
         raise ValueError(
             f"prediction and target must have the same image shape, got "

@@ -50,7 +50,13 @@ from tem_core.denoise._validate import (
 )
 from tem_core.denoise.wiener import WienerSettings, local_wiener
 from tem_core.detector import Detector, apply_mtf
-from tem_core.validation import require_in_range, require_nonnegative, require_positive
+from tem_core.validation import (
+    refuse_half_precision,
+    require_generator,
+    require_in_range,
+    require_nonnegative,
+    require_positive,
+)
 
 __all__ = [
     "NLMSettings",
@@ -179,6 +185,7 @@ class PoissonResult:
 
 def anscombe(counts: torch.Tensor) -> torch.Tensor:
     """Anscombe transform ``2√(k + 3/8)`` (Poisson → approximately unit-variance Gaussian)."""
+    refuse_half_precision("counts", counts)
     return 2.0 * torch.sqrt(counts.clamp_min(0.0) + 0.375)
 
 
@@ -200,6 +207,7 @@ def inverse_anscombe(z: torch.Tensor) -> torch.Tensor:
 
     Values below ``2√(3/8)`` (the transform of 0 counts) map to 0.
     """
+    refuse_half_precision("z", z)
     zero = 2.0 * math.sqrt(0.375)
     zs = z.clamp_min(zero)
     c = math.sqrt(1.5)
@@ -327,6 +335,7 @@ def tv_denoise(image: torch.Tensor, *, weight: float, n_iterations: int = 200) -
     Fast gradient projection on the dual (Beck & Teboulle 2009) on ``(..., ny, nx)``
     images (isotropic TV, Neumann boundaries); ``weight`` in the image's units.
     """
+    image = check_image("image", image)
     require_positive("weight", weight)
     py, px = _tv_dual(image, float(weight), n_iterations, None)
     return image - weight * _div(py, px)
@@ -349,6 +358,8 @@ def tv_sure(
     of the weight with the smallest risk, and that weight. A weight ``inf`` is the constant
     image ``mean(z)`` (divergence 1).
     """
+    image = check_image("image", image)
+    require_generator(generator, image, "image")
     probe = torch.randint(0, 2, image.shape, generator=generator, device=image.device)
     probe = probe.to(image.dtype) * 2 - 1
     n = image.numel()

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from tem_core._fft import fft2, ifft2
+from tem_core.validation import require_float_dtype, require_same_device
 
 __all__ = ["estimate_rotation", "estimate_shift", "register", "warp"]
 
@@ -30,6 +31,9 @@ def _check_pair(moving: torch.Tensor, fixed: torch.Tensor) -> None:
     for name, x in (("moving", moving), ("fixed", fixed)):
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or not x.is_floating_point():
             raise ValueError(f"{name} must be a floating (ny, nx) tensor")
+        require_float_dtype(name, x)
+    require_same_device("moving", moving, "fixed", fixed)
+    for name, x in (("moving", moving), ("fixed", fixed)):
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} must be finite, got a non-finite pixel")
     if moving.shape != fixed.shape:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tem_core.validation import require_positive
+from tem_core.validation import require_float_dtype, require_positive
 
 __all__ = ["WienerSettings", "local_wiener"]
 
@@ -165,6 +165,7 @@ def local_wiener(
         raise TypeError(f"settings must be WienerSettings, got {type(settings).__name__}")
     if not isinstance(image, torch.Tensor) or image.ndim < 2 or not image.is_floating_point():
         raise ValueError("image must be a floating tensor of shape (..., ny, nx)")
+    require_float_dtype("image", image)
     require_positive("noise_var", noise_var)
     shape = tuple(image.shape[-2:])
     if min(shape) <= settings.patch_px // 2:

@@ -20,7 +20,7 @@ import torch
 
 from tem_core._fft import fft2
 from tem_core.detector import radial_frequency_cycles_per_px
-from tem_core.validation import require_positive, require_positive_int
+from tem_core.validation import refuse_half_precision, require_positive, require_positive_int
 
 #: Smallest crop edge accepted by the estimators [pixel].
 MIN_CROP_SIZE = 16
@@ -41,6 +41,7 @@ def as_crops(crops: Any, *, name: str = "crops", min_size: int = MIN_CROP_SIZE) 
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(crops).__name__}")
     if crops.is_complex():
         raise TypeError(f"{name} must be real, got dtype {crops.dtype}")
+    refuse_half_precision(name, crops)
     if not crops.dtype.is_floating_point:
         crops = crops.to(torch.float64)
     if crops.ndim == 2:

@@ -26,7 +26,13 @@ from tem_core.detector import mtf_parametric, radial_frequency_cycles_per_px
 from tem_core.mtf_fit.crops import as_crops, detect_particles_in_crops, require_noise
 from tem_core.mtf_fit.result import PARAM_NAMES, MTFFit
 from tem_core.mtf_fit.synthetic import simulate_flat_background
-from tem_core.validation import require_nonnegative, require_positive, require_positive_int
+from tem_core.validation import (
+    refuse_half_precision,
+    require_nonnegative,
+    require_positive,
+    require_positive_int,
+    require_same_device,
+)
 
 
 def focal_frequency_loss(
@@ -64,6 +70,9 @@ def focal_frequency_loss(
             f"pred and target must have the same shape (..., H, W), got {tuple(pred.shape)} "
             f"and {tuple(target.shape)}"
         )
+    refuse_half_precision("pred", pred)
+    refuse_half_precision("target", target)
+    require_same_device("target", target, "pred", pred)
     require_nonnegative("alpha", alpha)
     diff = fft2(pred, norm="ortho") - fft2(target, norm="ortho")
     distance = diff.real**2 + diff.imag**2

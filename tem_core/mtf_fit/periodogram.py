@@ -9,6 +9,7 @@ import torch
 from tem_core._fft import fft2
 from tem_core.detector import radial_frequency_cycles_per_px
 from tem_core.mtf_fit.crops import as_crops, detrend_crops, taper_window
+from tem_core.validation import refuse_half_precision
 
 
 def averaged_periodogram(
@@ -62,6 +63,9 @@ def radial_profile(
         Ring centres [cycles/pixel] and mean values; rings without bins (or holding only
         ω = 0) are dropped.
     """
+    if not isinstance(spectrum, torch.Tensor) or spectrum.ndim < 2:
+        raise TypeError(f"spectrum must be a (M, N) tensor, got {spectrum!r:.80}")
+    refuse_half_precision("spectrum", spectrum)
     radius = radial_frequency_cycles_per_px(
         tuple(spectrum.shape[-2:]), device=spectrum.device, dtype=torch.float64
     )

@@ -21,7 +21,12 @@ from tem_core.detector import (
     radial_frequency_cycles_per_px,
     sample_counts,
 )
-from tem_core.validation import require_positive, require_positive_int
+from tem_core.validation import (
+    refuse_half_precision,
+    require_float_dtype,
+    require_positive,
+    require_positive_int,
+)
 
 
 def simulate_flat_background(
@@ -54,7 +59,19 @@ def simulate_flat_background(
         Floating dtype of the result.
     """
     require_positive("mean_electrons_per_px", mean_electrons_per_px, "e/px")
+    require_float_dtype("dtype", dtype)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     device = generator.device
+    if mtf is not None:
+        if not isinstance(mtf, torch.Tensor):
+            raise TypeError(f"mtf must be a torch.Tensor or None, got {type(mtf).__name__}")
+        refuse_half_precision("mtf", mtf)
+        if mtf.device != device:
+            raise ValueError(
+                f"mtf is on {mtf.device} but generator is on {device}: the images are drawn "
+                "on the generator's device; move the MTF there (mtf.to(generator.device))"
+            )
     expected = torch.full(shape, float(mean_electrons_per_px), dtype=dtype, device=device)
     counts = sample_counts(expected, generator=generator)
     if mtf is not None:

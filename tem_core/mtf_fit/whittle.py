@@ -317,6 +317,11 @@ def fit_mtf_whittle(
     x = as_crops(crops)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator is not None and generator.device.type != "cpu":
+        raise ValueError(
+            f"generator must be a CPU torch.Generator (the random starts are drawn on the "
+            f"CPU), got one on {generator.device}"
+        )
     if isinstance(n_restarts, bool) or not isinstance(n_restarts, int) or n_restarts < 0:
         raise ValueError(f"n_restarts must be a non-negative integer, got {n_restarts!r}")
     if n_restarts and generator is None:

@@ -29,6 +29,7 @@ import torch
 
 from tem_core.reconstruct.geometry import TiltGeometry
 from tem_core.reconstruct.projector import TomographyOperator
+from tem_core.validation import require_float_dtype, require_same_device
 
 FILTERS = ("ramp", "sirt")
 
@@ -39,6 +40,7 @@ def _operator(geometry, stack, chunk_slices, progress) -> TomographyOperator:
     geometry.check_stack(stack)
     if not stack.is_floating_point():
         raise TypeError(f"stack must be a floating-point tensor, got {stack.dtype}")
+    require_float_dtype("stack", stack)
     return TomographyOperator(
         geometry,
         device=stack.device,
@@ -99,6 +101,8 @@ def sirt(
         raise ValueError(f"relaxation must lie in (0, 2), got {relaxation}")
     op = _operator(geometry, stack, chunk_slices, False)
     if initial is not None:
+        if isinstance(initial, torch.Tensor) and isinstance(stack, torch.Tensor):
+            require_same_device("initial", initial, "stack", stack)
         geometry.check_volume(initial, "initial")
     with torch.no_grad():
         b = op.to_aligned(stack.detach())

@@ -7,11 +7,16 @@ import math
 
 import torch
 
+from tem_core.validation import refuse_half_precision, require_same_device
+
 
 def _pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
     for name, t in zip(names, (a, b), strict=True):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        refuse_half_precision(name, t)
+    require_same_device(names[1], b, names[0], a)
+    for name, t in zip(names, (a, b), strict=True):
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} must be finite")
     if a.shape != b.shape:
