@@ -38,10 +38,10 @@ quick = False
 import matplotlib.pyplot as plt
 import numpy as np
 
+import tem_core as tc
 from tem_core import units
-from tem_core.plotting import use_book_style
 
-use_book_style()
+tc.use_book_style()
 
 n_points = 50 if quick else 400
 

@@ -41,19 +41,15 @@ import numpy as np
 import torch
 from matplotlib.patches import Circle, Rectangle
 
+import tem_core as tc
 from tem_core import units
-from tem_core.plotting import use_book_style
-from tem_core.potential import PotentialSettings, iter_slice_potentials
-from tem_core.simulate import resolve_device
-from tem_core.specimen import IceSlab, build_specimen, tilt_specimen
-from tem_core.structure import assembly_operators, expand_assembly, read_structure
 
 if quick:  # a smaller field, two virions, coarse pixels and a few thick slices
     field_nm, hole_diameter_nm, n_virions = (180.0, 78.0), 160.0, 2
     sampling_a, slice_thickness_nm = 6.0, 10.0
 
-use_book_style()
-device = resolve_device(device)
+tc.use_book_style()
+device = tc.resolve_device(device)
 roots = (Path.cwd(), *Path.cwd().parents)
 DATA = next(p / "data" for p in roots if (p / "data" / "5ire.pdb.gz").exists())
 generator = torch.Generator().manual_seed(seed)
@@ -72,8 +68,8 @@ print(f"device: {device}, data: {DATA}")
 # to, accurate enough at cryo-EM resolutions (> 2 Å), where the 1 Å bond is not resolved.
 
 # %%
-crambin = read_structure(DATA / "1crn.pdb.gz")
-crambin_h = read_structure(DATA / "1crn.pdb.gz", add_hydrogens=True)
+crambin = tc.read_structure(DATA / "1crn.pdb.gz")
+crambin_h = tc.read_structure(DATA / "1crn.pdb.gz", add_hydrogens=True)
 symbols = {1: "H", 6: "C", 7: "N", 8: "O", 16: "S"}
 for label, model in (("deposited", crambin), ("with hydrogens", crambin_h)):
     z, counts = torch.unique(model.atomic_numbers, return_counts=True)
@@ -95,9 +91,9 @@ print(
 # `expand_assembly` applies them in one vectorised step.
 
 # %%
-asym_unit = read_structure(DATA / "5ire.pdb.gz")
-operators = assembly_operators(DATA / "5ire.pdb.gz")
-virion = expand_assembly(asym_unit, operators)
+asym_unit = tc.read_structure(DATA / "5ire.pdb.gz")
+operators = tc.assembly_operators(DATA / "5ire.pdb.gz")
+virion = tc.expand_assembly(asym_unit, operators)
 print(
     f"5IRE asymmetric unit: {len(asym_unit):,} atoms; {operators.shape[0]} operators "
     f"-> virion {len(virion):,} atoms, radius {virion.bounding_radius_a() / 10:.1f} nm"
@@ -130,13 +126,13 @@ plt.show()
 # The ice fills `0 ≤ z ≤ thickness`; around the hole lies the carbon film.
 
 # %%
-ice = IceSlab(
+ice = tc.IceSlab(
     thickness_a=ice_thickness_nm * units.NM_TO_A,
     hole_diameter_a=hole_diameter_nm * units.NM_TO_A,
     support="carbon",
 )
 extent_a = (field_nm[0] * units.NM_TO_A, field_nm[1] * units.NM_TO_A)
-specimen = build_specimen(
+specimen = tc.build_specimen(
     virion.to(device=device),
     n_virions,
     extent_a=extent_a,
@@ -218,7 +214,7 @@ show_phantom(specimen, "untilted")
 # stays along z, so the electrons cross `thickness / cos θ` of ice.
 
 # %%
-tilted = tilt_specimen(
+tilted = tc.tilt_specimen(
     specimen, tilt_angle_rad=tilt_deg * units.DEG_TO_RAD, tilt_axis_angle_rad=np.pi / 2
 )
 print(
@@ -241,12 +237,12 @@ show_phantom(tilted, f"tilted {tilt_deg:.0f}° about y")
 
 # %%
 shape = (int(round(extent_a[1] / sampling_a)), int(round(extent_a[0] / sampling_a)))
-settings = PotentialSettings(
+settings = tc.PotentialSettings(
     shape=shape,
     sampling_a=sampling_a,
     slice_thickness_a=slice_thickness_nm * units.NM_TO_A,
 )
-slices = [s.cpu() for s in iter_slice_potentials(specimen, settings)]
+slices = [s.cpu() for s in tc.iter_slice_potentials(specimen, settings)]
 projected = torch.stack(slices).sum(0)
 print(
     f"grid {shape[1]} × {shape[0]} px at {sampling_a} Å, {len(slices)} slices of "

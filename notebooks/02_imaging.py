@@ -67,69 +67,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+import tem_core as tc
 from tem_core import units
-from tem_core.ctf_fit import fit_ctf
-from tem_core.detector import (
-    Detector,
-    detect,
-    load_mtf_table,
-    mtf_parametric,
-)
-from tem_core.io import read_mrc
-from tem_core.optics import (
-    Microscope,
-    aberration_phase,
-    check_thon_ring_sampling,
-    ctf_1d,
-    ctf_zeros_per_a,
-    spatial_envelope,
-    temporal_envelope,
-)
-from tem_core.plotting import (
-    book_figure,
-    power_spectrum,
-    radial_average,
-    show_image,
-    show_power_spectrum,
-    use_book_style,
-)
-from tem_core.potential import (
-    IceStructure,
-    PotentialSettings,
-    RadiationDamage,
-    iter_slice_potentials,
-    projected_potential,
-    slice_potential,
-)
-from tem_core.propagate import (
-    check_ctf_sampling,
-    fresnel_propagator,
-    multislice,
-    phase_object_wave,
-    transmission_function,
-)
-from tem_core.simulate import (
-    Imaging,
-    exit_wave,
-    image_plane_intensity,
-    micrograph,
-    resolve_device,
-)
-from tem_core.specimen import IceSlab, amorphous_film, build_specimen
-from tem_core.structure import read_structure
 
 if quick:  # smaller fields, fewer particles, thicker slices
     field_nm, n_particles, sampling_a, slice_thickness_nm = 40.0, 2, 1.25, 4.0
     real_field_px, real_n_particles = 512, 4
     convergence_px, convergence_slices_nm = 112, [20.0, 5.0, 2.5]
 
-use_book_style()
-device = resolve_device(device)
+tc.use_book_style()
+device = tc.resolve_device(device)
 roots = (Path.cwd(), *Path.cwd().parents)
 DATA = next(p / "data" for p in roots if (p / "data" / "6z6u.pdb.gz").exists())
 generator = torch.Generator(device=device).manual_seed(seed)
 energy_ev = voltage_kv * units.KV_TO_EV
-microscope = Microscope(
+microscope = tc.Microscope(
     energy_ev=energy_ev,
     cs_a=cs_mm * units.MM_TO_A,
     cc_a=cc_mm * units.MM_TO_A,
@@ -158,8 +110,8 @@ def check_ctf(shape, sampling_a, defocus_um, max_frequency_per_a=None) -> None:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        messages = check_ctf_sampling(shape, bandlimit_fraction=None, **common)
-        messages += check_thon_ring_sampling(
+        messages = tc.check_ctf_sampling(shape, bandlimit_fraction=None, **common)
+        messages += tc.check_thon_ring_sampling(
             shape, max_frequency_per_a=max_frequency_per_a, **common
         )
     for message in messages:
@@ -184,31 +136,31 @@ if abs(voltage_kv - 300.0) > 1e-9:
 # defoci and doses without propagating again.
 
 # %%
-apoferritin = read_structure(DATA / "6z6u.pdb.gz", keep_waters=False)
+apoferritin = tc.read_structure(DATA / "6z6u.pdb.gz", keep_waters=False)
 extent_a = (field_nm * units.NM_TO_A,) * 2
 n_px = int(round(extent_a[0] / sampling_a))
-specimen = build_specimen(
+specimen = tc.build_specimen(
     apoferritin.to(device=device),
     n_particles,
     extent_a=extent_a,
-    ice=IceSlab(thickness_a=ice_thickness_nm * units.NM_TO_A),
+    ice=tc.IceSlab(thickness_a=ice_thickness_nm * units.NM_TO_A),
     generator=torch.Generator().manual_seed(seed),
     min_gap_a=10.0,
 )
-potential = PotentialSettings(
+potential = tc.PotentialSettings(
     shape=(n_px, n_px),
     sampling_a=sampling_a,
     slice_thickness_a=slice_thickness_nm * units.NM_TO_A,
     energy_ev=energy_ev,
 )
-detector = Detector(dqe=0.8, alpha=mtf_alpha_px2)
+detector = tc.Detector(dqe=0.8, alpha=mtf_alpha_px2)
 start = time.perf_counter()
-result = micrograph(
+result = tc.micrograph(
     specimen,
     potential=potential,
     microscope=microscope,
     detector=detector,
-    imaging=Imaging(defocus_a=defocus_a, dose_e_per_a2=dose_e_per_a2),
+    imaging=tc.Imaging(defocus_a=defocus_a, dose_e_per_a2=dose_e_per_a2),
     generator=generator,
 )
 print(
@@ -226,15 +178,15 @@ wave = result.exit_wave
 # |ψ|² carries only the weak absorption contrast.
 
 # %% tags=["hide-input"]
-projected = projected_potential(specimen, potential)
-fig, axes = book_figure(3, 1, height=2.9)
+projected = tc.projected_potential(specimen, potential)
+fig, axes = tc.book_figure(3, 1, height=2.9)
 panels = (
     (projected.real, "projected potential", "$V_z$ [V·Å]"),
     (torch.angle(wave), "exit-wave phase", "arg ψ [rad]"),
     (wave.abs() ** 2, "intensity in focus", "|ψ|² [vacuum = 1]"),
 )
 for ax, (image, title, label) in zip(axes[0], panels, strict=True):
-    show_image(ax, image, sampling_a=sampling_a, title=title, label=label)
+    tc.show_image(ax, image, sampling_a=sampling_a, title=title, label=label)
     ax.set(ylabel="")
 plt.show()
 
@@ -259,17 +211,17 @@ plt.show()
 # particles' centres, and the phase of the propagator, whose rings are Fresnel zones.
 
 # %%
-slices = list(iter_slice_potentials(specimen, potential))
+slices = list(tc.iter_slice_potentials(specimen, potential))
 middle = max(range(len(slices)), key=lambda i: float(slices[i].real.std()))
-t_middle = transmission_function(slices[middle], energy_ev=energy_ev)
-propagator = fresnel_propagator(
+t_middle = tc.transmission_function(slices[middle], energy_ev=energy_ev)
+propagator = tc.fresnel_propagator(
     potential.shape,
     sampling_a=sampling_a,
     thickness_a=potential.slice_thickness_a,
     energy_ev=energy_ev,
     device=device,
 )
-rebuilt = multislice(
+rebuilt = tc.multislice(
     iter(slices),
     sampling_a=sampling_a,
     slice_thickness_a=potential.slice_thickness_a,
@@ -288,10 +240,10 @@ print(
 )
 
 # %% tags=["hide-input"]
-fig, axes = book_figure(3, 1, height=2.9)
-show_image(axes[0, 0], torch.angle(t_middle), sampling_a=sampling_a, label="rad")
+fig, axes = tc.book_figure(3, 1, height=2.9)
+tc.show_image(axes[0, 0], torch.angle(t_middle), sampling_a=sampling_a, label="rad")
 axes[0, 0].set_title(f"arg $t_{{{middle}}}$")
-show_image(axes[0, 1], t_middle.abs(), sampling_a=sampling_a, label="|t|")
+tc.show_image(axes[0, 1], t_middle.abs(), sampling_a=sampling_a, label="|t|")
 axes[0, 1].set_title(f"$|t_{{{middle}}}|$ (absorption)")
 k_nyquist = 0.5 / sampling_a
 axes[0, 2].imshow(
@@ -323,23 +275,23 @@ plt.show()
 # $1/(2\lambda k^2)$ at the band limit, about 230 Å at 300 kV and 1 Å pixels.
 
 # %%
-single = build_specimen(
+single = tc.build_specimen(
     apoferritin.to(device=device),
     1,
     extent_a=(convergence_px * sampling_a,) * 2,
-    ice=IceSlab(thickness_a=200.0),
+    ice=tc.IceSlab(thickness_a=200.0),
     generator=torch.Generator().manual_seed(seed),
 )
 waves = {}
 for dz_nm in convergence_slices_nm:
-    settings_dz = PotentialSettings(
+    settings_dz = tc.PotentialSettings(
         shape=(convergence_px, convergence_px),
         sampling_a=sampling_a,
         slice_thickness_a=dz_nm * units.NM_TO_A,
         energy_ev=energy_ev,
     )
-    waves[dz_nm] = exit_wave(single, settings_dz, energy_ev=energy_ev)
-waves["projection"] = exit_wave(
+    waves[dz_nm] = tc.exit_wave(single, settings_dz, energy_ev=energy_ev)
+waves["projection"] = tc.exit_wave(
     single, settings_dz, energy_ev=energy_ev, method="projection"
 )
 reference = waves[convergence_slices_nm[-1]]
@@ -351,7 +303,7 @@ for key, error in errors.items():
     print(f"{label:>12} {error:15.4f}")
 
 # %% tags=["hide-input"]
-fig, axes = book_figure(2, 1, height=3.2)
+fig, axes = tc.book_figure(2, 1, height=3.2)
 ax = axes[0, 0]
 thick = [dz for dz in convergence_slices_nm[:-1]]
 ax.loglog(thick, [errors[dz] for dz in thick], "o-", label="multislice")
@@ -363,7 +315,7 @@ ax.set(
 )
 ax.grid(alpha=0.3, which="both")
 ax.legend()
-show_image(
+tc.show_image(
     axes[0, 1],
     (waves["projection"] - reference).abs(),
     sampling_a=sampling_a,
@@ -397,35 +349,37 @@ plt.show()
 
 # %%
 k = torch.linspace(0.0, 0.5, 4000 if not quick else 1500, dtype=torch.float64)
-coherent = Microscope(energy_ev=energy_ev, cs_a=microscope.cs_a, energy_spread_ev=0.0)
-chi, gx, _ = aberration_phase(
+coherent = tc.Microscope(
+    energy_ev=energy_ev, cs_a=microscope.cs_a, energy_spread_ev=0.0
+)
+chi, gx, _ = tc.aberration_phase(
     k,
     torch.zeros_like(k),
     wavelength_a=microscope.wavelength_a,
     defocus_a=defocus_a,
     cs_a=microscope.cs_a,
 )
-e_t = temporal_envelope(k, microscope=microscope)
-e_s = spatial_envelope(gx, torch.zeros_like(gx), microscope=microscope)
-zeros = ctf_zeros_per_a(
+e_t = tc.temporal_envelope(k, microscope=microscope)
+e_s = tc.spatial_envelope(gx, torch.zeros_like(gx), microscope=microscope)
+zeros = tc.ctf_zeros_per_a(
     12, defocus_a=defocus_a, cs_a=microscope.cs_a, energy_ev=energy_ev
 )
 
 
 # %% tags=["hide-input"]
-fig, axes = book_figure(1, 2, height=6.8)
+fig, axes = tc.book_figure(1, 2, height=6.8)
 axes = axes[:, 0]
 ax = axes[0]
 ax.plot(
     k,
-    ctf_1d(k, microscope=coherent, defocus_a=defocus_a),
+    tc.ctf_1d(k, microscope=coherent, defocus_a=defocus_a),
     color="0.75",
     lw=0.8,
     label="sin χ (coherent)",
 )
 ax.plot(
     k,
-    ctf_1d(k, microscope=microscope, defocus_a=defocus_a),
+    tc.ctf_1d(k, microscope=microscope, defocus_a=defocus_a),
     lw=1.0,
     label="CTF with envelopes",
 )
@@ -445,7 +399,7 @@ ax = axes[1]
 for dz_um in defocus_series_um:
     ax.plot(
         k,
-        ctf_1d(k, microscope=microscope, defocus_a=dz_um * units.UM_TO_A),
+        tc.ctf_1d(k, microscope=microscope, defocus_a=dz_um * units.UM_TO_A),
         lw=0.9,
         label=f"Δf = {dz_um} µm",
     )
@@ -475,12 +429,12 @@ print("  1/k [Å]:", " ".join(f"{1 / z:7.1f}" for z in zeros[:5].tolist()))
 # %%
 carbon_sampling_a, carbon_px = 2.0, 256
 film_l = carbon_px * carbon_sampling_a
-film = amorphous_film(
+film = tc.amorphous_film(
     extent_a=(film_l, film_l),
     thickness_a=carbon_thickness_nm * units.NM_TO_A,
     generator=torch.Generator().manual_seed(seed),
 ).to(device=device)
-carbon_potential = slice_potential(
+carbon_potential = tc.slice_potential(
     film.atomic_numbers,
     film.positions_a,
     film.b_factors_a2,
@@ -490,8 +444,8 @@ carbon_potential = slice_potential(
     shape=(carbon_px, carbon_px),
     sampling_a=carbon_sampling_a,
 )
-carbon_wave = phase_object_wave(carbon_potential, energy_ev=energy_ev)
-carbon_intensity = image_plane_intensity(
+carbon_wave = tc.phase_object_wave(carbon_potential, energy_ev=energy_ev)
+carbon_intensity = tc.image_plane_intensity(
     carbon_wave,
     sampling_a=carbon_sampling_a,
     microscope=microscope,
@@ -507,9 +461,9 @@ print(
 
 # %% tags=["hide-input"]
 check_ctf((carbon_px, carbon_px), carbon_sampling_a, defocus_um)
-fig, axes = book_figure(2, 1, height=3.6)
+fig, axes = tc.book_figure(2, 1, height=3.6)
 axes = axes[0]
-show_power_spectrum(
+tc.show_power_spectrum(
     axes[0],
     thon,
     sampling_a=carbon_sampling_a,
@@ -519,10 +473,10 @@ theta = np.linspace(0, np.pi / 2, 50)
 # zeros drawn in one quadrant only, to leave the rings visible
 for z in zeros[:8].numpy():
     axes[0].plot(z * np.cos(theta), z * np.sin(theta), "--", color="C3", lw=0.9)
-f, p = radial_average(thon, sampling_a=carbon_sampling_a, n_bins=128)
+f, p = tc.radial_average(thon, sampling_a=carbon_sampling_a, n_bins=128)
 axes[1].semilogy(f, p, label="simulated (ring average)")
 k_model = torch.linspace(0.005, 0.25, 800, dtype=torch.float64)
-model = ctf_1d(k_model, microscope=microscope, defocus_a=defocus_a) ** 2
+model = tc.ctf_1d(k_model, microscope=microscope, defocus_a=defocus_a) ** 2
 axes[1].semilogy(
     k_model,
     model * p[f < 0.25].max() / model.max() * 0.3,
@@ -557,16 +511,16 @@ plt.show()
 
 # %%
 omega = torch.linspace(0.0, 0.5, 200, dtype=torch.float64)
-fig, axes = book_figure(1, 1, height=4.0)
+fig, axes = tc.book_figure(1, 1, height=4.0)
 ax = axes[0, 0]
 for alpha in sorted({2.0, mtf_alpha_px2, 40.0}):
     ax.plot(
         omega,
-        mtf_parametric(omega, a=0.7, b=0.2, c=0.1, alpha=alpha, beta=40.0),
+        tc.mtf_parametric(omega, a=0.7, b=0.2, c=0.1, alpha=alpha, beta=40.0),
         label=f"α = {alpha:g} px²",
     )
 for camera in ("k2_300kv", "falcon3ec_300kv", "falcon4ec_300kv", "de20_300kv"):
-    freq, values = load_mtf_table(camera)
+    freq, values = tc.load_mtf_table(camera)
     ax.plot(freq, values, "--", label=camera.replace("_300kv", " (300 kV)"))
 ax.set(
     xlabel="spatial frequency [cycles/pixel]",
@@ -589,11 +543,11 @@ plt.show()
 # %%
 intensity = result.intensity
 n_doses = len(dose_series_e_per_a2)
-fig, axes = book_figure(3, -(-n_doses // 3), squeeze=False)
+fig, axes = tc.book_figure(3, -(-n_doses // 3), squeeze=False)
 for ax in axes.flat[n_doses:]:
     ax.set_axis_off()
 for ax, dose in zip(axes.flat, dose_series_e_per_a2, strict=False):
-    counts = detect(
+    counts = tc.detect(
         intensity,
         detector=detector,
         dose_e_per_a2=dose,
@@ -601,7 +555,7 @@ for ax, dose in zip(axes.flat, dose_series_e_per_a2, strict=False):
         generator=generator,
     )
     snr = float(counts.mean() / counts.std())
-    show_image(
+    tc.show_image(
         ax,
         counts,
         sampling_a=sampling_a,
@@ -631,10 +585,10 @@ def defocus_row(axes, dz_um: float) -> None:
     for row, (w, s) in enumerate(
         ((wave, sampling_a), (carbon_wave, carbon_sampling_a))
     ):
-        image_i = image_plane_intensity(
+        image_i = tc.image_plane_intensity(
             w, sampling_a=s, microscope=microscope, defocus_a=dz_um * units.UM_TO_A
         )
-        counts = detect(
+        counts = tc.detect(
             image_i,
             detector=detector,
             dose_e_per_a2=dose_e_per_a2,
@@ -642,10 +596,10 @@ def defocus_row(axes, dz_um: float) -> None:
             generator=generator if row == 0 else None,  # the film: expected counts
         )
         if row == 0:
-            show_image(axes[0], counts, sampling_a=s, title=f"Δf = {dz_um} µm")
+            tc.show_image(axes[0], counts, sampling_a=s, title=f"Δf = {dz_um} µm")
         else:
             spectrum = torch.fft.fft2(counts - counts.mean()).abs() ** 2
-            show_power_spectrum(
+            tc.show_power_spectrum(
                 axes[1], spectrum, sampling_a=s, max_frequency_per_a=0.15, title="film"
             )
 
@@ -656,7 +610,7 @@ for dz_um in defocus_series_um:
     )
 for first in range(0, len(defocus_series_um), 3):
     chunk = defocus_series_um[first : first + 3]
-    fig, axes = book_figure(3, 2, height=5.0)
+    fig, axes = tc.book_figure(3, 2, height=5.0)
     for ax in axes[:, len(chunk) :].flat:
         ax.set_axis_off()
     for j, dz_um in enumerate(chunk):
@@ -674,27 +628,27 @@ for first in range(0, len(defocus_series_um), 3):
 # (`mtf_after_noise=False`).
 
 # %%
-real, real_sampling_a = read_mrc(DATA / "fei-extended_crop2048.mrc")
+real, real_sampling_a = tc.read_mrc(DATA / "fei-extended_crop2048.mrc")
 real = real.astype(np.float64)
-real_fit = fit_ctf(torch.from_numpy(real), sampling_a=real_sampling_a,
+real_fit = tc.fit_ctf(torch.from_numpy(real), sampling_a=real_sampling_a,
                    microscope=microscope)  # fmt: skip
 real_defocus_um = real_defocus_um or real_fit.defocus_a / units.UM_TO_A
 real_l = real_field_px * real_sampling_a
-real_specimen = build_specimen(
+real_specimen = tc.build_specimen(
     apoferritin.to(device=device),
     real_n_particles,
     extent_a=(real_l, real_l),
-    ice=IceSlab(thickness_a=real_ice_thickness_nm * units.NM_TO_A),
+    ice=tc.IceSlab(thickness_a=real_ice_thickness_nm * units.NM_TO_A),
     generator=torch.Generator().manual_seed(seed + 1),
     min_gap_a=10.0,
 )
-real_potential = PotentialSettings(
+real_potential = tc.PotentialSettings(
     shape=(real_field_px, real_field_px),
     sampling_a=real_sampling_a,
     energy_ev=energy_ev,
     slice_thickness_a=slice_thickness_nm * units.NM_TO_A,
 )
-k2 = Detector(
+k2 = tc.Detector(
     dqe=0.9,
     gain_counts_per_e=real_gain_counts_per_e,
     mtf_camera="k2_300kv",
@@ -702,12 +656,12 @@ k2 = Detector(
 )
 start = time.perf_counter()
 simulated = (
-    micrograph(
+    tc.micrograph(
         real_specimen,
         potential=real_potential,
         microscope=microscope,
         detector=k2,
-        imaging=Imaging(
+        imaging=tc.Imaging(
             defocus_a=real_defocus_um * units.UM_TO_A, dose_e_per_a2=real_dose_e_per_a2
         ),
         generator=generator,
@@ -724,34 +678,34 @@ for name, image in (("real", real), ("simulated", simulated)):
 # %%
 tile = 256
 spectra = {
-    "real": power_spectrum(real, tile=tile),
-    "simulated": power_spectrum(simulated, tile=tile),
+    "real": tc.power_spectrum(real, tile=tile),
+    "simulated": tc.power_spectrum(simulated, tile=tile),
 }
 
 # %% tags=["hide-input"]
 crop = real[:real_field_px, :real_field_px]
-fig, axes = book_figure(2, 2, height=6.6)
+fig, axes = tc.book_figure(2, 2, height=6.6)
 for i, (name, image) in enumerate((("real K2", crop), ("simulated", simulated))):
-    show_image(
+    tc.show_image(
         axes[i, 0],
         image,
         sampling_a=real_sampling_a,
         title=f"{name} [counts]",
         percentiles=(1, 99),
     )
-    show_power_spectrum(
+    tc.show_power_spectrum(
         axes[i, 1],
         spectra[name.split()[0]],
         sampling_a=real_sampling_a,
         title=f"{name}: power spectrum",
     )
 plt.show()
-fig, axes = book_figure(1, 1, height=3.6)
+fig, axes = tc.book_figure(1, 1, height=3.6)
 ax = axes[0, 0]
 for name, spectrum in spectra.items():
-    f, p = radial_average(spectrum, sampling_a=real_sampling_a, n_bins=tile // 2)
+    f, p = tc.radial_average(spectrum, sampling_a=real_sampling_a, n_bins=tile // 2)
     ax.semilogy(f, p, label=name)
-for z in ctf_zeros_per_a(
+for z in tc.ctf_zeros_per_a(
     6,
     defocus_a=real_defocus_um * units.UM_TO_A,
     cs_a=microscope.cs_a,
@@ -800,22 +754,22 @@ wave_crop = wave[y0 : y0 + crop_px, x0 : x0 + crop_px]
 
 def explore_images(defocus_um, cs_mm, dose_e_per_a2, mtf_alpha_px2):
     """Micrograph crop [counts] and carbon-film power spectrum at the given settings."""
-    scope = Microscope(
+    scope = tc.Microscope(
         energy_ev=energy_ev,
         cs_a=cs_mm * units.MM_TO_A,
         cc_a=microscope.cc_a,
         energy_spread_ev=energy_spread_ev,
         illumination_semiangle_rad=microscope.illumination_semiangle_rad,
     )
-    camera = Detector(dqe=0.8, alpha=mtf_alpha_px2)
+    camera = tc.Detector(dqe=0.8, alpha=mtf_alpha_px2)
     g = torch.Generator(device=device).manual_seed(seed)
     images = []
     for w, s in ((wave_crop, sampling_a), (carbon_wave, carbon_sampling_a)):
-        i = image_plane_intensity(
+        i = tc.image_plane_intensity(
             w, sampling_a=s, microscope=scope, defocus_a=defocus_um * units.UM_TO_A
         )
         images.append(
-            detect(
+            tc.detect(
                 i,
                 detector=camera,
                 dose_e_per_a2=dose_e_per_a2,
@@ -823,7 +777,7 @@ def explore_images(defocus_um, cs_mm, dose_e_per_a2, mtf_alpha_px2):
                 generator=g,
             )
         )
-    return images[0], power_spectrum(images[1], tile=128)
+    return images[0], tc.power_spectrum(images[1], tile=128)
 
 
 def explore(
@@ -834,15 +788,15 @@ def explore(
 ):
     """Draw the micrograph crop and the film's power spectrum, with titles and units."""
     crop, spectrum = explore_images(defocus_um, cs_mm, dose_e_per_a2, mtf_alpha_px2)
-    fig, axes = book_figure(2, 1, height=3.5)
-    show_image(
+    fig, axes = tc.book_figure(2, 1, height=3.5)
+    tc.show_image(
         axes[0, 0],
         crop,
         sampling_a=sampling_a,
         title=f"Δf = {defocus_um:g} µm, {dose_e_per_a2:g} e/Å²",
         label="counts",
     )
-    show_power_spectrum(
+    tc.show_power_spectrum(
         axes[0, 1],
         spectrum,
         sampling_a=carbon_sampling_a,
@@ -863,7 +817,7 @@ variations = {  # parameter: (values, symbol, unit, show the micrograph or the s
     "cs_mm": ([0.0, cs_mm, 2.0 * cs_mm], "$C_s$", "mm", 1),
     "mtf_alpha_px2": ([0.0, mtf_alpha_px2, 10 * mtf_alpha_px2], "MTF α", "px²", 1),
 }
-fig, axes = book_figure(3, len(variations), height=2.45 * len(variations))
+fig, axes = tc.book_figure(3, len(variations), height=2.45 * len(variations))
 base = dict(
     defocus_um=defocus_um,
     cs_mm=cs_mm,
@@ -875,9 +829,9 @@ for row, (name, (values, symbol, unit, which)) in enumerate(variations.items()):
         image = explore_images(**{**base, name: value})[which]
         ax = axes[row, col]
         if which == 0:
-            show_image(ax, image, sampling_a=sampling_a)
+            tc.show_image(ax, image, sampling_a=sampling_a)
         else:
-            show_power_spectrum(ax, image, sampling_a=carbon_sampling_a)
+            tc.show_power_spectrum(ax, image, sampling_a=carbon_sampling_a)
         ax.set(xticks=[], yticks=[], xlabel="", ylabel="")
         ax.set_title(f"{symbol} = {value:g} {unit}".lstrip(" ="), fontsize=9.5)
 fig.suptitle(
@@ -982,21 +936,21 @@ print(
     f"astigmatism {real_fit.astigmatism_a:.0f} Å, score {real_fit.score:.2f}"
 )
 filtered = dataclasses.replace(microscope, energy_filter=True)
-real_imaging = Imaging(
+real_imaging = tc.Imaging(
     defocus_a=real_fit.defocus_a,
     dose_e_per_a2=real_dose_e_per_a2,
     astigmatism_a=real_fit.astigmatism_a,
     astigmatism_angle_rad=real_fit.astigmatism_angle_rad,
-    damage=RadiationDamage(),
+    damage=tc.RadiationDamage(),
 )
 realistic = {}
 for name, ice_model, scope in (
     ("uniform ice", None, filtered),
-    ("structured ice", IceStructure(seed=seed), filtered),
-    ("structured, no filter", IceStructure(seed=seed), microscope),
+    ("structured ice", tc.IceStructure(seed=seed), filtered),
+    ("structured, no filter", tc.IceStructure(seed=seed), microscope),
 ):
     start = time.perf_counter()
-    result = micrograph(
+    result = tc.micrograph(
         real_specimen,
         potential=dataclasses.replace(real_potential, ice_structure=ice_model),
         microscope=scope,
@@ -1013,12 +967,12 @@ grid = fig.add_gridspec(2, 3)
 views = (("real K2", crop), ("uniform ice", realistic["uniform ice"]),
          ("structured ice", realistic["structured ice"]))  # fmt: skip
 for i, (name, image) in enumerate(views):
-    show_image(fig.add_subplot(grid[0, i]), image[:256, :256],
+    tc.show_image(fig.add_subplot(grid[0, i]), image[:256, :256],
                sampling_a=real_sampling_a, title=name, label="counts",
                percentiles=(1, 99))  # fmt: skip
 ax = fig.add_subplot(grid[1, :])
 for name, image in (("real K2", real), *realistic.items()):
-    f, p = radial_average(power_spectrum(image, tile=tile), sampling_a=real_sampling_a,
+    f, p = tc.radial_average(tc.power_spectrum(image, tile=tile), sampling_a=real_sampling_a,
                           n_bins=tile // 2)  # fmt: skip
     floor = p[f > 0.4].mean()
     ax.plot(f, p / floor, lw=1.0, label=name)
@@ -1031,7 +985,7 @@ plt.show()
 # %%
 print(f"{'image':>22} {'mean [counts]':>14} {'noise var/mean':>15} {'3.7 Å ring':>11}")
 for name, image in (("real K2", real), *realistic.items()):
-    f, p = radial_average(power_spectrum(image, tile=tile), sampling_a=real_sampling_a,
+    f, p = tc.radial_average(tc.power_spectrum(image, tile=tile), sampling_a=real_sampling_a,
                           n_bins=tile // 2)  # fmt: skip
     floor = p[f > 0.4].mean()
     ring = p[(f > 0.24) & (f < 0.29)].mean() / floor - 1

@@ -55,22 +55,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+import tem_core as tc
 from tem_core import units
-from tem_core.detector import Detector
-from tem_core.io import read_mrc, read_tilt_angles
-from tem_core.optics import Microscope
-from tem_core.plotting import montage, use_book_style
-from tem_core.potential import PotentialSettings
-from tem_core.simulate import (
-    Imaging,
-    micrograph,
-    resolve_device,
-    tilt_scheme,
-    tilt_scheme_from_mdoc,
-    tilt_series,
-)
-from tem_core.specimen import IceSlab, build_specimen
-from tem_core.structure import read_structure
 
 if quick:  # five tilts of a small, coarse field
     series_step_deg, series_max_deg, field_nm, sampling_a, slice_thickness_nm = (
@@ -81,8 +67,8 @@ if quick:  # five tilts of a small, coarse field
         5.0,
     )
 
-use_book_style()
-device = resolve_device(device)
+tc.use_book_style()
+device = tc.resolve_device(device)
 roots = (Path.cwd(), *Path.cwd().parents)
 DATA = next(p / "data" for p in roots if (p / "data" / "TS_017.mdoc").exists())
 # without output_dir, a temporary folder, deleted at the end of the chapter
@@ -117,10 +103,10 @@ common = dict(
     defocus_a=defocus_um * units.UM_TO_A,
 )
 schemes = {
-    "uniform": tilt_scheme("uniform", **common),
-    "bidirectional": tilt_scheme("bidirectional", **common),
-    "dose-symmetric": tilt_scheme("dose-symmetric", group_size=group_size, **common),
-    "TS_017.mdoc": tilt_scheme_from_mdoc(DATA / "TS_017.mdoc"),
+    "uniform": tc.tilt_scheme("uniform", **common),
+    "bidirectional": tc.tilt_scheme("bidirectional", **common),
+    "dose-symmetric": tc.tilt_scheme("dose-symmetric", group_size=group_size, **common),
+    "TS_017.mdoc": tc.tilt_scheme_from_mdoc(DATA / "TS_017.mdoc"),
 }
 print(
     f"{'scheme':>15} {'tilts':>5} {'range [deg]':>14} {'dose/tilt [e/Å²]':>17} "
@@ -197,26 +183,26 @@ plt.show()
 # thickens by 1/cos θ along x.
 
 # %%
-apoferritin = read_structure(DATA / "6z6u.pdb.gz", keep_waters=False)
+apoferritin = tc.read_structure(DATA / "6z6u.pdb.gz", keep_waters=False)
 extent_a = (field_nm * units.NM_TO_A,) * 2
 n_px = int(round(extent_a[0] / sampling_a))
-specimen = build_specimen(
+specimen = tc.build_specimen(
     apoferritin.to(device=device),
     1,
     extent_a=extent_a,
-    ice=IceSlab(thickness_a=ice_thickness_nm * units.NM_TO_A),
+    ice=tc.IceSlab(thickness_a=ice_thickness_nm * units.NM_TO_A),
     generator=torch.Generator().manual_seed(seed),
 )
 energy_ev = voltage_kv * units.KV_TO_EV
-microscope = Microscope(energy_ev=energy_ev, cs_a=cs_mm * units.MM_TO_A)
-potential = PotentialSettings(
+microscope = tc.Microscope(energy_ev=energy_ev, cs_a=cs_mm * units.MM_TO_A)
+potential = tc.PotentialSettings(
     shape=(n_px, n_px),
     sampling_a=sampling_a,
     energy_ev=energy_ev,
     slice_thickness_a=slice_thickness_nm * units.NM_TO_A,
 )
-detector = Detector(dqe=0.8)
-scheme = tilt_scheme(
+detector = tc.Detector(dqe=0.8)
+scheme = tc.tilt_scheme(
     "dose-symmetric",
     min_angle_rad=-series_max_deg * deg,
     max_angle_rad=series_max_deg * deg,
@@ -240,7 +226,7 @@ def simulate(stem, callback=None):
         if callback is not None:
             callback(index, image)
 
-    result = tilt_series(
+    result = tc.tilt_series(
         specimen,
         scheme=scheme,
         potential=potential,
@@ -256,12 +242,12 @@ def simulate(stem, callback=None):
 
 # warm-up: compiles the Taichi kernels, so that the timings below compare alike
 with torch.no_grad():
-    micrograph(
+    tc.micrograph(
         specimen,
         potential=potential,
         microscope=microscope,
         detector=detector,
-        imaging=Imaging(defocus_a=defocus_um * units.UM_TO_A, dose_e_per_a2=1.0),
+        imaging=tc.Imaging(defocus_a=defocus_um * units.UM_TO_A, dose_e_per_a2=1.0),
     )
 series, t_full, per_tilt_full = simulate("apoferritin")
 print(
@@ -276,8 +262,8 @@ for key, path in series.paths.items():
 # lists the angles of its sections in the same (increasing) order.
 
 # %%
-stack, voxel_a = read_mrc(series.paths["stack"])
-angles_file = read_tilt_angles(series.paths["rawtlt"])
+stack, voxel_a = tc.read_mrc(series.paths["stack"])
+angles_file = tc.read_tilt_angles(series.paths["rawtlt"])
 print(f"stack {stack.shape} {stack.dtype}, pixel size {voxel_a:.3f} Å")
 print("angles [deg]:", np.round(np.degrees(angles_file.numpy()), 1))
 order = " ".join(str(i) for i in series.acquisition_index)
@@ -291,7 +277,7 @@ titles = [
     f"{np.degrees(series.angles_rad[k]):+.0f}° (#{series.acquisition_index[k]})"
     for k in shown
 ]
-fig = montage(stack[shown], titles=titles, ncols=3, label="counts")
+fig = tc.montage(stack[shown], titles=titles, ncols=3, label="counts")
 fig.suptitle(
     f"{len(shown)} of the {len(stack)} tilts, by angle (#: position in the acquisition)"
 )
@@ -392,9 +378,8 @@ if scratch is not None:
 # at 20, 8 and 4 Å, by angle.
 
 # %%
-from tem_core.potential import RadiationDamage  # noqa: E402
 
-damage = RadiationDamage()
+damage = tc.RadiationDamage()
 k_per_a = torch.tensor([1 / 20.0, 1 / 8.0, 1 / 4.0], dtype=torch.float64)
 energy = voltage_kv * units.KV_TO_EV
 kept = {}

@@ -55,28 +55,19 @@ import numpy as np
 import torch
 import torch.autograd.forward_ad as fwad
 
+import tem_core as tc
 from tem_core import units
-from tem_core.detector import Detector, expected_image, sample_counts
-from tem_core.estimators import pathwise_poisson_sample, score_function_surrogate
-from tem_core.fitting import central_difference, fit, poisson_nll, posed
-from tem_core.optics import Microscope
-from tem_core.plotting import book_figure, convergence, show_image, use_book_style
-from tem_core.potential import PotentialSettings, slice_potential
-from tem_core.propagate import SamplingWarning, check_ctf_sampling, phase_object_wave
-from tem_core.simulate import Imaging, image_plane_intensity, micrograph, resolve_device
-from tem_core.specimen import IceSlab, amorphous_film, build_specimen
-from tem_core.structure import read_structure
 
-use_book_style()
+tc.use_book_style()
 if quick:  # smaller fields, fewer steps and repeats
     field_px, film_px, fit_steps, pose_steps, estimator_repeats = 64, 128, 60, 20, 12
 
-device = resolve_device(device)
+device = tc.resolve_device(device)
 roots = (Path.cwd(), *Path.cwd().parents)
 DATA = next(p / "data" for p in roots if (p / "data" / "1ubq.pdb.gz").exists())
 generator = torch.Generator(device=device).manual_seed(seed)
 energy_ev = voltage_kv * units.KV_TO_EV
-microscope = Microscope(
+microscope = tc.Microscope(
     energy_ev=energy_ev, cs_a=cs_mm * units.MM_TO_A, cc_a=2.7e7, energy_spread_ev=0.7
 )
 TRUTH = {
@@ -93,7 +84,7 @@ print(f"device: {device}; λ = {microscope.wavelength_a:.5f} Å")
 # package's warning is shown once here and then silenced.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    for message in check_ctf_sampling(
+    for message in tc.check_ctf_sampling(
         (field_px, field_px),
         sampling_a=1.0,
         energy_ev=energy_ev,
@@ -101,7 +92,7 @@ with warnings.catch_warnings():
         cs_a=microscope.cs_a,
     ):
         print(textwrap.fill(f"Note (expected here): {message}", 88))
-warnings.filterwarnings("ignore", category=SamplingWarning)
+warnings.filterwarnings("ignore", category=tc.SamplingWarning)
 
 # %% [markdown]
 # ## A small test specimen
@@ -120,22 +111,22 @@ warnings.filterwarnings("ignore", category=SamplingWarning)
 # (`backend="torch"`): the Taichi kernel has a hand-written reverse-mode adjoint only.
 
 # %%
-ubiquitin = read_structure(DATA / "1ubq.pdb.gz", keep_waters=False)
+ubiquitin = tc.read_structure(DATA / "1ubq.pdb.gz", keep_waters=False)
 extent_a = (float(field_px),) * 2
-ice = IceSlab(
+ice = tc.IceSlab(
     thickness_a=ice_thickness_nm * units.NM_TO_A,
     hole_diameter_a=10_000.0,
     support="carbon",
     support_thickness_a=120.0,
 )
-specimen = build_specimen(
+specimen = tc.build_specimen(
     ubiquitin.to(device=device),
     1,
     extent_a=extent_a,
     ice=ice,
     generator=torch.Generator().manual_seed(seed),
 )
-settings = PotentialSettings(
+settings = tc.PotentialSettings(
     shape=(field_px, field_px),
     sampling_a=1.0,
     slice_thickness_a=30.0,
@@ -151,14 +142,14 @@ def simulate(theta: dict, *, backend: str = "torch") -> torch.Tensor:
         atoms = atoms.transformed(torch.eye(3, dtype=torch.float64), _shift_x(theta))
     thickness = theta.get("ice_thickness_a", ice.thickness_a)
     sample = replace(specimen, atoms=atoms, ice=replace(ice, thickness_a=thickness))
-    return micrograph(
+    return tc.micrograph(
         sample,
         potential=replace(settings, backend=backend),
         microscope=microscope,
-        detector=Detector(
+        detector=tc.Detector(
             alpha=theta.get("alpha", mtf_alpha_px2), mtf_after_noise=False
         ),
-        imaging=Imaging(
+        imaging=tc.Imaging(
             defocus_a=theta.get("defocus_a", TRUTH["defocus_a"]),
             dose_e_per_a2=theta.get("dose_e_per_a2", dose_e_per_a2),
         ),
@@ -194,19 +185,19 @@ for name, (value, h, label) in PROBES.items():
     with fwad.dual_level():
         dual = fwad.make_dual(theta0, torch.ones_like(theta0))
         ad = fwad.unpack_dual(simulate({name: dual})).tangent.detach()
-    fd = central_difference(lambda t, n=name: simulate({n: t}), theta0, h)
+    fd = tc.central_difference(lambda t, n=name: simulate({n: t}), theta0, h)
     derivatives[name] = ad
     error = float((ad - fd).abs().max() / ad.abs().max())
     print(f"{label:22} {h:6g} {float(ad.abs().max()):10.3g} {error:26.1e}")
 image0 = simulate({}).detach()
 
 # %% tags=["hide-input"]
-fig, axes = book_figure(3, 2, height=5.0)
-show_image(axes[0, 0], image0, title="expected counts I", label="counts")
+fig, axes = tc.book_figure(3, 2, height=5.0)
+tc.show_image(axes[0, 0], image0, title="expected counts I", label="counts")
 for ax, (name, image) in zip(axes.flat[1:], derivatives.items(), strict=True):
     title = f"∂I/∂({PROBES[name][2].split(' [')[0]})"
     mixed = bool(image.min() < -0.05 * image.abs().max())  # both signs: red/blue
-    show_image(
+    tc.show_image(
         ax, image, title=title, cmap="RdBu_r" if mixed else "gray", symmetric=mixed
     )
 for ax in axes.flat:
@@ -237,7 +228,7 @@ plt.show()
 # coordinates chosen at random are checked against central differences.
 
 # %%
-counts_shifted = sample_counts(
+counts_shifted = tc.sample_counts(
     simulate({"shift_x_a": torch.tensor(1.0, dtype=torch.float64, device=device)}),
     generator=generator,
 )
@@ -246,14 +237,14 @@ positions = specimen.atoms.positions_a.detach().clone().requires_grad_(True)
 
 def nll_of_positions(pos: torch.Tensor) -> torch.Tensor:
     sample = replace(specimen, atoms=specimen.atoms._replace_positions(pos))
-    expected = micrograph(
+    expected = tc.micrograph(
         sample,
         potential=replace(settings, backend="auto"),
         microscope=microscope,
-        detector=Detector(alpha=mtf_alpha_px2, mtf_after_noise=False),
-        imaging=Imaging(defocus_a=TRUTH["defocus_a"], dose_e_per_a2=dose_e_per_a2),
+        detector=tc.Detector(alpha=mtf_alpha_px2, mtf_after_noise=False),
+        imaging=tc.Imaging(defocus_a=TRUTH["defocus_a"], dose_e_per_a2=dose_e_per_a2),
     ).expected
-    return poisson_nll(counts_shifted, expected)
+    return tc.poisson_nll(counts_shifted, expected)
 
 
 nll_of_positions(positions).backward()
@@ -268,7 +259,7 @@ for flat in picks.tolist():
         moved[atom, axis] = t
         return nll_of_positions(moved)
 
-    fd = central_difference(along, positions.detach()[atom, axis], 1e-3)
+    fd = tc.central_difference(along, positions.detach()[atom, axis], 1e-3)
     print(
         f"{atom:5d} {'xyz'[axis]:>4} {float(grad[atom, axis]):15.4e} {float(fd):20.4e}"
     )
@@ -277,9 +268,9 @@ print(f"rigid-shift gradient (sum over atoms): x {gx:.2f} /Å, y {gy:.2f} /Å")
 print("(negative along x: the likelihood grows when the particle moves +x)")
 
 # %% tags=["hide-input"]
-fig, axes = book_figure(1, 1, height=4.6)
+fig, axes = tc.book_figure(1, 1, height=4.6)
 ax = axes[0, 0]
-show_image(ax, image0, sampling_a=1.0, unit="Å", title="−∂NLL/∂(x, y) of each atom")
+tc.show_image(ax, image0, sampling_a=1.0, unit="Å", title="−∂NLL/∂(x, y) of each atom")
 xy = positions.detach()[:, :2].cpu().numpy()
 ax.quiver(
     xy[:, 0], xy[:, 1], -grad[:, 0].cpu(), -grad[:, 1].cpu(), color="C1", width=0.004
@@ -308,13 +299,13 @@ plt.show()
 # %%
 film_sampling_a = 1.5
 film_l = film_px * film_sampling_a
-film = amorphous_film(
+film = tc.amorphous_film(
     extent_a=(film_l, film_l),
     thickness_a=30.0,
     generator=torch.Generator().manual_seed(seed),
 ).to(device=device)
-film_wave = phase_object_wave(
-    slice_potential(
+film_wave = tc.phase_object_wave(
+    tc.slice_potential(
         film.atomic_numbers,
         film.positions_a,
         film.b_factors_a2,
@@ -331,7 +322,7 @@ film_wave = phase_object_wave(
 def film_counts(theta: dict) -> torch.Tensor:
     """Expected counts of the film for CTF components and MTF widths in ``theta``."""
     magnitude = torch.hypot(theta["astig_c_a"], theta["astig_s_a"])
-    intensity = image_plane_intensity(
+    intensity = tc.image_plane_intensity(
         film_wave,
         sampling_a=film_sampling_a,
         microscope=microscope,
@@ -339,8 +330,10 @@ def film_counts(theta: dict) -> torch.Tensor:
         astigmatism_a=magnitude,
         astigmatism_angle_rad=0.5 * torch.atan2(theta["astig_s_a"], theta["astig_c_a"]),
     )
-    camera = Detector(alpha=theta["alpha"], beta=theta["beta"], mtf_after_noise=False)
-    return expected_image(
+    camera = tc.Detector(
+        alpha=theta["alpha"], beta=theta["beta"], mtf_after_noise=False
+    )
+    return tc.expected_image(
         intensity,
         detector=camera,
         dose_e_per_a2=dose_e_per_a2,
@@ -357,15 +350,15 @@ film_truth = {
     "beta": mtf_beta_px2,
 }
 as_tensors = {k: torch.tensor(v, device=device) for k, v in film_truth.items()}
-observed_film = sample_counts(film_counts(as_tensors), generator=generator)
+observed_film = tc.sample_counts(film_counts(as_tensors), generator=generator)
 ctf_start = {
     "defocus_a": TRUTH["defocus_a"] + 800.0,
     "astig_c_a": 100.0,
     "astig_s_a": 0.0,
 }
 ctf_scales = {"defocus_a": 1000.0, "astig_c_a": 300.0, "astig_s_a": 300.0}
-ctf_fit = fit(
-    lambda p: poisson_nll(observed_film, film_counts({**as_tensors, **p})),
+ctf_fit = tc.fit(
+    lambda p: tc.poisson_nll(observed_film, film_counts({**as_tensors, **p})),
     {k: torch.tensor(v, device=device) for k, v in ctf_start.items()},
     scales=ctf_scales,
     steps=fit_steps,
@@ -391,8 +384,8 @@ for name, label, to_unit in (
     )
 
 # %% tags=["hide-input"]
-fig, axes = book_figure(2, 1, height=3.2)
-convergence(
+fig, axes = tc.book_figure(2, 1, height=3.2)
+tc.convergence(
     axes[0],
     ctf_fit,
     truth=film_truth,
@@ -421,8 +414,8 @@ plt.show()
 
 # %%
 mtf_start = {"alpha": 3.0, "beta": 100.0}
-mtf_fit = fit(
-    lambda p: poisson_nll(observed_film, film_counts({**as_tensors, **p})),
+mtf_fit = tc.fit(
+    lambda p: tc.poisson_nll(observed_film, film_counts({**as_tensors, **p})),
     {k: torch.tensor(v, device=device) for k, v in mtf_start.items()},
     scales={"alpha": mtf_alpha_px2, "beta": mtf_beta_px2},
     steps=fit_steps,
@@ -436,8 +429,8 @@ for name, value in mtf_fit.final().items():
     )
 
 # %% tags=["hide-input"]
-fig, axes = book_figure(2, 1, height=3.2)
-convergence(
+fig, axes = tc.book_figure(2, 1, height=3.2)
+tc.convergence(
     axes[0], mtf_fit, truth=film_truth, labels={"alpha": "α [px²]", "beta": "β [px²]"}
 )
 fig.suptitle("MTF fit (known specimen and CTF)")
@@ -467,23 +460,25 @@ pose_truth = {
 
 def pose_counts(theta: dict) -> torch.Tensor:
     shift = torch.cat([theta["shift_xy_a"], theta["shift_xy_a"].new_zeros(1)])
-    atoms = posed(specimen.atoms, rotvec=theta["rotvec"], shift_a=shift)
-    return micrograph(
+    atoms = tc.posed(specimen.atoms, rotvec=theta["rotvec"], shift_a=shift)
+    return tc.micrograph(
         replace(specimen, atoms=atoms),
         potential=pose_settings,
         microscope=microscope,
-        detector=Detector(alpha=mtf_alpha_px2, mtf_after_noise=False),
-        imaging=Imaging(defocus_a=TRUTH["defocus_a"], dose_e_per_a2=pose_dose_e_per_a2),
+        detector=tc.Detector(alpha=mtf_alpha_px2, mtf_after_noise=False),
+        imaging=tc.Imaging(
+            defocus_a=TRUTH["defocus_a"], dose_e_per_a2=pose_dose_e_per_a2
+        ),
     ).expected
 
 
-observed_pose = sample_counts(pose_counts(pose_truth), generator=generator)
+observed_pose = tc.sample_counts(pose_counts(pose_truth), generator=generator)
 pose_start = {
     "rotvec": torch.tensor([0.05, -0.04, 0.06], dtype=torch.float64, device=device),
     "shift_xy_a": torch.tensor([1.2, -0.8], dtype=torch.float64, device=device),
 }
-pose_fit = fit(
-    lambda p: poisson_nll(observed_pose, pose_counts(p)),
+pose_fit = tc.fit(
+    lambda p: tc.poisson_nll(observed_pose, pose_counts(p)),
     pose_start,
     scales={"rotvec": 0.1, "shift_xy_a": 2.0},
     steps=pose_steps,
@@ -502,8 +497,8 @@ for label, rotvec, shift in (
     )
 
 # %% tags=["hide-input"]
-fig, axes = book_figure(2, 1, height=3.2)
-convergence(
+fig, axes = tc.book_figure(2, 1, height=3.2)
+tc.convergence(
     axes[0],
     pose_fit,
     truth={k: v.cpu() for k, v in pose_truth.items()},
@@ -546,14 +541,14 @@ for n_samples in (2, 8, 32):
         estimates = []
         for _ in range(estimator_repeats):
             if method == "pathwise":
-                k = pathwise_poisson_sample(
+                k = tc.pathwise_poisson_sample(
                     lam.expand(n_samples, -1, -1), generator=generator
                 )
                 loss = ((k - target) ** 2).mean()
             else:
-                k = sample_counts(lam.expand(n_samples, -1, -1), generator=generator)
+                k = tc.sample_counts(lam.expand(n_samples, -1, -1), generator=generator)
                 f = ((k - target) ** 2).mean(dim=(1, 2))
-                loss = score_function_surrogate(f, k, lam, baseline="mean")
+                loss = tc.score_function_surrogate(f, k, lam, baseline="mean")
             (g,) = torch.autograd.grad(loss, defocus, retain_graph=True)
             estimates.append(float(g))
         est = np.array(estimates)
@@ -569,7 +564,7 @@ for method, n_samples, mean, std in rows:
     )
 
 # %% tags=["hide-input"]
-fig, axes = book_figure(1, 1, height=3.4)
+fig, axes = tc.book_figure(1, 1, height=3.4)
 ax = axes[0, 0]
 for method, marker in (("score function", "o"), ("pathwise", "s")):
     s = [r[1] for r in rows if r[0] == method]
