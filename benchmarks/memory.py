@@ -24,6 +24,7 @@ prints the arrays alive at the peak with the line that allocated them: where the
     .venv/bin/python benchmarks/memory.py [--quick] [--sizes 512,1024,2048] [--device cpu]
     .venv/bin/python benchmarks/memory.py --variants     # other configurations and shapes
     .venv/bin/python benchmarks/memory.py --explain micrograph:512:float64:0
+    .venv/bin/python benchmarks/memory.py --cost micrograph:1024:float32:1,...  # release cost
 """
 
 from __future__ import annotations
@@ -245,6 +246,68 @@ def _case(case: str, device: str) -> dict:
     return dict(case=case, peak=peak, estimate=estimate(shape, n_slices), n_slices=n_slices)
 
 
+def _timed(case: str, device: str, release: bool) -> dict:
+    """Wall time of one case (after a warm-up of the same shape), with or without the
+    stages' :func:`tem_core.memory.release_at_boundary` calls (glibc's ``malloc_trim``)."""
+    import resource
+    import time
+
+    import torch
+
+    from tem_core import memory
+
+    memory.RELEASE_AT_BOUNDARIES = release
+    stage, shape, dtype_name, grad, variant = _parse(case)
+    run, _ = _runner(stage, dtype_name, grad, device, variant)
+    run(shape)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    run(shape)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return dict(case=case, release=release, seconds=wall, cpu_seconds=cpu,
+                faults=after.ru_minflt - before.ru_minflt)  # fmt: skip
+
+
+def _cost(cases: list[str], device: str, rounds: int) -> None:
+    """Time cost of releasing the heap's free pages: each case with and without, in fresh
+    processes, interleaved (``rounds`` times), under glibc's default allocator."""
+    print(f"load (1, 5, 15 min): {os.getloadavg()}; device {device}; {rounds} rounds")
+    print("wall and CPU (user + system, all threads) seconds, least of the rounds")
+    print(f"{'case':34s} {'wall w/o':>8s} {'with':>6s} {'ratio':>5s} {'CPU w/o':>8s} "
+          f"{'with':>6s} {'ratio':>5s} {'faults w/o':>10s} {'with':>8s}")  # fmt: skip
+    for case in cases:
+        times: dict = {(r, k): [] for r in (True, False) for k in ("seconds", "cpu_seconds")}
+        faults = {}
+        for _ in range(rounds):
+            for release in (False, True):
+                done = subprocess.run(
+                    [sys.executable, __file__, "--time-case", case, "--device", device]
+                    + ([] if release else ["--no-release"]),
+                    capture_output=True, text=True, cwd=ROOT,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                )  # fmt: skip
+                lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
+                if done.returncode or not lines:
+                    print(f"{case}: failed\n{done.stderr[-2000:]}")
+                    return
+                result = json.loads(lines[-1])
+                for key in ("seconds", "cpu_seconds"):
+                    times[release, key].append(result[key])
+                faults[release] = result["faults"]
+        cells = []
+        for key in ("seconds", "cpu_seconds"):
+            off, on = min(times[False, key]), min(times[True, key])
+            cells.append(f"{off:8.2f} {on:6.2f} {on / off:5.2f}")
+        print(f"{case:34s} {' '.join(cells)} {faults[False]:10d} {faults[True]:8d}", flush=True)
+    print(f"load after: {os.getloadavg()}")
+
+
 def _explain(case: str, device: str) -> None:
     """The arrays alive at the peak of live torch allocations, by allocating op and line."""
     from torch.profiler import ProfilerActivity, profile
@@ -324,11 +387,21 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="other configurations, shapes")
     parser.add_argument("--explain", metavar="CASE")
     parser.add_argument("--json", help="write the rows to this file")
+    parser.add_argument("--cost", metavar="CASES", help="time with/without releasing pages")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--time-case", help=argparse.SUPPRESS)
+    parser.add_argument("--no-release", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:  # comma-separated cases, one after the other in this process
         for case in args.case.split(","):
             print(json.dumps(_case(case, args.device)), flush=True)
+        return
+    if args.time_case:
+        print(json.dumps(_timed(args.time_case, args.device, not args.no_release)), flush=True)
+        return
+    if args.cost:
+        _cost(args.cost.split(","), args.device, args.rounds)
         return
     if args.explain:
         _explain(args.explain, args.device)

@@ -17,12 +17,14 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 _GB = 1e9
+T = TypeVar("T")
 # Grid counts: the (ny, nx) arrays alive at each stage's peak, read off the torch profiler's
 # live set (`benchmarks/memory.py --explain CASE` prints it, with the line allocating each
 # array). They are counts of arrays in the code, not fitted factors: change the code and
@@ -306,11 +308,77 @@ def map_large_allocations(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     """
     if not sys.platform.startswith("linux"):
         return False
+    global RELEASE_AT_BOUNDARIES
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # pragma: no cover - not glibc
         return False
-    return bool(mallopt(ctypes.c_int(_M_MMAP_THRESHOLD), ctypes.c_int(int(threshold_bytes))))
+    done = bool(mallopt(ctypes.c_int(_M_MMAP_THRESHOLD), ctypes.c_int(int(threshold_bytes))))
+    if done:  # freed arrays go back to the system at once: nothing left to release
+        RELEASE_AT_BOUNDARIES = False
+    return done
+
+
+_LIBC: dict = {}  # glibc's functions, looked up once (None where absent)
+
+
+def _libc(name: str):
+    if name not in _LIBC:
+        _LIBC[name] = None
+        if sys.platform.startswith("linux"):
+            try:
+                _LIBC[name] = getattr(ctypes.CDLL(None), name)
+            except (OSError, AttributeError):  # not glibc (musl)
+                pass
+    return _LIBC[name]
+
+
+#: Whether the stages return the C heap's free pages at their boundaries
+#: (:func:`release_at_boundary`). Costs page faults: 1.1-1.3x the CPU time of a micrograph
+#: whose arrays fit the heap (``benchmarks/memory.py --cost``); set ``False`` to trade
+#: memory for that time. :func:`map_large_allocations` turns it off (nothing to release).
+RELEASE_AT_BOUNDARIES = True
+
+
+def release_free_memory() -> bool:
+    """Return the C heap's free pages to the system (glibc ``malloc_trim(0)``).
+
+    glibc's dynamic mmap threshold rises to 32 MB as large blocks are freed, after which
+    arrays below that come from the heap, whose freed blocks stay resident (and, fragmented,
+    make it grow): a plain Python process's resident set reached 1.3-2.4x the arrays a
+    micrograph holds. It only returns pages that are free, so it never changes a result;
+    the cost is the page faults of touching them again. Returns whether pages were
+    released; a no-op (``False``) where the C library has no ``malloc_trim`` (macOS,
+    Windows, musl).
+    """
+    trim = _libc("malloc_trim")
+    return bool(trim(ctypes.c_size_t(0))) if trim is not None else False
+
+
+def release_at_boundary() -> bool:
+    """:func:`release_free_memory` where the stages call it (between multislice steps, in
+    their backward, after the exit wave and the micrograph, between tilts), unless
+    :data:`RELEASE_AT_BOUNDARIES` is off: a plain Python process's resident set then
+    follows the arrays without a process-wide setting such as :func:`map_large_allocations`.
+    """
+    return release_free_memory() if RELEASE_AT_BOUNDARIES else False
+
+
+def _release_in_backward(grad: torch.Tensor) -> None:
+    release_at_boundary()
+
+
+def releasing(items: Iterable[T]) -> Iterator[T]:
+    """Yield ``items`` of a streamed loop, returning the C heap's free pages
+    (:func:`release_at_boundary`) after each item is computed and after the step that
+    consumed it, and between the steps of the backward pass (a hook on each item that
+    requires grad; it leaves the gradient unchanged)."""
+    for item in items:
+        release_at_boundary()  # the item's temporaries
+        if isinstance(item, torch.Tensor) and item.requires_grad and torch.is_grad_enabled():
+            item.register_hook(_release_in_backward)
+        yield item
+        release_at_boundary()  # the step's temporaries, before the next item
 
 
 class MemoryPreflightError(MemoryError, ValueError):

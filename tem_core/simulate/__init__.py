@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from tem_core import io as tio
+from tem_core import memory
 from tem_core._optics_inelastic import add_inelastic, summing_imaginary
 from tem_core._optics_motion import apply_motion
 from tem_core.detector import Detector, expected_and_detected
@@ -180,7 +181,9 @@ def exit_wave(
     if absorption_sink is not None:
         slices = summing_imaginary(slices, absorption_sink)
     return multislice(
-        slices,
+        memory.releasing(slices),  # the heap's free pages back between steps
+        # (tem_core.memory.release_at_boundary: a plain process's resident set follows the
+        # arrays; the cost is the page faults of reusing them)
         sampling_a=potential.sampling_a,
         slice_thickness_a=potential.slice_thickness_a,
         energy_ev=energy_ev,
@@ -279,6 +282,7 @@ def micrograph(
     key = (specimen, potential, microscope.energy_ev, microscope.energy_filter, imaging.method,
            damage)  # fmt: skip
     wave, sink = compute() if exit_wave_cache is None else exit_wave_cache.fetch(key, compute)
+    memory.release_at_boundary()  # the multislice temporaries, before imaging
     intensity = image_plane_intensity(
         wave,
         sampling_a=potential.sampling_a,
@@ -299,6 +303,7 @@ def micrograph(
         sampling_a=potential.sampling_a,
         generator=generator,
     )
+    memory.release_at_boundary()
     return MicrographResult(counts, expected, intensity, wave, potential.sampling_a, inelastic)
 
 
@@ -509,6 +514,7 @@ def tilt_series(
         # tilt runs (memory preflight: tem_core.memory.with_stored_images)
         images[k] = (result.counts if result.counts is not None else result.expected).float()
         del result
+        memory.release_at_boundary()
         if workdir is not None:
             tio.write_mrc(
                 _tilt_path(workdir, k),
