@@ -49,12 +49,15 @@ CASES = (("tem-simulator", 8, 128), ("tem-simulator", 32, 128), ("well-determine
 NAMES = ("a", "b", "alpha", "beta", "s")
 
 
-def run(camera: str, n_crops: int, size: int, repeats: int, seed: int) -> list[str]:
+def run(
+    camera: str, n_crops: int, size: int, repeats: int, seed: int, bootstrap: int = 0
+) -> list[str]:
     generator = torch.Generator().manual_seed(seed)
     omega = torch.tensor([0.25], dtype=torch.float64)
     values: dict[str, list[float]] = {k: [] for k in (*NAMES, "MTF(0.25)")}
     errors: dict[str, list[float]] = {k: [] for k in values}
-    at_bound = no_covariance = 0
+    boot: dict[str, list[float]] = {k: [] for k in values}
+    at_bound = no_covariance = flagged = 0
     start = time.perf_counter()
     for _ in range(repeats):
         crops = synthetic_background_crops(
@@ -70,6 +73,10 @@ def run(camera: str, n_crops: int, size: int, repeats: int, seed: int) -> list[s
                 crops, model="lorentzian", width_bounds_px2=(0.1, 1000.0), check_particles=False
             )
         at_bound += bool(fit.at_bound)
+        flagged += fit.fisher_errors_reliable is not True
+        if bootstrap:
+            for k, v in fit.bootstrap_standard_errors(bootstrap, generator=generator).items():
+                boot[k].append(v)
         if fit.covariance is None:
             no_covariance += 1
             continue
@@ -84,10 +91,14 @@ def run(camera: str, n_crops: int, size: int, repeats: int, seed: int) -> list[s
     for k in values:
         std = statistics.stdev(values[k])
         med = statistics.median(errors[k])
+        cells = ""
+        if bootstrap:
+            b_med = statistics.median(boot[k])
+            cells = f" {b_med:.3g} | {std / b_med:.2f} |"
         rows.append(
             f"| {camera} | {n_crops} × {size}² | {k} | {statistics.mean(values[k]):.4g} | "
-            f"{std:.3g} | {med:.3g} | {std / med:.2f} | {at_bound}/{repeats} | "
-            f"{no_covariance} | {seconds:.1f} |"
+            f"{std:.3g} | {med:.3g} | {std / med:.2f} |{cells} {at_bound}/{repeats} | "
+            f"{flagged}/{repeats} | {no_covariance} | {seconds:.1f} |"
         )
     return rows
 
@@ -96,14 +107,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    print(
-        "| camera | crops | quantity | mean | empirical std | median s.e. | std / s.e. | "
-        "fits at a bound | no covariance | s/fit |"
+    parser.add_argument(
+        "--bootstrap", type=int, default=0, help="also a parametric bootstrap of N refits per fit"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for camera, n_crops, size in CASES:
-        for row in run(camera, n_crops, size, args.repeats, args.seed):
+    parser.add_argument("--cases", help="indices into CASES, e.g. 0,2 (default all)")
+    args = parser.parse_args()
+    boot = " median bootstrap s.e. | std / bootstrap |" if args.bootstrap else ""
+    print(
+        "| camera | crops | quantity | mean | empirical std | median s.e. | std / s.e. |"
+        f"{boot} fits at a bound | flagged unreliable | no covariance | s/fit |"
+    )
+    print("|---" * (12 if args.bootstrap else 10) + "|")
+    cases = CASES if args.cases is None else [CASES[int(i)] for i in args.cases.split(",")]
+    for camera, n_crops, size in cases:
+        for row in run(camera, n_crops, size, args.repeats, args.seed, args.bootstrap):
             print(row, flush=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,13 +13,26 @@ from tem_core.detector import apply_mtf, mtf_parametric, radial_frequency_cycles
 from tem_core.mtf_fit.likelihood import SPLINE_KNOTS, spline_transfer
 from tem_core.mtf_fit.poisson import PoissonScale
 from tem_core.mtf_fit.synthetic import MTFSpec, mtf_from_spec, simulate_flat_background
-from tem_core.validation import require_finite, require_positive, require_positive_int
+from tem_core.validation import (
+    require_finite,
+    require_integer,
+    require_positive,
+    require_positive_int,
+)
 
 #: Parameters of :func:`tem_core.detector.mtf_parametric`, in order.
 PARAM_NAMES = ("a", "b", "c", "alpha", "beta", "p", "q")
 
 #: Frequencies of the error metric, as fractions of Nyquist (0.25, 0.5, 1.0 Nyquist).
 NYQUIST_FRACTIONS = (0.25, 0.5, 1.0)
+
+#: Fisher standard errors are flagged unreliable (:attr:`MTFFit.fisher_errors_reliable`)
+#: when a weight, width or shape exponent has a standard error above this fraction of its
+#: value: the likelihood is then far from quadratic over the error's range. Measured with
+#: ``benchmarks/mtf_standard_errors.py``: where repeated fits spread as the errors say,
+#: the largest fraction was 0.17 (0.3/0.6/10/200 px², 64 crops of 64²); for TEM-simulator's
+#: camera, whose errors are 1.6-2.8x too small, 0.44-5.5 (8 and 32 crops of 128²).
+FISHER_MAX_RELATIVE_ERROR = 0.3
 
 
 def transfer_curve(params: dict[str, Any], frequency_cycles_per_px: torch.Tensor) -> torch.Tensor:
@@ -114,6 +128,9 @@ class MTFFit:
     poisson
         The NPS scale measured from the skewness of the whitened noise, when the fit
         combined it with the spectrum (:mod:`tem_core.mtf_fit.poisson`), else ``None``.
+    refit_settings
+        Whittle fits: the crops' shape and mean [counts] and the settings of the fit (the
+        chosen model), for :meth:`bootstrap_standard_errors`.
     """
 
     method: str
@@ -129,6 +146,7 @@ class MTFFit:
     white_noise_level: float | None = None
     at_bound: tuple[str, ...] = ()
     poisson: PoissonScale | None = None
+    refit_settings: dict[str, Any] | None = None
 
     def mtf(self, frequency_cycles_per_px: torch.Tensor) -> torch.Tensor:
         """MTF at the given frequencies [cycles/pixel] (any shape; follows their dtype).
@@ -205,6 +223,79 @@ class MTFFit:
             return None
         diag = torch.diagonal(self.covariance).clamp_min(0).sqrt()
         return {k: float(v) for k, v in zip(self.covariance_names, diag, strict=True)}
+
+    @property
+    def fisher_errors_note(self) -> str:
+        """Why :attr:`standard_errors` (inverse Fisher information) are unreliable for this
+        fit, or ``""`` when nothing says so (see :attr:`fisher_errors_reliable`)."""
+        if self.covariance is None:
+            return "no covariance (the information matrix is singular)"
+        reasons = []
+        if self.at_bound:
+            reasons.append(f"{', '.join(self.at_bound)} on a bound")
+        errors = self.standard_errors or {}
+        loose = [
+            f"{k} ± {errors[k]:.3g} for {self.params[k]:.3g}"
+            for k in ("a", "b", "alpha", "beta", "p", "q")
+            if k in errors and errors[k] > FISHER_MAX_RELATIVE_ERROR * abs(self.params[k])
+        ]
+        if loose:
+            reasons.append(
+                f"{', '.join(loose)} (more than {FISHER_MAX_RELATIVE_ERROR:.0%} of the value: "
+                "the parameters trade off and the likelihood is not quadratic over that range)"
+            )
+        if not reasons:
+            return ""
+        return (
+            "; ".join(reasons) + ": repeated fits spread wider than these errors (1.6-2.8x "
+            "for TEM-simulator's camera); use bootstrap_standard_errors() or mtf_standard_error"
+        )
+
+    @property
+    def fisher_errors_reliable(self) -> bool | None:
+        """Whether the Fisher :attr:`standard_errors` can be trusted: ``False`` when a
+        parameter is on a bound or a weight, width or shape exponent has an error above
+        :data:`FISHER_MAX_RELATIVE_ERROR` of its value (:attr:`fisher_errors_note` says
+        which), ``None`` without a covariance or for non-parametric (spline, FFL) fits."""
+        if self.covariance is None or "g0" in self.params or self.method != "whittle":
+            return None
+        return not self.fisher_errors_note
+
+    def bootstrap_standard_errors(
+        self, n: int = 50, *, generator: torch.Generator
+    ) -> dict[str, float]:
+        """Standard errors by a parametric bootstrap: ``n`` sets of crops of the original
+        shape and mean are simulated from the fitted model (:meth:`simulate_background`:
+        Poisson noise through the fitted noise transfer, the fitted gain) and refitted with
+        the same settings and model; returns the standard deviation (``n − 1``) of each of
+        :attr:`covariance_names` over the refits, and of ``"MTF(0.25)"``, the MTF at
+        0.25 cycles/px.
+
+        Unlike :attr:`standard_errors` it does not assume a quadratic likelihood, so it
+        holds where the Fisher errors are flagged (:attr:`fisher_errors_reliable`). Costs
+        ``n`` fits. Whittle fits only.
+        """
+        from tem_core.mtf_fit.whittle import fit_mtf_whittle  # the fit builds this result
+
+        if self.method != "whittle" or self.refit_settings is None:
+            raise ValueError("bootstrap_standard_errors needs a Whittle fit (fit_mtf_whittle)")
+        n = require_integer("n", n, 2)
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        settings = dict(self.refit_settings)
+        shape, mean = settings.pop("shape"), settings.pop("mean_counts")
+        names = [k for k in self.covariance_names] or [k for k in self.params] + ["s"]
+        omega = torch.tensor([0.25], dtype=torch.float64)
+        values: dict[str, list[float]] = {k: [] for k in (*names, "MTF(0.25)")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the refits' precision warnings
+            for _ in range(n):
+                crops = self.simulate_background(shape, mean_counts=mean, generator=generator)
+                refit = fit_mtf_whittle(crops.cpu(), **settings)
+                for k in names:
+                    values[k].append(refit.scale if k == "s" else refit.params[k])
+                values["MTF(0.25)"].append(float(refit.noise_transfer(omega)))
+        return {k: float(torch.tensor(v, dtype=torch.float64).std()) for k, v in values.items()}
 
     def mtf_standard_error(self, frequency_cycles_per_px: torch.Tensor) -> torch.Tensor | None:
         """Delta-method standard error of the MTF at the given frequencies, or ``None``."""

@@ -485,6 +485,22 @@ def fit_mtf_whittle(
         model=choice,
         at_bound=_at_bound({k: float(v) for k, v in params.items()}, problem),
         poisson=poisson,
+        refit_settings=dict(
+            shape=tuple(x.shape),
+            mean_counts=float(x.mean()),
+            model=choice.chosen,
+            gain_counts_per_e=gain_counts_per_e,
+            dqe=dqe,
+            width_bounds_px2=(lo, hi),
+            shape_bounds=tuple(shape_bounds),
+            frequency_range_cycles_per_px=tuple(frequency_range_cycles_per_px),
+            taper=taper,
+            detrend=detrend,
+            debias_iterations=debias_iterations,
+            max_iter=max_iter,
+            check_particles=False,
+            poisson_skewness=poisson_skewness,
+        ),
     )
     diagnosis = _diagnose(fit, choice, f_max)
     if diagnosis:
