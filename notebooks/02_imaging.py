@@ -972,8 +972,8 @@ for i, (name, image) in enumerate(views):
                percentiles=(1, 99))  # fmt: skip
 ax = fig.add_subplot(grid[1, :])
 for name, image in (("real K2", real), *realistic.items()):
-    f, p = tc.radial_average(tc.power_spectrum(image, tile=tile), sampling_a=real_sampling_a,
-                          n_bins=tile // 2)  # fmt: skip
+    spectrum = tc.power_spectrum(image, tile=tile)
+    f, p = tc.radial_average(spectrum, sampling_a=real_sampling_a, n_bins=tile // 2)
     floor = p[f > 0.4].mean()
     ax.plot(f, p / floor, lw=1.0, label=name)
 ax.axvline(1 / 3.7, color="0.5", lw=0.8, ls=":", label="3.7 Å")
@@ -985,8 +985,8 @@ plt.show()
 # %%
 print(f"{'image':>22} {'mean [counts]':>14} {'noise var/mean':>15} {'3.7 Å ring':>11}")
 for name, image in (("real K2", real), *realistic.items()):
-    f, p = tc.radial_average(tc.power_spectrum(image, tile=tile), sampling_a=real_sampling_a,
-                          n_bins=tile // 2)  # fmt: skip
+    spectrum = tc.power_spectrum(image, tile=tile)
+    f, p = tc.radial_average(spectrum, sampling_a=real_sampling_a, n_bins=tile // 2)
     floor = p[f > 0.4].mean()
     ring = p[(f > 0.24) & (f < 0.29)].mean() / floor - 1
     print(f"{name:>22} {image.mean():14.0f} {floor / image.mean():15.1f} {ring:11.2f}")
