@@ -95,6 +95,7 @@ METHODS = (
     "poisson",
     "poisson_nlm",
     "poisson_wiener",
+    "poisson_network",
     "topaz",
 )
 #: the method the targets are checked for (ours)
@@ -298,6 +299,13 @@ def synthetic(args) -> dict:
                 settings=PoissonSettings(regulariser="wiener"),
             ).denoised.double()
             times = {"poisson": t_poisson, "poisson_wiener": time.perf_counter() - tp}
+            tp = time.perf_counter()
+            est["poisson_network"] = denoise_poisson(
+                noisy.float(),
+                detector=TMV_DETECTOR,
+                settings=PoissonSettings(regulariser="network", weights_path=args.weights),
+            ).denoised.double()
+            times["poisson_network"] = time.perf_counter() - tp
             est["constant"] = torch.full_like(truth, float(noisy.mean()))
             for name, subset in SURROGATE_SUBSET.items():
                 wanted = args.full or name in args.full_methods or (dose, n) in subset
@@ -464,8 +472,8 @@ def tune(args) -> None:
 
 
 def timing() -> dict:
-    """Seconds of denoise_poisson (TV and Wiener priors) for five 512² projections (CPU,
-    float32)."""
+    """Seconds of denoise_poisson (TV, Wiener and network priors) for five 512² projections
+    (CPU, float32)."""
     g = torch.Generator().manual_seed(0)
     intensity = 1.0 + 0.02 * torch.randn(512, 512, generator=g, dtype=torch.float32)
     noisy = detect(
@@ -478,7 +486,7 @@ def timing() -> dict:
     previous = torch.get_num_threads()
     torch.set_num_threads(2)  # the target is for 2 CPU cores, whatever --threads says
     out = {"threads": torch.get_num_threads()}
-    for prior in ("tv", "wiener"):
+    for prior in ("tv", "wiener", "network"):
         settings = PoissonSettings(regulariser=prior)
         denoise_poisson(noisy, detector=TMV_DETECTOR, settings=settings)  # warm-up
         wall, cpu = [], []
@@ -551,7 +559,7 @@ def summarise(result: dict) -> None:
     _table(rows, keys, present, "ssim", "SSIM, min-max normalised")
     _table(rows, keys, present, "ffl", "focal frequency loss (α = 1), min-max normalised")
     _table(rows, keys, present, "frc", "mean FRC with the truth up to 0.25 cycles/px")
-    for ours in ("poisson_wiener", "poisson", "poisson_nlm"):
+    for ours in ("poisson_network", "poisson_wiener", "poisson", "poisson_nlm"):
         for metric in ("psnr_particles", "psnr_counts", "psnr"):
             t = targets(rows, metric, ours)
             margin = t.pop("topaz margin per dose [dB]")
@@ -563,7 +571,11 @@ def summarise(result: dict) -> None:
 
 
 def recompute(
-    path: Path, method: str, intensity: str | None = None, cache: str | None = None
+    path: Path,
+    method: str,
+    intensity: str | None = None,
+    cache: str | None = None,
+    weights: str | None = None,
 ) -> None:
     """Recompute one deterministic method's rows of a stored table (same scene, seeds and
     settings as the run that wrote it) and rewrite the file; ``constant`` adds the trivial
@@ -573,8 +585,8 @@ def recompute(
     # the stored run's own scene (a torch file of the strip's intensity) when the forward
     # model has changed since; else the scene simulated now
     truth_i = torch.load(intensity).double() if intensity else scene()
-    prior = {"poisson_nlm": "nlm", "poisson_wiener": "wiener"}.get(method, "tv")
-    settings = PoissonSettings(regulariser=prior)
+    prior = {"poisson_nlm": "nlm", "poisson_wiener": "wiener", "poisson_network": "network"}
+    settings = PoissonSettings(regulariser=prior.get(method, "tv"), weights_path=weights)
     rows = [r for r in stored["rows"] if r["method"] != method]
     iterations = stored["iterations"]
     for dose, n in sorted({(r["dose_e_per_nm2"], r["n"]) for r in stored["rows"]}):
@@ -624,11 +636,20 @@ def recompute(
 def real_cached(args) -> dict:
     """The real tilt series' results (``real_tilts.py``), read from / written to
     ``--cache`` when given (they do not depend on the simulated scene)."""
-    from real_tilts import real_tilt_series  # noqa: PLC0415 (benchmarks/ on sys.path)
+    import real_tilts  # noqa: PLC0415 (benchmarks/ on sys.path)
+    from real_tilts import real_tilt_series  # noqa: PLC0415
+
+    real_tilts.WEIGHTS = args.weights
 
     path = Path(args.cache) / f"real_{'quick' if args.quick else 'full'}.pt" if args.cache else None
     if path is not None and path.exists():
-        return torch.load(path, weights_only=False)
+        real = torch.load(path, weights_only=False)
+        if "network" not in real or args.redo_network:  # add (or redo) the network's curve
+            extra = real_tilt_series(quick=args.quick, only=("network",))
+            real["network"] = extra["network"]
+            real["_gallery_arrays"]["network"] = extra["_gallery_arrays"]["network"]
+            torch.save(real, path)
+        return real
     real = real_tilt_series(
         quick=args.quick, topaz=lambda images: run_topaz(images, args.topaz_python)
     )
@@ -653,6 +674,7 @@ def main() -> None:
             "poisson",
             "poisson_nlm",
             "poisson_wiener",
+            "poisson_network",
             "constant",
             "published",
             "unbiased",
@@ -686,6 +708,17 @@ def main() -> None:
         help="torch threads (default: torch's); the scene's float32 sums depend on it, so "
         "use the same value as the run that filled --cache",
     )
+    parser.add_argument(
+        "--redo-network",
+        action="store_true",
+        help="recompute the network's curve of the cached real series (new weights)",
+    )
+    parser.add_argument(
+        "--timing-only", action="store_true", help="time the priors (stored in --out), stop"
+    )
+    parser.add_argument(
+        "--weights", help="network weights (default: those shipped in tem_core/data)"
+    )
     parser.add_argument("--topaz-python", default=str(ROOT / ".venv-compare" / "bin" / "python"))
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
@@ -699,13 +732,27 @@ def main() -> None:
         convergence(args)
         return
     if args.real_only:
-        real_cached(args)
+        real = real_cached(args)
+        if args.out and Path(args.out).exists():  # refresh the stored table's real part
+            real.pop("_gallery_arrays", None)
+            stored = json.loads(Path(args.out).read_text())
+            stored["real"] = real
+            Path(args.out).write_text(json.dumps(stored, indent=1))
+            print(f"rewrote the real series of {args.out}")
         return
     if args.tune:
         tune(args)
         return
+    if args.timing_only:
+        speed = timing()
+        if args.out:
+            stored = json.loads(Path(args.out).read_text())
+            stored["timing"] = speed
+            Path(args.out).write_text(json.dumps(stored, indent=1))
+            print(f"rewrote the timing of {args.out}")
+        return
     if args.recompute:
-        recompute(Path(args.out), args.recompute, args.intensity, args.cache)
+        recompute(Path(args.out), args.recompute, args.intensity, args.cache, args.weights)
         return
     t0 = time.perf_counter()
     result = synthetic(args)

@@ -23,7 +23,8 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ from tem_core.denoise import (
     register,
     warp,
 )
+from tem_core.denoise.learned import load_denoiser, network_denoise
 from tem_core.denoise.metrics import fourier_ring_correlation
 from tem_core.detector import Detector
 
@@ -80,6 +82,31 @@ def denoise_wiener_neighbours(refs: torch.Tensor) -> torch.Tensor:
     return local_wiener(refs.mean(0), noise_var=float(sigma) ** 2)
 
 
+def denoise_network_neighbours(refs: torch.Tensor) -> torch.Tensor:
+    """The simulator-trained network (``denoise_poisson``'s ``"network"`` prior) on the mean
+    of the aligned references, the data mapped onto its Poisson input: with the noise level
+    ``σ`` estimated from the data and the mean level ``μ``, the mean image is scaled to
+    ``(μ/σ)²`` equivalent counts, which have the same relative noise (the detector's gain
+    and MTF are unknown, and its pixels are 3.36 nm, not the 5 Å it was trained on)."""
+    sigma = float(estimate_noise_std(refs).mean()) / refs.shape[0] ** 0.5
+    mean = refs.mean(0)
+    level = float(mean.mean())
+    counts = (level / sigma) ** 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # outside its pixel size: known
+        out = network_denoise(mean / level * counts, model=_network())
+    return out / counts * level
+
+
+#: network weights (None: those shipped with the package); denoise.py --weights sets it
+WEIGHTS: str | None = None
+
+
+@lru_cache(maxsize=1)
+def _network():
+    return load_denoiser(WEIGHTS, dtype=torch.float64)
+
+
 def denoise_algorithm2(refs: torch.Tensor, iterations: int, seed: int) -> torch.Tensor:
     res = denoise_surrogate(
         refs.float(),
@@ -90,10 +117,24 @@ def denoise_algorithm2(refs: torch.Tensor, iterations: int, seed: int) -> torch.
     return res.denoised.double()
 
 
+METHODS = {
+    "mean": lambda refs, it, j: refs.mean(0),
+    "algorithm2": lambda refs, it, j: denoise_algorithm2(refs, it, seed=j),
+    "nlm": lambda refs, it, j: denoise_nlm_neighbours(refs),
+    "wiener": lambda refs, it, j: denoise_wiener_neighbours(refs),
+    "network": lambda refs, it, j: denoise_network_neighbours(refs),
+}
+
+
 def real_tilt_series(
-    quick: bool = False, iterations: int | None = None, topaz: Callable | None = None
+    quick: bool = False,
+    iterations: int | None = None,
+    topaz: Callable | None = None,
+    only: Sequence[str] | None = None,
 ) -> dict:
-    """``topaz``: maps a dict of images to a dict of their Topaz outputs ({} if unavailable)."""
+    """``topaz``: maps a dict of images to a dict of their Topaz outputs ({} if unavailable);
+    ``only``: compute just these methods of :data:`METHODS` (and the raw pair)."""
+    methods = {k: f for k, f in METHODS.items() if only is None or k in only}
     stack, angles = load_haadf()
     iterations = iterations or (30 if quick else SurrogateSettings().n_iterations)
     centre = int(np.argmin(np.abs(angles)))
@@ -102,7 +143,7 @@ def real_tilt_series(
     t0 = time.perf_counter()
     refs_of = {j: neighbour_references(stack, j, step=2) for i in evens for j in (i, i + 1)}
     pretrained = {}
-    if topaz is not None:
+    if topaz is not None and only is None:
         images = {f"{j}_{k}": r for j, refs in refs_of.items() for k, r in enumerate(refs)}
         outs = topaz(images)
         if outs:
@@ -110,7 +151,7 @@ def real_tilt_series(
                 j: torch.stack([outs[f"{j}_{k}"] for k in range(len(refs))])
                 for j, refs in refs_of.items()
             }
-    curves = {"raw": [], "mean": [], "algorithm2": [], "nlm": [], "wiener": []}
+    curves = {"raw": [], **{k: [] for k in methods}}
     if pretrained:
         curves["algorithm2_topaz"] = []
     gallery = {}
@@ -118,13 +159,7 @@ def real_tilt_series(
         out = {}
         for j in (i, i + 1):
             refs = refs_of[j]
-            out[j] = {
-                "raw": stack[j],
-                "mean": refs.mean(0),
-                "algorithm2": denoise_algorithm2(refs, iterations, seed=j),
-                "nlm": denoise_nlm_neighbours(refs),
-                "wiener": denoise_wiener_neighbours(refs),
-            }
+            out[j] = {"raw": stack[j], **{k: f(refs, iterations, j) for k, f in methods.items()}}
             if pretrained:
                 both = torch.cat([refs, pretrained[j].to(refs.dtype)])
                 out[j]["algorithm2_topaz"] = denoise_algorithm2(both, iterations, seed=j)

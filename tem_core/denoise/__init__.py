@@ -5,7 +5,9 @@
 * :func:`denoise_poisson`: exact counts from the known detector model, their sum (the
   sufficient statistic), Anscombe transform and total variation with a SURE-chosen weight
   (the better method; non-local means and :func:`local_wiener`, a two-stage local
-  spectral Wiener filter, as alternative priors — the latter is the best on particles);
+  spectral Wiener filter, as alternative priors) and ``"network"``, a U-Net trained on the
+  simulator's own images with the exact noise model (:mod:`tem_core.denoise.learned`:
+  :func:`train_denoiser`, :func:`load_denoiser`, :func:`network_denoise`);
 * baselines :func:`mean_of_projections`, :func:`gaussian_filter`; :func:`nlm_denoise` for
   images with Gaussian noise;
 * real tilt series: :func:`neighbour_references` (the paper's Algorithm 2) built on
@@ -16,6 +18,13 @@ Imports forward stages (``detector``) and ``estimators``; nothing imports it bac
 """
 
 from tem_core.denoise import metrics
+from tem_core.denoise.learned import (
+    TrainSettings,
+    load_denoiser,
+    network_denoise,
+    random_scene,
+    train_denoiser,
+)
 from tem_core.denoise.poisson import (
     NLMSettings,
     PoissonResult,
@@ -49,6 +58,7 @@ __all__ = [
     "PoissonSettings",
     "SurrogateResult",
     "SurrogateSettings",
+    "TrainSettings",
     "WienerSettings",
     "anscombe",
     "denoise_poisson",
@@ -58,13 +68,17 @@ __all__ = [
     "estimate_shift",
     "gaussian_filter",
     "inverse_anscombe",
+    "load_denoiser",
     "local_wiener",
     "mean_of_projections",
     "metrics",
     "neighbour_references",
+    "network_denoise",
     "nlm_denoise",
     "recover_electrons",
+    "random_scene",
     "register",
+    "train_denoiser",
     "tv_denoise",
     "tv_sure",
     "warp",

@@ -1,0 +1,487 @@
+"""A small U-Net trained on the simulator's own images with the detector's exact noise model.
+
+The detector-model method (:mod:`tem_core.denoise.poisson`) reduces ``n`` projections to
+one sufficient statistic, the summed exact counts ``S ~ Poisson(N · I)`` with ``N`` the
+electrons per pixel at vacuum summed over the projections and ``I`` the image intensity
+(vacuum = 1). What is left is a prior for ``I``; here it is learned: a U-Net is trained with
+mean squared error to map ``S`` to the noise-free image on many noise draws of images that
+the package's own simulator made (random layouts of TMV segments, apoferritin and virions in
+ice, random defocus and ice thickness), over ``N`` spanning the doses and projection counts
+of the benchmark. One network serves every dose and every ``n``: its input is the relative
+contrast ``K (S / mean(S) − 1)`` and the known noise level ``K / √mean(S)`` as a second
+channel (Poisson: the relative variance is ``1 / mean(S)``; ``K`` = :data:`CONTRAST_SCALE`
+keeps the phase contrast of order one), its output the noise-free relative contrast before
+the MTF. The loss is taken after the detector's MTF, so it weights frequencies as a PSNR of
+the detector image does. The network does not depend on the camera (the exact-count step
+undoes gain and MTF), but it does on the pixel size (5 Å), voltage (200 kV) and defocus range
+(3-7 µm) of its training images and on the range of ``N`` (:data:`TRAINED_ELECTRONS`):
+:func:`network_denoise` warns outside them.
+
+A network trained on the simulator is evaluated on the simulator in the benchmark: the
+benchmark's scene is held out, the forward model is not.
+
+Everything is torch (convolutions, FFTs), so training and inference follow the device of
+their inputs; randomness only through explicit generators.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tem_core._fft import fft2, ifft2
+from tem_core.denoise._validate import check_image
+from tem_core.detector import Detector
+from tem_core.validation import require_positive, require_positive_int
+
+__all__ = [
+    "CONTRAST_SCALE",
+    "DEFAULT_WEIGHTS",
+    "TRAINED_ELECTRONS",
+    "TRAINED_SAMPLING_A",
+    "TrainSettings",
+    "UNet",
+    "load_denoiser",
+    "network_denoise",
+    "random_scene",
+    "train_denoiser",
+]
+
+#: the relative contrast is multiplied by this before the network (phase contrast ~0.3 %)
+CONTRAST_SCALE = 300.0
+#: electrons per pixel at vacuum summed over the projections, the training range (doses of
+#: 100-2000 e/nm² per projection at 5 Å pixels give 25-500 per projection, ×2..50)
+TRAINED_ELECTRONS = (25.0, 50_000.0)
+#: floor of the pilot's squared error that normalises the loss (``pilot=True``), in the
+#: network's contrast units² (a TMV segment's contrast has variance ≈ 0.25 there)
+PILOT_LOSS_FLOOR = 0.02
+#: pixel size of the training images [Å]
+TRAINED_SAMPLING_A = 5.0
+#: weights shipped with the package (``benchmarks/train_denoiser.py`` made them)
+DEFAULT_WEIGHTS = "denoise_unet.pt"
+
+
+class _Block(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UNet(nn.Module):
+    """A plain U-Net: ``len(channels)`` levels, two 3×3 convolutions per level, 2×2 average
+    pooling down, bilinear upsampling and concatenation up; no normalisation layers (the
+    output does not depend on the batch). Input ``(B, 2, ny, nx)`` (contrast, noise level),
+    output ``(B, 1, ny, nx)``; ``ny`` and ``nx`` multiples of ``2^(levels − 1)``."""
+
+    def __init__(self, channels: Sequence[int] = (16, 32, 64, 96), in_channels: int = 2) -> None:
+        super().__init__()
+        self.channels = tuple(int(c) for c in channels)
+        self.in_channels = int(in_channels)
+        if len(self.channels) < 2 or min(self.channels) < 1:
+            raise ValueError(f"channels must hold ≥ 2 positive widths, got {channels!r}")
+        self.down = nn.ModuleList()
+        c_prev = self.in_channels
+        for c in self.channels:
+            self.down.append(_Block(c_prev, c))
+            c_prev = c
+        self.up = nn.ModuleList(
+            _Block(self.channels[i + 1] + self.channels[i], self.channels[i])
+            for i in reversed(range(len(self.channels) - 1))
+        )
+        self.head = nn.Conv2d(self.channels[0], 1, 1)
+
+    @property
+    def multiple(self) -> int:
+        """Image sides must be multiples of this [px]."""
+        return 2 ** (len(self.channels) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            if i > 0:
+                x = F.avg_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1]), strict=True):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+
+def _initialise(model: nn.Module, generator: torch.Generator) -> None:
+    """He-uniform weights and zero biases from ``generator`` (no global random state)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                bound = math.sqrt(6.0 / fan_in)
+                w = torch.rand(m.weight.shape, generator=generator, dtype=torch.float64)
+                m.weight.copy_((2 * w - 1) * bound)
+                m.bias.zero_()
+
+
+def wiener_pilot(total: torch.Tensor) -> torch.Tensor:
+    """The detector-model method's Wiener estimate of ``E[S]`` for ``(B, ny, nx)`` summed
+    counts: Anscombe, :func:`tem_core.denoise.wiener.local_wiener` with the exact Anscombe
+    variance at each image's mean, exact unbiased inverse."""
+    from tem_core.denoise.poisson import (  # noqa: PLC0415 (poisson imports this module)
+        anscombe,
+        anscombe_variance,
+        inverse_anscombe,
+    )
+    from tem_core.denoise.wiener import local_wiener  # noqa: PLC0415
+
+    z = anscombe(total)
+    return torch.stack(
+        [
+            inverse_anscombe(local_wiener(zi, noise_var=anscombe_variance(float(si.mean()))))
+            for zi, si in zip(z, total, strict=True)
+        ]
+    )
+
+
+def _inputs(total: torch.Tensor, pilot: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Network input ``(B, 2 or 3, ny, nx)`` and each image's mean count ``(B, 1, 1, 1)``."""
+    m = total.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+    contrast = CONTRAST_SCALE * (total / m - 1.0)
+    level = (CONTRAST_SCALE / torch.sqrt(m)).expand_as(contrast)
+    channels = [contrast, level]
+    if pilot:
+        channels.append(CONTRAST_SCALE * (wiener_pilot(total) / m - 1.0))
+    return torch.stack(channels, dim=1), m[:, None]
+
+
+def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    ny, nx = x.shape[-2:]
+    py, px = (-ny) % multiple, (-nx) % multiple
+    if py or px:
+        mode = "reflect" if py < ny and px < nx else "replicate"
+        x = F.pad(x, (0, px, 0, py), mode=mode)
+    return x, (ny, nx)
+
+
+def load_denoiser(
+    path: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> UNet:
+    """The trained U-Net from ``path`` (default: the weights shipped in ``tem_core/data``).
+
+    Raises ``FileNotFoundError`` naming the path when the file is missing, ``ValueError``
+    when it holds no U-Net state.
+    """
+    if path is None:
+        ref = resources.files("tem_core") / "data" / DEFAULT_WEIGHTS
+        path = Path(str(ref))
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights_path {str(path)!r} does not exist: train with "
+            "benchmarks/train_denoiser.py or pass the file of trained weights"
+        )
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(stored, dict) or "state" not in stored or "channels" not in stored:
+        raise ValueError(f"weights_path {str(path)!r} holds no U-Net state ('state', 'channels')")
+    model = UNet(stored["channels"], in_channels=int(stored.get("in_channels", 2)))
+    model.load_state_dict(stored["state"])
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def network_denoise(
+    total: torch.Tensor,
+    *,
+    model: UNet,
+    sampling_a: float | None = None,
+    n_electrons_vacuum: float | None = None,
+) -> torch.Tensor:
+    """Noise-free estimate of ``(..., ny, nx)`` summed exact counts ``S`` [electrons/pixel].
+
+    Returns the estimate of ``E[S]`` before the MTF (same shape, device and dtype). Warns
+    when ``sampling_a`` (if given) differs from :data:`TRAINED_SAMPLING_A` by more than 10 %
+    or when the mean count (or ``n_electrons_vacuum``) lies outside
+    :data:`TRAINED_ELECTRONS`: the network was not trained there.
+    """
+    total = check_image("total", total, min_size=2)
+    if sampling_a is not None:
+        require_positive("sampling_a", sampling_a, "Å")
+        if abs(sampling_a / TRAINED_SAMPLING_A - 1.0) > 0.1:
+            warnings.warn(
+                f"sampling_a = {sampling_a} Å: the denoising network was trained on "
+                f"{TRAINED_SAMPLING_A} Å pixels only; its output is not validated there",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    flat = total.reshape(-1, *total.shape[-2:])
+    counts = flat.mean(dim=(-2, -1))
+    level = float(counts.min()) if n_electrons_vacuum is None else float(n_electrons_vacuum)
+    top = float(counts.max()) if n_electrons_vacuum is None else float(n_electrons_vacuum)
+    lo, hi = TRAINED_ELECTRONS
+    if level < lo or top > hi:
+        warnings.warn(
+            f"mean count {level:.3g}-{top:.3g} electrons/pixel is outside the denoising "
+            f"network's training range {lo:g}-{hi:g} electrons/pixel (dose × n × pixel area)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    param = next(model.parameters())
+    pilot = model.in_channels == 3
+    x, m = _inputs(flat.to(device=param.device, dtype=param.dtype), pilot)
+    x, (ny, nx) = _pad_to(x, model.multiple)
+    with torch.no_grad():
+        out = model(x)[..., :ny, :nx]
+        if pilot:  # the network predicts a correction of the Wiener pilot
+            out = out + x[:, 2:3, :ny, :nx]
+    rate = m * (1.0 + out / CONTRAST_SCALE)
+    return rate[:, 0].to(device=total.device, dtype=total.dtype).reshape(total.shape)
+
+
+# ---------------------------------------------------------------------------------------
+# training images and training
+
+
+def _random_rotation(generator: torch.Generator) -> torch.Tensor:
+    """Uniformly distributed rotation (unit quaternion from 4 Gaussians), float64."""
+    q = torch.randn(4, generator=generator, dtype=torch.float64)
+    w, x, y, z = q / q.norm()
+    return torch.stack(
+        [
+            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)]),
+            torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)]),
+            torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]),
+        ]
+    )
+
+
+def _uniform(generator: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=generator, dtype=torch.float64))
+
+
+def random_scene(
+    structure_path: str | Path,
+    *,
+    generator: torch.Generator,
+    n_px: int = 192,
+    padding_px: int = 24,
+    max_copies: int = 4,
+    defocus_range_a: tuple[float, float] = (3.0e4, 7.0e4),
+    ice_range_a: tuple[float, float] = (300.0, 800.0),
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """A noise-free training image (intensity, vacuum = 1, ``(n_px, n_px)``) of 1 to
+    ``max_copies`` copies of a structure's assembly at random positions and orientations
+    in ice of random thickness, at random defocus; the benchmark's microscope
+    (:func:`tem_core.denoise.scene.tmv_microscope`, 200 kV) and 5 Å pixels.
+
+    Copies that would overlap are redrawn (up to 20 tries, then fewer copies).
+    """
+    from tem_core.denoise.scene import TMV_DETECTOR, tmv_microscope  # noqa: PLC0415
+    from tem_core.potential import PotentialSettings  # noqa: PLC0415
+    from tem_core.simulate import Imaging, micrograph  # noqa: PLC0415
+    from tem_core.specimen import assembly_in_ice  # noqa: PLC0415
+
+    require_positive_int("n_px", n_px)
+    require_positive_int("max_copies", max_copies)
+    grid = n_px + 2 * padding_px
+    sampling = TRAINED_SAMPLING_A
+    ice = _uniform(generator, *ice_range_a)
+    defocus = _uniform(generator, *defocus_range_a)
+    k = 1 + int(torch.randint(max_copies, (), generator=generator))
+    half = 0.5 * n_px * sampling
+    specimen = None
+    for _ in range(20):
+        rotations = torch.stack([_random_rotation(generator) for _ in range(k)])
+        offsets = torch.stack(
+            [
+                torch.tensor(
+                    [_uniform(generator, -0.8, 0.8) * half, _uniform(generator, -0.8, 0.8) * half]
+                    + [0.0],
+                    dtype=torch.float64,
+                )
+                for _ in range(k)
+            ]
+        )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                specimen = assembly_in_ice(
+                    structure_path,
+                    extent_a=(grid * sampling, grid * sampling),
+                    ice_thickness_a=max(ice, 1.0),
+                    rotations=rotations,
+                    offsets_a=offsets,
+                    dtype=torch.float32,
+                    device=device,
+                )
+            break
+        except ValueError:  # overlapping copies: draw again, fewer if it keeps failing
+            k = max(1, k - 1)
+    if specimen is None:
+        raise RuntimeError(f"could not place copies of {structure_path} without overlap")
+    microscope = tmv_microscope()
+    potential = PotentialSettings(
+        shape=(grid, grid),
+        sampling_a=sampling,
+        slice_thickness_a=50.0,
+        energy_ev=microscope.energy_ev,
+    )
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = micrograph(
+            specimen,
+            potential=potential,
+            microscope=microscope,
+            detector=TMV_DETECTOR,
+            imaging=Imaging(defocus_a=defocus, dose_e_per_a2=1.0),
+        )
+    p = padding_px
+    return result.intensity[p : p + n_px, p : p + n_px].detach().clone()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """Settings of :func:`train_denoiser`.
+
+    Parameters
+    ----------
+    steps
+        Adam steps.
+    batch
+        Crops per step.
+    crop_px
+        Side of the square training crops [px] (a multiple of the network's 8).
+    learning_rate
+        Adam's learning rate (cosine decay to 5 % over the steps).
+    electrons
+        Range of the electrons per pixel at vacuum summed over the projections [e/px];
+        drawn log-uniformly per crop.
+    channels
+        The U-Net's widths per level.
+    pilot
+        Give the network the Wiener estimate (:func:`wiener_pilot`) as a third input and
+        train it to correct it (residual; the last layer starts at zero, so training starts
+        from the Wiener method); the loss of each crop is then divided by the pilot's own
+        squared error plus :data:`PILOT_LOSS_FLOOR`, so that every dose counts alike.
+    seed
+        Seeds the weights, the crops and the noise.
+    """
+
+    steps: int = 3000
+    batch: int = 8
+    crop_px: int = 96
+    learning_rate: float = 1e-3
+    electrons: tuple[float, float] = TRAINED_ELECTRONS
+    channels: tuple[int, ...] = (16, 32, 64, 96)
+    pilot: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "crop_px"):
+            require_positive_int(name, getattr(self, name))
+        require_positive("learning_rate", self.learning_rate)
+        lo, hi = self.electrons
+        require_positive("electrons", lo, "e/px")
+        if not hi >= lo:
+            raise ValueError(f"electrons must be (low, high) with high ≥ low, got {self.electrons}")
+        if self.crop_px % 2 ** (len(self.channels) - 1):
+            raise ValueError(
+                f"crop_px must be a multiple of {2 ** (len(self.channels) - 1)}, got "
+                f"{self.crop_px} px"
+            )
+
+
+def _mtf_crop(detector: Detector, n: int, like: torch.Tensor) -> torch.Tensor:
+    from tem_core.denoise._validate import transfer_function  # noqa: PLC0415
+
+    mtf = transfer_function(detector, (n, n), like, None, invert=False)
+    return torch.ones(n, n, dtype=like.dtype, device=like.device) if mtf is None else mtf
+
+
+def train_denoiser(
+    images: torch.Tensor,
+    *,
+    detector: Detector,
+    settings: TrainSettings | None = None,
+    callback=None,
+) -> tuple[UNet, list[float]]:
+    """Train the U-Net on noise-free intensities ``(K, ny, nx)`` (vacuum = 1).
+
+    Each step: ``batch`` random crops (random flips and quarter turns), for each a total
+    ``N`` drawn log-uniformly in ``settings.electrons``, exact counts ``S ~ Poisson(N·I)``
+    (the sufficient statistic of ``n`` projections, so ``n`` and the dose need not be drawn
+    separately), target ``K (N I / mean(S) − 1)``; loss: mean squared error after the
+    detector's MTF. Deterministic for a given ``settings.seed`` on one device and thread
+    count. Returns the model (eval mode, on the images' device and dtype) and the loss of
+    every step. ``callback(step, loss, model)`` is called after each step when given.
+    """
+    settings = TrainSettings() if settings is None else settings
+    images = check_image("images", images, min_size=settings.crop_px)
+    if images.ndim != 3:
+        raise ValueError(f"images must have shape (K, ny, nx), got {tuple(images.shape)}")
+    g = torch.Generator(device="cpu").manual_seed(settings.seed)
+    model = UNet(settings.channels, in_channels=3 if settings.pilot else 2)
+    _initialise(model, g)
+    if settings.pilot:
+        with torch.no_grad():
+            model.head.weight.zero_()
+    model = model.to(device=images.device, dtype=images.dtype).train()
+    opt = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / settings.steps, 1.0))),
+    )
+    c = settings.crop_px
+    mtf = _mtf_crop(detector, c, images)
+    lo, hi = (math.log(v) for v in settings.electrons)
+    k_img, ny, nx = images.shape
+    losses = []
+    for step in range(settings.steps):
+        idx = torch.randint(k_img, (settings.batch,), generator=g)
+        r0 = torch.randint(ny - c + 1, (settings.batch,), generator=g)
+        c0 = torch.randint(nx - c + 1, (settings.batch,), generator=g)
+        turns = torch.randint(4, (settings.batch,), generator=g)
+        flips = torch.randint(2, (settings.batch,), generator=g)
+        crops = []
+        for i in range(settings.batch):
+            crop = images[idx[i], r0[i] : r0[i] + c, c0[i] : c0[i] + c]
+            crop = torch.rot90(crop, int(turns[i]), dims=(-2, -1))
+            crops.append(crop.flip(-1) if flips[i] else crop)
+        clean = torch.stack(crops)
+        n_e = torch.exp(lo + (hi - lo) * torch.rand(settings.batch, generator=g))
+        rate = clean * n_e.to(clean)[:, None, None]
+        # Poisson draws on the CPU from the seeded generator (device-independent noise)
+        counts = torch.poisson(rate.detach().cpu().double(), generator=g).to(clean)
+        x, m = _inputs(counts, settings.pilot)
+        target = CONTRAST_SCALE * (rate / m[:, 0] - 1.0)
+        out = model(x)[:, 0]
+        if settings.pilot:
+            out = out + x[:, 2]
+        residual = ifft2(fft2(out - target) * mtf).real
+        per_crop = (residual**2).mean(dim=(-2, -1))
+        if settings.pilot:
+            # relative to the pilot's own error (detached, floored): every dose counts alike
+            # in dB, instead of the noisiest crops dominating the squared error
+            with torch.no_grad():
+                base = (ifft2(fft2(x[:, 2] - target) * mtf).real ** 2).mean(dim=(-2, -1))
+            per_crop = per_crop / (base + PILOT_LOSS_FLOOR)
+        loss = per_crop.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if callback is not None:
+            callback(step, losses[-1], model)
+    return model.eval(), losses

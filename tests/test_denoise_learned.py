@@ -1,0 +1,186 @@
+"""The learned prior of the detector-model denoiser (``tem_core.denoise.learned``): shapes,
+dtype and device, determinism, the shipped weights, training, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tem_core.denoise import PoissonSettings, denoise_poisson, mean_of_projections
+from tem_core.denoise.learned import (
+    TRAINED_ELECTRONS,
+    TrainSettings,
+    UNet,
+    load_denoiser,
+    network_denoise,
+    train_denoiser,
+    wiener_pilot,
+)
+from tem_core.denoise.metrics import psnr
+from tem_core.detector import Detector, detect
+
+DET = Detector(dqe=1.0, gain_counts_per_e=10.0)  # TEM-simulator's default MTF
+NET = PoissonSettings(regulariser="network")
+
+
+def rods(n: int = 96, seed: int = 0, contrast: float = 0.01) -> torch.Tensor:
+    """Intensity 1 ± ``contrast``: a few random bars with fringes (a phase-contrast-like
+    test image; not the simulator)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(
+        torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij"
+    )
+    image = torch.zeros(n, n, dtype=torch.float64)
+    for _ in range(3):
+        y, x = (torch.rand(2, generator=g, dtype=torch.float64) * (n - 32) + 16).tolist()
+        a = float(torch.rand((), generator=g)) * 3.14
+        u = (yy - y) * torch.cos(torch.tensor(a)) + (xx - x) * torch.sin(torch.tensor(a))
+        v = -(yy - y) * torch.sin(torch.tensor(a)) + (xx - x) * torch.cos(torch.tensor(a))
+        image += torch.exp(-(u**2) / 60.0 - v**2 / 400.0) * torch.cos(u / 2.0)
+    return 1.0 + contrast * image / image.abs().max()
+
+
+def test_shipped_weights_load_offline_and_follow_dtype():
+    model = load_denoiser()
+    assert isinstance(model, UNet) and not model.training
+    total = 200.0 + 14.0 * torch.randn(2, 37, 50, generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.float32, torch.float64):
+        m = load_denoiser(dtype=dtype)
+        out = network_denoise(total.to(dtype), model=m)
+        assert out.shape == total.shape and out.dtype == dtype and out.device == total.device
+
+
+def test_inference_is_deterministic_and_batch_equals_one_by_one():
+    model = load_denoiser(dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    total = torch.poisson(500.0 * rods(64).expand(3, -1, -1), generator=g)
+    a = network_denoise(total, model=model)
+    b = network_denoise(total, model=model)
+    assert torch.equal(a, b)
+    single = torch.stack([network_denoise(t, model=model) for t in total])
+    # float64 convolutions: batched and single runs agree to rounding (measured 1e-13)
+    torch.testing.assert_close(a, single, rtol=1e-10, atol=1e-9)
+
+
+def test_network_prior_beats_the_mean_and_keeps_the_level():
+    truth_i = rods(96, seed=3)
+    g = torch.Generator().manual_seed(4)
+    dose, sampling = 4.0, 5.0  # 400 e/nm² per projection at 5 Å: 100 e/px
+    noisy = detect(
+        truth_i.expand(5, -1, -1),
+        detector=DET,
+        dose_e_per_a2=dose,
+        sampling_a=sampling,
+        generator=g,
+    )
+    truth = detect(truth_i, detector=DET, dose_e_per_a2=dose, sampling_a=sampling)
+    out = denoise_poisson(noisy, detector=DET, settings=NET, dose_e_per_a2=dose, sampling_a=5.0)
+    span = float(truth.max() - truth.min())
+    gain = float(
+        psnr(out.denoised, truth, data_range=span)
+        - psnr(mean_of_projections(noisy), truth, data_range=span)
+    )
+    # measured 20.0 dB on this image (bars, not the simulator's particles; the Wiener
+    # prior alone: 19.6 dB)
+    assert gain > 15.0
+    # the level is kept: mean counts within 0.5 % (measured 0.11 %)
+    assert abs(float(out.denoised.mean() / truth.mean()) - 1.0) < 5e-3
+    assert out.intensity is not None and abs(float(out.intensity.mean()) - 1.0) < 5e-3
+
+
+def test_noise_only_input_gives_a_nearly_flat_output():
+    g = torch.Generator().manual_seed(5)
+    total = torch.poisson(torch.full((2, 64, 64), 1000.0, dtype=torch.float64), generator=g)
+    out = network_denoise(total, model=load_denoiser(dtype=torch.float64))
+    # input noise: relative std 1/√1000 = 3.2 %; the output keeps < 20 % of it (measured 3.5 %)
+    assert float((out / out.mean() - 1).std()) < 0.2 / 1000**0.5
+
+
+def test_tiny_training_run_lowers_the_loss_and_is_deterministic():
+    images = torch.stack([rods(48, seed=s, contrast=0.02) for s in range(4)]).float()
+    # one noise level (10⁴ e/px): the irreducible error of low doses would hide the trend
+    settings = TrainSettings(
+        steps=60,
+        batch=4,
+        crop_px=32,
+        channels=(4, 8),
+        learning_rate=3e-3,
+        seed=2,
+        electrons=(1e4, 1e4),
+        pilot=False,
+    )
+    model, losses = train_denoiser(images, detector=DET, settings=settings)
+    again = train_denoiser(images, detector=DET, settings=settings)[1]
+    assert losses == again
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.5 * first  # measured 0.32 of the first ten steps' mean
+    assert isinstance(model, UNet) and not model.training
+
+
+def test_pilot_network_corrects_the_wiener_estimate():
+    """With the Wiener pilot as input, the network predicts a correction: a zero last layer
+    returns the detector-model Wiener estimate exactly (training starts there)."""
+    model = UNet((4, 8), in_channels=3).double()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    g = torch.Generator().manual_seed(7)
+    total = torch.poisson(300.0 * rods(64).expand(2, -1, -1), generator=g)
+    torch.testing.assert_close(
+        network_denoise(total, model=model), wiener_pilot(total), rtol=1e-12, atol=1e-9
+    )
+    images = torch.stack([rods(48, seed=s, contrast=0.02) for s in range(2)]).float()
+    settings = TrainSettings(steps=3, batch=2, crop_px=32, channels=(4, 8), seed=1)
+    losses = train_denoiser(images, detector=DET, settings=settings)[1]
+    # the first step's loss is the pilot's relative error: e/(e + floor) < 1
+    assert 0.0 < losses[0] < 1.0
+
+
+def test_bad_weights_and_settings(tmp_path):
+    with pytest.raises(FileNotFoundError, match="weights_path"):
+        load_denoiser(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    torch.save({"not": "a model"}, junk)
+    with pytest.raises(ValueError, match="weights_path"):
+        load_denoiser(junk)
+    noisy = 10.0 * torch.poisson(torch.full((2, 32, 32), 100.0))
+    with pytest.raises(FileNotFoundError, match="weights_path"):
+        denoise_poisson(
+            noisy,
+            detector=DET,
+            settings=PoissonSettings(regulariser="network", weights_path=str(junk) + "x"),
+        )
+    with pytest.raises(TypeError, match="weights_path"):
+        PoissonSettings(regulariser="network", weights_path=3)
+    with pytest.raises(ValueError, match="crop_px"):
+        TrainSettings(crop_px=30)
+    with pytest.raises(ValueError, match="steps"):
+        TrainSettings(steps=0)
+    with pytest.raises(ValueError, match="electrons"):
+        TrainSettings(electrons=(100.0, 10.0))
+    with pytest.raises(ValueError, match="images"):
+        train_denoiser(torch.ones(2, 16, 16), detector=DET, settings=TrainSettings(crop_px=32))
+
+
+def test_outside_the_training_range_warns():
+    model = load_denoiser()
+    low = torch.poisson(torch.full((32, 32), TRAINED_ELECTRONS[0] / 5))
+    with pytest.warns(RuntimeWarning, match="training range"):
+        network_denoise(low + 1.0, model=model)
+    ok = torch.poisson(torch.full((32, 32), 1000.0))
+    with pytest.warns(RuntimeWarning, match="sampling_a = 1.0 Å"):
+        network_denoise(ok, model=model, sampling_a=1.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_parity():
+    g = torch.Generator().manual_seed(6)
+    noisy = detect(
+        rods(64).expand(3, -1, -1), detector=DET, dose_e_per_a2=2.0, sampling_a=5.0, generator=g
+    ).float()
+    cpu = denoise_poisson(noisy, detector=DET, settings=NET).denoised
+    gpu = denoise_poisson(noisy.cuda(), detector=DET, settings=NET).denoised
+    assert gpu.device.type == "cuda"
+    # float32 convolutions on two devices: relative 1e-4 of the counts
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-3 * float(cpu.mean()))
