@@ -141,12 +141,13 @@ class _ParticleType:
                 )
         return out
 
-    def project(self, rotation, centre, sampling_a: float, shape):
-        """Pixel-averaged projection of one copy: ``(patch, iy, ix)``.
+    def project(self, rotations, centres, sampling_a: float, shape) -> list[tuple]:
+        """Pixel-averaged projections of copies at poses ``rotations`` ``(B, 3, 3)``,
+        ``centres`` ``(B, 3)`` [Å]: per copy ``(patch, iy, ix, footprint)``.
 
         ``patch`` is complex ``(m, m)``: real part the atoms' projected potential [V·Å],
         imaginary part the excluded ice's; ``iy``, ``ix`` its pixel rows and columns in the
-        field (periodic).
+        field (periodic); ``footprint = (row0, col0, m)``.
         """
         s, v, big = sampling_a, self.voxel_a, self.big
         sub = max(1, math.ceil(s / v - 1e-9))
@@ -154,38 +155,41 @@ class _ParticleType:
         m_px = 2 * math.ceil(self.radius_a / s) + 4
         m = m_px * sub
         device = self.coarse.device
-        freq = torch.fft.fftfreq(m, d=u, dtype=torch.float64, device=device)
-        ky, kx = freq[:, None], freq[None, :]
-        q = rotation.to(torch.float64)
-        # template-frame frequencies k' = Q^T (kx, ky, 0)
-        kxp = q[0, 0] * kx + q[1, 0] * ky
-        kyp = q[0, 1] * kx + q[1, 1] * ky
-        kzp = q[0, 2] * kx + q[1, 2] * ky
+        f64 = dict(dtype=torch.float64, device=device)
+        freq = torch.fft.fftfreq(m, d=u, **f64)
+        ky, kx = freq[None, :, None], freq[None, None, :]
+        q = rotations.detach().to(**f64)[:, :, :, None, None]
+        # template-frame frequencies k' = Q^T (kx, ky, 0), (B, m, m) each
+        kxp, kyp, kzp = (q[:, 0, j] * kx + q[:, 1, j] * ky for j in range(3))
         nyq = 0.5 / v
         inside = (kxp.abs() < nyq) & (kyp.abs() < nyq) & (kzp.abs() < nyq)
-        inside[m // 2, :] = False  # the patch's Nyquist row and column (not Hermitian)
-        inside[:, m // 2] = False
+        inside[:, m // 2, :] = False  # the patch's Nyquist row and column (not Hermitian)
+        inside[:, :, m // 2] = False
         sel = torch.nonzero(inside.reshape(-1)).flatten()
-        kk = [t.expand(m, m).reshape(-1)[sel] for t in (kzp, kyp, kxp)]
-        value = torch.zeros(m * m, dtype=self.fourier.dtype, device=device)
-        value[sel] = kb_interpolate(self.fourier, big, [t * (big * v) for t in kk])
-        value = value.reshape(m, m)
+        coords = [t.reshape(-1)[sel] * (big * v) for t in (kzp, kyp, kxp)]
+        value = torch.zeros(inside.numel(), dtype=self.fourier.dtype, device=device)
+        value[sel] = kb_interpolate(self.fourier, big, coords)
         filt = (torch.sinc(kx * s) * torch.sinc(ky * s)) / (
             torch.sinc(kxp * v) * torch.sinc(kyp * v) * torch.sinc(kzp * v)
         )
         filt = torch.where(inside, filt * (v * v / (u * u)), 0.0)
-        c = centre.detach().to(torch.float64).cpu()
-        i0x = math.floor(float(c[0]) / s) - m_px // 2
-        i0y = math.floor(float(c[1]) / s) - m_px // 2
-        dx = c[0].item() - (i0x + 0.5) * s
-        dy = c[1].item() - (i0y + 0.5) * s
-        phase = torch.polar(filt, -2.0 * math.pi * (kx * dx + ky * dy))
-        spectrum = value.to(phase.dtype) * phase
-        patch = torch.fft.ifft2(spectrum.to(self.fourier.dtype))[::sub, ::sub]
+        c = centres.detach().to(torch.float64).cpu()
+        i0 = torch.floor(c[:, :2] / s).long() - m_px // 2  # (B, 2): first column, row
+        d = c[:, :2] - (i0.double() + 0.5) * s  # centre from the first pixel's centre
+        d = d.to(device)
+        arg = -2.0 * math.pi * (kx * d[:, 0, None, None] + ky * d[:, 1, None, None])
+        spectrum = value.reshape(-1, m, m) * torch.polar(filt, arg).to(value.dtype)
+        # every sub-th sample of the inverse FFT = inverse FFT of the folded spectrum
+        folded = spectrum.reshape(-1, sub, m_px, sub, m_px).sum(dim=(1, 3)) / (sub * sub)
+        patches = torch.fft.ifft2(folded)
         ny, nx = shape
-        iy = (i0y + torch.arange(m_px, device=device)) % ny
-        ix = (i0x + torch.arange(m_px, device=device)) % nx
-        return patch, iy, ix, (i0y, i0x, m_px)
+        out = []
+        span = torch.arange(m_px, device=device)
+        for b in range(patches.shape[0]):
+            i0x, i0y = int(i0[b, 0]), int(i0[b, 1])
+            iy, ix = (i0y + span) % ny, (i0x + span) % nx
+            out.append((patches[b], iy, ix, (i0y, i0x, m_px)))
+        return out
 
     def column_fractions(self, rotation, centre, sampling_a, footprint, edges):
         """Fractions ``(n_slices_hit, 2, m, m)`` of each pixel's projected V and X inside the
@@ -444,10 +448,16 @@ class _PosedMaps:
         return self._extent
 
     def projections(self):
-        if self._projections is None:
-            self._projections = [
-                t.project(r, c, self.s, self.shape) for t, r, c in self.items
-            ]  # fmt: skip
+        if self._projections is None:  # the copies of each type in one batch
+            out: list = [None] * len(self.items)
+            for kind in {id(t): t for t, _, _ in self.items}.values():
+                which = [i for i, (t, _, _) in enumerate(self.items) if t is kind]
+                rotations = torch.stack([self.items[i][1] for i in which])
+                centres = torch.stack([self.items[i][2] for i in which])
+                done = kind.project(rotations, centres, self.s, self.shape)
+                for i, result in zip(which, done, strict=True):
+                    out[i] = result
+            self._projections = out
         return self._projections
 
     def _place(self, parts, dtype, device):
