@@ -59,6 +59,7 @@ import torch
 
 from tem_core import memory
 from tem_core._fft import fft2, ifft2
+from tem_core._optics_cache import _CTF_CACHE, CTF_CACHE_SIZE, _ctf_cache_key
 from tem_core._optics_checks import check_aperture, check_thon_ring_sampling
 from tem_core._optics_motion import BeamMotion
 from tem_core.grids import frequencies_per_a
@@ -350,6 +351,21 @@ def ctf(
         Complex ``(..., ny, nx)`` in FFT order (k = 0 at ``[0, 0]``).
     """
     cs_a = microscope.cs_a if cs_a is None else cs_a
+    key = _ctf_cache_key(shape, sampling_a, microscope, defocus_a, astigmatism_a,
+                         astigmatism_angle_rad, cs_a, device, dtype)  # fmt: skip
+    if key is not None and key in _CTF_CACHE:
+        return _CTF_CACHE[key].clone()  # a tilt series asks for the same CTF at every tilt
+    h = _ctf(shape, sampling_a, microscope, defocus_a, astigmatism_a, astigmatism_angle_rad,
+             cs_a, device, dtype)  # fmt: skip
+    if key is not None:
+        _CTF_CACHE[key] = h.clone()
+        while len(_CTF_CACHE) > CTF_CACHE_SIZE:
+            _CTF_CACHE.pop(next(iter(_CTF_CACHE)))
+    return h
+
+
+def _ctf(shape, sampling_a, microscope, defocus_a, astigmatism_a, astigmatism_angle_rad, cs_a,
+         device, dtype) -> torch.Tensor:  # fmt: skip
     _check_aberrations(defocus_a, astigmatism_a, astigmatism_angle_rad, cs_a)
     params = (
         defocus_a,

@@ -357,3 +357,30 @@ def test_cuda_matches_cpu():
     )
     assert gpu.device.type == "cuda"
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-5)
+
+
+def test_ctf_of_plain_numbers_is_reused_and_tensors_are_not_cached():
+    # a tilt series asks for the same CTF at every tilt: the second call is a copy of the
+    # first (bitwise), mutating it does not touch the cache, tensors bypass the cache
+    from tem_core import _optics_cache
+
+    _optics_cache._CTF_CACHE.clear()
+    scope = Microscope(energy_ev=300e3)
+    first = ctf((32, 32), sampling_a=1.0, microscope=scope, defocus_a=12000.0)
+    assert len(_optics_cache._CTF_CACHE) == 1
+    again = ctf((32, 32), sampling_a=1.0, microscope=scope, defocus_a=12000.0)
+    assert torch.equal(first, again) and first.data_ptr() != again.data_ptr()
+    again.mul_(0.0)
+    assert torch.equal(ctf((32, 32), sampling_a=1.0, microscope=scope, defocus_a=12000.0), first)
+    _optics_cache._CTF_CACHE.clear()
+    assert torch.equal(ctf((32, 32), sampling_a=1.0, microscope=scope, defocus_a=12000.0), first)
+    defocus = torch.tensor(12000.0, dtype=torch.float64, requires_grad=True)
+    h = ctf((32, 32), sampling_a=1.0, microscope=scope, defocus_a=defocus)
+    assert h.requires_grad and len(_optics_cache._CTF_CACHE) == 1
+    for k in range(2 * _optics_cache.CTF_CACHE_SIZE):  # bounded
+        ctf((32, 32), sampling_a=1.0, microscope=scope, defocus_a=1000.0 * (k + 1))
+    assert len(_optics_cache._CTF_CACHE) == _optics_cache.CTF_CACHE_SIZE
+    cc = torch.tensor(2.7e7, dtype=torch.float64)  # a tensor in the microscope: not cached
+    ctf((32, 32), sampling_a=1.0, microscope=Microscope(energy_ev=300e3, cc_a=cc), defocus_a=1e3)
+    assert len(_optics_cache._CTF_CACHE) == _optics_cache.CTF_CACHE_SIZE
+    assert all(key[2].cc_a is not cc for key in _optics_cache._CTF_CACHE)
