@@ -12,31 +12,37 @@ Construction (per particle type, in the particle's own frame):
 * The voxel-integrated potential ``M = (1/v²) ∫_voxel V`` [V·Å] of the atoms and of their
   excluded ice (``X``, the Gaussians of :mod:`tem_core.potential.solvent`) on a cube of voxel
   ``v = map_voxel_a``, computed with the exact splat (pixel = slice = ``v``), stored as the
-  complex volume ``M_V + i M_X``; it is divided by ``sinc²(q/N)`` per axis (the real-space
-  transfer of linear interpolation in Fourier space), zero-padded to ``N = 2n`` voxels and
-  Fourier transformed (3-D FFT, once).
-* A coarse copy (``v·f``, ``f = ⌊s / v⌋``, sums of ``f³`` voxels) of both maps in real space,
-  used only to split a particle's projection between slices.
+  complex volume ``M_V + i M_X``; divided by the Kaiser-Bessel kernel's transform per axis
+  (:mod:`tem_core.potential.kaiser_bessel`), zero-padded to ``N = 2n`` voxels and Fourier
+  transformed (3-D FFT, once).
+* A coarse copy (``v·f``, ``f = ⌊s / (2v)⌋``, sums of ``f³`` voxels) of both maps in real
+  space, used only to split a particle's projection between slices.
 
-Per tilt and particle (rotation ``Q``, centre ``c``):
+Per pose (rotation ``Q``, centre ``c``; the copies of one type in one batch):
 
 * Projection (Fourier slice theorem): the 2-D transform of the projection along the beam is
-  the 3-D transform on the plane ``Q^T (k_x, k_y, 0)``, read by trilinear interpolation, times
-  ``e^{−2πi k·c}``, with the voxel averaging divided out (``1/sinc`` per map axis), the pixel
-  averaging of the exact path multiplied in (``sinc(k_x s) sinc(k_y s)``, its aliasing kept
-  up to the map's Nyquist frequency ``1/(2v)``, zero beyond); an inverse FFT on a patch around
-  the particle (sampled at ``s/⌈s/v⌉``, every ``⌈s/v⌉``-th sample taken) gives pixel averages
-  that are added into the field (periodic).
-* Slices (multislice, and the per-slice ice clamp): the fraction of each pixel's projected
-  potential inside each slice is read from the coarse map resampled along the beam
-  (trilinear, steps ``v·f``), so ``Σ_slices = projection`` exactly.
+  the 3-D transform on the plane ``Q^T (k_x, k_y, 0)``, read by Kaiser-Bessel interpolation
+  (4 taps per axis), times ``e^{−2πi k·c}``, with the voxel averaging divided out (``1/sinc``
+  per map axis) and the pixel averaging of the exact path multiplied in
+  (``sinc(k_x s) sinc(k_y s)``, its aliasing kept up to the map's Nyquist frequency
+  ``1/(2v)``, zero beyond); the inverse FFT of the spectrum folded onto the pixel grid gives
+  the pixel averages on a patch around the particle, added into the field (periodic).
+* Slices (multislice): the fraction of each pixel's projected V and X inside each slice is
+  read from the coarse maps resampled along the beam (trilinear, steps ``v·f``), so
+  ``Σ_slices = projection`` exactly. The excluded ice is clamped (net ice ≥ 0) per slice,
+  as with atoms. In the projection approximation of a plain slab (no hole, no ice
+  structure) each copy's excluded ice is clamped once against the ice of the whole column:
+  the same as the atoms' per-slice clamp when the slices are thicker than the particle,
+  else weaker (crambin, 20 Å slices: 7-19 % of the image contrast; 40 Å: 0.4 %).
 
-What it does not reproduce: the exact path's sub-voxel detail beyond ``1/(2v)`` (zero), and
-the trilinear interpolation error (a few 1e-3 of the projection's RMS at ``v = s/2``; see the
-tests). Atoms not inside a particle's bounding sphere (``specimen.particle_centers_a`` /
-``particle_radii_a``) are projected exactly. Gradients: the maps are constants (no gradient
-wrt atom positions, B-factors or occupancies); everything after the potential (optics,
-detector) stays differentiable. Use ``particle_representation="atoms"`` (default) to fit atoms.
+Error against the exact atoms (measured, relative L2 of the contrast): TMV (B = 90 Å²) at
+``v = s/2 = 2.5 Å``: projected potential 2.5e-3, images 2e-3; crambin (sharp atoms) at 2 Å
+pixels: 2.4-2.9e-2 at ``v = s/2``, 1.5-1.8e-3 at ``v = s/4``; the mean potential is 8e-4 low
+(the 4-tap kernel's leakage). Atoms outside every particle's bounding sphere
+(``specimen.particle_centers_a`` / ``particle_radii_a``) are projected exactly. Gradients:
+the maps are constants (no gradient wrt atom positions, B-factors or occupancies: asking
+for one raises); everything after the potential (optics, detector) stays differentiable. Use
+``particle_representation="atoms"`` (default) to fit atoms.
 """
 
 from __future__ import annotations

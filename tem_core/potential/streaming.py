@@ -174,6 +174,8 @@ class _Prepared:
     def select(self, group, z0: float, z1: float):
         """Atoms of ``group`` whose z ± radius overlaps ``[z0, z1)`` (z is sorted)."""
         pos, amp, wid, rad, z, r_max = group
+        if pos.shape[0] == 0:
+            return pos, amp, wid, rad
         lo = int(torch.searchsorted(z, torch.tensor(z0 - r_max, dtype=z.dtype, device=z.device)))
         hi = int(torch.searchsorted(z, torch.tensor(z1 + r_max, dtype=z.dtype, device=z.device)))
         sl = slice(lo, hi)
