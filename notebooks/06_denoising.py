@@ -234,7 +234,7 @@ plt.show()
 # small U-Net (0.4 M weights) takes the summed exact counts S as relative contrast, the
 # known noise level 1/√mean(S) and the Wiener estimate, and predicts a correction of the
 # Wiener estimate. It was trained once (`benchmarks/train_denoiser.py`, seed 0, one CPU
-# thread, 500 steps) with squared error after the MTF, relative to the Wiener estimate's
+# thread, 1000 steps) with squared error after the MTF, relative to the Wiener estimate's
 # own error, on exact Poisson draws over 25-50 000 electrons per pixel of 240 images
 # that the package simulated: random numbers, positions and orientations of TMV
 # segments, apoferritin and Zika virions in ice of random thickness at random defocus.
@@ -485,10 +485,11 @@ plt.show()
 #   particle windows (about 1 dB on average at 100-300 e/nm², 1.5-3.2 dB above). The
 #   target of 1 dB at every setting is not met where the particles are barely above
 #   the noise.
-# * The network prior, trained on the simulator's own images, gains 0.1-0.7 dB over
-#   the Wiener prior at high doses × n but loses up to 0.7 dB at low ones on this
-#   held-out scene: also 19 of 40 settings at Topaz + 1 dB. A learned prior within
-#   this training budget does not close the gap at low dose.
+# * The network prior, trained on the simulator's own images, beats the Wiener prior at
+#   25 of 40 settings (+0.2 dB on average: up to +1.1 dB at high doses × n, down to
+#   −0.7 dB at low ones) and Topaz by at least 1 dB at 21 of 40. Where the particles are
+#   at the noise level it does not help, and on the real HAADF series, far outside its
+#   training, it is worse than the raw tilts.
 # * Where the signal is below the noise (low dose, few projections) the best estimate in
 #   mean squared error is close to a flat image, and no method here recovers the
 #   particles. Scoring over the whole field rewards that flat image (26 dB, more than
