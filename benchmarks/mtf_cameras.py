@@ -89,6 +89,7 @@ def background_fits(
     rows = []
     for method in methods:
         errors, gains, skew_gains, chosen, seconds = [], [], [], [], []
+        lattice_gains = []
         for rep in range(repeats):
             g = torch.Generator().manual_seed(100 * rep + 7)
             crops = synthetic_background_crops(
@@ -109,8 +110,10 @@ def background_fits(
             seconds.append(time.perf_counter() - start)
             errors.append((fit.mtf(CHECK) / mtf_from_spec(camera, CHECK) - 1.0).tolist())
             gains.append(fit.gain_counts_per_e(float(crops.mean())) / gain - 1.0)
-            if fit.poisson is not None:
-                skew_gains.append(fit.poisson.gain_counts_per_e / gain - 1.0)
+            if fit.poisson is not None:  # the skewness alone, the cross-check of the lattice
+                skew_n = fit.poisson.skewness_electrons_per_px
+                skew_gains.append(float(crops.mean()) / skew_n / gain - 1.0)
+                lattice_gains.append(fit.poisson.gain_counts_per_e / gain - 1.0)
             chosen.append(fit.model.chosen)
         worst = [max(abs(e[i]) for e in errors) for i in range(3)]
         mean = [sum(e[i] for e in errors) / repeats for i in range(3)]
@@ -125,6 +128,12 @@ def background_fits(
                 gain_error_mean=sum(gains) / repeats,
                 gain_error_worst=max(gains, key=abs),
                 skewness_gain_errors=skew_gains,
+                poisson_gain_errors=lattice_gains,
+                gain_error_sd=(sum((v - sum(gains) / repeats) ** 2 for v in gains) / repeats)
+                ** 0.5,
+                mtf_error_sd=[
+                    (sum((e[i] - mean[i]) ** 2 for e in errors) / repeats) ** 0.5 for i in range(3)
+                ],
                 chosen=sorted(set(chosen)),
                 seconds=sum(seconds) / repeats,
             )
@@ -164,6 +173,12 @@ def main() -> None:
     parser.add_argument("--no-variants", action="store_true", help="skip pixel size / dose")
     parser.add_argument("--cameras", help="comma-separated subset of the tables ('none': skip)")
     parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated subset of " + ", ".join(METHODS) + " (others carried over)",
+    )
+    parser.add_argument("--variant-range", help="'i:j': only these held-out variants")
+    parser.add_argument(
         "--merge", nargs="+", type=Path, help="only merge these JSON files into --json"
     )
     args = parser.parse_args()
@@ -179,6 +194,7 @@ def main() -> None:
         dict(n_crops=4, crop=128, big=256) if args.quick else dict(n_crops=16, crop=256, big=1024)
     )
     repeats = 1 if args.quick else args.repeats
+    methods = tuple(args.methods.split(","))
     print(
         f"# load: {os.getloadavg()[0]:.1f}; {size['n_crops']} crops of {size['crop']}², "
         f"{repeats} repeats; errors at 0.25 / 0.375 / 0.45 cycles/px; gain: worst error, "
@@ -190,7 +206,7 @@ def main() -> None:
     )
     rows = []
     for camera in cameras:
-        for row in background_fits(camera, repeats=repeats, **size):
+        for row in background_fits(camera, repeats=repeats, methods=methods, **size):
             rows.append(row)
             print_row(row)
     if not args.quick and not args.no_variants:
@@ -203,7 +219,8 @@ def main() -> None:
             ("falcon2_300kv", 100.0),
             ("k2_300kv", 100.0),
         ]
-        for camera, dose in variants:
+        lo, _, hi = (args.variant_range or ":").partition(":")
+        for camera, dose in variants[int(lo or 0) : int(hi or len(variants))]:
             for row in background_fits(
                 camera, repeats=repeats, methods=("default",), dose=dose, **size
             ):
@@ -211,9 +228,11 @@ def main() -> None:
                 print_row(row)
     name = "mtf_cameras_quick.json" if args.quick else "mtf_cameras.json"
     target = args.json or (OUT / name)
-    if args.no_edge and target.exists():  # keep the stored knife-edge rows (edge code unchanged)
+    if target.exists():  # keep stored rows not re-run (their code unchanged)
         for row in json.loads(target.read_text()):
-            if row.get("method") == "knife edge":
+            edge = row.get("method") == "knife edge"
+            other = row.get("method") not in methods and not edge and row["camera"] in cameras
+            if (edge and args.no_edge and row["camera"] in cameras) or other:
                 rows.append({**row, "carried_over": True})
     if not args.no_edge:
         print("\n# knife edge: 4°, 1024², 2000 e/px bright side, counting camera")

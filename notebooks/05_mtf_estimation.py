@@ -208,8 +208,8 @@ plt.show()
 # camera's MTF, then the gain) and fits them three ways: the default workflow, the NPS
 # scale from the spectrum alone (`poisson_skewness=False`), and the gain known. The
 # table below is its stored output (`benchmarks/results/mtf_cameras.json`): the worst
-# relative MTF error over three repeats at 0.25 / 0.375 / 0.45 cycles/px, and the worst
-# error of the gain inferred from the NPS scale. The last rows are held-out cases:
+# relative MTF error over the repeats (column `n`) at 0.25 / 0.375 / 0.45 cycles/px, and
+# the worst error of the gain inferred from the NPS scale. The last rows are held-out cases:
 # tables stretched in frequency (`ω/2`: pixels twice as large; `ω/0.8`: smaller) and
 # other doses.
 
@@ -218,16 +218,18 @@ stored_name = Path("benchmarks", "results", "mtf_cameras.json")
 stored = next(p / stored_name for p in roots if (p / stored_name).exists())
 rows = json.loads(stored.read_text())
 print(
-    f"{'camera':18s} {'fit':11s} {'e/px':>4s} {'worst |MTF error|':>20s}"
+    f"{'camera':18s} {'fit':11s} {'e/px':>4s} {'n':>2s} {'worst |MTF error|':>18s}"
     f" {'gain err':>8s} {'model':>13s}"
 )
 for row in rows:
     if row["method"] == "knife edge":
         continue
     worst = " ".join(f"{v:5.1%}" for v in row["worst_abs_error"])
+    gain = row["gain_error_worst"]
     print(
         f"{row['camera']:18s} {row['method']:11s} {row.get('dose_e_per_px', 40):4.0f} "
-        f"{worst:>20s} {row['gain_error_worst']:+8.1%} {','.join(row['chosen']):>13s}"
+        f"{row['repeats']:2d} {worst:>18s} {gain:+8.{1 if abs(gain) > 0.01 else 3}%} "
+        f"{','.join(row['chosen']):>13s}"
     )
 
 # %% [markdown]
@@ -242,27 +244,27 @@ for row in rows:
 # 6.3% (the Cramér-Rao bound for 16 crops of 256²). No second-order statistic can do
 # better: a lower MTF near ω = 0 with a higher gain gives the same spectrum.
 #
-# **The fix: Poisson statistics.** Shot noise is Poisson; the third cumulant is not
-# confounded. Whitening the crops by their measured spectrum undoes the blur, leaving
-# (k − N)/√N up to a scale, whose skewness is 1/√N whatever the MTF and the gain. So N
-# (electrons per pixel) and the gain (mean/N) follow, to about 3% at 40 e/px
-# (`tem_core.mtf_fit.poisson_scale`). The default fit adds this measurement to the
-# Whittle likelihood, when it agrees with the spectrum's own scale within three
-# combined standard errors and the noise's kurtosis is Poisson-like; otherwise it says
-# why and leaves it out.
+# **The fix: Poisson statistics.** Shot noise is Poisson and each electron adds the same
+# charge in this model. Whitening the crops by their measured spectrum undoes the blur,
+# leaving a·k + b (k the electrons in each pixel) plus a small residual of the
+# imperfect whitening, whatever the MTF and the gain. On these tables the residual is
+# 0.07-0.13 of the spacing a, so the whitened values sit on the integer lattice of the
+# counts: a Poisson–Gaussian maximum-likelihood fit (`tem_core.mtf_fit.lattice`, as in
+# a camera's photon-transfer calibration) reads off every pixel's count, hence N
+# (electrons per pixel) and the gain = mean/N, to $\sqrt{N/n}$: 0.02% for 16 crops
+# of 256² at 40 e/px, the Cramér-Rao bound of the model. The skewness, $1/\sqrt{N}$,
+# is the cross-check (3.6% alone). The default fit adds this measurement to the
+# Whittle likelihood when the lattice is there, agrees with the skewness and with the
+# spectrum's own scale; otherwise it says why, warns, and leaves the scale to the
+# spectrum.
 #
-# With the skewness (the default) every table is within 3.0% at the three frequencies
-# in every repeat, where the spectrum alone missed the DE-20, Falcon 2 and K2 300 kV
-# by 5-7.5% with gains 9-13% low; the worst gain error is +5.0%. What remains is
-# statistical, not a bias: the repeats use the same electrons for every table, and the
-# first repeat's electrons are skewed two standard errors high (+6.9% in the gain from
-# the skewness alone). The fit's combined standard error of the gain is about 3% at
-# 40 e/px (the skewness's grows as √N: 1.6% at 10 e/px, 5% at 100), so a 5% bound
-# holds in about nine draws of ten: the Cramér-Rao limit of 16 crops of 256², which
-# no estimator beats without knowing the MTF below the first bins. The held-out pixel
-# sizes and doses behave alike: MTF within 3.0%, gain within 2.1-5.9% (the K2 300 kV
-# table stretched to pixels twice as large would exceed sinc(0.5) at Nyquist, which no
-# pixelated detector can: the fit flags it as a counting camera, so ω/1.25 is used).
+# SUMMARY_PLACEHOLDER
+#
+# Without a lattice the skewness is not trusted: a random charge per electron (every
+# real integrating camera) or read noise after the blur wash the lattice out, and the
+# skewness then gives a gain 34% too high (a gamma-distributed charge with a 30%
+# spread) or 6% too low (read noise of 0.1 electron), which neither the kurtosis nor
+# the spectrum reliably reveals (`benchmarks/mtf_count_lattice.py`).
 # With the gain known every table is within 2.4%.
 
 # %% [markdown]
@@ -411,10 +413,11 @@ plt.show()
 # electrons (3% is what about 10 nm of ice costs at 300 kV). The file carries no
 # extended header, so the dose cannot be checked against the camera's own record.
 #
-# The Poisson skewness that pins the scale of the simulated cameras is refused here
+# The Poisson measurement that pins the scale of the simulated cameras is refused here
 # (last line printed above): the whitened noise's excess kurtosis is far above the
-# Poisson value skewness², so these counts (summed, motion-corrected, gain-normalised
-# frames, with specimen) are not Poisson counts with a fixed gain per electron.
+# Poisson value skewness², and its values show no count lattice, so these counts
+# (summed, motion-corrected, gain-normalised frames, with specimen) are not Poisson
+# counts with a fixed gain per electron.
 
 # %% [markdown]
 # ## Real and simulated background spectra

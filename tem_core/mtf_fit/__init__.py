@@ -6,8 +6,9 @@
   the Whittle likelihood, chooses the model (white, ``p = q = 1``, shape exponents
   fitted, a monotone spline) by AIC, and reports standard errors from the Fisher
   information. The NPS scale (the gain) is confounded with the MTF below the lowest
-  frequency bins; the skewness of the whitened noise (:func:`poisson_scale`, Poisson
-  statistics) measures it independently and is combined with the spectrum.
+  frequency bins; the whitened noise (:func:`poisson_scale`, Poisson statistics: the
+  count lattice of :mod:`tem_core.mtf_fit.lattice`, cross-checked by the skewness)
+  measures it independently and is combined with the spectrum.
   Counting cameras (K2, Falcon in counting mode) count each electron once in one pixel:
   their background noise is nearly white while their signal is blurred, so the NPS
   shows the noise transfer, not the MTF. The fit detects this (a white spectrum, or a

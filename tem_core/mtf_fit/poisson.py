@@ -9,21 +9,31 @@ lowest bins, and the camera tables do change there: the Falcon 2 MTF falls 3% by
 free enough to follow them determines ``s`` only to 6-10% (Cramér-Rao), and models
 stiff enough to do better extrapolate 4-15% low on these tables.
 
-The third cumulant breaks the degeneracy. In TEM-simulator's detector model (Poisson
+Poisson statistics break the degeneracy. In TEM-simulator's detector model (Poisson
 electrons, a fixed gain per electron, then the MTF blur) the crops are
-``x = gain · (psf ⊛ k)`` with ``k ~ Poisson(N)``. Filtering them with the inverse of the
-fitted noise transfer (``1/sqrt(NPS)``, whose shape is well determined everywhere but
-at the lowest bins) gives ``(k − N)/sqrt(N)`` up to a scale, whose skewness is
-``1/sqrt(N)`` whatever the gain and the MTF. So ``N = 1/skew²``, ``gain = mean / N`` and
-``s = gain · mean``, with relative standard error about ``2·sqrt(6/n)/skew`` over ``n``
-whitened pixels (3% for 16 crops of 256² at 40 e/px; it grows as ``sqrt(N)``).
+``x = gain · (psf ⊛ k)`` with ``k ~ Poisson(N)``. Filtering them with the inverse of
+their measured noise transfer (``1/sqrt(NPS)``) gives ``a·k + b`` up to a small
+whitening residual, whatever the gain and the MTF. Two ways to read ``N`` off it:
+
+* the count lattice (:mod:`tem_core.mtf_fit.lattice`, used when present): the values
+  cluster on the integers ``k`` (residual 0.07-0.13 of the spacing on the camera
+  tables), a Poisson–Gaussian maximum-likelihood fit gives every pixel's count and
+  ``N`` to ``sqrt(N/n)`` (0.02% for 16 crops of 256² at 40 e/px);
+* the third cumulant (the cross-check): the skewness is ``1/sqrt(N)``, so
+  ``N = 1/skew²``, to about ``2·sqrt(6/n)/skew`` (3.2% there; 3.6% measured over 40
+  repeats; it grows as ``sqrt(N)``).
+
+Then ``gain = mean / N`` and ``s = gain · mean``.
 
 The assumption is Poisson shot noise with a fixed gain per electron. Real integrating
-cameras have a random charge per electron (raising the skewness), and summed,
-motion-corrected counting frames are not Poisson counts either: on the real K2
-micrograph in ``data/`` the skewness implies 140 counts/e where the dose says 101.
-:func:`fit_mtf_whittle` therefore uses it only when it agrees with the spectrum's own
-scale within their errors, and warns otherwise.
+cameras deposit a random charge per electron: there is no lattice, and the skewness
+then implies a gain too high by ``(E q³)²/(E q²)³`` of the charge ``q`` (+27% for a
+gamma-distributed charge with a 30% spread, which neither the kurtosis nor the spectrum
+reliably reveals). Summed, motion-corrected counting frames are not Poisson counts
+either: on the real K2 micrograph in ``data/`` the excess kurtosis is 27 times the
+Poisson value. :func:`fit_mtf_whittle` therefore uses the Poisson scale only with a
+count lattice that agrees with the skewness and with the spectrum's own scale; it warns
+when the lattice is missing and leaves the scale to the spectrum.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import torch
 from tem_core._fft import fft2, ifft2
 from tem_core.detector import radial_frequency_cycles_per_px
 from tem_core.mtf_fit.crops import detrend_crops
+from tem_core.mtf_fit.lattice import CountLattice, fit_count_lattice
 from tem_core.mtf_fit.likelihood import WhittleProblem, fisher_covariance
 
 #: Fraction of the whitening filter's energy allowed outside the discarded border.
@@ -53,13 +64,17 @@ MAX_KURTOSIS_Z = 4.0
 #: standard errors of it.
 POISSON_AGREEMENT_Z = 3.0
 
+#: The lattice's ``N`` must agree with the skewness's within this many of the skewness's
+#: standard errors (a wrong harmonic of the lattice would be a factor of 4 off).
+MAX_LATTICE_SKEWNESS_Z = 4.0
+
 #: Smallest edge of the whitened crops' interior [pixel].
 MIN_INTERIOR_PX = 16
 
 
 @dataclass(frozen=True, kw_only=True)
 class PoissonScale:
-    """Electrons per pixel and gain from the skewness of the whitened noise.
+    """Electrons per pixel and gain from the whitened noise: its count lattice or skewness.
 
     Attributes
     ----------
@@ -69,19 +84,28 @@ class PoissonScale:
         Its standard error (delta method over the pixels; ``sqrt(6/n)`` for Gaussian
         noise).
     electrons_per_px
-        ``N = 1/skewness²`` [e/pixel].
+        ``N`` [e/pixel]: from the count lattice when there is one (:attr:`lattice`), else
+        ``1/skewness²``.
     gain_counts_per_e
         ``mean / N`` [counts/e].
     scale
         The implied NPS scale ``s = gain · mean`` [counts² per bin].
     relative_se
-        Relative standard error of ``gain`` and ``s`` (``2 · skewness_se / skewness``).
+        Relative standard error of ``gain`` and ``s``: the lattice's Cramér-Rao error of
+        ``N``, else ``2 · skewness_se / skewness``.
     n_pixels
         Whitened pixels used (interior of every crop).
     border_px
         Pixels discarded at each crop edge (wrap-around of the whitening filter).
     excess_kurtosis, kurtosis_se
         Excess kurtosis of the whitened pixels (``1/N`` for Poisson) and ``sqrt(24/n)``.
+    skewness_electrons_per_px
+        ``1/skewness²`` [e/pixel] (the cross-check of the lattice's ``N``).
+    lattice
+        The Poisson–Gaussian fit of the whitened values
+        (:func:`tem_core.mtf_fit.lattice.fit_count_lattice`), ``None`` without a lattice.
+    lattice_checked
+        Whether the lattice was looked for (then its absence is a :attr:`problem`).
     """
 
     skewness: float
@@ -94,6 +118,9 @@ class PoissonScale:
     border_px: int
     excess_kurtosis: float
     kurtosis_se: float
+    skewness_electrons_per_px: float = math.nan
+    lattice: CountLattice | None = None
+    lattice_checked: bool = False
 
     @property
     def problem(self) -> str:
@@ -118,9 +145,35 @@ class PoissonScale:
                 f"{self.excess_kurtosis:.4f}, where Poisson noise has skewness² = "
                 f"{self.skewness**2:.4f} ({z:.0f} standard errors apart)"
             )
+        if not self.lattice_checked:
+            return ""
+        if self.lattice is None:
+            return (
+                "no count lattice in the whitened noise (a random charge per electron, "
+                "read noise or interpolated frames blur it), so the skewness's "
+                f"N = {self.skewness_electrons_per_px:.1f} e/px is not trusted: it holds "
+                "only for a fixed charge per electron (a random charge q makes it low by "
+                "(E q³)²/(E q²)³, ×1.27 for a 30% spread; read noise makes it high) and "
+                "no other moment reliably tells these apart"
+            )
+        lat = self.lattice
+        z = abs(math.log(lat.electrons_per_px / self.skewness_electrons_per_px)) / (
+            2.0 * self.skewness_se / self.skewness
+        )
+        if z > MAX_LATTICE_SKEWNESS_Z:
+            return (
+                f"the {lat.describe()} disagrees with the skewness's N = "
+                f"{self.skewness_electrons_per_px:.1f} e/px ({z:.1f} standard errors)"
+            )
         return ""
 
     def describe(self) -> str:
+        if self.lattice is not None:
+            return (
+                f"{self.lattice.describe()}: gain {self.gain_counts_per_e:.4g} counts/e ± "
+                f"{self.relative_se:.2%} (skewness alone: "
+                f"N = {self.skewness_electrons_per_px:.1f} e/px)"
+            )
         return (
             f"skewness of the whitened noise {self.skewness:.4f} ± {self.skewness_se:.4f}: "
             f"N = {self.electrons_per_px:.1f} e/px, gain {self.gain_counts_per_e:.4g} "
@@ -155,32 +208,16 @@ def ring_smoothed(periodogram: torch.Tensor) -> torch.Tensor:
     return (sums / counts.clamp_min(1))[ring].reshape(m, n)
 
 
-def poisson_scale(
-    crops: torch.Tensor,
-    spectrum: torch.Tensor,
-    *,
-    detrend: str = "mean",
-) -> PoissonScale | None:
-    """NPS scale from the skewness of the crops whitened by their noise spectrum.
+def whitened_pixels(
+    crops: torch.Tensor, spectrum: torch.Tensor, *, detrend: str = "mean"
+) -> tuple[torch.Tensor, int, float] | None:
+    """Crops whitened by ``spectrum``, their interior only, and the crops' mean.
 
-    Parameters
-    ----------
-    crops
-        ``(B, M, N)`` background crops [counts] (raw: their mean is used).
-    spectrum
-        ``(M, N)`` NPS in FFT order, e.g. :func:`ring_smoothed` of the averaged
-        periodogram; only its shape matters. Measured rather than a fitted model: any
-        error of the whitening lowers the skewness (``Σc³ ≤ (Σc²)^{3/2}``), and the
-        models are not fitted beyond Nyquist (the grid's corners, 21% of the bins),
-        where a shaped-model whitening put the gain 6-19% low.
-    detrend
-        ``"mean"`` or ``"plane"``, removed before whitening.
-
-    Returns
-    -------
-    PoissonScale or None
-        ``None`` when the skewness is not positive or the crops are too small for the
-        filter; check :attr:`PoissonScale.problem` before using it.
+    Returns ``(y, border, mean)``: ``y`` the ``(B, M - 2r, N - 2r)`` whitened interior
+    (its mean removed), ``r`` the border [px] where the filter wraps round
+    (:func:`whitening_border`), ``mean`` the raw crops' mean [counts]; ``None`` when the
+    mean is not positive, the spectrum not positive and finite, or the interior smaller
+    than :data:`MIN_INTERIOR_PX`.
     """
     x = crops.double().cpu()
     mean = float(x.mean())
@@ -198,7 +235,46 @@ def poisson_scale(
         return None
     y = ifft2(fft2(detrend_crops(x, detrend=detrend)) * filt).real
     y = y[:, border : m - border, border : n - border]
-    y = y - y.mean()
+    return y - y.mean(), border, mean
+
+
+def poisson_scale(
+    crops: torch.Tensor,
+    spectrum: torch.Tensor,
+    *,
+    detrend: str = "mean",
+    count_lattice: bool = True,
+) -> PoissonScale | None:
+    """NPS scale from the skewness of the crops whitened by their noise spectrum.
+
+    Parameters
+    ----------
+    crops
+        ``(B, M, N)`` background crops [counts] (raw: their mean is used).
+    spectrum
+        ``(M, N)`` NPS in FFT order, e.g. :func:`ring_smoothed` of the averaged
+        periodogram; only its shape matters. Measured rather than a fitted model: any
+        error of the whitening lowers the skewness (``Σc³ ≤ (Σc²)^{3/2}``), and the
+        models are not fitted beyond Nyquist (the grid's corners, 21% of the bins),
+        where a shaped-model whitening put the gain 6-19% low.
+    detrend
+        ``"mean"`` or ``"plane"``, removed before whitening.
+    count_lattice
+        Also fit the Poisson–Gaussian model of the whitened values
+        (:func:`tem_core.mtf_fit.lattice.fit_count_lattice`) and take ``N`` from the
+        count lattice (0.02-0.03% instead of 3.6% at 40 e/px); without a lattice
+        :attr:`PoissonScale.problem` says so.
+
+    Returns
+    -------
+    PoissonScale or None
+        ``None`` when the skewness is not positive or the crops are too small for the
+        filter; check :attr:`PoissonScale.problem` before using it.
+    """
+    whitened = whitened_pixels(crops, spectrum, detrend=detrend)
+    if whitened is None:
+        return None
+    y, border, mean = whitened
     m2 = float((y**2).mean())
     m3 = float((y**3).mean())
     skew = m3 / m2**1.5
@@ -211,14 +287,22 @@ def poisson_scale(
     if not skew > 0:
         return None
     electrons = 1.0 / skew**2
-    gain = mean / electrons
+    relative_se = 2.0 * se / skew
+    lattice = fit_count_lattice(y) if count_lattice else None
+    n_hat = electrons if lattice is None else lattice.electrons_per_px
+    if lattice is not None:
+        relative_se = lattice.electrons_se / n_hat
+    gain = mean / n_hat
     return PoissonScale(
         skewness=skew,
         skewness_se=se,
-        electrons_per_px=electrons,
+        electrons_per_px=n_hat,
         gain_counts_per_e=gain,
         scale=gain * mean,
-        relative_se=2.0 * se / skew,
+        relative_se=relative_se,
+        skewness_electrons_per_px=electrons,
+        lattice=lattice,
+        lattice_checked=count_lattice,
         n_pixels=n_px,
         border_px=border,
         excess_kurtosis=kurtosis,
@@ -236,8 +320,12 @@ def agreeing_poisson_scale(
     inflation: float,
     detrend: str,
 ) -> tuple[PoissonScale | None, str]:
-    """The skewness measurement of ``s`` when it agrees with the spectrum's, and a note.
+    """The Poisson measurement of ``s`` (count lattice) when it holds, and a note.
 
+    Refused, with a warning, when the whitened noise shows no count lattice (the
+    electrons do not add a fixed charge each, so the skewness would be biased) or its
+    ``N`` disagrees with the skewness's (:attr:`PoissonScale.problem`); refused, without
+    one, when the noise is not skewed or not Poisson-like (the real K2 frames).
     Compared with the scale of the spline (else of ``shape_model``), whose standard
     error is honest about the low-frequency freedom; more than
     :data:`POISSON_AGREEMENT_Z` combined standard errors apart: a warning and ``None``.
@@ -246,6 +334,15 @@ def agreeing_poisson_scale(
     if measured is None:
         return None, "; no Poisson skewness measurable (Gaussian-like noise)"
     if measured.problem:
+        if measured.lattice_checked and "lattice" in measured.problem:
+            warnings.warn(
+                f"the noise is not Poisson with a fixed gain per electron: "
+                f"{measured.problem}; the gain and the MTF's normalisation come from the "
+                "noise spectrum alone (its extrapolation to zero frequency, ±6% with 16 "
+                "crops of 256²); pass gain_counts_per_e= if the gain is known",
+                UserWarning,
+                stacklevel=3,
+            )
         return None, f"; Poisson skewness not used: {measured.problem}"
     spread = []
     for name in ("spline", shape_model):  # the spline's error is the honest one

@@ -254,10 +254,11 @@ def fit_mtf_whittle(
     Scale: the spectrum shows ``s`` only through its lowest bins, so ``s`` and the MTF
     below them are confounded (the camera tables fall 3-10% below 0.025 cycles/px; with
     16 crops of 256² a model free to follow that knows ``s`` to 6-10%, stiffer models
-    put it 4-15% low). The third cumulant of Poisson noise is not confounded: with
-    ``poisson_skewness`` the skewness of the whitened crops gives ``s`` to about 3%
-    (40 e/px) and is combined with the spectrum as an independent measurement
-    (:mod:`tem_core.mtf_fit.poisson`, :attr:`MTFFit.poisson`).
+    put it 4-15% low). Poisson statistics are not confounded: with
+    ``poisson_skewness`` the crops whitened by their spectrum give ``s`` from the
+    count lattice of the whitened values (0.02% at 40 e/px, 16 × 256²),
+    cross-checked by their skewness (3.6%), combined with the spectrum as an independent
+    measurement (:mod:`tem_core.mtf_fit.poisson`, :attr:`MTFFit.poisson`).
 
     Identifiability: when the white model is chosen, or the fitted noise transfer at
     Nyquist exceeds ``sinc(0.5) = 2/π`` (the pixel aperture alone bounds the signal MTF
@@ -299,12 +300,14 @@ def fit_mtf_whittle(
     check_particles
         Run :func:`detect_particles_in_crops` and warn about structured crops.
     poisson_skewness
-        Measure the NPS scale a second way, from the skewness of the crops whitened by
-        the fitted spectrum (:func:`tem_core.mtf_fit.poisson.poisson_scale`: Poisson
-        noise with a fixed gain per electron has skewness ``1/sqrt(N)``), and add it to
-        the likelihood when it agrees with the spectrum's own scale (that of the
-        spline, whose error is honest) within 3 combined standard errors; a warning
-        otherwise. Ignored when the gain is given.
+        Measure the NPS scale a second way, from the crops whitened by their measured
+        spectrum (:func:`tem_core.mtf_fit.poisson.poisson_scale`: Poisson noise with a
+        fixed gain per electron whitens to a count lattice, fitted by a Poisson–Gaussian
+        likelihood, and has skewness ``1/sqrt(N)``), and add it to the likelihood when
+        the lattice is there, its ``N`` agrees with the skewness's, and the scale agrees
+        with the spectrum's own (that of the spline, whose error is honest) within 3
+        combined standard errors. A warning when there is no lattice (a random charge
+        per electron, read noise) or they disagree. Ignored when the gain is given.
 
     Returns
     -------
