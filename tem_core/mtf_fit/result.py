@@ -218,6 +218,8 @@ class MTFFit:
         MTF's errors (:meth:`mtf_standard_error`) stay within about 25 %
         (``benchmarks/mtf_standard_errors.py``). Where the data determine the parameters
         the errors match the spread of repeated fits (``tests/test_mtf_standard_errors.py``).
+        Such fits are flagged (:attr:`fisher_errors_reliable`, :attr:`fisher_errors_note`);
+        :meth:`bootstrap_standard_errors` does not assume a quadratic likelihood.
         """
         if self.covariance is None:
             return None
