@@ -170,6 +170,7 @@ def exit_wave(
     potential = potential.at_energy(energy_ev)
     if method == "projection":
         total = projected_potential(specimen, potential, coefficients=coefficients)
+        total = next(memory.releasing([total]))  # the projection's temporaries
         if attenuation is not None:
             total = next(damaged([total], attenuation))
         if absorption_sink is not None:
