@@ -33,7 +33,8 @@ Parametric bootstrap (``--repeats 8 --bootstrap 10 --cases 0``, seed 0, 2026-12-
 With 8 repeats a correct ratio lies in [0.26, 1.93] (χ², 7 dof, 99.9 %): both inside, too few
 repeats to call either calibrated; the bootstrap is nearer 1 for a, b, s and the MTF and
 overstates β (median bootstrap error 176 px² for a spread of 108 px² over the repeats; the
-Fisher error, 60 px², understates it). Every fit was flagged (:attr:`MTFFit.fisher_errors_reliable` False).
+Fisher error, 60 px², understates it). Every fit was flagged
+(``MTFFit.fisher_errors_reliable`` False).
 
 With 16 repeats a correct ratio lies in [0.55, 1.63] (χ², 99.9 %). Where the parameters
 are determined the errors are calibrated (also ``tests/test_mtf_standard_errors.py``: 40

@@ -182,9 +182,7 @@ def exit_wave(
     if absorption_sink is not None:
         slices = summing_imaginary(slices, absorption_sink)
     return multislice(
-        memory.releasing(slices),  # the heap's free pages back between steps
-        # (tem_core.memory.release_at_boundary: a plain process's resident set follows the
-        # arrays; the cost is the page faults of reusing them)
+        memory.releasing(slices),  # free heap pages back between steps (memory.releasing)
         sampling_a=potential.sampling_a,
         slice_thickness_a=potential.slice_thickness_a,
         energy_ev=energy_ev,
