@@ -265,8 +265,7 @@ def test_no_warning_for_typical_settings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert (
-            check_sampling((512, 512), sampling_a=1.0, slice_thickness_a=10.0, energy_ev=E300)
-            == []
+            check_sampling((512, 512), sampling_a=1.0, slice_thickness_a=10.0, energy_ev=E300) == []
         )
 
 
@@ -393,3 +392,75 @@ def test_constant_slices_keep_the_2d_path_under_autograd():
     (ref,) = torch.autograd.grad((_generic_multislice([v], **kw).abs() ** 2 * w).sum(), v)
     assert torch.equal(grad, ref)
     assert float((grad - grad[:, :1]).abs().max()) > 0.0  # not constant along x
+
+
+def _recorded_multislice(slices, wave=None, **kw):
+    """Reference: every step through the autograd path (the wave requires a gradient)."""
+    shape = slices[0].shape[-2:]
+    cdtype = (
+        torch.complex128
+        if slices[0].dtype in (torch.float64, torch.complex128)
+        else (torch.complex64)
+    )
+    if wave is None:
+        wave = torch.ones(shape, dtype=cdtype)
+    with torch.enable_grad():
+        psi = multislice(slices, wave=wave.clone().requires_grad_(True), **kw)
+    return psi.detach()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("fraction", [2.0 / 3.0, None])
+def test_buffered_steps_equal_the_recorded_steps_bitwise(dtype, fraction):
+    # Without a graph to record, multislice writes every step into reused buffers
+    # (propagate/workspace.py); the arithmetic is the same operation by operation, so the
+    # exit wave is bitwise that of the autograd path: real and complex slices, a line slice,
+    # and a batched incident wave (which must not be modified).
+    g = torch.Generator().manual_seed(7)
+    ny, nx = 20, 26
+    real = [30.0 * torch.rand(ny, nx, generator=g, dtype=dtype) for _ in range(3)]
+    ramp = torch.linspace(0.0, 90.0, ny, dtype=dtype)[:, None].expand(ny, nx)
+    slices = [real[0], torch.complex(real[1], 0.07 * real[1]), torch.complex(ramp, 0.05 * ramp)]
+    slices.append(real[2])
+    kw = dict(sampling_a=0.8, slice_thickness_a=15.0, energy_ev=E300, bandlimit_fraction=fraction)
+    with torch.no_grad():
+        buffered = multislice(slices, **kw)
+    assert torch.equal(buffered, _recorded_multislice(slices, **kw))
+    cdtype = buffered.dtype
+    wave = torch.randn(2, ny, nx, generator=g, dtype=cdtype)
+    kept = wave.clone()
+    with torch.no_grad():
+        buffered = multislice(slices, wave=wave, **kw)
+    assert torch.equal(wave, kept)
+    assert torch.equal(buffered, _recorded_multislice(slices, wave=wave, **kw))
+    # grad mode on but nothing requires a gradient: the buffered path as well
+    assert torch.equal(multislice(slices, wave=wave, **kw), buffered)
+
+
+def test_buffered_then_recorded_steps_keep_gradients():
+    # Slices before the first one that requires a gradient run buffered; the gradient wrt the
+    # later slice equals the one with every step recorded.
+    slices = _random_slices(3, shape=(16, 18))
+    v = slices[2].clone().requires_grad_(True)
+    kw = dict(sampling_a=1.0, slice_thickness_a=10.0, energy_ev=E300)
+    w = torch.rand(16, 18, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    (grad,) = torch.autograd.grad((multislice([*slices[:2], v], **kw).abs() ** 2 * w).sum(), v)
+    wave = torch.ones(16, 18, dtype=torch.complex128, requires_grad=True)
+    psi = multislice([*slices[:2], v], wave=wave, **kw)
+    (ref,) = torch.autograd.grad((psi.abs() ** 2 * w).sum(), v)
+    assert torch.equal(grad, ref)
+
+
+def test_constant_axis_precheck_keeps_the_answer():
+    # The sampled-rows pre-check rejects slices early; it must not change the answer, also
+    # when only the rows between the sampled ones break the constancy.
+    import tem_core.propagate as propagate
+
+    v = torch.linspace(0.0, 5.0, 32, dtype=torch.float64)[:, None].repeat(1, 24)
+    assert propagate._constant_axis(v) == -1
+    v[3, 5] += 1.0  # row 3 is not among the sampled rows (every 4th)
+    assert propagate._constant_axis(v) is None
+    u = v.t().contiguous()
+    assert propagate._constant_axis(u) is None
+    u[5, 3] -= 1.0
+    assert propagate._constant_axis(u) == -2
