@@ -22,7 +22,10 @@ scene, then once untimed on the full scene: Taichi and numba compilation, FFTW p
 caches are outside the timed run) and use the same number of threads (``--threads``, default
 all cores: torch and Taichi for tem_core; FFTW, MKL, numba and the dask scheduler for abTEM).
 ``--rounds`` rounds run every case once each, interleaved, and the table gives the median over
-rounds; the load average (``/proc/loadavg``) before and after is printed with it. Peak memory:
+rounds; the load average (``/proc/loadavg``) before and after is printed with it, each round's
+load with its line, and the ratios per round (both codes back to back, same load). CPU time
+(``time.process_time`` of the case's process over the timed run: all its threads) is given
+next to wall time: on a shared machine it depends less on what else runs. Peak memory:
 ``ru_maxrss`` of the case's process (and its increase over the RSS just before the timed run);
 on CUDA also ``torch.cuda.max_memory_allocated`` (tem_core; abTEM runs on the CPU unless cupy
 works).
@@ -147,13 +150,14 @@ def worker_ours(cfg: dict) -> dict:
                             detector=detector, imaging=imaging)
         sync()
         t_micrograph = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         wave = exit_wave(specimen, full, energy_ev=energy)
         sync()
-        t_wave = time.perf_counter() - t0
+        t_wave, c_wave = time.perf_counter() - t0, time.process_time() - c0
     out = dict(
         t_total_s=t_micrograph,
         t_exit_wave_s=t_wave,
+        cpu_exit_wave_s=c_wave,
         rss_before_mib=rss0,
         maxrss_mib=_maxrss_mib(),
         exit_wave_mean_abs2=float((wave.abs() ** 2).mean()),
@@ -227,13 +231,14 @@ def worker_abtem(cfg: dict) -> dict:
     atoms = to_ase(specimen, lz)
     run(atoms, (cfg["n_px"], cfg["n_px"]))  # warm at the full size (FFTW plans, caches)
     rss0 = _rss_mib()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     potential, wave = run(atoms, (cfg["n_px"], cfg["n_px"]))
-    t = time.perf_counter() - t0
+    t, c = time.perf_counter() - t0, time.process_time() - c0
     assert abs(potential.sampling[0] - cfg["sampling_a"]) < 1e-9, potential.sampling
     return dict(
         t_total_s=t,
         t_exit_wave_s=t,
+        cpu_exit_wave_s=c,
         rss_before_mib=rss0,
         maxrss_mib=_maxrss_mib(),
         exit_wave_mean_abs2=float((np.abs(wave) ** 2).mean()),
@@ -267,9 +272,10 @@ def _median_rows(runs: list[dict]) -> dict:
     if not ok:
         return runs[-1]
     row = dict(ok[0])
-    for key in ("t_total_s", "t_exit_wave_s", "maxrss_mib", "rss_before_mib"):
+    for key in ("t_total_s", "t_exit_wave_s", "cpu_exit_wave_s", "maxrss_mib", "rss_before_mib"):
         row[key] = statistics.median(r[key] for r in ok)
     row["rounds_exit_wave_s"] = [r["t_exit_wave_s"] for r in ok]
+    row["rounds_cpu_exit_wave_s"] = [r["cpu_exit_wave_s"] for r in ok]
     return row
 
 
@@ -331,7 +337,9 @@ def main() -> None:
                 result["process_s"] = time.perf_counter() - t0
                 runs[label].append(result)
                 took = result.get("t_exit_wave_s", float("nan"))
-                print(f"  round {r + 1}: {label:<22} exit wave {took:.2f} s "
+                cpu = result.get("cpu_exit_wave_s", float("nan"))
+                print(f"  round {r + 1}: {label:<22} exit wave {took:.2f} s, CPU {cpu:.2f} s, "
+                      f"load {_loadavg().split()[0]} "
                       f"({result['process_s']:.1f} s incl. start-up and warm-up)"
                       + (f" failed: {result['error']}" if "error" in result else ""),
                       flush=True)  # fmt: skip
@@ -340,7 +348,7 @@ def main() -> None:
 
     print(f"\nmedians of {args.rounds} interleaved rounds, {args.threads} threads each; "
           f"load average before {load_before}, after {load_after}")  # fmt: skip
-    header = (f"{'code':<24} {'exit wave [s]':>13} {'micrograph [s]':>14} "
+    header = (f"{'code':<24} {'exit wave [s]':>13} {'CPU [s]':>8} {'micrograph [s]':>14} "
               f"{'peak RSS [MiB]':>14} {'Δ RSS [MiB]':>12} {'CUDA peak [MiB]':>15} "
               f"{'<|ψ|²>':>8}")
     print("\n" + header + "\n" + "-" * len(header))
@@ -350,7 +358,8 @@ def main() -> None:
             continue
         micro = f"{r['t_total_s']:.2f}" if r.get("code") != "abtem" and "image_mean" in r else "-"
         cuda = f"{r['cuda_peak_mib']:.0f}" if "cuda_peak_mib" in r else "-"
-        print(f"{label:<24} {r['t_exit_wave_s']:>13.2f} {micro:>14} {r['maxrss_mib']:>14.0f} "
+        print(f"{label:<24} {r['t_exit_wave_s']:>13.2f} {r['cpu_exit_wave_s']:>8.2f} "
+              f"{micro:>14} {r['maxrss_mib']:>14.0f} "
               f"{r['maxrss_mib'] - r['rss_before_mib']:>12.0f} {cuda:>15} "
               f"{r['exit_wave_mean_abs2']:>8.4f}")
     ratios = {}
@@ -362,9 +371,15 @@ def main() -> None:
             if not ab_label.startswith("abTEM") or "error" in ref or "error" in r:
                 continue
             ratio = ref["t_exit_wave_s"] / r["t_exit_wave_s"]
+            cpu_ratio = ref["cpu_exit_wave_s"] / r["cpu_exit_wave_s"]
             ratios[f"{ab_label} / {label}"] = ratio
-            print(f"ratio {ab_label} / {label}: exit-wave time {ratio:.2f}×, peak RSS "
-                  f"{ref['maxrss_mib'] / r['maxrss_mib']:.2f}×")
+            ratios[f"{ab_label} / {label} (CPU time)"] = cpu_ratio
+            # per round: both codes ran back to back, so these see the same load
+            per_round = [a / b for a, b in zip(ref["rounds_exit_wave_s"],
+                                               r["rounds_exit_wave_s"], strict=False)]
+            print(f"ratio {ab_label} / {label}: exit-wave time {ratio:.2f}× (rounds "
+                  + ", ".join(f"{x:.2f}" for x in per_round) + f"), CPU time {cpu_ratio:.2f}×, "
+                  f"peak RSS {ref['maxrss_mib'] / r['maxrss_mib']:.2f}×")
     if args.json:
         payload = dict(scene=dict(n_px=n_px, n_particles=n_particles, **{
             k: base[k] for k in ("sampling_a", "slice_a", "energy_kv", "ice_a")}),
