@@ -411,18 +411,23 @@ def _recorded_multislice(slices, wave=None, **kw):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("fraction", [2.0 / 3.0, None])
-def test_buffered_steps_equal_the_recorded_steps_bitwise(dtype, fraction):
-    # Without a graph to record, multislice writes every step into reused buffers
-    # (propagate/workspace.py); the arithmetic is the same operation by operation, so the
-    # exit wave is bitwise that of the autograd path: real and complex slices, a line slice,
-    # and a batched incident wave (which must not be modified).
+@pytest.mark.parametrize("thickness", [15.0, [15.0, 9.0, 9.0, 21.0]])
+def test_buffered_steps_equal_the_recorded_steps_bitwise(dtype, fraction, thickness):
+    # Without a graph to record, multislice writes every step into reused buffers and
+    # batches the band limit of slice n + 1 with the wave step of slice n
+    # (propagate/workspace.py); the arithmetic is the same operation by operation and
+    # transform by transform, so the exit wave is bitwise that of the autograd path: real
+    # and complex slices, a line slice between them (the pending step is flushed first),
+    # per-slice thicknesses, and a batched incident wave (which must not be modified).
     g = torch.Generator().manual_seed(7)
     ny, nx = 20, 26
     real = [30.0 * torch.rand(ny, nx, generator=g, dtype=dtype) for _ in range(3)]
     ramp = torch.linspace(0.0, 90.0, ny, dtype=dtype)[:, None].expand(ny, nx)
     slices = [real[0], torch.complex(real[1], 0.07 * real[1]), torch.complex(ramp, 0.05 * ramp)]
     slices.append(real[2])
-    kw = dict(sampling_a=0.8, slice_thickness_a=15.0, energy_ev=E300, bandlimit_fraction=fraction)
+    kw = dict(
+        sampling_a=0.8, slice_thickness_a=thickness, energy_ev=E300, bandlimit_fraction=fraction
+    )
     with torch.no_grad():
         buffered = multislice(slices, **kw)
     assert torch.equal(buffered, _recorded_multislice(slices, **kw))

@@ -518,8 +518,15 @@ def multislice(
         )
         if buffered and workspace is None:
             workspace = StepWorkspace(interaction_parameter(energy_ev), cdtype, potential.device)
-        step = workspace.step if buffered else _multislice_step_scaled
         axis = _constant_axis(potential)
+        if buffered and axis is None and scaled_mask is not None and potential.ndim == 2:
+            # band limit of this slice batched with the wave step of the previous one
+            psi = workspace.push(psi, potential, scaled_mask, scaled_prop)
+            n_done += 1
+            continue
+        if workspace is not None:
+            psi = workspace.flush(psi)
+        step = workspace.step if buffered else _multislice_step_scaled
         if axis is None:
             if buffered:
                 t = workspace.transmission(potential)
@@ -531,6 +538,8 @@ def multislice(
             t = _bandlimit_line(t, mask, axis)
             psi = step(psi, t, scaled_prop, None)
         n_done += 1
+    if workspace is not None:
+        psi = workspace.flush(psi)
     if n_done == 0:
         raise ValueError("slices is empty: multislice needs at least one slice")
     if per_slice is not None and n_done != len(per_slice):
