@@ -469,3 +469,26 @@ def test_constant_axis_precheck_keeps_the_answer():
     assert propagate._constant_axis(u) is None
     u[5, 3] -= 1.0
     assert propagate._constant_axis(u) == -2
+
+
+def test_forward_mode_ad_keeps_the_unbuffered_path():
+    # Dual tensors (forward-mode AD, as chapter 04 uses) must not go through the buffered
+    # out= steps, which do not propagate tangents: the tangent of Σ w|ψ|² equals the
+    # reverse-mode gradient projected on the same direction.
+    import torch.autograd.forward_ad as fwad
+
+    slices = _random_slices(3, shape=(16, 14))
+    g = torch.Generator().manual_seed(5)
+    direction = torch.randn(16, 14, generator=g, dtype=torch.float64)
+    w = torch.rand(16, 14, generator=g, dtype=torch.float64)
+    kw = dict(sampling_a=1.0, slice_thickness_a=10.0, energy_ev=E300)
+    with torch.no_grad(), fwad.dual_level():
+        dual = fwad.make_dual(slices[1], direction)
+        psi = multislice([slices[0], dual, slices[2]], **kw)
+        tangent = fwad.unpack_dual((psi.abs() ** 2 * w).sum()).tangent
+    v = slices[1].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(
+        (multislice([slices[0], v, slices[2]], **kw).abs() ** 2 * w).sum(), v
+    )
+    expected = float((grad * direction).sum())
+    assert abs(float(tangent) - expected) <= 1e-12 * max(1.0, abs(expected))

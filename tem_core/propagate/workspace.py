@@ -15,6 +15,7 @@ number of slices.
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as fwad
 
 
 def _real_dtype(cdtype: torch.dtype) -> torch.dtype:
@@ -53,10 +54,23 @@ class StepWorkspace:
 
     @staticmethod
     def applies(*tensors: torch.Tensor) -> bool:
-        """True when autograd records nothing for these tensors (the buffered step applies)."""
-        if not torch.is_grad_enabled():
-            return True
-        return not any(t is not None and t.requires_grad for t in tensors)
+        """True when no autodiff mode tracks these tensors (the buffered step applies).
+
+        Reverse mode (``requires_grad`` under grad mode), forward mode (dual tensors, whose
+        tangents ``out=`` functions do not propagate) and torch.func transforms all keep the
+        unbuffered path.
+        """
+        wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+        for t in tensors:
+            if t is None:
+                continue
+            if torch.is_grad_enabled() and t.requires_grad:
+                return False
+            if fwad.unpack_dual(t).tangent is not None:
+                return False
+            if wrapped is not None and wrapped(t):
+                return False
+        return True
 
     def transmission(
         self, potential: torch.Tensor, out: torch.Tensor | None = None
