@@ -275,7 +275,11 @@ class MTFFit:
 
         Unlike :attr:`standard_errors` it does not assume a quadratic likelihood, so it
         holds where the Fisher errors are flagged (:attr:`fisher_errors_reliable`). Costs
-        ``n`` fits. Whittle fits only.
+        ``n`` fits. Whittle fits only. Limitation: when the fit's scale came from the count
+        lattice (:mod:`tem_core.mtf_fit.lattice`), some simulated crop sets show no lattice
+        and their refits fall back to the spectrum's scale, which makes the spread of ``s``
+        and of the widths bimodal (measured: β's bootstrap error 3x the calibrated Fisher
+        error); fit with ``poisson_skewness=False`` to bootstrap the spectrum alone.
         """
         from tem_core.mtf_fit.whittle import fit_mtf_whittle  # the fit builds this result
 
