@@ -165,7 +165,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "settings_hash",
         "write_star",
     ),
-    "ctf_fit": ("CTFFitResult", "fit_ctf", "micrograph_power_spectrum"),
+    "ctf_fit": ("CTFFitResult", "fit_ctf", "micrograph_power_spectrum", "ring_background"),
     "mtf_fit": (
         "NYQUIST_FRACTIONS",
         "PARAM_NAMES",
