@@ -32,6 +32,7 @@ import os
 
 import torch
 
+from tem_core.potential.band_kernels import BandSplatFunction
 from tem_core.potential.splat_kernels import build_kernels, erf_table
 
 #: Largest atomic number with Peng 1996 coefficients in gemmi.
@@ -41,6 +42,12 @@ CHUNK_ATOMS = 32768
 
 #: Column chunk of the CUDA splat (a thread owns ``chunk`` columns of one row).
 CUDA_COLUMN_CHUNK = 32
+
+
+def _taichi_threads() -> int:
+    """Threads of Taichi's CPU pool (``TI_CPU_MAX_NUM_THREADS`` or every core)."""
+    env = os.environ.get("TI_CPU_MAX_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
 
 
 def _column_chunk(device: torch.device, nx: int) -> int:
@@ -337,8 +344,20 @@ def _weights_and_scale(positions_a, amplitudes, widths_b_a2, z0_a, z1_a, s):
 def _project_gaussians_taichi(
     positions_a, amplitudes, widths_b_a2, radii_a, z0_a, z1_a, shape, s, periodic, win_max
 ):
-    """One :class:`GaussianSplatFunction` call for all atoms (no window-size buckets)."""
+    """One :class:`GaussianSplatFunction` call for all atoms (no window-size buckets).
+
+    On the CPU: one :class:`~tem_core.potential.band_kernels.BandSplatFunction` call, fused
+    from the positions (slice fractions, windows, sorting and erf profiles in the kernels).
+    """
     ny, nx = shape
+    if positions_a.device.type == "cpu":
+        scale = (2.0 * math.pi) * torch.rsqrt(widths_b_a2)
+        if win_max is None:
+            win_max = int(window_size_px(radii_a.detach().max(), s))
+        return BandSplatFunction.apply(
+            positions_a, amplitudes, scale, radii_a.detach(), float(z0_a), float(z1_a), ny, nx,
+            s, bool(periodic), int(win_max), _taichi_threads(),
+        )  # fmt: skip
     weights, scale = _weights_and_scale(positions_a, amplitudes, widths_b_a2, z0_a, z1_a, s)
     rad = radii_a.detach()
     wins = window_size_px(rad, s)

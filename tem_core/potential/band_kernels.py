@@ -1,0 +1,435 @@
+"""CPU splat of pixel- and slice-integrated Gaussians by row bands, fused from positions.
+
+Private helper of :mod:`tem_core.potential.kernels` (the CPU path of
+:func:`~tem_core.potential.kernels.project_gaussians`; CUDA keeps the row/column-chunk gather
+of :mod:`tem_core.potential.splat_kernels`). The image is cut into bands of ``H ≥ W`` rows
+(``W`` the largest window); one thread owns a band and adds, in a fixed order, every atom
+whose window reaches it, so no atomics are needed and the result is bitwise reproducible.
+Everything per atom is done inside the kernels, from the positions: the slice fraction
+``Z_k`` (erf in z), the window, and the separable erf profiles ``X_k[m]``, ``Y_k[d]`` (each
+``W + 1`` erf evaluations per Gaussian; the ``W × W`` footprint is ``Σ_k c_k Y_k[d] X_k[m]``,
+no erf in the inner loop). Nothing of size ``N × K × W`` is written to memory: the ``x``
+profiles of an atom live in a per-band scratch row while its rows are added.
+
+``band_keys`` computes each atom's first pixel on the canvas, its window and band;
+``band_order`` is a serial, stable counting sort by band; ``band_splat`` the forward;
+``band_backward`` the hand-written adjoint (one pass per atom over its window of the
+incoming gradient, recomputing the profiles), giving the gradients wrt positions (x, y and
+z through the slice fraction), amplitudes and widths (``2π/√b``).
+
+Python float constants inside a kernel become float32 literals (``default_fp``): only
+constants exact in float32 appear in the kernels; ``1/√π`` and ``1/s²`` are kernel arguments.
+"""
+
+# (no ``from __future__ import annotations``: Taichi reads the kernels' annotations at runtime)
+
+import torch
+
+from tem_core._taichi import get_taichi
+from tem_core.potential.splat_kernels import ERF_TABLE_MAX, ERF_TABLE_STEP
+
+_KERNELS: dict[torch.dtype, dict] = {}
+
+
+def build_band_kernels(dtype: torch.dtype) -> dict:
+    """Compile-once Taichi kernels of the band splat for one float dtype."""
+    if dtype in _KERNELS:
+        return _KERNELS[dtype]
+    ti = get_taichi()
+    fp = ti.f64 if dtype == torch.float64 else ti.f32
+    arr1i = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    arr1 = ti.types.ndarray(dtype=fp, ndim=1)
+    arr2 = ti.types.ndarray(dtype=fp, ndim=2)
+    arr3 = ti.types.ndarray(dtype=fp, ndim=3)
+    arr4 = ti.types.ndarray(dtype=fp, ndim=4)
+    inv_step = 1.0 / ERF_TABLE_STEP
+    x_max = ERF_TABLE_MAX
+
+    @ti.func
+    def erf_tab(x, tab_v: ti.template(), tab_s: ti.template()):
+        """erf(x) from the table by its Taylor series about the nearest node (see erf_table)."""
+        a = ti.abs(x)
+        r = ti.cast(1.0, fp)
+        if a < x_max:
+            i = ti.cast(a * inv_step + 0.5, ti.i32)
+            x0 = ti.cast(i, fp) * ti.cast(ERF_TABLE_STEP, fp)
+            h = a - x0
+            x2 = x0 * x0
+            poly = ti.cast(0.0, fp)
+            if ti.static(fp == ti.f64):  # 6 terms: truncation < 1e-16
+                h3 = (8.0 * x2 - 12.0) * x0
+                h4 = (16.0 * x2 - 48.0) * x2 + 12.0
+                h5 = ((32.0 * x2 - 160.0) * x2 + 120.0) * x0
+                poly = h5 * (h / 6.0)
+                poly = (h4 - poly) * (h / 5.0)
+                poly = (h3 - poly) * (h / 4.0)
+            poly = (4.0 * x2 - 2.0 - poly) * (h / 3.0)
+            poly = (2.0 * x0 - poly) * (h / 2.0)
+            poly = (1.0 - poly) * h
+            r = tab_v[i] + tab_s[i] * poly
+        if x < 0:
+            r = -r
+        return r
+
+    @ti.kernel
+    def band_keys(
+        pos: arr2,
+        rad: arr1,
+        sampling: fp,
+        win_max: ti.i32,
+        ny: ti.i32,
+        nx: ti.i32,
+        pad: ti.i32,
+        periodic: ti.i32,
+        band_h: ti.i32,
+        col: arr1i,
+        row: arr1i,
+        win: arr1i,
+        band: arr1i,
+        rx: arr1,
+        ry: arr1,
+    ):
+        # first window pixel ⌊(x − r)/s⌋ (as torch computes it), window ⌊2r/s⌋ + 2 ≤ win_max;
+        # periodic: wrapped into [0, n); else shifted by pad, atoms missing the field: band −1
+        for j in range(pos.shape[0]):
+            r = rad[j]
+            w = ti.min(ti.cast(ti.floor(2.0 * r / sampling), ti.i32) + 2, win_max)
+            kx = ti.cast(ti.floor((pos[j, 0] - r) / sampling), ti.i32)
+            ky = ti.cast(ti.floor((pos[j, 1] - r) / sampling), ti.i32)
+            rx[j] = ti.cast(kx, fp) * sampling - pos[j, 0]
+            ry[j] = ti.cast(ky, fp) * sampling - pos[j, 1]
+            win[j] = w
+            b = -1
+            if periodic:
+                kx = kx % nx
+                ky = ky % ny
+                b = ky // band_h
+            elif kx > -w and kx < nx and ky > -w and ky < ny:
+                kx += pad
+                ky += pad
+                b = ky // band_h
+            col[j] = kx
+            row[j] = ky
+            band[j] = b
+
+    @ti.kernel
+    def band_order(band: arr1i, start: arr1i, fill: arr1i, order: arr1i):
+        # stable counting sort of the atoms by band (serial: the order is reproducible)
+        ti.loop_config(serialize=True)
+        for j in range(band.shape[0]):
+            if band[j] >= 0:
+                start[band[j] + 1] += 1
+        ti.loop_config(serialize=True)
+        for b in range(1, start.shape[0]):
+            start[b] += start[b - 1]
+            fill[b - 1] = start[b - 1]
+        ti.loop_config(serialize=True)
+        for j in range(band.shape[0]):
+            b = band[j]
+            if b >= 0:
+                order[fill[b]] = j
+                fill[b] += 1
+
+    @ti.func
+    def z_factor(amp, sc, z, z0, z1, inv_s2, tab_v: ti.template(), tab_s: ti.template()):
+        """``amp · Δerf_z / (8 s²)``: the ⅛ of the three ½ of the x, y and z fractions."""
+        dz = erf_tab(sc * (z1 - z), tab_v, tab_s) - erf_tab(sc * (z0 - z), tab_v, tab_s)
+        return 0.125 * amp * dz * inv_s2
+
+    @ti.func
+    def splat_bucket(b, pos: ti.template(), amp: ti.template(), scale: ti.template(),
+                     rx: ti.template(), ry: ti.template(), col: ti.template(),
+                     row: ti.template(), win: ti.template(), order: ti.template(),
+                     start: ti.template(), z0, z1, sampling, inv_s2, tab_v: ti.template(),
+                     tab_s: ti.template(), scratch: ti.template(), out: ti.template(),
+                     n_gauss: ti.template()):  # fmt: skip
+        """Add the atoms whose first row lies in band ``b``, in the bucket's order."""
+        for i in range(start[b], start[b + 1]):
+            j = order[i]
+            w = win[j]
+            top = row[j]
+            left = col[j]
+            prev = ti.Vector([0.0] * n_gauss, dt=fp)
+            for k in ti.static(range(n_gauss)):
+                sc = scale[j, k]
+                c = z_factor(amp[j, k], sc, pos[j, 2], z0, z1, inv_s2, tab_v, tab_s)
+                e0 = erf_tab(sc * rx[j], tab_v, tab_s)
+                for m in range(w):
+                    e1 = erf_tab(sc * (rx[j] + ti.cast(m + 1, fp) * sampling), tab_v, tab_s)
+                    scratch[b, k, m] = c * (e1 - e0)
+                    e0 = e1
+                prev[k] = erf_tab(sc * ry[j], tab_v, tab_s)
+            for d in range(w):
+                dy = ti.Vector([0.0] * n_gauss, dt=fp)
+                for k in ti.static(range(n_gauss)):
+                    cur = erf_tab(scale[j, k] * (ry[j] + ti.cast(d + 1, fp) * sampling),
+                                  tab_v, tab_s)  # fmt: skip
+                    dy[k] = cur - prev[k]
+                    prev[k] = cur
+                r = top + d
+                for m in range(w):
+                    acc = ti.cast(0.0, fp)
+                    for k in ti.static(range(n_gauss)):
+                        acc += dy[k] * scratch[b, k, m]
+                    out[r, left + m] += acc
+
+    @ti.kernel
+    def band_splat(
+        pos: arr2,
+        amp: arr2,
+        scale: arr2,
+        rx: arr1,
+        ry: arr1,
+        col: arr1i,
+        row: arr1i,
+        win: arr1i,
+        order: arr1i,
+        start: arr1i,
+        z0: fp,
+        z1: fp,
+        sampling: fp,
+        inv_s2: fp,
+        tab_v: arr1,
+        tab_s: arr1,
+        scratch: arr3,
+        out: arr2,
+        n_gauss: ti.template(),
+    ):
+        # out[row_j + d, col_j + m] += Σ_k c_k Δy_k[d] Δx_k[m]. An atom of band b (its first
+        # row) writes into bands b and b + 1 only (H ≥ W): the even bands run in parallel,
+        # then the odd ones, so every pixel is owned by one thread at a time, each atom's
+        # profiles are computed once and the order of the additions is fixed.
+        n_bands = start.shape[0] - 1
+        ti.loop_config(block_dim=1)
+        for h in range((n_bands + 1) // 2):
+            splat_bucket(2 * h, pos, amp, scale, rx, ry, col, row, win, order, start, z0, z1,
+                         sampling, inv_s2, tab_v, tab_s, scratch, out, n_gauss)  # fmt: skip
+        ti.loop_config(block_dim=1)
+        for h in range(n_bands // 2):
+            splat_bucket(2 * h + 1, pos, amp, scale, rx, ry, col, row, win, order, start, z0,
+                         z1, sampling, inv_s2, tab_v, tab_s, scratch, out, n_gauss)  # fmt: skip
+
+    @ti.kernel
+    def band_backward(
+        pos: arr2,
+        amp: arr2,
+        scale: arr2,
+        rx: arr1,
+        ry: arr1,
+        col: arr1i,
+        row: arr1i,
+        win: arr1i,
+        order: arr1i,
+        start: arr1i,
+        z0: fp,
+        z1: fp,
+        sampling: fp,
+        inv_s2: fp,
+        inv_sqrt_pi: fp,
+        tab_v: arr1,
+        tab_s: arr1,
+        grad_out: arr2,
+        scratch: arr4,
+        grad_pos: arr2,
+        grad_amp: arr2,
+        grad_scale: arr2,
+        n_gauss: ti.template(),
+    ):
+        # Adjoint of band_splat, atom by atom within a band (each atom once: its own bucket).
+        # With G the incoming gradient on the atom's window, u = sc·rel, g(u) = e^{−u²}:
+        # T_k[m] = Σ_d G[d,m] Δy_k[d], U_k[d] = Σ_m G[d,m] Δx_k[m], S_k = Σ_d U_k[d] Δy_k[d];
+        # ∂Δx[m]/∂rx = (2/√π) sc (g_{m+1} − g_m), ∂Δx[m]/∂sc = (2/√π)(rel_{m+1} g_{m+1} − rel_m g_m)
+        ti.loop_config(block_dim=1)
+        for b in range(start.shape[0] - 1):
+            for i in range(start[b], start[b + 1]):
+                j = order[i]
+                w = win[j]
+                top = row[j]
+                left = col[j]
+                z = pos[j, 2]
+                for k in ti.static(range(n_gauss)):
+                    sc = scale[j, k]
+                    e0 = erf_tab(sc * rx[j], tab_v, tab_s)
+                    scratch[b, 2, k, 0] = ti.exp(-(sc * rx[j]) * (sc * rx[j]))
+                    for m in range(w):
+                        rel = rx[j] + ti.cast(m + 1, fp) * sampling
+                        e1 = erf_tab(sc * rel, tab_v, tab_s)
+                        scratch[b, 0, k, m] = e1 - e0
+                        scratch[b, 1, k, m] = 0.0
+                        scratch[b, 2, k, m + 1] = ti.exp(-(sc * rel) * (sc * rel))
+                        e0 = e1
+                s_acc = ti.Vector([0.0] * n_gauss, dt=fp)
+                y_acc = ti.Vector([0.0] * n_gauss, dt=fp)
+                ys_acc = ti.Vector([0.0] * n_gauss, dt=fp)
+                prev = ti.Vector([0.0] * n_gauss, dt=fp)
+                g_prev = ti.Vector([0.0] * n_gauss, dt=fp)
+                for k in ti.static(range(n_gauss)):
+                    u = scale[j, k] * ry[j]
+                    prev[k] = erf_tab(u, tab_v, tab_s)
+                    g_prev[k] = ti.exp(-u * u)
+                for d in range(w):
+                    rel0 = ry[j] + ti.cast(d, fp) * sampling
+                    rel1 = rel0 + sampling
+                    dy = ti.Vector([0.0] * n_gauss, dt=fp)
+                    g_cur = ti.Vector([0.0] * n_gauss, dt=fp)
+                    for k in ti.static(range(n_gauss)):
+                        u = scale[j, k] * rel1
+                        cur = erf_tab(u, tab_v, tab_s)
+                        dy[k] = cur - prev[k]
+                        prev[k] = cur
+                        g_cur[k] = ti.exp(-u * u)
+                    ucol = ti.Vector([0.0] * n_gauss, dt=fp)
+                    for m in range(w):
+                        g = grad_out[top + d, left + m]
+                        for k in ti.static(range(n_gauss)):
+                            ucol[k] += g * scratch[b, 0, k, m]
+                            scratch[b, 1, k, m] += g * dy[k]
+                    for k in ti.static(range(n_gauss)):
+                        s_acc[k] += ucol[k] * dy[k]
+                        y_acc[k] += ucol[k] * (g_cur[k] - g_prev[k])
+                        ys_acc[k] += ucol[k] * (rel1 * g_cur[k] - rel0 * g_prev[k])
+                    g_prev = g_cur
+                gx = ti.cast(0.0, fp)
+                gy = ti.cast(0.0, fp)
+                gz = ti.cast(0.0, fp)
+                for k in ti.static(range(n_gauss)):
+                    sc = scale[j, k]
+                    x_acc = ti.cast(0.0, fp)
+                    xs_acc = ti.cast(0.0, fp)
+                    for m in range(w):
+                        t = scratch[b, 1, k, m]
+                        rel0 = rx[j] + ti.cast(m, fp) * sampling
+                        x_acc += t * (scratch[b, 2, k, m + 1] - scratch[b, 2, k, m])
+                        xs_acc += t * ((rel0 + sampling) * scratch[b, 2, k, m + 1]
+                                       - rel0 * scratch[b, 2, k, m])  # fmt: skip
+                    a8 = 0.125 * amp[j, k] * inv_s2
+                    uz1 = sc * (z1 - z)
+                    uz0 = sc * (z0 - z)
+                    dz = erf_tab(uz1, tab_v, tab_s) - erf_tab(uz0, tab_v, tab_s)
+                    gz1 = ti.exp(-uz1 * uz1)
+                    gz0 = ti.exp(-uz0 * uz0)
+                    c = a8 * dz
+                    # d/dx = −d/drx; each Δ' carries 2/√π
+                    gx -= c * sc * x_acc
+                    gy -= c * sc * y_acc[k]
+                    gz += a8 * s_acc[k] * sc * (gz0 - gz1)
+                    grad_amp[j, k] = 0.125 * inv_s2 * dz * s_acc[k]
+                    grad_scale[j, k] = (
+                        c * (xs_acc + ys_acc[k])
+                        + a8 * s_acc[k] * ((z1 - z) * gz1 - (z0 - z) * gz0)
+                    ) * (2.0 * inv_sqrt_pi)
+                grad_pos[j, 0] = 2.0 * inv_sqrt_pi * gx
+                grad_pos[j, 1] = 2.0 * inv_sqrt_pi * gy
+                grad_pos[j, 2] = 2.0 * inv_sqrt_pi * gz
+
+    kernels = dict(
+        band_keys=band_keys,
+        band_order=band_order,
+        band_splat=band_splat,
+        band_backward=band_backward,
+    )
+    _KERNELS[dtype] = kernels
+    return kernels
+
+
+def _canvas(ny: int, nx: int, pad: int, periodic: bool) -> tuple[int, int]:
+    """Canvas shape: the field plus ``pad`` rows/columns after it (periodic) or around it."""
+    extra = pad if periodic else 2 * pad
+    return ny + extra, nx + extra
+
+
+def _fold(canvas: torch.Tensor, ny: int, nx: int) -> torch.Tensor:
+    """Periodic image from a canvas whose windows run past the field: tiles summed (exact)."""
+    cy, cx = canvas.shape
+    ty, tx = -(-cy // ny), -(-cx // nx)
+    if ty == 1 and tx == 1:
+        return canvas
+    full = torch.nn.functional.pad(canvas, (0, tx * nx - cx, 0, ty * ny - cy))
+    return full.reshape(ty, ny, tx, nx).sum(dim=(0, 2))
+
+
+def band_height(rows: int, win_max: int, threads: int) -> int:
+    """Rows per band: at least ``win_max`` (a window reaches one further band at most),
+    else about 8 bands per thread for balance."""
+    return max(int(win_max), -(-rows // (8 * max(1, threads))))
+
+
+class BandSplatFunction(torch.autograd.Function):
+    """Pixel- and slice-integrated Gaussians splatted by row bands (CPU Taichi kernels).
+
+    ``out[iy, ix] = Σ_j Σ_k A_jk Z_jk Y_jk[iy] X_jk[ix] / s²`` with the erf fractions of
+    :mod:`tem_core.potential.kernels` (``scale = 2π/√b``), windows ``⌊2 r_j/s⌋ + 2``
+    (at most ``win_max``) from ``⌊(x_j − r_j)/s⌋``. Differentiable wrt ``positions``
+    ``(N, 3)``, ``amplitudes`` and ``scale`` ``(N, K)`` (hand-written adjoint kernel).
+    """
+
+    @staticmethod
+    def forward(ctx, positions, amplitudes, scale, radii, z0_a: float, z1_a: float,
+                ny: int, nx: int, sampling_a: float, periodic: bool, win_max: int,
+                threads: int):  # fmt: skip  # noqa: D102
+        from tem_core.potential.splat_kernels import erf_table
+
+        kern = build_band_kernels(positions.dtype)
+        dtype, device = positions.dtype, positions.device
+        pos = positions.detach().contiguous()
+        amp = amplitudes.detach().contiguous()
+        sc = scale.detach().contiguous()
+        rad = radii.detach().to(dtype).contiguous()
+        n, n_gauss = amp.shape
+        pad = int(win_max)
+        cy, cx = _canvas(ny, nx, pad, periodic)
+        band_h = band_height(cy, pad, threads)
+        n_bands = -(-cy // band_h)
+        ints = [torch.empty(n, dtype=torch.int32, device=device) for _ in range(4)]
+        col, row, win, band = ints
+        rx = torch.empty(n, dtype=dtype, device=device)
+        ry = torch.empty_like(rx)
+        kern["band_keys"](pos, rad, float(sampling_a), pad, ny, nx, pad, int(periodic), band_h,
+                          col, row, win, band, rx, ry)  # fmt: skip
+        start = torch.zeros(n_bands + 1, dtype=torch.int32, device=device)
+        fill = torch.empty(n_bands, dtype=torch.int32, device=device)
+        order = torch.empty(n, dtype=torch.int32, device=device)
+        kern["band_order"](band, start, fill, order)
+        tab_v, tab_s = erf_table(device, dtype)
+        out = torch.zeros((cy, cx), dtype=dtype, device=device)
+        if n > 0:
+            scratch = torch.empty((n_bands, n_gauss, pad), dtype=dtype, device=device)
+            s = float(sampling_a)
+            kern["band_splat"](pos, amp, sc, rx, ry, col, row, win, order, start, float(z0_a),
+                               float(z1_a), s, 1.0 / (s * s), tab_v, tab_s, scratch, out,
+                               n_gauss)  # fmt: skip
+        ctx.save_for_backward(pos, amp, sc, rx, ry, col, row, win, order, start)
+        ctx.static = (float(z0_a), float(z1_a), ny, nx, float(sampling_a), periodic, pad)
+        if periodic:
+            return _fold(out, ny, nx)
+        return out[pad : pad + ny, pad : pad + nx]
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102
+        import math
+
+        from tem_core.potential.splat_kernels import erf_table
+
+        pos, amp, sc, rx, ry, col, row, win, order, start = ctx.saved_tensors
+        z0, z1, ny, nx, s, periodic, pad = ctx.static
+        kern = build_band_kernels(pos.dtype)
+        cy, cx = _canvas(ny, nx, pad, periodic)
+        grad_out = grad_out.to(pos.dtype)
+        if periodic:
+            reps = (-(-cy // ny), -(-cx // nx))
+            canvas = grad_out.repeat(*reps)[:cy, :cx].contiguous()
+        else:
+            canvas = torch.nn.functional.pad(grad_out, (pad, pad, pad, pad)).contiguous()
+        n_bands = start.shape[0] - 1
+        scratch = torch.empty((n_bands, 3, amp.shape[1], pad + 1), dtype=pos.dtype,
+                              device=pos.device)  # fmt: skip
+        grad_pos = torch.zeros_like(pos)
+        grad_amp = torch.zeros_like(amp)
+        grad_scale = torch.zeros_like(sc)
+        if pos.shape[0] > 0:
+            tab_v, tab_s = erf_table(pos.device, pos.dtype)
+            kern["band_backward"](pos, amp, sc, rx, ry, col, row, win, order, start, z0, z1, s,
+                                  1.0 / (s * s), 1.0 / math.sqrt(math.pi), tab_v, tab_s, canvas,
+                                  scratch, grad_pos, grad_amp, grad_scale,
+                                  int(amp.shape[1]))  # fmt: skip
+        return (grad_pos, grad_amp, grad_scale) + (None,) * 9
