@@ -54,6 +54,7 @@ from tem_core.potential.ice import IceStructure, ice_mean_inner_potential_v
 from tem_core.potential.kernels import project_gaussians
 from tem_core.potential.maps import ParticleMaps, refuse_atom_gradients
 from tem_core.potential.streaming import (
+    ATOM_GAUSSIANS_CACHE,
     AtomCoefficients,
     _atom_gaussians,
     _atoms_through_slices,
@@ -355,7 +356,12 @@ def slice_potential(
     Tensor
         ``(ny, nx)`` projected potential V_z [V·Å].
     """
-    check_atoms(atomic_numbers, positions_a, b_factors_a2, occupancies)
+    dtype = positions_a.dtype
+    cached = ATOM_GAUSSIANS_CACHE.get(
+        atomic_numbers, b_factors_a2, occupancies, dtype, cutoff_tolerance
+    )
+    # atoms seen unchanged before: only the positions need checking again
+    check_atoms(atomic_numbers, positions_a, b_factors_a2, occupancies, known=cached is not None)
     shape, sampling_a = checks.static_grid(shape, sampling_a)
     require_in_range("cutoff_tolerance", cutoff_tolerance, 1e-12, 0.1)
     check_backend(backend)
@@ -363,10 +369,12 @@ def slice_potential(
     require_in_range("z1_a", z1_a, -math.inf, math.inf, "Å", inclusive=False)
     if not z1_a > z0_a:
         raise ValueError(f"z1_a must be > z0_a, got z0_a={z0_a} Å, z1_a={z1_a} Å")
-    dtype = positions_a.dtype
-    amplitudes, widths, radii = _atom_gaussians(
-        atomic_numbers, b_factors_a2, occupancies, dtype, cutoff_tolerance
-    )
+    if cached is None:
+        cached = _atom_gaussians(atomic_numbers, b_factors_a2, occupancies, dtype, cutoff_tolerance)
+        ATOM_GAUSSIANS_CACHE.put(
+            atomic_numbers, b_factors_a2, occupancies, dtype, cutoff_tolerance, cached
+        )
+    amplitudes, widths, radii = cached
     checks.preflight_slice(positions_a, radii, shape, sampling_a, periodic)
     return project_gaussians(
         positions_a,

@@ -23,10 +23,12 @@ constants exact in float32 appear in the kernels; ``1/√π`` and ``1/s²`` are 
 
 # (no ``from __future__ import annotations``: Taichi reads the kernels' annotations at runtime)
 
+import math
+
 import torch
 
 from tem_core._taichi import get_taichi
-from tem_core.potential.splat_kernels import ERF_TABLE_MAX, ERF_TABLE_STEP
+from tem_core.potential.splat_kernels import ERF_TABLE_MAX, ERF_TABLE_STEP, erf_table
 
 _KERNELS: dict[torch.dtype, dict] = {}
 
@@ -38,16 +40,56 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
     ti = get_taichi()
     fp = ti.f64 if dtype == torch.float64 else ti.f32
     arr1i = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    arr2i = ti.types.ndarray(dtype=ti.i32, ndim=2)
+    arr4 = ti.types.ndarray(dtype=fp, ndim=4)
     arr1 = ti.types.ndarray(dtype=fp, ndim=1)
     arr2 = ti.types.ndarray(dtype=fp, ndim=2)
-    arr3 = ti.types.ndarray(dtype=fp, ndim=3)
-    arr4 = ti.types.ndarray(dtype=fp, ndim=4)
     inv_step = 1.0 / ERF_TABLE_STEP
     x_max = ERF_TABLE_MAX
 
     @ti.func
-    def erf_tab(x, tab_v: ti.template(), tab_s: ti.template()):
-        """erf(x) from the table by its Taylor series about the nearest node (see erf_table)."""
+    def erf_gauss(x, tab: ti.template(), two_over_sqrt_pi):
+        """``erf(x)`` and ``(2/√π) e^{−x²}`` from the table about the nearest node.
+
+        ``erf(x0 + h) = erf(x0) + T(x0) Σ_n (−1)^{n−1} H_{n−1}(x0) hⁿ/n!`` with
+        ``T = (2/√π) e^{−x0²}`` (``tab[1]``) and its derivative ``T(x0) Σ_n (−1)ⁿ H_n(x0)
+        hⁿ/n!``; float32: 3 and 4 terms (truncation < 1e-9), float64: 6 terms for erf
+        (< 1e-16) and ``exp`` for the Gaussian.
+        """
+        a = ti.abs(x)
+        r = ti.cast(1.0, fp)
+        g = ti.cast(0.0, fp)
+        if a < x_max:
+            i = ti.cast(a * inv_step + 0.5, ti.i32)
+            x0 = ti.cast(i, fp) * ti.cast(ERF_TABLE_STEP, fp)
+            h = a - x0
+            x2 = x0 * x0
+            poly = ti.cast(0.0, fp)
+            if ti.static(fp == ti.f64):
+                h3 = (8.0 * x2 - 12.0) * x0
+                h4 = (16.0 * x2 - 48.0) * x2 + 12.0
+                h5 = ((32.0 * x2 - 160.0) * x2 + 120.0) * x0
+                poly = h5 * (h / 6.0)
+                poly = (h4 - poly) * (h / 5.0)
+                poly = (h3 - poly) * (h / 4.0)
+            else:
+                d = (8.0 * x2 - 12.0) * x0 * (h / 3.0)
+                d = (4.0 * x2 - 2.0 - d) * (h / 2.0)
+                d = (2.0 * x0 - d) * h
+                g = tab[1, i] * (1.0 - d)
+            poly = (4.0 * x2 - 2.0 - poly) * (h / 3.0)
+            poly = (2.0 * x0 - poly) * (h / 2.0)
+            poly = (1.0 - poly) * h
+            r = tab[0, i] + tab[1, i] * poly
+        if ti.static(fp == ti.f64):
+            g = two_over_sqrt_pi * ti.exp(-a * a)
+        if x < 0:
+            r = -r
+        return r, g
+
+    @ti.func
+    def erf_tab(x, tab: ti.template()):
+        """erf(x) alone (the forward)."""
         a = ti.abs(x)
         r = ti.cast(1.0, fp)
         if a < x_max:
@@ -66,39 +108,84 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
             poly = (4.0 * x2 - 2.0 - poly) * (h / 3.0)
             poly = (2.0 * x0 - poly) * (h / 2.0)
             poly = (1.0 - poly) * h
-            r = tab_v[i] + tab_s[i] * poly
+            r = tab[0, i] + tab[1, i] * poly
         if x < 0:
             r = -r
         return r
 
+    @ti.func
+    def splat_bucket(b, pos: ti.template(), amp: ti.template(), scale: ti.template(),
+                     rel: ti.template(), idx: ti.template(), order: ti.template(),
+                     start: ti.template(), z0, z1, sampling, inv_s2, tab: ti.template(),
+                     scratch: ti.template(), out: ti.template(), wm, cx,
+                     n_gauss: ti.template()):  # fmt: skip
+        """Add the atoms whose first row lies in band ``b``, in the bucket's order."""
+        for i in range(start[b], start[b + 1]):
+            j = order[i]
+            left = idx[j, 0]
+            top = idx[j, 1]
+            w = idx[j, 2]
+            rx = rel[j, 0]
+            ry = rel[j, 1]
+            z = pos[j, 2]
+            prev = ti.Vector([0.0] * n_gauss, dt=fp)
+            for k in ti.static(range(n_gauss)):
+                sc = scale[j, k]
+                # ⅛ of the three ½ of the x, y and z fractions, 1/s² of the pixel average
+                dz = erf_tab(sc * (z1 - z), tab) - erf_tab(sc * (z0 - z), tab)
+                c = 0.125 * amp[j, k] * dz * inv_s2
+                base = (b * n_gauss + k) * wm
+                e0 = erf_tab(sc * rx, tab)
+                for m in range(w):
+                    e1 = erf_tab(sc * (rx + ti.cast(m + 1, fp) * sampling), tab)
+                    scratch[base + m] = c * (e1 - e0)
+                    e0 = e1
+                prev[k] = erf_tab(sc * ry, tab)
+            for d in range(w):
+                dy = ti.Vector([0.0] * n_gauss, dt=fp)
+                for k in ti.static(range(n_gauss)):
+                    cur = erf_tab(scale[j, k] * (ry + ti.cast(d + 1, fp) * sampling), tab)
+                    dy[k] = cur - prev[k]
+                    prev[k] = cur
+                o = (top + d) * cx + left
+                for m in range(w):
+                    acc = ti.cast(0.0, fp)
+                    for k in ti.static(range(n_gauss)):
+                        acc += dy[k] * scratch[(b * n_gauss + k) * wm + m]
+                    out[o + m] += acc
+
     @ti.kernel
-    def band_keys(
+    def band_forward(
         pos: arr2,
+        amp: arr2,
+        scale: arr2,
         rad: arr1,
+        rel: arr2,
+        idx: arr2i,
+        start: arr1i,
+        order: arr1i,
+        tab: arr2,
+        scratch: arr1,
+        out: arr1,
+        z0: fp,
+        z1: fp,
         sampling: fp,
-        win_max: ti.i32,
-        ny: ti.i32,
-        nx: ti.i32,
-        pad: ti.i32,
-        periodic: ti.i32,
-        band_h: ti.i32,
-        col: arr1i,
-        row: arr1i,
-        win: arr1i,
-        band: arr1i,
-        rx: arr1,
-        ry: arr1,
+        inv_s2: fp,
+        geometry: ti.types.vector(7, ti.i32),
+        n_gauss: ti.template(),
     ):
-        # first window pixel ⌊(x − r)/s⌋ (as torch computes it), window ⌊2r/s⌋ + 2 ≤ win_max;
-        # periodic: wrapped into [0, n); else shifted by pad, atoms missing the field: band −1
+        win_max, ny, nx, pad, periodic, band_h, cx = geometry
+        n_bands = start.shape[0] // 2
+        # 1. first window pixel ⌊(x − r)/s⌋ (as torch computes it), window ⌊2r/s⌋ + 2 ≤ win_max;
+        # periodic: wrapped into [0, n); else shifted by pad, and atoms missing the field
+        # get band −1. idx[j] = (column, row, window, band) on the canvas.
         for j in range(pos.shape[0]):
             r = rad[j]
             w = ti.min(ti.cast(ti.floor(2.0 * r / sampling), ti.i32) + 2, win_max)
             kx = ti.cast(ti.floor((pos[j, 0] - r) / sampling), ti.i32)
             ky = ti.cast(ti.floor((pos[j, 1] - r) / sampling), ti.i32)
-            rx[j] = ti.cast(kx, fp) * sampling - pos[j, 0]
-            ry[j] = ti.cast(ky, fp) * sampling - pos[j, 1]
-            win[j] = w
+            rel[j, 0] = ti.cast(kx, fp) * sampling - pos[j, 0]
+            rel[j, 1] = ti.cast(ky, fp) * sampling - pos[j, 1]
             b = -1
             if periodic:
                 kx = kx % nx
@@ -108,106 +195,38 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
                 kx += pad
                 ky += pad
                 b = ky // band_h
-            col[j] = kx
-            row[j] = ky
-            band[j] = b
-
-    @ti.kernel
-    def band_order(band: arr1i, start: arr1i, fill: arr1i, order: arr1i):
-        # stable counting sort of the atoms by band (serial: the order is reproducible)
+            idx[j, 0] = kx
+            idx[j, 1] = ky
+            idx[j, 2] = w
+            idx[j, 3] = b
+        # 2. stable counting sort by band, serial (reproducible order); start[n_bands + 1 + b]
+        # is the fill pointer of band b
         ti.loop_config(serialize=True)
-        for j in range(band.shape[0]):
-            if band[j] >= 0:
-                start[band[j] + 1] += 1
+        for j in range(pos.shape[0]):
+            if idx[j, 3] >= 0:
+                start[idx[j, 3] + 1] += 1
         ti.loop_config(serialize=True)
-        for b in range(1, start.shape[0]):
-            start[b] += start[b - 1]
-            fill[b - 1] = start[b - 1]
+        for b in range(n_bands):
+            start[b + 1] += start[b]
+            start[n_bands + 1 + b] = start[b]
         ti.loop_config(serialize=True)
-        for j in range(band.shape[0]):
-            b = band[j]
+        for j in range(pos.shape[0]):
+            b = idx[j, 3]
             if b >= 0:
-                order[fill[b]] = j
-                fill[b] += 1
-
-    @ti.func
-    def z_factor(amp, sc, z, z0, z1, inv_s2, tab_v: ti.template(), tab_s: ti.template()):
-        """``amp · Δerf_z / (8 s²)``: the ⅛ of the three ½ of the x, y and z fractions."""
-        dz = erf_tab(sc * (z1 - z), tab_v, tab_s) - erf_tab(sc * (z0 - z), tab_v, tab_s)
-        return 0.125 * amp * dz * inv_s2
-
-    @ti.func
-    def splat_bucket(b, pos: ti.template(), amp: ti.template(), scale: ti.template(),
-                     rx: ti.template(), ry: ti.template(), col: ti.template(),
-                     row: ti.template(), win: ti.template(), order: ti.template(),
-                     start: ti.template(), z0, z1, sampling, inv_s2, tab_v: ti.template(),
-                     tab_s: ti.template(), scratch: ti.template(), out: ti.template(),
-                     n_gauss: ti.template()):  # fmt: skip
-        """Add the atoms whose first row lies in band ``b``, in the bucket's order."""
-        for i in range(start[b], start[b + 1]):
-            j = order[i]
-            w = win[j]
-            top = row[j]
-            left = col[j]
-            prev = ti.Vector([0.0] * n_gauss, dt=fp)
-            for k in ti.static(range(n_gauss)):
-                sc = scale[j, k]
-                c = z_factor(amp[j, k], sc, pos[j, 2], z0, z1, inv_s2, tab_v, tab_s)
-                e0 = erf_tab(sc * rx[j], tab_v, tab_s)
-                for m in range(w):
-                    e1 = erf_tab(sc * (rx[j] + ti.cast(m + 1, fp) * sampling), tab_v, tab_s)
-                    scratch[b, k, m] = c * (e1 - e0)
-                    e0 = e1
-                prev[k] = erf_tab(sc * ry[j], tab_v, tab_s)
-            for d in range(w):
-                dy = ti.Vector([0.0] * n_gauss, dt=fp)
-                for k in ti.static(range(n_gauss)):
-                    cur = erf_tab(scale[j, k] * (ry[j] + ti.cast(d + 1, fp) * sampling),
-                                  tab_v, tab_s)  # fmt: skip
-                    dy[k] = cur - prev[k]
-                    prev[k] = cur
-                r = top + d
-                for m in range(w):
-                    acc = ti.cast(0.0, fp)
-                    for k in ti.static(range(n_gauss)):
-                        acc += dy[k] * scratch[b, k, m]
-                    out[r, left + m] += acc
-
-    @ti.kernel
-    def band_splat(
-        pos: arr2,
-        amp: arr2,
-        scale: arr2,
-        rx: arr1,
-        ry: arr1,
-        col: arr1i,
-        row: arr1i,
-        win: arr1i,
-        order: arr1i,
-        start: arr1i,
-        z0: fp,
-        z1: fp,
-        sampling: fp,
-        inv_s2: fp,
-        tab_v: arr1,
-        tab_s: arr1,
-        scratch: arr3,
-        out: arr2,
-        n_gauss: ti.template(),
-    ):
-        # out[row_j + d, col_j + m] += Σ_k c_k Δy_k[d] Δx_k[m]. An atom of band b (its first
-        # row) writes into bands b and b + 1 only (H ≥ W): the even bands run in parallel,
-        # then the odd ones, so every pixel is owned by one thread at a time, each atom's
-        # profiles are computed once and the order of the additions is fixed.
-        n_bands = start.shape[0] - 1
+                order[start[n_bands + 1 + b]] = j
+                start[n_bands + 1 + b] += 1
+        # 3. out[row_j + d, col_j + m] += Σ_k c_k Δy_k[d] Δx_k[m]. An atom of band b (its
+        # first row) writes into bands b and b + 1 only (H ≥ W): the even bands run in
+        # parallel, then the odd ones, so every pixel is owned by one thread at a time, each
+        # atom's profiles are computed once and the order of the additions is fixed.
         ti.loop_config(block_dim=1)
         for h in range((n_bands + 1) // 2):
-            splat_bucket(2 * h, pos, amp, scale, rx, ry, col, row, win, order, start, z0, z1,
-                         sampling, inv_s2, tab_v, tab_s, scratch, out, n_gauss)  # fmt: skip
+            splat_bucket(2 * h, pos, amp, scale, rel, idx, order, start, z0, z1, sampling,
+                         inv_s2, tab, scratch, out, win_max, cx, n_gauss)  # fmt: skip
         ti.loop_config(block_dim=1)
         for h in range(n_bands // 2):
-            splat_bucket(2 * h + 1, pos, amp, scale, rx, ry, col, row, win, order, start, z0,
-                         z1, sampling, inv_s2, tab_v, tab_s, scratch, out, n_gauss)  # fmt: skip
+            splat_bucket(2 * h + 1, pos, amp, scale, rel, idx, order, start, z0, z1, sampling,
+                         inv_s2, tab, scratch, out, win_max, cx, n_gauss)  # fmt: skip
 
     @ti.kernel
     def band_backward(
@@ -225,9 +244,8 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
         z1: fp,
         sampling: fp,
         inv_s2: fp,
-        inv_sqrt_pi: fp,
-        tab_v: arr1,
-        tab_s: arr1,
+        two_over_sqrt_pi: fp,
+        tab: arr2,
         grad_out: arr2,
         scratch: arr4,
         grad_pos: arr2,
@@ -249,14 +267,14 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
                 z = pos[j, 2]
                 for k in ti.static(range(n_gauss)):
                     sc = scale[j, k]
-                    e0 = erf_tab(sc * rx[j], tab_v, tab_s)
-                    scratch[b, 2, k, 0] = ti.exp(-(sc * rx[j]) * (sc * rx[j]))
+                    e0, t0 = erf_gauss(sc * rx[j], tab, two_over_sqrt_pi)
+                    scratch[b, 2, k, 0] = t0
                     for m in range(w):
                         rel = rx[j] + ti.cast(m + 1, fp) * sampling
-                        e1 = erf_tab(sc * rel, tab_v, tab_s)
+                        e1, t1 = erf_gauss(sc * rel, tab, two_over_sqrt_pi)
                         scratch[b, 0, k, m] = e1 - e0
                         scratch[b, 1, k, m] = 0.0
-                        scratch[b, 2, k, m + 1] = ti.exp(-(sc * rel) * (sc * rel))
+                        scratch[b, 2, k, m + 1] = t1
                         e0 = e1
                 s_acc = ti.Vector([0.0] * n_gauss, dt=fp)
                 y_acc = ti.Vector([0.0] * n_gauss, dt=fp)
@@ -265,8 +283,9 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
                 g_prev = ti.Vector([0.0] * n_gauss, dt=fp)
                 for k in ti.static(range(n_gauss)):
                     u = scale[j, k] * ry[j]
-                    prev[k] = erf_tab(u, tab_v, tab_s)
-                    g_prev[k] = ti.exp(-u * u)
+                    e, t = erf_gauss(u, tab, two_over_sqrt_pi)
+                    prev[k] = e
+                    g_prev[k] = t
                 for d in range(w):
                     rel0 = ry[j] + ti.cast(d, fp) * sampling
                     rel1 = rel0 + sampling
@@ -274,10 +293,10 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
                     g_cur = ti.Vector([0.0] * n_gauss, dt=fp)
                     for k in ti.static(range(n_gauss)):
                         u = scale[j, k] * rel1
-                        cur = erf_tab(u, tab_v, tab_s)
+                        cur, t = erf_gauss(u, tab, two_over_sqrt_pi)
                         dy[k] = cur - prev[k]
                         prev[k] = cur
-                        g_cur[k] = ti.exp(-u * u)
+                        g_cur[k] = t
                     ucol = ti.Vector([0.0] * n_gauss, dt=fp)
                     for m in range(w):
                         g = grad_out[top + d, left + m]
@@ -305,29 +324,23 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
                     a8 = 0.125 * amp[j, k] * inv_s2
                     uz1 = sc * (z1 - z)
                     uz0 = sc * (z0 - z)
-                    dz = erf_tab(uz1, tab_v, tab_s) - erf_tab(uz0, tab_v, tab_s)
-                    gz1 = ti.exp(-uz1 * uz1)
-                    gz0 = ti.exp(-uz0 * uz0)
+                    ez1, gz1 = erf_gauss(uz1, tab, two_over_sqrt_pi)
+                    ez0, gz0 = erf_gauss(uz0, tab, two_over_sqrt_pi)
+                    dz = ez1 - ez0
                     c = a8 * dz
                     # d/dx = −d/drx; each Δ' carries 2/√π
                     gx -= c * sc * x_acc
                     gy -= c * sc * y_acc[k]
                     gz += a8 * s_acc[k] * sc * (gz0 - gz1)
                     grad_amp[j, k] = 0.125 * inv_s2 * dz * s_acc[k]
-                    grad_scale[j, k] = (
-                        c * (xs_acc + ys_acc[k])
-                        + a8 * s_acc[k] * ((z1 - z) * gz1 - (z0 - z) * gz0)
-                    ) * (2.0 * inv_sqrt_pi)
-                grad_pos[j, 0] = 2.0 * inv_sqrt_pi * gx
-                grad_pos[j, 1] = 2.0 * inv_sqrt_pi * gy
-                grad_pos[j, 2] = 2.0 * inv_sqrt_pi * gz
+                    grad_scale[j, k] = c * (xs_acc + ys_acc[k]) + a8 * s_acc[k] * (
+                        (z1 - z) * gz1 - (z0 - z) * gz0
+                    )
+                grad_pos[j, 0] = gx
+                grad_pos[j, 1] = gy
+                grad_pos[j, 2] = gz
 
-    kernels = dict(
-        band_keys=band_keys,
-        band_order=band_order,
-        band_splat=band_splat,
-        band_backward=band_backward,
-    )
+    kernels = dict(band_forward=band_forward, band_backward=band_backward)
     _KERNELS[dtype] = kernels
     return kernels
 
@@ -350,8 +363,8 @@ def _fold(canvas: torch.Tensor, ny: int, nx: int) -> torch.Tensor:
 
 def band_height(rows: int, win_max: int, threads: int) -> int:
     """Rows per band: at least ``win_max`` (a window reaches one further band at most),
-    else about 8 bands per thread for balance."""
-    return max(int(win_max), -(-rows // (8 * max(1, threads))))
+    else about 16 bands per thread for balance."""
+    return max(int(win_max), -(-rows // (16 * max(1, threads))))
 
 
 class BandSplatFunction(torch.autograd.Function):
@@ -367,8 +380,6 @@ class BandSplatFunction(torch.autograd.Function):
     def forward(ctx, positions, amplitudes, scale, radii, z0_a: float, z1_a: float,
                 ny: int, nx: int, sampling_a: float, periodic: bool, win_max: int,
                 threads: int):  # fmt: skip  # noqa: D102
-        from tem_core.potential.splat_kernels import erf_table
-
         kern = build_band_kernels(positions.dtype)
         dtype, device = positions.dtype, positions.device
         pos = positions.detach().contiguous()
@@ -380,37 +391,27 @@ class BandSplatFunction(torch.autograd.Function):
         cy, cx = _canvas(ny, nx, pad, periodic)
         band_h = band_height(cy, pad, threads)
         n_bands = -(-cy // band_h)
-        ints = [torch.empty(n, dtype=torch.int32, device=device) for _ in range(4)]
-        col, row, win, band = ints
-        rx = torch.empty(n, dtype=dtype, device=device)
-        ry = torch.empty_like(rx)
-        kern["band_keys"](pos, rad, float(sampling_a), pad, ny, nx, pad, int(periodic), band_h,
-                          col, row, win, band, rx, ry)  # fmt: skip
-        start = torch.zeros(n_bands + 1, dtype=torch.int32, device=device)
-        fill = torch.empty(n_bands, dtype=torch.int32, device=device)
+        rel = torch.empty((n, 2), dtype=dtype, device=device)
+        idx = torch.empty((n, 4), dtype=torch.int32, device=device)
+        start = torch.zeros(2 * n_bands + 1, dtype=torch.int32, device=device)
         order = torch.empty(n, dtype=torch.int32, device=device)
-        kern["band_order"](band, start, fill, order)
-        tab_v, tab_s = erf_table(device, dtype)
         out = torch.zeros((cy, cx), dtype=dtype, device=device)
+        scratch = torch.empty(n_bands * n_gauss * pad, dtype=dtype, device=device)
+        s = float(sampling_a)
+        geometry = (pad, ny, nx, pad, int(periodic), band_h, cx)
         if n > 0:
-            scratch = torch.empty((n_bands, n_gauss, pad), dtype=dtype, device=device)
-            s = float(sampling_a)
-            kern["band_splat"](pos, amp, sc, rx, ry, col, row, win, order, start, float(z0_a),
-                               float(z1_a), s, 1.0 / (s * s), tab_v, tab_s, scratch, out,
-                               n_gauss)  # fmt: skip
-        ctx.save_for_backward(pos, amp, sc, rx, ry, col, row, win, order, start)
-        ctx.static = (float(z0_a), float(z1_a), ny, nx, float(sampling_a), periodic, pad)
+            kern["band_forward"](pos, amp, sc, rad, rel, idx, start, order, _table(device, dtype),
+                                 scratch, out.view(-1), float(z0_a), float(z1_a), s,
+                                 1.0 / (s * s), geometry, n_gauss)  # fmt: skip
+        ctx.save_for_backward(pos, amp, sc, rel, idx, start, order)
+        ctx.static = (float(z0_a), float(z1_a), ny, nx, s, periodic, pad)
         if periodic:
             return _fold(out, ny, nx)
         return out[pad : pad + ny, pad : pad + nx]
 
     @staticmethod
     def backward(ctx, grad_out):  # noqa: D102
-        import math
-
-        from tem_core.potential.splat_kernels import erf_table
-
-        pos, amp, sc, rx, ry, col, row, win, order, start = ctx.saved_tensors
+        pos, amp, sc, rel, idx, start, order = ctx.saved_tensors
         z0, z1, ny, nx, s, periodic, pad = ctx.static
         kern = build_band_kernels(pos.dtype)
         cy, cx = _canvas(ny, nx, pad, periodic)
@@ -420,16 +421,29 @@ class BandSplatFunction(torch.autograd.Function):
             canvas = grad_out.repeat(*reps)[:cy, :cx].contiguous()
         else:
             canvas = torch.nn.functional.pad(grad_out, (pad, pad, pad, pad)).contiguous()
-        n_bands = start.shape[0] - 1
-        scratch = torch.empty((n_bands, 3, amp.shape[1], pad + 1), dtype=pos.dtype,
+        n_bands, n_gauss = start.shape[0] // 2, amp.shape[1]
+        scratch = torch.empty((n_bands, 3, n_gauss, pad + 1), dtype=pos.dtype,
                               device=pos.device)  # fmt: skip
         grad_pos = torch.zeros_like(pos)
         grad_amp = torch.zeros_like(amp)
         grad_scale = torch.zeros_like(sc)
         if pos.shape[0] > 0:
-            tab_v, tab_s = erf_table(pos.device, pos.dtype)
-            kern["band_backward"](pos, amp, sc, rx, ry, col, row, win, order, start, z0, z1, s,
-                                  1.0 / (s * s), 1.0 / math.sqrt(math.pi), tab_v, tab_s, canvas,
-                                  scratch, grad_pos, grad_amp, grad_scale,
-                                  int(amp.shape[1]))  # fmt: skip
+            col, row, win = (idx[:, i].contiguous() for i in range(3))
+            rx, ry = rel[:, 0].contiguous(), rel[:, 1].contiguous()
+            kern["band_backward"](pos, amp, sc, rx, ry, col, row, win, order,
+                                  start[: n_bands + 1], z0, z1, s, 1.0 / (s * s),
+                                  2.0 / math.sqrt(math.pi), _table(pos.device, pos.dtype),
+                                  canvas, scratch, grad_pos, grad_amp, grad_scale,
+                                  n_gauss)  # fmt: skip
         return (grad_pos, grad_amp, grad_scale) + (None,) * 9
+
+
+_TABLES: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+
+def _table(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(2, n)``: :func:`~tem_core.potential.splat_kernels.erf_table` stacked (one argument)."""
+    key = (str(device), dtype)
+    if key not in _TABLES:
+        _TABLES[key] = torch.stack(erf_table(device, dtype)).contiguous()
+    return _TABLES[key]

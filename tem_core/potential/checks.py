@@ -87,7 +87,13 @@ def check_backend(backend: str) -> None:
         raise ValueError(f"backend must be 'auto', 'taichi' or 'torch', got {backend!r}")
 
 
-def check_atoms(atomic_numbers, positions_a, b_factors_a2, occupancies) -> None:
+def check_atoms(atomic_numbers, positions_a, b_factors_a2, occupancies, known=False) -> None:
+    """Shapes, dtypes and values of the atom tensors.
+
+    ``known``: the atomic numbers, B-factors and occupancies were checked before and have
+    not changed since (same tensors, same version): only their shapes and the positions
+    are checked.
+    """
     require_shape("positions_a", positions_a, ("N", 3))
     n = positions_a.shape[0]
     for name, t in (
@@ -99,6 +105,9 @@ def check_atoms(atomic_numbers, positions_a, b_factors_a2, occupancies) -> None:
     if atomic_numbers.dtype.is_floating_point or atomic_numbers.is_complex():
         raise TypeError(f"atomic_numbers must be an integer tensor, got {atomic_numbers.dtype}")
     require_float_dtype("positions_a", positions_a)
+    if known:
+        _first_bad("positions_a", positions_a, ~torch.isfinite(positions_a), "must be finite", "Å")
+        return
     _first_bad(
         "atomic_numbers",
         atomic_numbers,

@@ -11,7 +11,12 @@ averaged over pixel ``[ix, iy]`` this is, exactly,
 with ``X_k[ix] = ½ (erf(2π (x_{ix+1} − x)/√b_k) − erf(2π (x_ix − x)/√b_k))`` (the
 fraction of the 1-D Gaussian inside the pixel's x range; same for ``Y`` and ``Z``).
 
-On the Taichi backend one :class:`GaussianSplatFunction` call per slice computes the erf
+On the CPU with Taichi, :func:`project_gaussians` runs one
+:class:`~tem_core.potential.band_kernels.BandSplatFunction` call: everything from the
+positions (slice fraction, windows, a stable counting sort by row band, the erf profiles and
+the splat) happens in one kernel, threads own bands of rows (no atomics, deterministic), and
+no ``N × K × W`` array is written. On CUDA one :class:`GaussianSplatFunction` call per slice
+computes the erf
 factors inside the kernel (from a float64-accurate table and a short Taylor series, see
 :func:`erf_table`) and sums the ``W × W`` window of every atom (the "splat"); its backward
 is a hand-written adjoint kernel (a gather; no atomics) giving the gradients wrt the

@@ -9,6 +9,7 @@ the package docstring.
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 
@@ -65,6 +66,48 @@ def _atom_gaussians(atomic_numbers, b_factors_a2, occupancies, dtype, tolerance)
     amplitudes = units.PENG_PREFACTOR_V_A2 * a[atomic_numbers] * occupancies.to(dtype)[:, None]
     widths = b[atomic_numbers] + b_factors_a2.to(dtype)[:, None]
     return amplitudes, widths, gaussian_radius_a(widths, tolerance)
+
+
+class _AtomGaussiansCache:
+    """The last atoms' Peng coefficients, reused while the same tensors come back unchanged.
+
+    Keyed by the identity (weak references) and in-place version counters of the atomic
+    numbers, B-factors and occupancies, and by dtype, device and tolerance: positions are not
+    part of the key (they change from call to call; the coefficients do not depend on them).
+    Bypassed when B-factors or occupancies require gradients (the coefficients then carry
+    their graph).
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._refs: tuple = ()
+        self._value: tuple | None = None
+
+    @staticmethod
+    def _key_of(tensors, dtype, tolerance) -> tuple:
+        return (tuple((id(t), t._version) for t in tensors), dtype, tensors[0].device, tolerance)
+
+    def get(self, atomic_numbers, b_factors_a2, occupancies, dtype, tolerance):
+        tensors = (atomic_numbers, b_factors_a2, occupancies)
+        if b_factors_a2.requires_grad or occupancies.requires_grad:
+            return None
+        alive = len(self._refs) == 3 and all(
+            r() is t for r, t in zip(self._refs, tensors, strict=True)
+        )
+        if alive and self._key == self._key_of(tensors, dtype, tolerance):
+            return self._value
+        return None
+
+    def put(self, atomic_numbers, b_factors_a2, occupancies, dtype, tolerance, value) -> None:
+        if b_factors_a2.requires_grad or occupancies.requires_grad:
+            return
+        tensors = (atomic_numbers, b_factors_a2, occupancies)
+        self._refs = tuple(weakref.ref(t) for t in tensors)
+        self._key = self._key_of(tensors, dtype, tolerance)
+        self._value = value
+
+
+ATOM_GAUSSIANS_CACHE = _AtomGaussiansCache()
 
 
 def _excluded_gaussians(atomic_numbers, occupancies, dtype, tolerance, ice_v):

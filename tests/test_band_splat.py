@@ -1,0 +1,118 @@
+"""CPU band splat (``tem_core.potential.band_kernels``): adjoint, layout, per-structure cache.
+
+The band kernel is what ``project_gaussians`` runs on the CPU with Taichi; its torch twin is
+the bucketed ``splat_torch`` path (``backend="torch"``), compared in test_potential.py too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tem_core import potential as pot
+from tem_core._taichi import taichi_available
+from tem_core.potential import band_kernels, kernels, streaming
+
+requires_taichi = pytest.mark.skipif(
+    not taichi_available() or torch.cuda.is_available(),
+    reason="needs Taichi on the CPU (the band kernels are the CPU path)",
+)
+F64 = torch.float64
+
+
+def _atoms(n, *, seed, box, dtype=F64):
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.rand(n, 3, generator=g, dtype=F64) * torch.tensor(box, dtype=F64)
+    z = torch.randint(1, 99, (n,), generator=g)
+    b = torch.rand(n, generator=g, dtype=F64) * 40.0
+    occ = 0.5 + 0.5 * torch.rand(n, generator=g, dtype=F64)
+    return z, pos.to(dtype), b.to(dtype), occ.to(dtype)
+
+
+def _inputs(n, *, seed, box, sampling_a):
+    z, pos, b, occ = _atoms(n, seed=seed, box=box)
+    amp, wid, rad = streaming._atom_gaussians(z, b, occ, F64, 1e-4)
+    scale = (2.0 * math.pi) * torch.rsqrt(wid)
+    win_max = int(kernels.window_size_px(rad.max(), sampling_a))
+    return pos, amp, scale, rad, win_max
+
+
+@requires_taichi
+@pytest.mark.parametrize("periodic", [True, False])
+def test_gradcheck_band_splat_float64(periodic):
+    # 5 x 6 grid: windows (up to 9 px here) wider than the field, folded over several tiles
+    pos, amp, scale, rad, win_max = _inputs(4, seed=1, box=(4.0, 5.0, 3.0), sampling_a=0.8)
+    pos, amp, scale = (t.clone().requires_grad_(True) for t in (pos, amp, scale))
+
+    def f(p, a, s):
+        return band_kernels.BandSplatFunction.apply(
+            p, a, s, rad, 0.5, 2.5, 5, 6, 0.8, periodic, win_max, 2
+        )
+
+    # the tolerances of the torch twin's gradcheck (amplitudes ~ 10-100 V·Å³: finite-difference
+    # noise ~1e-7 measured)
+    assert torch.autograd.gradcheck(f, (pos, amp, scale), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@requires_taichi
+@pytest.mark.parametrize("periodic", [True, False])
+def test_band_layout_does_not_change_the_image(periodic):
+    # one band per thread-count choice: 1 thread (few tall bands) .. 64 (bands of win_max rows)
+    pos, amp, scale, rad, win_max = _inputs(500, seed=2, box=(30.0, 26.0, 8.0), sampling_a=0.9)
+    twin = kernels._project_gaussians(
+        pos, amp, scale.pow(-2) * (2 * math.pi) ** 2, rad, 1.0, 7.0, (29, 33), 0.9, periodic,
+        False,
+    )  # fmt: skip
+    images = [
+        band_kernels.BandSplatFunction.apply(
+            pos, amp, scale, rad, 1.0, 7.0, 29, 33, 0.9, periodic, win_max, threads
+        )
+        for threads in (1, 2, 64)
+    ]
+    for image in images:
+        # float64 rounding of sums of ~100 terms of size <= max: measured 3e-16 of the max
+        assert float((image - twin).abs().max()) < 1e-14 * float(twin.abs().max())
+    again = band_kernels.BandSplatFunction.apply(
+        pos, amp, scale, rad, 1.0, 7.0, 29, 33, 0.9, periodic, win_max, 2
+    )
+    assert torch.equal(again, images[1])  # fixed order of additions: bitwise reproducible
+
+
+@requires_taichi
+def test_band_height_covers_a_window():
+    assert band_kernels.band_height(rows=100, win_max=14, threads=64) == 14
+    assert band_kernels.band_height(rows=1052, win_max=14, threads=2) == 33
+
+
+def test_atom_coefficients_cache_hits_misses_and_bypass():
+    z, pos, b, occ = _atoms(50, seed=3, box=(20.0, 20.0, 6.0))
+    common = dict(z0_a=0.0, z1_a=6.0, shape=(20, 20), sampling_a=1.0, backend="torch")
+    cache = streaming.ATOM_GAUSSIANS_CACHE
+    first = pot.slice_potential(z, pos, b, occ, **common)
+    hit = cache.get(z, b, occ, F64, 1e-4)
+    assert hit is not None
+    assert cache.get(z, b.clone(), occ, F64, 1e-4) is None  # another tensor: a miss
+    assert cache.get(z, b, occ, torch.float32, 1e-4) is None  # other dtype: a miss
+    assert torch.equal(pot.slice_potential(z, pos, b, occ, **common), first)
+    b.mul_(2.0)  # in place: the version changes, the coefficients are recomputed
+    assert cache.get(z, b, occ, F64, 1e-4) is None
+    changed = pot.slice_potential(z, pos, b, occ, **common)
+    fresh = pot.slice_potential(z, pos, b.clone(), occ.clone(), **common)
+    assert torch.equal(changed, fresh)
+    assert not torch.equal(changed, first)
+    bg = b.clone().requires_grad_(True)  # B-factors with gradients bypass the cache
+    pot.slice_potential(z, pos, bg, occ, **common).sum().backward()
+    assert cache.get(z, bg, occ, F64, 1e-4) is None
+    assert bg.grad is not None and float(bg.grad.abs().sum()) > 0.0
+
+
+def test_cached_atoms_still_check_positions():
+    z, pos, b, occ = _atoms(10, seed=4, box=(10.0, 10.0, 4.0))
+    common = dict(z0_a=0.0, z1_a=4.0, shape=(10, 10), sampling_a=1.0, backend="torch")
+    pot.slice_potential(z, pos, b, occ, **common)
+    bad = pos.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="positions_a must be finite, got nan Å"):
+        pot.slice_potential(z, bad, b, occ, **common)
