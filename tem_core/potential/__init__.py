@@ -356,7 +356,7 @@ def slice_potential(
     Tensor
         ``(ny, nx)`` projected potential V_z [V·Å].
     """
-    dtype = positions_a.dtype
+    dtype = getattr(positions_a, "dtype", None)  # not a tensor: check_atoms raises
     cached = ATOM_GAUSSIANS_CACHE.get(
         atomic_numbers, b_factors_a2, occupancies, dtype, cutoff_tolerance
     )

@@ -31,6 +31,10 @@ from tem_core._taichi import get_taichi
 from tem_core.potential.splat_kernels import ERF_TABLE_MAX, ERF_TABLE_STEP, erf_table
 
 _KERNELS: dict[torch.dtype, dict] = {}
+#: Rows per band (at least the largest window): fixed, so results do not depend on threads.
+BAND_ROWS = 16
+#: Windows up to this many pixels are added as rows of this fixed length (vectorisable).
+SHORT_ROW = 16
 
 
 def build_band_kernels(dtype: torch.dtype) -> dict:
@@ -140,6 +144,8 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
                     e1 = erf_tab(sc * (rx + ti.cast(m + 1, fp) * sampling), tab)
                     scratch[base + m] = c * (e1 - e0)
                     e0 = e1
+                for m in range(w, wm):  # zeros up to the stride: the short rows add 0
+                    scratch[base + m] = 0.0
                 prev[k] = erf_tab(sc * ry, tab)
             for d in range(w):
                 dy = ti.Vector([0.0] * n_gauss, dt=fp)
@@ -148,11 +154,23 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
                     dy[k] = cur - prev[k]
                     prev[k] = cur
                 o = (top + d) * cx + left
-                for m in range(w):
-                    acc = ti.cast(0.0, fp)
-                    for k in ti.static(range(n_gauss)):
-                        acc += dy[k] * scratch[(b * n_gauss + k) * wm + m]
-                    out[o + m] += acc
+                if w <= SHORT_ROW:
+                    # fixed length (zeros past w): all loads, then all stores, so that the
+                    # compiler can turn the row into a few vector operations
+                    acc = ti.Vector([0.0] * SHORT_ROW, dt=fp)
+                    for m in ti.static(range(SHORT_ROW)):
+                        a = out[o + m]
+                        for k in ti.static(range(n_gauss)):
+                            a += dy[k] * scratch[(b * n_gauss + k) * wm + m]
+                        acc[m] = a
+                    for m in ti.static(range(SHORT_ROW)):
+                        out[o + m] = acc[m]
+                else:
+                    for m in range(w):
+                        acc = ti.cast(0.0, fp)
+                        for k in ti.static(range(n_gauss)):
+                            acc += dy[k] * scratch[(b * n_gauss + k) * wm + m]
+                        out[o + m] += acc
 
     @ti.kernel
     def band_forward(
@@ -171,10 +189,10 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
         z1: fp,
         sampling: fp,
         inv_s2: fp,
-        geometry: ti.types.vector(7, ti.i32),
+        geometry: ti.types.vector(8, ti.i32),
         n_gauss: ti.template(),
     ):
-        win_max, ny, nx, pad, periodic, band_h, cx = geometry
+        win_max, ny, nx, pad, periodic, band_h, cx, stride = geometry
         n_bands = start.shape[0] // 2
         # 1. first window pixel ⌊(x − r)/s⌋ (as torch computes it), window ⌊2r/s⌋ + 2 ≤ win_max;
         # periodic: wrapped into [0, n); else shifted by pad, and atoms missing the field
@@ -222,11 +240,11 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
         ti.loop_config(block_dim=1)
         for h in range((n_bands + 1) // 2):
             splat_bucket(2 * h, pos, amp, scale, rel, idx, order, start, z0, z1, sampling,
-                         inv_s2, tab, scratch, out, win_max, cx, n_gauss)  # fmt: skip
+                         inv_s2, tab, scratch, out, stride, cx, n_gauss)  # fmt: skip
         ti.loop_config(block_dim=1)
         for h in range(n_bands // 2):
             splat_bucket(2 * h + 1, pos, amp, scale, rel, idx, order, start, z0, z1, sampling,
-                         inv_s2, tab, scratch, out, win_max, cx, n_gauss)  # fmt: skip
+                         inv_s2, tab, scratch, out, stride, cx, n_gauss)  # fmt: skip
 
     @ti.kernel
     def band_backward(
@@ -346,9 +364,10 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
 
 
 def _canvas(ny: int, nx: int, pad: int, periodic: bool) -> tuple[int, int]:
-    """Canvas shape: the field plus ``pad`` rows/columns after it (periodic) or around it."""
+    """Canvas shape: the field plus ``pad`` rows/columns after it (periodic) or around it,
+    and ``SHORT_ROW`` more columns for the fixed-length rows."""
     extra = pad if periodic else 2 * pad
-    return ny + extra, nx + extra
+    return ny + extra, nx + extra + SHORT_ROW
 
 
 def _fold(canvas: torch.Tensor, ny: int, nx: int) -> torch.Tensor:
@@ -361,10 +380,11 @@ def _fold(canvas: torch.Tensor, ny: int, nx: int) -> torch.Tensor:
     return full.reshape(ty, ny, tx, nx).sum(dim=(0, 2))
 
 
-def band_height(rows: int, win_max: int, threads: int) -> int:
-    """Rows per band: at least ``win_max`` (a window reaches one further band at most),
-    else about 16 bands per thread for balance."""
-    return max(int(win_max), -(-rows // (16 * max(1, threads))))
+def band_height(win_max: int, band_rows: int = BAND_ROWS) -> int:
+    """Rows per band: ``band_rows``, at least ``win_max`` (a window then reaches one further
+    band at most). Independent of the number of threads, so that the order of the additions,
+    hence the rounding, is the same on every machine and in every process."""
+    return max(int(win_max), int(band_rows))
 
 
 class BandSplatFunction(torch.autograd.Function):
@@ -379,7 +399,7 @@ class BandSplatFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, positions, amplitudes, scale, radii, z0_a: float, z1_a: float,
                 ny: int, nx: int, sampling_a: float, periodic: bool, win_max: int,
-                threads: int):  # fmt: skip  # noqa: D102
+                band_rows: int = BAND_ROWS):  # fmt: skip  # noqa: D102
         kern = build_band_kernels(positions.dtype)
         dtype, device = positions.dtype, positions.device
         pos = positions.detach().contiguous()
@@ -389,16 +409,17 @@ class BandSplatFunction(torch.autograd.Function):
         n, n_gauss = amp.shape
         pad = int(win_max)
         cy, cx = _canvas(ny, nx, pad, periodic)
-        band_h = band_height(cy, pad, threads)
+        band_h = band_height(pad, band_rows)
         n_bands = -(-cy // band_h)
         rel = torch.empty((n, 2), dtype=dtype, device=device)
         idx = torch.empty((n, 4), dtype=torch.int32, device=device)
         start = torch.zeros(2 * n_bands + 1, dtype=torch.int32, device=device)
         order = torch.empty(n, dtype=torch.int32, device=device)
         out = torch.zeros((cy, cx), dtype=dtype, device=device)
-        scratch = torch.empty(n_bands * n_gauss * pad, dtype=dtype, device=device)
+        stride = max(pad, SHORT_ROW)
+        scratch = torch.empty(n_bands * n_gauss * stride, dtype=dtype, device=device)
         s = float(sampling_a)
-        geometry = (pad, ny, nx, pad, int(periodic), band_h, cx)
+        geometry = (pad, ny, nx, pad, int(periodic), band_h, cx, stride)
         if n > 0:
             kern["band_forward"](pos, amp, sc, rad, rel, idx, start, order, _table(device, dtype),
                                  scratch, out.view(-1), float(z0_a), float(z1_a), s,

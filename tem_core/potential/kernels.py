@@ -49,12 +49,6 @@ CHUNK_ATOMS = 32768
 CUDA_COLUMN_CHUNK = 32
 
 
-def _taichi_threads() -> int:
-    """Threads of Taichi's CPU pool (``TI_CPU_MAX_NUM_THREADS`` or every core)."""
-    env = os.environ.get("TI_CPU_MAX_NUM_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
-
-
 def _column_chunk(device: torch.device, nx: int) -> int:
     """Columns per thread: the whole row on the CPU, ``CUDA_COLUMN_CHUNK`` on a GPU."""
     return nx if device.type == "cpu" else min(nx, CUDA_COLUMN_CHUNK)
@@ -361,7 +355,7 @@ def _project_gaussians_taichi(
             win_max = int(window_size_px(radii_a.detach().max(), s))
         return BandSplatFunction.apply(
             positions_a, amplitudes, scale, radii_a.detach(), float(z0_a), float(z1_a), ny, nx,
-            s, bool(periodic), int(win_max), _taichi_threads(),
+            s, bool(periodic), int(win_max),
         )  # fmt: skip
     weights, scale = _weights_and_scale(positions_a, amplitudes, widths_b_a2, z0_a, z1_a, s)
     rad = radii_a.detach()

@@ -89,6 +89,8 @@ class _AtomGaussiansCache:
 
     def get(self, atomic_numbers, b_factors_a2, occupancies, dtype, tolerance):
         tensors = (atomic_numbers, b_factors_a2, occupancies)
+        if not all(isinstance(t, torch.Tensor) for t in tensors):
+            return None  # the checks that follow raise
         if b_factors_a2.requires_grad or occupancies.requires_grad:
             return None
         alive = len(self._refs) == 3 and all(
