@@ -41,17 +41,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from tem_core import units
+from tem_core._taichi import taichi_available
 from tem_core.potential import checks
 from tem_core.potential.checks import check_atoms, check_backend, check_specimen_grid
 from tem_core.potential.damage import RadiationDamage
 from tem_core.potential.ice import IceStructure, ice_mean_inner_potential_v
-from tem_core.potential.kernels import project_gaussians
+from tem_core.potential.kernels import _single_torch_thread, project_gaussians
 from tem_core.potential.maps import ParticleMaps, refuse_atom_gradients
 from tem_core.potential.streaming import (
     ATOM_GAUSSIANS_CACHE,
@@ -356,6 +358,26 @@ def slice_potential(
     Tensor
         ``(ny, nx)`` projected potential V_z [V·Å].
     """
+    # With Taichi on a small CPU the torch work here is light: one torch thread (torch's
+    # OpenMP barriers stall on a loaded machine, see kernels._single_torch_thread)
+    light = (
+        isinstance(positions_a, torch.Tensor)
+        and positions_a.device.type == "cpu"
+        and backend != "torch"
+        and (os.cpu_count() or 1) <= 4
+        and taichi_available()
+    )
+    with _single_torch_thread(light):
+        return _slice_potential(
+            atomic_numbers, positions_a, b_factors_a2, occupancies, z0_a, z1_a, shape,
+            sampling_a, backend, cutoff_tolerance, periodic,
+        )  # fmt: skip
+
+
+def _slice_potential(
+    atomic_numbers, positions_a, b_factors_a2, occupancies, z0_a, z1_a, shape, sampling_a,
+    backend, cutoff_tolerance, periodic,
+):  # fmt: skip
     dtype = getattr(positions_a, "dtype", None)  # not a tensor: check_atoms raises
     cached = ATOM_GAUSSIANS_CACHE.get(
         atomic_numbers, b_factors_a2, occupancies, dtype, cutoff_tolerance
