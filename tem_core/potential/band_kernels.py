@@ -304,28 +304,50 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
                     e, t = erf_gauss(u, tab, two_over_sqrt_pi)
                     prev[k] = e
                     g_prev[k] = t
-                for d in range(w):
+                # two rows at a time: each Δx and T value loaded once for both (the row past
+                # an odd window is inside the canvas; its Δy is 0 and its terms are skipped)
+                d = 0
+                while d < w:
+                    two = d + 1 < w
                     rel0 = ry[j] + ti.cast(d, fp) * sampling
                     rel1 = rel0 + sampling
-                    dy = ti.Vector([0.0] * n_gauss, dt=fp)
-                    g_cur = ti.Vector([0.0] * n_gauss, dt=fp)
+                    rel2 = rel1 + sampling
+                    dy_a = ti.Vector([0.0] * n_gauss, dt=fp)
+                    dy_b = ti.Vector([0.0] * n_gauss, dt=fp)
+                    g_a = ti.Vector([0.0] * n_gauss, dt=fp)
+                    g_b = ti.Vector([0.0] * n_gauss, dt=fp)
                     for k in ti.static(range(n_gauss)):
-                        u = scale[j, k] * rel1
-                        cur, t = erf_gauss(u, tab, two_over_sqrt_pi)
-                        dy[k] = cur - prev[k]
+                        cur, t = erf_gauss(scale[j, k] * rel1, tab, two_over_sqrt_pi)
+                        dy_a[k] = cur - prev[k]
                         prev[k] = cur
-                        g_cur[k] = t
-                    ucol = ti.Vector([0.0] * n_gauss, dt=fp)
+                        g_a[k] = t
+                        if two:
+                            cur, t = erf_gauss(scale[j, k] * rel2, tab, two_over_sqrt_pi)
+                            dy_b[k] = cur - prev[k]
+                            prev[k] = cur
+                            g_b[k] = t
+                    u_a = ti.Vector([0.0] * n_gauss, dt=fp)
+                    u_b = ti.Vector([0.0] * n_gauss, dt=fp)
                     for m in range(w):
-                        g = grad_out[top + d, left + m]
+                        ga = grad_out[top + d, left + m]
+                        gb = grad_out[top + d + 1, left + m]
                         for k in ti.static(range(n_gauss)):
-                            ucol[k] += g * scratch[b, 0, k, m]
-                            scratch[b, 1, k, m] += g * dy[k]
+                            x = scratch[b, 0, k, m]
+                            u_a[k] += ga * x
+                            u_b[k] += gb * x
+                            scratch[b, 1, k, m] += ga * dy_a[k] + gb * dy_b[k]
                     for k in ti.static(range(n_gauss)):
-                        s_acc[k] += ucol[k] * dy[k]
-                        y_acc[k] += ucol[k] * (g_cur[k] - g_prev[k])
-                        ys_acc[k] += ucol[k] * (rel1 * g_cur[k] - rel0 * g_prev[k])
-                    g_prev = g_cur
+                        s_acc[k] += u_a[k] * dy_a[k]
+                        y_acc[k] += u_a[k] * (g_a[k] - g_prev[k])
+                        ys_acc[k] += u_a[k] * (rel1 * g_a[k] - rel0 * g_prev[k])
+                    g_prev = g_a
+                    if two:
+                        for k in ti.static(range(n_gauss)):
+                            s_acc[k] += u_b[k] * dy_b[k]
+                            y_acc[k] += u_b[k] * (g_b[k] - g_prev[k])
+                            ys_acc[k] += u_b[k] * (rel2 * g_b[k] - rel1 * g_prev[k])
+                        g_prev = g_b
+                    d += 2
                 gx = ti.cast(0.0, fp)
                 gy = ti.cast(0.0, fp)
                 gz = ti.cast(0.0, fp)
