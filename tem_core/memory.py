@@ -47,6 +47,16 @@ MULTISLICE_MASK_BYTES = 1
 # transmission and the last slice (loop variables); projection: the running sum and the last
 # slice
 BETWEEN_STEPS_COMPLEX_GRIDS = 4
+# without a graph the steps reuse buffers (propagate/workspace.py) held for the whole loop:
+# the propagator and its scaled copy, the two-plane batch and its spectrum (the next slice's
+# band limit shares one transform pair with the wave step), the transmitted wave and its
+# spectrum (complex); the phase, the amplitude and the scaled band-limit mask (real)
+BUFFERED_BETWEEN_STEPS_COMPLEX_GRIDS = 8
+BUFFERED_BETWEEN_STEPS_REAL_GRIDS = 3
+# the CPU band splat (potential/band_kernels.py) while a slice's atoms are projected: its
+# canvas (the field plus the windows' overhang), the canvas padded to whole tiles (up to
+# 2 × 2 fields) and the folded sum (real)
+BAND_SPLAT_REAL_GRIDS = 7
 PROJECTION_COMPLEX_GRIDS = 2
 # autograd keeps, per slice holding atoms that require grad, the transmission (exp saves its
 # output), the band-limited transmission and the incoming wave (inputs of their product);
@@ -250,9 +260,18 @@ def micrograph_phases(
                 shape, dtype, n_slices=n_slices, requires_grad=True,
                 n_later_slices=n_later_slices,
             ) - multislice_bytes(shape, dtype)  # fmt: skip
-    loop = BETWEEN_STEPS_COMPLEX_GRIDS if method == "multislice" else PROJECTION_COMPLEX_GRIDS
+    loop, loop_reals = PROJECTION_COMPLEX_GRIDS, 0
+    if method == "multislice" and requires_grad:
+        loop = BETWEEN_STEPS_COMPLEX_GRIDS
+    elif method == "multislice":
+        loop = BUFFERED_BETWEEN_STEPS_COMPLEX_GRIDS
+        loop_reals = BUFFERED_BETWEEN_STEPS_REAL_GRIDS
     # slice: the loop's arrays, the generator's real and imaginary parts, lengths()
-    slice_ = px * (loop * cplx + MULTISLICE_MASK_BYTES + (STREAM_REAL_GRIDS + kept) * real)
+    slice_ = px * (
+        loop * cplx
+        + MULTISLICE_MASK_BYTES
+        + (STREAM_REAL_GRIDS + kept + loop_reals + BAND_SPLAT_REAL_GRIDS) * real
+    )
     if solvent:
         temporaries = HOLE_LENGTHS_FLOAT64_GRIDS if hole else LENGTHS_FLOAT64_GRIDS
         copies = 0 if dtype == torch.float64 else 1 + support
