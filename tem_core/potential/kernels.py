@@ -340,6 +340,14 @@ def _weights_and_scale(positions_a, amplitudes, widths_b_a2, z0_a, z1_a, s):
     return amplitudes * frac_z / (s * s), scale
 
 
+#: The CPU band kernel is used when a call has at least this many atoms per pixel: its
+#: fixed cost per call grows with the canvas (counting sort by row, tiles, fold), which a
+#: projection of all atoms amortises (one apoferritin 256²: 0.5 atoms/px; the field 1024²:
+#: 0.6) but a multislice slice does not (the field's 20 Å slices: ~0.03 atoms/px; exit wave
+#: 2.37 s with the band kernel against 1.79 s with the bucketed kernel, idle, 2026-12-01).
+BAND_MIN_ATOMS_PER_PIXEL = 0.1
+
+
 def _project_gaussians_taichi(
     positions_a, amplitudes, widths_b_a2, radii_a, z0_a, z1_a, shape, s, periodic, win_max
 ):
@@ -349,7 +357,10 @@ def _project_gaussians_taichi(
     from the positions (slice fractions, windows, sorting and erf profiles in the kernels).
     """
     ny, nx = shape
-    if positions_a.device.type == "cpu":
+    if (
+        positions_a.device.type == "cpu"
+        and positions_a.shape[0] >= BAND_MIN_ATOMS_PER_PIXEL * ny * nx
+    ):
         scale = (2.0 * math.pi) * torch.rsqrt(widths_b_a2)
         if win_max is None:
             win_max = int(window_size_px(radii_a.detach().max(), s))
