@@ -403,19 +403,14 @@ class ParticleMaps:
 
 
 def _map_key(specimen, settings) -> tuple:
-    atoms = specimen.atoms
-    tensors = (atoms.atomic_numbers, atoms.b_factors_a2, atoms.occupancies)
-    return (
-        tuple((t.data_ptr(), tuple(t.shape), t.dtype, str(t.device), t._version) for t in tensors),
-        atoms.positions_a.dtype,
-        str(atoms.positions_a.device),
+    """:func:`~tem_core.potential.streaming._coefficient_key` (atoms and settings that shape
+    the Gaussians) and what the maps also depend on."""
+    from tem_core.potential.streaming import _coefficient_key
+
+    return _coefficient_key(specimen, settings) + (
         specimen.n_particles,
         settings.map_voxel(),
         settings.sampling_a,
-        settings.cutoff_tolerance,
-        settings.include_solvent,
-        settings.exclude_solvent,
-        settings.ice_potential_v,
     )
 
 
