@@ -33,6 +33,7 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
         ("real_micrograph", "main", ["--n-px", "512" if args.quick else "1024"]),
         ("forward", "main", [*quick, "--device", args.device]),
         ("dataset", "main", [*quick, "--device", args.device]),
+        ("relion_star_check", "main", quick),  # skipped without RELION ($TEM_RELION_BIN, PATH)
         ("potential_vs_abtem", "compare", []),
         ("exit_wave_vs_abtem", "compare", quick),
         ("reconstruct", "compare", quick),

@@ -50,6 +50,7 @@ from tem_core.dataset import (
     generate_dataset,
     item_parameters,
     parse_dataset_spec,
+    particle_centers_a,
     read_star,
 )
 from tem_core.io import read_mrc
@@ -175,31 +176,37 @@ fig = montage(images, titles=titles, ncols=3, panel_size=2.2, common_scale=False
 plt.show()
 
 # %% [markdown]
-# Each micrograph comes with its noise-free image and a STAR file of its particles:
-# `rlnCoordinateX/Y` in pixels and the poses as ZYZ Euler angles `rlnAngleRot`,
-# `rlnAngleTilt`, `rlnAnglePsi` in degrees, in RELION's convention (the angles whose
-# rotation matrix is the particle's rotation in the specimen; tested in
-# `tests/test_dataset.py`). The first item's noise-free image with its particles:
+# Each micrograph comes with its noise-free image and a STAR file of its particles, in
+# RELION's frame: `rlnCoordinateX/Y`, the pixel that holds the particle's centre (RELION's
+# pixel centres are integers), the sub-pixel rest as `rlnOriginX/YAngst`, and the poses as
+# ZYZ Euler angles `rlnAngleRot`, `rlnAngleTilt`, `rlnAnglePsi` in degrees, in RELION's
+# convention (the angles whose rotation matrix is the particle's rotation in the specimen;
+# tested in `tests/test_dataset.py`, and with RELION itself by
+# `benchmarks/relion_star_check.py`: `relion_preprocess` extracts the particles from these
+# files and `relion_reconstruct` rebuilds the structure from them).
+# `particle_centers_a` turns the columns back into centres. The first item's noise-free
+# image with its particles:
 
 # %%
 first = rows[0]
 noise_free, pixel_a = read_mrc(out / first["file.noise_free"])
 star = read_star(out / first["file.particles"])["particles"]
+centres_px = particle_centers_a(star, pixel_a).numpy() / pixel_a  # pixel ix: [ix, ix + 1)
 for k in range(len(star["rlnCoordinateX"])):
     print(
-        f"particle {k}: x {float(star['rlnCoordinateX'][k]):6.1f} px, "
-        f"y {float(star['rlnCoordinateY'][k]):6.1f} px, rot/tilt/psi "
+        f"particle {k}: x {centres_px[k, 0]:6.1f} px, "
+        f"y {centres_px[k, 1]:6.1f} px, rot/tilt/psi "
         + "/".join(star[f"rlnAngle{n}"][k] for n in ("Rot", "Tilt", "Psi"))
         + " deg"
     )
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(3.6, 3.6), constrained_layout=True)
-ny, nx = noise_free.shape  # STAR pixel ix spans [ix, ix + 1): imshow's extent matches
+ny, nx = noise_free.shape  # pixel ix spans [ix, ix + 1): imshow's extent matches
 ax.imshow(noise_free, cmap="gray", origin="lower", extent=(0, nx, 0, ny))
 ax.plot(
-    np.array(star["rlnCoordinateX"], dtype=float),
-    np.array(star["rlnCoordinateY"], dtype=float),
+    centres_px[:, 0],
+    centres_px[:, 1],
     "o",
     mfc="none",
     mec="C1",

@@ -25,12 +25,14 @@ from tem_core.dataset import (
     load_dataset_spec,
     matrices_from_euler_zyz,
     parse_dataset_spec,
+    particle_centers_a,
     read_star,
     record_is_current,
     settings_hash,
     write_star,
 )
 from tem_core.dataset.item import build_item, data_sha256
+from tem_core.dataset.star import particle_columns
 from tem_core.specimen import random_rotations
 
 EXAMPLE = DATA_DIR / "example_dataset.toml"
@@ -306,11 +308,13 @@ def test_particles_star_matches_the_specimen(loop_dataset) -> None:
     block = read_star(out / "particles/item_000001.star")["particles"]
     s = params["grid.pixel_size_a"]
     x = np.array(block["rlnCoordinateX"], dtype=float)
-    # continuous pixel coordinates (pixel ix spans [ix, ix + 1)): RELION truncates them to
-    # the index of the pixel that holds the particle's centre
-    np.testing.assert_allclose(
-        x * s, setup.specimen.particle_centers_a[:, 0].double().numpy(), atol=1e-5
-    )
+    centres = setup.specimen.particle_centers_a.double().numpy()
+    # RELION's frame: the index of the pixel holding the centre (pixel ix spans [ix, ix + 1)
+    # here, RELION's pixel centres are integers), the rest in rlnOriginX/YAngst
+    np.testing.assert_array_equal(x, np.floor(centres[:, 0] / s))
+    origin_x = np.array(block["rlnOriginXAngst"], dtype=float)
+    np.testing.assert_allclose(origin_x, (x + 0.5) * s - centres[:, 0], atol=5e-7)
+    np.testing.assert_allclose(particle_centers_a(block, s).numpy(), centres[:, :2], atol=1e-6)
     for k, r in enumerate(setup.specimen.particle_rotations.double().numpy()):
         angles = [float(block[f"rlnAngle{n}"][k]) for n in ("Rot", "Tilt", "Psi")]
         np.testing.assert_allclose(_relion_matrix(*angles), r, atol=1e-6)  # 6 decimals [deg]
@@ -336,9 +340,11 @@ def test_particles_star_reads_with_an_independent_parser(loop_dataset) -> None:
         centres = setup.specimen.particle_centers_a.double().numpy()
         s = params["grid.pixel_size_a"]
         assert len(table) == len(centres) > 0
-        # 6 decimals written: 5e-7 px
-        np.testing.assert_allclose(table["rlnCoordinateX"] * s, centres[:, 0], atol=5e-7 * s)
-        np.testing.assert_allclose(table["rlnCoordinateY"] * s, centres[:, 1], atol=5e-7 * s)
+        # RELION's frame: position = coordinate - origin [px], pixel centres at integers;
+        # origins written with 6 decimals [Å]
+        for axis, i in (("X", 0), ("Y", 1)):
+            position_px = table[f"rlnCoordinate{axis}"] - table[f"rlnOrigin{axis}Angst"] / s
+            np.testing.assert_allclose((position_px + 0.5) * s, centres[:, i], atol=5e-7)
         angles = table[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy(float)
         for (rot, tilt, psi), r in zip(
             angles, setup.specimen.particle_rotations.double().numpy(), strict=True
@@ -375,6 +381,50 @@ def test_metadata_parquet_round_trip(loop_dataset, tmp_path, monkeypatch) -> Non
     monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)  # as if not installed
     paths = _write_tables(spec, tmp_path, records)
     assert sorted(paths) == ["csv", "json"] and not (tmp_path / "metadata.parquet").exists()
+
+
+def test_particle_star_columns_are_in_relion_pixel_frame(tmp_path) -> None:
+    """Coordinates are RELION pixel indices (pixel centres at integers) and the sub-pixel
+    rest is rlnOriginX/Y/ZAngst = box centre - position [Å], as RELION's re-extraction
+    writes them (preprocessing.cpp) and relion_reconstruct applies them (+origin shift).
+    benchmarks/relion_star_check.py checks this with RELION 5.0.1 itself: the continuous
+    x / s written before was half a pixel off in RELION's frame (FSC at 6.4 Å 0.79 with the
+    origins as written, 0.53 with them half a pixel off)."""
+    s = 2.0
+    # pixel 10 spans [20, 22) Å here: its centre, its left edge, just before its right edge
+    x = torch.tensor([21.0, 20.0, 21.998], dtype=torch.float64)
+    centres = torch.stack([x, x.flip(0), torch.tensor([5.0, 0.5, 3.0]).double()], -1)
+    cols = particle_columns(
+        centers_a=centres,
+        rotations=torch.eye(3, dtype=torch.float64).expand(3, 3, 3),
+        pixel_size_a=s,
+        class_numbers=[1, 1, 2],
+        image_name="tilt_series/item_000000.mrc",
+        with_z=True,
+        tomogram=True,
+    )
+    assert list(cols)[:6] == [
+        "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ",
+        "rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst",
+    ]  # fmt: skip
+    assert cols["rlnCoordinateX"] == [10.0, 10.0, 10.0]
+    # RELION position (coordinate - origin / s): 10, 9.5, 10.499 px (pixel centres at integers)
+    np.testing.assert_allclose(cols["rlnOriginXAngst"], [0.0, 1.0, -0.998], atol=1e-12)
+    assert cols["rlnCoordinateZ"] == [2.0, 0.0, 1.0]
+    np.testing.assert_allclose(cols["rlnOriginZAngst"], [0.0, 0.5, 0.0], atol=1e-12)
+    assert all(-s / 2 < v <= s / 2 for k in "XYZ" for v in cols[f"rlnOrigin{k}Angst"])
+    path = write_star(tmp_path / "p.star", {"particles": cols})
+    back = particle_centers_a(read_star(path)["particles"], s)
+    np.testing.assert_allclose(back.numpy(), centres.numpy(), atol=5e-7)  # 6 decimals [Å]
+    # without origins a coordinate is a pixel centre
+    np.testing.assert_allclose(
+        particle_centers_a({"rlnCoordinateX": ["3"], "rlnCoordinateY": ["0"]}, s).numpy(),
+        [[7.0, 1.0]],
+    )
+    with pytest.raises(ValueError, match=r"columns lack rlnCoordinateY"):
+        particle_centers_a({"rlnCoordinateX": ["1"]}, s)
+    with pytest.raises(ValueError, match=r"pixel_size_a must be > 0 Å, got 0"):
+        particle_centers_a({"rlnCoordinateX": ["1"], "rlnCoordinateY": ["1"]}, 0)
 
 
 def test_star_round_trip_and_errors(tmp_path) -> None:

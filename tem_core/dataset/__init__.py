@@ -27,6 +27,7 @@ from tem_core.dataset.spec import (
 from tem_core.dataset.star import (
     euler_zyz_from_matrices,
     matrices_from_euler_zyz,
+    particle_centers_a,
     read_star,
     write_star,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "load_dataset_spec",
     "matrices_from_euler_zyz",
     "parse_dataset_spec",
+    "particle_centers_a",
     "read_star",
     "record_is_current",
     "settings_hash",

@@ -21,14 +21,22 @@ whose ``A`` is ``R`` (tested against the specimen's matrices). θ lies in [0°, 
 
 Coordinates
 -----------
-``rlnCoordinateX/Y(/Z)`` are in pixels, continuous, with pixel ``ix`` spanning
-``[ix, ix + 1)``: a particle centred at ``x`` [Å] (pixel ``ix`` covers ``[ix·s, (ix+1)·s)``
-in this package, see ``book/design.md``; the potential is averaged over that area) is
-written as ``x / s``. RELION's extraction (``Preprocessing::extractParticlesFromOneFrame``)
-truncates the coordinate to an integer pixel index and centres the box there, so the box
-is centred on the pixel that holds the particle's centre (within half a pixel). For tilt
-series the coordinates are those of the untilted specimen, ``z`` measured from the lower
-ice surface with the same pixel size.
+Positions are written as RELION defines them: ``rlnCoordinateX/Y(/Z)`` are pixel indices with
+pixel centres at integers, and ``rlnOriginX/Y(/Z)Angst`` is the box centre minus the
+particle's position [Å] (RELION shifts each image by ``+origin`` before back-projection), so
+the particle sits at ``coordinate − origin / s`` pixels. This package's pixel ``ix`` covers
+``[ix·s, (ix+1)·s)`` (``book/design.md``; its value is the average over that area), i.e. its
+centre is at ``(ix + ½)·s``; a particle centred at ``x`` [Å] is written as the index of the
+pixel that holds it, ``X = floor(x / s)``, with the sub-pixel rest in the origin,
+``rlnOriginXAngst = (X + ½)·s − x`` in ``(−s/2, s/2]`` (:func:`particle_centers_a` inverts
+this). RELION's extraction (``Preprocessing::extractParticlesFromOneFrame``) truncates the
+coordinate to an integer and centres the box on that pixel, and carries the origins and angles
+into its particle table, so ``relion_preprocess --extract`` followed by ``relion_reconstruct``
+uses the exact positions and poses (checked with RELION 5.0.1 by
+``benchmarks/relion_star_check.py``: writing the continuous ``x / s`` instead, as earlier
+versions did, is half a pixel off in RELION's frame). For tilt series the coordinates are
+those of the untilted specimen, ``z`` measured from the lower ice surface with the same pixel
+size (``rlnCoordinateZ``, ``rlnOriginZAngst``).
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from tem_core.io.files import atomic_write
 __all__ = [
     "euler_zyz_from_matrices",
     "matrices_from_euler_zyz",
+    "particle_centers_a",
     "read_star",
     "write_star",
 ]
@@ -190,18 +199,61 @@ def particle_columns(
     with_z: bool,
     tomogram: bool,
 ) -> dict[str, list[Any]]:
-    """STAR columns of particles: coordinates [px], ZYZ angles [deg], class, image name."""
+    """STAR columns of particles: the pixel holding each centre, the sub-pixel rest as
+    RELION origins [Å] (module docstring), ZYZ angles [deg], class, image name."""
     c = torch.as_tensor(centers_a).detach().to("cpu", torch.float64)
+    s = float(pixel_size_a)
+    index = torch.floor(c / s)
+    origin_a = (index + 0.5) * s - c
     angles = euler_zyz_from_matrices(rotations)
-    cols: dict[str, list[Any]] = {
-        "rlnCoordinateX": (c[:, 0] / pixel_size_a).tolist(),
-        "rlnCoordinateY": (c[:, 1] / pixel_size_a).tolist(),
-    }
-    if with_z:
-        cols["rlnCoordinateZ"] = (c[:, 2] / pixel_size_a).tolist()
+    axes = "XYZ" if with_z else "XY"
+    cols: dict[str, list[Any]] = {}
+    for i, axis in enumerate(axes):
+        cols[f"rlnCoordinate{axis}"] = index[:, i].tolist()
+    for i, axis in enumerate(axes):
+        cols[f"rlnOrigin{axis}Angst"] = origin_a[:, i].tolist()
     cols["rlnAngleRot"] = angles[:, 0].tolist()
     cols["rlnAngleTilt"] = angles[:, 1].tolist()
     cols["rlnAnglePsi"] = angles[:, 2].tolist()
     cols["rlnClassNumber"] = [int(k) for k in class_numbers]
     cols["rlnTomoName" if tomogram else "rlnMicrographName"] = [image_name] * int(c.shape[0])
     return cols
+
+
+def particle_centers_a(
+    columns: Mapping[str, Sequence[Any]], pixel_size_a: float
+) -> torch.Tensor:
+    """Particle centres [Å] in this package's frame from RELION STAR columns.
+
+    Parameters
+    ----------
+    columns
+        A particles block as :func:`read_star` returns it (``{label: [values]}``), with
+        ``rlnCoordinateX/Y`` [px] and optionally ``rlnCoordinateZ`` and
+        ``rlnOriginX/Y/ZAngst`` [Å] (absent origins count as 0).
+    pixel_size_a
+        Pixel size of the image the coordinates refer to [Å].
+
+    Returns
+    -------
+    torch.Tensor
+        ``(K, 2)`` or ``(K, 3)`` float64 centres ``(coordinate + ½)·s − origin`` [Å]: the
+        inverse of what :func:`tem_core.dataset.generate_item` writes.
+    """
+    if not isinstance(pixel_size_a, (int, float)) or not pixel_size_a > 0:
+        raise ValueError(f"pixel_size_a must be > 0 Å, got {pixel_size_a!r}")
+    axes = "XYZ" if "rlnCoordinateZ" in columns else "XY"
+    out = []
+    for axis in axes:
+        label = f"rlnCoordinate{axis}"
+        if label not in columns:
+            raise ValueError(f"columns lack {label}; got {sorted(columns)}")
+        coord = torch.tensor([float(v) for v in columns[label]], dtype=torch.float64)
+        origin = columns.get(f"rlnOrigin{axis}Angst")
+        shift = (
+            torch.zeros_like(coord)
+            if origin is None
+            else torch.tensor([float(v) for v in origin], dtype=torch.float64)
+        )
+        out.append((coord + 0.5) * pixel_size_a - shift)
+    return torch.stack(out, -1)
