@@ -172,6 +172,17 @@ def test_settings_hash_tracks_what_decides_the_files() -> None:
     assert settings_hash(changed, item_parameters(changed, 1)) != h
 
 
+def test_settings_hash_tracks_the_particles_star_layout(monkeypatch) -> None:
+    """Items written with another STAR layout (layout 1: continuous x / s coordinates) are
+    not current: a resumed dataset regenerates them."""
+    from tem_core.dataset import item
+
+    spec = load_dataset_spec(EXAMPLE)
+    h = settings_hash(spec, item_parameters(spec, 1))
+    monkeypatch.setattr(item, "PARTICLES_STAR_LAYOUT", 1)
+    assert settings_hash(spec, item_parameters(spec, 1)) != h
+
+
 # --- items on disk ---------------------------------------------------------------------
 
 

@@ -32,7 +32,7 @@ import tem_core
 from tem_core import io as tio
 from tem_core import units
 from tem_core.dataset.spec import DatasetSpec, ParameterDistribution
-from tem_core.dataset.star import particle_columns, write_star
+from tem_core.dataset.star import PARTICLES_STAR_LAYOUT, particle_columns, write_star
 from tem_core.detector import Detector, available_dqe_tables
 from tem_core.io.files import atomic_write
 from tem_core.optics import Microscope
@@ -138,7 +138,12 @@ def settings_hash(spec: DatasetSpec, params: dict[str, Any]) -> str:
     static.pop("dataset.items", None)  # growing the dataset keeps the finished items
     for s in static["structures"]:
         s.pop("path")
-    payload = {"params": params, "static": static, "tem_core": tem_core.__version__}
+    payload = {
+        "params": params,
+        "static": static,
+        "tem_core": tem_core.__version__,
+        "particles_star_layout": PARTICLES_STAR_LAYOUT,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -60,6 +60,11 @@ __all__ = [
 
 _GIMBAL = 1e-9
 
+# layout of the particles STAR files, part of an item's settings hash (a dataset resumed
+# after a change regenerates its items): 1 continuous ``x / s`` coordinates; 2 the pixel
+# index with the sub-pixel rest in ``rlnOriginX/Y/ZAngst`` (module docstring)
+PARTICLES_STAR_LAYOUT = 2
+
 
 def matrices_from_euler_zyz(
     rot_deg: torch.Tensor, tilt_deg: torch.Tensor, psi_deg: torch.Tensor
