@@ -191,7 +191,8 @@ plt.show()
 first = rows[0]
 noise_free, pixel_a = read_mrc(out / first["file.noise_free"])
 star = read_star(out / first["file.particles"])["particles"]
-centres_px = particle_centers_a(star, pixel_a).numpy() / pixel_a  # pixel ix: [ix, ix + 1)
+# centres in pixels, pixel ix spanning [ix, ix + 1)
+centres_px = particle_centers_a(star, pixel_a).numpy() / pixel_a
 for k in range(len(star["rlnCoordinateX"])):
     print(
         f"particle {k}: x {centres_px[k, 0]:6.1f} px, "
