@@ -160,6 +160,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "matrices_from_euler_zyz",
         "metadata_rows",
         "parse_dataset_spec",
+        "particle_centers_a",
         "read_star",
         "record_is_current",
         "settings_hash",
