@@ -1,141 +1,227 @@
 """Standard errors of Whittle MTF fits against the spread of repeated fits (Monte Carlo).
 
 For a true camera and a number of background crops, ``--repeats`` independent sets of
-synthetic crops (:func:`tem_core.mtf_fit.synthetic_background_crops`, 10 e/px, gain 1) are
-fitted with :func:`tem_core.mtf_fit.fit_mtf_whittle` (Lorentzian model, p = q = 1). The
-table gives, per parameter and for the MTF at 0.25 cycles/px, the empirical standard
-deviation of the estimates, the median reported standard error (inverse Whittle Fisher
-information), their ratio, and how many fits ended with a parameter on a bound
-(:attr:`MTFFit.at_bound`: a weight at 0, a width at 0.1 or 1000 px²), where the errors
-understate the uncertainty. Width bounds (0.1, 1000) px² for every case.
+synthetic crops (:func:`tem_core.mtf_fit.synthetic_background_crops`: Poisson electrons,
+gain 1, cut from micrographs twice the crop size; 10 e/px) are fitted with
+:func:`tem_core.mtf_fit.fit_mtf_whittle` with its defaults for the scale (the NPS scale
+combined with the count lattice of the whitened noise, :mod:`tem_core.mtf_fit.lattice`).
+Each fit is also bootstrapped (:meth:`MTFFit.bootstrap_replicas`, ``--bootstrap`` refits of
+crops simulated from the fit, every refit on the fit's path: the scale from the lattice).
+Per quantity the table gives the empirical standard deviation of the estimates over the
+repeats, the RMS over the repeats of the Fisher standard error (inverse Whittle Fisher
+information; :meth:`MTFFit.mtf_standard_error` for the MTF at 0.25 cycles/px) and of the
+bootstrap standard error, and the ratios std / s.e. A calibrated error gives a ratio in
 
-Cameras: ``tem-simulator`` (a, b, c, α, β = 0.7, 0.2, 0.1, 10, 40 px²: the widths are weakly
-determined by a noise spectrum) and ``well-determined`` (0.3, 0.6, 0.1, 10, 200 px²).
+* Fisher: ``sqrt(χ²(R−1)/(R−1))`` (the sample s.d. of R normal estimates, 99.9 %);
+* bootstrap: ``sqrt(F(R−1, R(B−1)))`` (both sides are sample variances: R repeats, and the
+  R(B−1) degrees of freedom of the pooled bootstrap variances), 99.9 %.
 
-    .venv/bin/python benchmarks/mtf_standard_errors.py [--repeats 20]
+Fits whose scale did not come from the lattice are left out (the calibration is that of
+lattice fits) and counted, as are bootstrap replicas discarded for leaving the path.
 
-Measured (16 repeats, seed 0, 2026-12-01, loaded 2-core machine, load ~12), std / s.e.:
+Cases: ``k2_300kv`` (the K2 300 kV table from ``data/``, a monotone ``spline`` model:
+the noise spectrum determines it; quantities: ``−log MTF`` at 0.15, 0.25, 0.4 cycles/px
+= ``g3, g5, g8``), ``tem-simulator`` (a, b, c, α, β = 0.7, 0.2, 0.1, 10, 40 px², Lorentzian
+model, width bounds (0.1, 1000) px²: the widths are weakly determined by a noise spectrum)
+and ``well-determined`` (0.3, 0.6, 0.1, 10, 200 px², Lorentzian).
 
-| camera, crops | a | b | α | β | s | MTF(0.25) | fits at a bound |
-|---|---|---|---|---|---|---|---|
-| tem-simulator, 8 × 128² | 2.05 | 2.19 | 1.66 | 1.60 | 1.52 | 1.25 | 6/16 (1 without covariance) |
-| tem-simulator, 32 × 128² | 2.81 | 2.16 | 1.98 | 1.72 | 0.81 | 0.79 | 1/16 |
-| well-determined, 64 × 64² | 0.91 | 0.76 | 0.87 | 1.40 | 1.45 | 1.31 | 0/16 |
+    .venv/bin/python benchmarks/mtf_standard_errors.py [--repeats 30] [--bootstrap 8]
+        [--cases 0,1] [--threads 1] [--json benchmarks/results/mtf_standard_errors.json]
 
-Parametric bootstrap (``--repeats 8 --bootstrap 10 --cases 0``, seed 0, 2026-12-01, load
-10-25; each fit also bootstrapped with 10 refits, 242 s per repeat), std / s.e.:
-
-| camera, crops | a | b | α | β | s | MTF(0.25) | flagged |
-|---|---|---|---|---|---|---|---|
-| tem-simulator, 8 × 128², Fisher | 1.66 | 0.89 | 0.86 | 1.81 | 1.55 | 1.51 | 8/8 |
-| tem-simulator, 8 × 128², bootstrap | 0.97 | 1.05 | 1.28 | 0.62 | 1.23 | 1.34 | |
-
-With 8 repeats a correct ratio lies in [0.26, 1.93] (χ², 7 dof, 99.9 %): both inside, too few
-repeats to call either calibrated; the bootstrap is nearer 1 for a, b, s and the MTF and
-overstates β (median bootstrap error 176 px² for a spread of 108 px² over the repeats; the
-Fisher error, 60 px², understates it). Every fit was flagged
-(``MTFFit.fisher_errors_reliable`` False).
-
-With 16 repeats a correct ratio lies in [0.55, 1.63] (χ², 99.9 %). Where the parameters
-are determined the errors are calibrated (also ``tests/test_mtf_standard_errors.py``: 40
-repeats at 256 crops, 1.01-1.12); for TEM-simulator's camera the two Lorentzians trade
-against each other, the estimates are far from Gaussian, and repeated fits spread
-1.6-2.8 times wider than the parameter errors say, while the MTF's errors stay within
-about 25 %.
+Measured: see ``benchmarks/results/mtf_standard_errors.json`` and the table in
+``MTFFit.bootstrap_replicas``'s notes (filled in below by the last run).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import statistics
 import time
 import warnings
+from pathlib import Path
 
 import torch
+from scipy import stats
 
 from tem_core.mtf_fit import fit_mtf_whittle, synthetic_background_crops
 
+OUT = Path(__file__).resolve().parent / "results" / "mtf_standard_errors.json"
+
 CAMERAS = {
+    "k2_300kv": "k2_300kv",
     "tem-simulator": dict(a=0.7, b=0.2, c=0.1, alpha=10.0, beta=40.0),
     "well-determined": dict(a=0.3, b=0.6, c=0.1, alpha=10.0, beta=200.0),
 }
-CASES = (("tem-simulator", 8, 128), ("tem-simulator", 32, 128), ("well-determined", 64, 64))
-NAMES = ("a", "b", "alpha", "beta", "s")
+#: (camera, crops, crop edge [px], model)
+CASES = (
+    ("k2_300kv", 16, 128, "spline"),
+    ("tem-simulator", 8, 128, "lorentzian"),
+    ("well-determined", 64, 64, "lorentzian"),
+)
+QUANTITIES = {
+    "spline": ("g3", "g5", "g8", "s"),
+    "lorentzian": ("a", "b", "alpha", "beta", "s"),
+}
+LEVEL = 0.999
+DOSE_E_PER_PX = 10.0
 
 
-def run(
-    camera: str, n_crops: int, size: int, repeats: int, seed: int, bootstrap: int = 0
-) -> list[str]:
+def fisher_interval(repeats: int) -> tuple[float, float]:
+    dof = repeats - 1
+    tail = (1 - LEVEL) / 2
+    return (
+        math.sqrt(stats.chi2.ppf(tail, dof) / dof),
+        math.sqrt(stats.chi2.ppf(1 - tail, dof) / dof),
+    )
+
+
+def bootstrap_interval(repeats: int, refits: int) -> tuple[float, float]:
+    d1, d2 = repeats - 1, repeats * (refits - 1)
+    tail = (1 - LEVEL) / 2
+    return math.sqrt(stats.f.ppf(tail, d1, d2)), math.sqrt(stats.f.ppf(1 - tail, d1, d2))
+
+
+def run(camera: str, n_crops: int, size: int, model: str, repeats: int, refits: int, seed: int):
     generator = torch.Generator().manual_seed(seed)
     omega = torch.tensor([0.25], dtype=torch.float64)
-    values: dict[str, list[float]] = {k: [] for k in (*NAMES, "MTF(0.25)")}
-    errors: dict[str, list[float]] = {k: [] for k in values}
-    boot: dict[str, list[float]] = {k: [] for k in values}
-    at_bound = no_covariance = flagged = 0
+    names = (*QUANTITIES[model], "MTF(0.25)")
+    values: dict[str, list[float]] = {k: [] for k in names}
+    fisher: dict[str, list[float]] = {k: [] for k in names}
+    boot: dict[str, list[float]] = {k: [] for k in names}
+    kwargs = dict(model=model, check_particles=False)
+    if model == "lorentzian":
+        kwargs["width_bounds_px2"] = (0.1, 1000.0)
+    off_path = no_covariance = at_bound = flagged = discarded = 0
+    reasons: list[str] = []
     start = time.perf_counter()
     for _ in range(repeats):
         crops = synthetic_background_crops(
             CAMERAS[camera],
             n_crops=n_crops,
             crop_size_px=size,
-            mean_electrons_per_px=10.0,
+            mean_electrons_per_px=DOSE_E_PER_PX,
             generator=generator,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # precision warnings: counted through at_bound
-            fit = fit_mtf_whittle(
-                crops, model="lorentzian", width_bounds_px2=(0.1, 1000.0), check_particles=False
-            )
-        at_bound += bool(fit.at_bound)
-        flagged += fit.fisher_errors_reliable is not True
-        if bootstrap:
-            for k, v in fit.bootstrap_standard_errors(bootstrap, generator=generator).items():
-                boot[k].append(v)
+            fit = fit_mtf_whittle(crops, **kwargs)
+        if fit.scale_path != "count lattice":
+            off_path += 1
+            reasons.append(fit.model.reason.rsplit("; ", 1)[-1])
+            continue
         if fit.covariance is None:
             no_covariance += 1
             continue
+        at_bound += bool(fit.at_bound)
+        flagged += fit.fisher_errors_reliable is False
+        replicas = fit.bootstrap_replicas(refits, generator=generator)
+        discarded += replicas.discarded
+        reasons.extend(replicas.discarded_reasons)
+        b_se = replicas.standard_errors
         se = fit.standard_errors
-        for k in NAMES:
-            values[k].append(fit.scale if k == "s" else fit.params[k])
-            errors[k].append(se[k])
-        values["MTF(0.25)"].append(float(fit.mtf(omega)))
-        errors["MTF(0.25)"].append(float(fit.mtf_standard_error(omega)))
+        for k in names:
+            if k == "MTF(0.25)":
+                values[k].append(float(fit.noise_transfer(omega)))
+                fisher[k].append(float(fit.mtf_standard_error(omega)))
+            else:
+                values[k].append(fit.scale if k == "s" else fit.params[k])
+                fisher[k].append(se[k])
+            boot[k].append(b_se[k])
+    used = len(values["s"])
     seconds = (time.perf_counter() - start) / repeats
     rows = []
-    for k in values:
+    for k in names:
         std = statistics.stdev(values[k])
-        med = statistics.median(errors[k])
-        cells = ""
-        if bootstrap:
-            b_med = statistics.median(boot[k])
-            cells = f" {b_med:.3g} | {std / b_med:.2f} |"
+        f_rms = math.sqrt(statistics.fmean(v * v for v in fisher[k]))
+        b_rms = math.sqrt(statistics.fmean(v * v for v in boot[k]))
         rows.append(
-            f"| {camera} | {n_crops} × {size}² | {k} | {statistics.mean(values[k]):.4g} | "
-            f"{std:.3g} | {med:.3g} | {std / med:.2f} |{cells} {at_bound}/{repeats} | "
-            f"{flagged}/{repeats} | {no_covariance} | {seconds:.1f} |"
+            dict(
+                quantity=k,
+                mean=statistics.fmean(values[k]),
+                empirical_std=std,
+                fisher_rms=f_rms,
+                bootstrap_rms=b_rms,
+                fisher_median=statistics.median(fisher[k]),
+                bootstrap_median=statistics.median(boot[k]),
+                std_over_fisher=std / f_rms,
+                std_over_bootstrap=std / b_rms,
+            )
         )
-    return rows
+    return dict(
+        camera=camera,
+        crops=f"{n_crops} x {size}^2",
+        model=model,
+        dose_e_per_px=DOSE_E_PER_PX,
+        repeats=repeats,
+        used=used,
+        bootstrap_refits=refits,
+        off_path=off_path,
+        no_covariance=no_covariance,
+        at_bound=at_bound,
+        flagged_unreliable=flagged,
+        replicas_discarded=discarded,
+        off_path_reasons=reasons,
+        fisher_interval=fisher_interval(used),
+        bootstrap_interval=bootstrap_interval(used, refits),
+        level=LEVEL,
+        seconds_per_repeat=seconds,
+        rows=rows,
+    )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--bootstrap", type=int, default=8, help="bootstrap refits per fit")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--bootstrap", type=int, default=0, help="also a parametric bootstrap of N refits per fit"
-    )
-    parser.add_argument("--cases", help="indices into CASES, e.g. 0,2 (default all)")
-    args = parser.parse_args()
-    boot = " median bootstrap s.e. | std / bootstrap |" if args.bootstrap else ""
+    parser.add_argument("--cases", help="indices into CASES, e.g. 0,1 (default 0,1)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, help=f"write the results (e.g. {OUT})")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    picked = "0,1" if args.cases is None else args.cases
+    cases = [CASES[int(i)] for i in picked.split(",")]
     print(
-        "| camera | crops | quantity | mean | empirical std | median s.e. | std / s.e. |"
-        f"{boot} fits at a bound | flagged unreliable | no covariance | s/fit |"
+        "| camera, crops, model | quantity | mean | empirical std | Fisher s.e. (RMS) | "
+        "std / Fisher | bootstrap s.e. (RMS) | std / bootstrap |"
     )
-    print("|---" * (12 if args.bootstrap else 10) + "|")
-    cases = CASES if args.cases is None else [CASES[int(i)] for i in args.cases.split(",")]
-    for camera, n_crops, size in cases:
-        for row in run(camera, n_crops, size, args.repeats, args.seed, args.bootstrap):
-            print(row, flush=True)
+    print("|---" * 8 + "|")
+    results = []
+    for camera, n_crops, size, model in cases:
+        result = run(camera, n_crops, size, model, args.repeats, args.bootstrap, args.seed)
+        results.append(result)
+        label = f"{camera}, {result['crops']}, {model}"
+        for row in result["rows"]:
+            print(
+                f"| {label} | {row['quantity']} | {row['mean']:.4g} | "
+                f"{row['empirical_std']:.3g} | {row['fisher_rms']:.3g} | "
+                f"{row['std_over_fisher']:.2f} | {row['bootstrap_rms']:.3g} | "
+                f"{row['std_over_bootstrap']:.2f} |",
+                flush=True,
+            )
+        lo_f, hi_f = result["fisher_interval"]
+        lo_b, hi_b = result["bootstrap_interval"]
+        print(
+            f"  {label}: {result['used']}/{args.repeats} lattice fits used "
+            f"({result['off_path']} not on the lattice path, {result['no_covariance']} without "
+            f"covariance); {result['at_bound']} at a bound, {result['flagged_unreliable']} "
+            f"flagged; {result['replicas_discarded']} bootstrap replicas discarded; calibrated "
+            f"ratios ({LEVEL:.1%}): Fisher [{lo_f:.2f}, {hi_f:.2f}], bootstrap "
+            f"[{lo_b:.2f}, {hi_b:.2f}]; {result['seconds_per_repeat']:.1f} s per repeat",
+            flush=True,
+        )
+    if args.json:
+        payload = dict(
+            command="benchmarks/mtf_standard_errors.py "
+            + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+            loadavg=os.getloadavg(),
+            date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            cases=results,
+        )
+        args.json.write_text(json.dumps(payload, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from tem_core.mtf_fit.poisson import PoissonScale, poisson_scale
 from tem_core.mtf_fit.result import (
     NYQUIST_FRACTIONS,
     PARAM_NAMES,
+    BootstrapReplicas,
     ModelChoice,
     MTFFit,
     MTFNotIdentifiableError,
@@ -56,6 +57,7 @@ from tem_core.mtf_fit.whittle import fit_mtf_whittle
 
 __all__ = [
     "BackgroundCrops",
+    "BootstrapReplicas",
     "EdgeMTF",
     "MTFFit",
     "MTFNotIdentifiableError",

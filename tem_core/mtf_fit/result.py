@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,6 +81,36 @@ class ModelChoice:
     lr_statistics: dict[str, float]
     p_values: dict[str, float]
     reason: str
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class BootstrapReplicas:
+    """Refits of a parametric bootstrap (:meth:`MTFFit.bootstrap_replicas`).
+
+    Attributes
+    ----------
+    values
+        Per quantity (:attr:`MTFFit.covariance_names` and ``"MTF(0.25)"``), the refits'
+        estimates, one per kept replica.
+    path
+        The fit's :attr:`MTFFit.scale_path`, which every kept replica took.
+    discarded
+        Replicas simulated and refitted but not kept: their refit took another path.
+    discarded_reasons
+        Why each was discarded (the refit's note on the Poisson scale).
+    """
+
+    values: dict[str, tuple[float, ...]]
+    path: str
+    discarded: int = 0
+    discarded_reasons: tuple[str, ...] = ()
+
+    @property
+    def standard_errors(self) -> dict[str, float]:
+        """Standard deviation (``n − 1``) of each quantity over the kept replicas."""
+        return {
+            k: float(torch.tensor(v, dtype=torch.float64).std()) for k, v in self.values.items()
+        }
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -263,45 +294,124 @@ class MTFFit:
             return None
         return not self.fisher_errors_note
 
-    def bootstrap_standard_errors(
-        self, n: int = 50, *, generator: torch.Generator
-    ) -> dict[str, float]:
-        """Standard errors by a parametric bootstrap: ``n`` sets of crops of the original
-        shape and mean are simulated from the fitted model (:meth:`simulate_background`:
-        Poisson noise through the fitted noise transfer, the fitted gain) and refitted with
-        the same settings and model; returns the standard deviation (``n − 1``) of each of
-        :attr:`covariance_names` over the refits, and of ``"MTF(0.25)"``, the MTF at
-        0.25 cycles/px.
+    @property
+    def scale_path(self) -> str:
+        """Where a Whittle fit's NPS scale ``s`` came from: ``"count lattice"`` (combined
+        with the Poisson count lattice, :attr:`poisson`), ``"fixed gain"`` (``s`` fixed by
+        a given ``gain_counts_per_e``) or ``"spectrum"`` (the noise spectrum alone:
+        ``poisson_skewness=False``, or the lattice absent or refused)."""
+        if self.method != "whittle":
+            raise ValueError("scale_path needs a Whittle fit")
+        if self.poisson is not None:
+            return "count lattice"
+        settings = self.refit_settings or {}
+        if settings.get("gain_counts_per_e") is not None:
+            return "fixed gain"
+        return "spectrum"
 
-        Unlike :attr:`standard_errors` it does not assume a quadratic likelihood, so it
-        holds where the Fisher errors are flagged (:attr:`fisher_errors_reliable`). Costs
-        ``n`` fits. Whittle fits only. Limitation: when the fit's scale came from the count
-        lattice (:mod:`tem_core.mtf_fit.lattice`), some simulated crop sets show no lattice
-        and their refits fall back to the spectrum's scale, which makes the spread of ``s``
-        and of the widths bimodal (measured: β's bootstrap error 3x the calibrated Fisher
-        error); fit with ``poisson_skewness=False`` to bootstrap the spectrum alone.
+    def bootstrap_replicas(self, n: int = 50, *, generator: torch.Generator) -> BootstrapReplicas:
+        """Parametric bootstrap: ``n`` refits of crop sets simulated from the fitted model,
+        each on the same decision path as this fit; see :meth:`bootstrap_standard_errors`.
+
+        Each replica is a set of crops of the original shape and mean, cut from flat
+        micrographs twice the crop size (:meth:`simulate_background` with
+        ``cut_from_micrographs=True``: Poisson electrons, the fitted gain, the fitted noise
+        transfer; not periodic, like crops of a real micrograph and as the fit's leakage
+        correction assumes), refitted with this fit's settings and model.
+
+        The bootstrap is conditional on how this fit obtained its scale
+        (:attr:`scale_path`):
+
+        * ``"count lattice"``: a replica whose refit does not take the lattice too (no
+          lattice found, or refused by the agreement checks of
+          :func:`tem_core.mtf_fit.poisson.agreeing_poisson_scale`) is discarded and
+          another one drawn, so every replica's ``s`` comes from the lattice, as this
+          fit's did (the errors of a lattice fit, not of a mixture of lattice and spectrum
+          fits). Raises ``RuntimeError`` when more than ``n`` replicas are discarded: the
+          fit's path is then not a stable property of its model.
+        * ``"spectrum"``: the replicas are refitted with ``poisson_skewness=False``. The
+          simulated crops are Poisson with a fixed gain and show a lattice that the
+          original crops did not (or whose scale was refused), so a plain refit would take
+          another path; without it the refit is the original's estimator.
+        * ``"fixed gain"``: the same settings (the scale is fixed at the given gain).
+
+        Parameters
+        ----------
+        n
+            Replicas kept (>= 2).
+        generator
+            Random generator for the simulated crops (its device is used to simulate;
+            the refits run on the CPU).
         """
         from tem_core.mtf_fit.whittle import fit_mtf_whittle  # the fit builds this result
 
         if self.method != "whittle" or self.refit_settings is None:
-            raise ValueError("bootstrap_standard_errors needs a Whittle fit (fit_mtf_whittle)")
+            raise ValueError("bootstrap needs a Whittle fit (fit_mtf_whittle)")
         n = require_integer("n", n, 2)
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         settings = dict(self.refit_settings)
         shape, mean = settings.pop("shape"), settings.pop("mean_counts")
-        names = [k for k in self.covariance_names] or [k for k in self.params] + ["s"]
+        path = self.scale_path
+        if path == "spectrum":
+            settings["poisson_skewness"] = False
+        names = list(self.covariance_names) or [*self.params, "s"]
         omega = torch.tensor([0.25], dtype=torch.float64)
         values: dict[str, list[float]] = {k: [] for k in (*names, "MTF(0.25)")}
+        discarded: list[str] = []
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the refits' precision warnings
-            for _ in range(n):
-                crops = self.simulate_background(shape, mean_counts=mean, generator=generator)
+            warnings.simplefilter("ignore")  # the refits' precision and lattice warnings
+            while len(values["MTF(0.25)"]) < n:
+                crops = self.simulate_background(
+                    shape, mean_counts=mean, generator=generator, cut_from_micrographs=True
+                )
                 refit = fit_mtf_whittle(crops.cpu(), **settings)
+                if path == "count lattice" and refit.poisson is None:
+                    reason = refit.model.reason if refit.model is not None else ""
+                    discarded.append(reason.rsplit("; ", 1)[-1])
+                    if len(discarded) > n:
+                        raise RuntimeError(
+                            f"bootstrap: {len(discarded)} of "
+                            f"{len(discarded) + len(values['MTF(0.25)'])} "
+                            "replicas simulated from this fit did not take its path (the NPS "
+                            f"scale from the count lattice); the last: {discarded[-1]!r}. The "
+                            "lattice decision is not stable for this model: refit with "
+                            "poisson_skewness=False to bootstrap the spectrum's scale"
+                        )
+                    continue
                 for k in names:
                     values[k].append(refit.scale if k == "s" else refit.params[k])
                 values["MTF(0.25)"].append(float(refit.noise_transfer(omega)))
-        return {k: float(torch.tensor(v, dtype=torch.float64).std()) for k, v in values.items()}
+        return BootstrapReplicas(
+            values={k: tuple(v) for k, v in values.items()},
+            path=path,
+            discarded=len(discarded),
+            discarded_reasons=tuple(discarded),
+        )
+
+    def bootstrap_standard_errors(
+        self, n: int = 50, *, generator: torch.Generator
+    ) -> dict[str, float]:
+        """Standard errors by a parametric bootstrap: the standard deviation (``n − 1``)
+        of each of :attr:`covariance_names`, and of ``"MTF(0.25)"`` (the noise transfer at
+        0.25 cycles/px), over ``n`` refits of crops simulated from the fitted model
+        (:meth:`bootstrap_replicas`: crops cut from simulated micrographs, each refit on
+        the same decision path for the scale as this fit).
+
+        Unlike :attr:`standard_errors` it does not assume a quadratic likelihood, so it
+        holds where the Fisher errors are flagged (:attr:`fisher_errors_reliable`). Costs
+        ``n`` fits (more when replicas leave the fit's path and are redrawn). Whittle fits
+        only. Calibration against the spread of repeated fits:
+        ``benchmarks/mtf_standard_errors.py``.
+
+        Parameters
+        ----------
+        n
+            Replicas (>= 2).
+        generator
+            Random generator for the simulated crops.
+        """
+        return self.bootstrap_replicas(n, generator=generator).standard_errors
 
     def mtf_standard_error(self, frequency_cycles_per_px: torch.Tensor) -> torch.Tensor | None:
         """Delta-method standard error of the MTF at the given frequencies, or ``None``."""
@@ -332,10 +442,13 @@ class MTFFit:
         mean_counts: float,
         generator: torch.Generator,
         gain_counts_per_e: float | None = None,
+        cut_from_micrographs: bool = False,
     ) -> torch.Tensor:
         """Flat background with this noise spectrum: ``gain · T(Poisson(mean / gain))``.
 
         ``T`` is the fitted noise transfer (Whittle; the MTF for FFL fits) [counts].
+        By default every ``(M, N)`` image is blurred periodically; crops of a real
+        micrograph are not periodic (``cut_from_micrographs``).
 
         Parameters
         ----------
@@ -347,6 +460,14 @@ class MTFFit:
             Random generator.
         gain_counts_per_e
             Counts per electron; default the Whittle gain ``s / mean_counts`` (1 for FFL fits).
+        cut_from_micrographs
+            Cut the ``(M, N)`` images, four at a time, from micrographs of ``(2M, 2N)``
+            (as :func:`tem_core.mtf_fit.synthetic_background_crops` does), so they are not
+            periodic: the leakage of their periodograms is that of real crops, which
+            :func:`tem_core.mtf_fit.fit_mtf_whittle` corrects for. Periodic images have
+            none, and a fit of them puts the spectrum's scale high (mean 1.8 standard
+            errors for 256 crops of 64²), which is what made the lattice's scale look
+            inconsistent with it in 3 of 40 bootstrap refits.
         """
         require_positive("mean_counts", mean_counts, "counts")
         if len(shape) < 2:
@@ -358,17 +479,24 @@ class MTFFit:
                 self.gain_counts_per_e(mean_counts) if self.method == "whittle" else 1.0
             )
         require_positive("gain_counts_per_e", gain_counts_per_e, "counts/e")
-        omega = radial_frequency_cycles_per_px(
-            tuple(shape[-2:]), device=generator.device, dtype=torch.float64
-        )
+        shape = tuple(shape)
+        m, n = shape[-2:]
+        size = (2 * m, 2 * n) if cut_from_micrographs else (m, n)
+        omega = radial_frequency_cycles_per_px(size, device=generator.device, dtype=torch.float64)
         mtf = self.noise_transfer(omega) if self.method == "whittle" else self.mtf(omega)
-        return simulate_flat_background(
-            tuple(shape),
+        lead = shape[:-2]
+        count = math.prod(lead)
+        images = simulate_flat_background(
+            (-(-count // 4), *size) if cut_from_micrographs else shape,
             mean_electrons_per_px=mean_counts / gain_counts_per_e,
             mtf=mtf,
             generator=generator,
             gain_counts_per_e=gain_counts_per_e,
         )
+        if not cut_from_micrographs:
+            return images
+        crops = images.reshape(-1, 2, m, 2, n).permute(0, 1, 3, 2, 4).reshape(-1, m, n)
+        return crops[:count].reshape(shape).contiguous()
 
 
 # --- evaluation ------------------------------------------------------------------------------
