@@ -29,7 +29,7 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
         ("estimator_variance", "main", ["--repeats", "500" if args.quick else "2000"]),
         ("potential", "main", [*quick, "--device", args.device]),
         ("mtf_experiments", "main", [*quick, "--methods", "whittle,whittle+gain,ffl a=1"]),
-        ("mtf_standard_errors", "main", ["--repeats", "4" if args.quick else "20"]),
+        ("mtf_standard_errors", "main", ["--repeats", "4" if args.quick else "30"]),
         ("real_micrograph", "main", ["--n-px", "512" if args.quick else "1024"]),
         ("forward", "main", [*quick, "--device", args.device]),
         ("dataset", "main", [*quick, "--device", args.device]),

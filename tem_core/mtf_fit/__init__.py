@@ -29,6 +29,7 @@ Frequencies are in cycles per pixel (Nyquist 0.5). Background crops are selected
 :func:`find_background_crops` and checked by :func:`detect_particles_in_crops`.
 """
 
+from tem_core.mtf_fit.bootstrap import BootstrapReplicas
 from tem_core.mtf_fit.crops import (
     BackgroundCrops,
     detect_particles_in_crops,
@@ -41,7 +42,6 @@ from tem_core.mtf_fit.poisson import PoissonScale, poisson_scale
 from tem_core.mtf_fit.result import (
     NYQUIST_FRACTIONS,
     PARAM_NAMES,
-    BootstrapReplicas,
     ModelChoice,
     MTFFit,
     MTFNotIdentifiableError,

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -16,10 +15,12 @@ from tem_core.mtf_fit.poisson import PoissonScale
 from tem_core.mtf_fit.synthetic import MTFSpec, mtf_from_spec, simulate_flat_background
 from tem_core.validation import (
     require_finite,
-    require_integer,
     require_positive,
     require_positive_int,
 )
+
+if TYPE_CHECKING:
+    from tem_core.mtf_fit.bootstrap import BootstrapReplicas
 
 #: Parameters of :func:`tem_core.detector.mtf_parametric`, in order.
 PARAM_NAMES = ("a", "b", "c", "alpha", "beta", "p", "q")
@@ -81,36 +82,6 @@ class ModelChoice:
     lr_statistics: dict[str, float]
     p_values: dict[str, float]
     reason: str
-
-
-@dataclass(frozen=True, kw_only=True, eq=False)
-class BootstrapReplicas:
-    """Refits of a parametric bootstrap (:meth:`MTFFit.bootstrap_replicas`).
-
-    Attributes
-    ----------
-    values
-        Per quantity (:attr:`MTFFit.covariance_names` and ``"MTF(0.25)"``), the refits'
-        estimates, one per kept replica.
-    path
-        The fit's :attr:`MTFFit.scale_path`, which every kept replica took.
-    discarded
-        Replicas simulated and refitted but not kept: their refit took another path.
-    discarded_reasons
-        Why each was discarded (the refit's note on the Poisson scale).
-    """
-
-    values: dict[str, tuple[float, ...]]
-    path: str
-    discarded: int = 0
-    discarded_reasons: tuple[str, ...] = ()
-
-    @property
-    def standard_errors(self) -> dict[str, float]:
-        """Standard deviation (``n − 1``) of each quantity over the kept replicas."""
-        return {
-            k: float(torch.tensor(v, dtype=torch.float64).std()) for k, v in self.values.items()
-        }
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -335,6 +306,10 @@ class MTFFit:
           another path; without it the refit is the original's estimator.
         * ``"fixed gain"``: the same settings (the scale is fixed at the given gain).
 
+        The refits use the chosen model (the bootstrap is conditional on the model choice
+        too); for a fit whose model was chosen automatically their lattice check compares
+        the lattice's scale with the chosen model's rather than the spline's.
+
         Parameters
         ----------
         n
@@ -343,51 +318,9 @@ class MTFFit:
             Random generator for the simulated crops (its device is used to simulate;
             the refits run on the CPU).
         """
-        from tem_core.mtf_fit.whittle import fit_mtf_whittle  # the fit builds this result
+        from tem_core.mtf_fit.bootstrap import bootstrap_replicas
 
-        if self.method != "whittle" or self.refit_settings is None:
-            raise ValueError("bootstrap needs a Whittle fit (fit_mtf_whittle)")
-        n = require_integer("n", n, 2)
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        settings = dict(self.refit_settings)
-        shape, mean = settings.pop("shape"), settings.pop("mean_counts")
-        path = self.scale_path
-        if path == "spectrum":
-            settings["poisson_skewness"] = False
-        names = list(self.covariance_names) or [*self.params, "s"]
-        omega = torch.tensor([0.25], dtype=torch.float64)
-        values: dict[str, list[float]] = {k: [] for k in (*names, "MTF(0.25)")}
-        discarded: list[str] = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the refits' precision and lattice warnings
-            while len(values["MTF(0.25)"]) < n:
-                crops = self.simulate_background(
-                    shape, mean_counts=mean, generator=generator, cut_from_micrographs=True
-                )
-                refit = fit_mtf_whittle(crops.cpu(), **settings)
-                if path == "count lattice" and refit.poisson is None:
-                    reason = refit.model.reason if refit.model is not None else ""
-                    discarded.append(reason.rsplit("; ", 1)[-1])
-                    if len(discarded) > n:
-                        raise RuntimeError(
-                            f"bootstrap: {len(discarded)} of "
-                            f"{len(discarded) + len(values['MTF(0.25)'])} "
-                            "replicas simulated from this fit did not take its path (the NPS "
-                            f"scale from the count lattice); the last: {discarded[-1]!r}. The "
-                            "lattice decision is not stable for this model: refit with "
-                            "poisson_skewness=False to bootstrap the spectrum's scale"
-                        )
-                    continue
-                for k in names:
-                    values[k].append(refit.scale if k == "s" else refit.params[k])
-                values["MTF(0.25)"].append(float(refit.noise_transfer(omega)))
-        return BootstrapReplicas(
-            values={k: tuple(v) for k, v in values.items()},
-            path=path,
-            discarded=len(discarded),
-            discarded_reasons=tuple(discarded),
-        )
+        return bootstrap_replicas(self, n, generator=generator)
 
     def bootstrap_standard_errors(
         self, n: int = 50, *, generator: torch.Generator
