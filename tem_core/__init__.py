@@ -171,6 +171,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "NYQUIST_FRACTIONS",
         "PARAM_NAMES",
         "BackgroundCrops",
+        "BootstrapReplicas",
         "MTFFit",
         "averaged_periodogram",
         "blurred_image_difference",
