@@ -61,6 +61,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -89,6 +90,9 @@ ENERGY_EV = 300.0 * KV_TO_EV
 TILE_PX = 512
 #: particles counted by eye in the real 2048² field (dark blobs of ~100-120 Å)
 REAL_PARTICLES_PER_2048 = 25
+#: the simulated content (model file in data/, copies per 2048² field): see
+#: benchmarks/realism_content.py for the measurement of the real field that chose it
+CONTENT = ("6z6u.pdb.gz", REAL_PARTICLES_PER_2048)
 
 
 def _chi(k: np.ndarray, defocus_a: float, microscope: Microscope) -> np.ndarray:
@@ -185,18 +189,39 @@ def ring_fit(k, rings, background, z, defocus_a, microscope, phase):
     return float(zp), float(amp / np.interp(zp, k, background))
 
 
+def ring_depth(k, rings, background, zero, defocus_a, microscope, phase):
+    """One ring's depth with its zero fixed at ``zero`` [1/Å] (a fitted CTF's zero).
+
+    Over the ring around ``zero`` (maximum to maximum of ``sin²(χ(k) − φ)``, ``χ`` of
+    ``defocus_a``, ``φ`` = ``phase``) the background-subtracted profile is regressed on that
+    sin²; the depth is the fitted amplitude (zero to peak) over the background at the zero
+    (as :func:`ring_fit`, without its free zero). Fixing the zero at the CTF fitted over all
+    rings keeps the particles' form-factor ripples from dragging it (they moved
+    :func:`ring_fit`'s ring-1 zero to the edge of its scan on apoferritin fields).
+    """
+    chi = _chi(k, defocus_a, microscope) + phase
+    zero_phase = _chi(np.array([zero]), defocus_a, microscope)[0] + phase
+    sel = np.abs(chi - zero_phase) <= 0.5 * math.pi
+    t = np.sin(chi[sel]) ** 2
+    coef, *_ = np.linalg.lstsq(np.stack([np.ones_like(t), t], 1), rings[sel], rcond=None)
+    return float(coef[1] / np.interp(zero, k, background))
+
+
 def background_of(amp: np.ndarray, k: np.ndarray, defocus_a: float, microscope) -> np.ndarray:
     """fit_ctf's ring background: one ring period centred in phase, uniform in phase."""
     return ring_background(torch.from_numpy(amp), torch.from_numpy(k), defocus_a=defocus_a,
                            microscope=microscope).numpy()  # fmt: skip
 
 
-def analyse(image: np.ndarray | None, fit, microscope: Microscope, power=None) -> dict:
+def analyse(image: np.ndarray | None, fit, microscope: Microscope, power=None,
+            own_fit=None) -> dict:
     """Ring zeros and depths, ice ring, mean and noise of one micrograph (module doc).
 
     ``fit``: the real micrograph's CTF fit, whose defocus and phase shift locate the rings
     and whose astigmatism defines the equiphase average, the same for every image.
     ``power``: a given spectrum instead of the image's (known-truth check; rings only).
+    ``own_fit``: this image's own CTF fit (``defocus_a``, ``phase_shift_rad``), for the
+    verdict estimator (:data:`VERDICT`): its zeros, and the ring depths at them.
     """
     defocus_a = fit.defocus_a
     phase = offset(fit)
@@ -234,6 +259,15 @@ def analyse(image: np.ndarray | None, fit, microscope: Microscope, power=None) -
         out.update({f"rings{tag}": rings / background, f"zeros{tag}": np.array(zeros),
                     f"depths{tag}": np.array(depths), f"fit_zeros{tag}": np.array(fit_zeros),
                     f"fit_depths{tag}": np.array(fit_depths)})  # fmt: skip
+        if own_fit is not None and tag == "_eq":
+            own_phase = offset(own_fit)
+            own_zeros = ctf_zeros_per_a(5, defocus_a=own_fit.defocus_a,
+                                        cs_a=float(microscope.cs_a), energy_ev=ENERGY_EV,
+                                        phase_shift_rad=own_phase).numpy()  # fmt: skip
+            out["ctf_zeros"] = own_zeros
+            out["ctf_depths_eq"] = np.array([
+                ring_depth(k, rings, background, z, own_fit.defocus_a, microscope, own_phase)
+                for z in own_zeros[:3]])  # fmt: skip
     # Thon-ring modulation per band: regression of the equiphase rings on the CTF's sin²
     amp = np.sqrt(p_eq)
     background = background_of(amp, k, defocus_a, microscope)
@@ -269,7 +303,7 @@ def analyse(image: np.ndarray | None, fit, microscope: Microscope, power=None) -
 
 
 def estimator_truth_check(fit, microscope: Microscope, real: dict, n_draws: int = 8,
-                          n: int = 2048) -> dict:
+                          n: int = 2048, ripple=None, label: str = "") -> dict:
     """Bias and scatter of the three ring estimators on spectra with known rings.
 
     A stationary Gaussian field of ``n``² px whose power spectrum is ``B(k)² (1 + d(k)
@@ -280,6 +314,14 @@ def estimator_truth_check(fit, microscope: Microscope, real: dict, n_draws: int 
     spectrum sampled at the tile's frequencies and smoothed by the Hann window's kernel);
     the draws give its bias (mean of noisy − noise-free) and scatter; the zeros are also
     compared with the exact CTF zeros.
+
+    ``ripple``: ``(k [1/Å], r)``, a particle form factor's relative power ripple about its
+    smooth trend (:func:`form_factor_ripple`); the CTF-modulated power (the signal, not the
+    background) of the draws is multiplied by ``1 + r(|k|)``, as particles' signal is,
+    while the noise-free reference stays ripple-free: the bias then includes what the
+    form factor does to each estimator. The verdict estimator's CTF is fitted to every
+    draw (:func:`fit_ctf`, as for the micrographs); its noise-free reference uses the
+    exact CTF.
     """
     g = torch.Generator().manual_seed(12345)
     lam = microscope.wavelength_a
@@ -287,7 +329,7 @@ def estimator_truth_check(fit, microscope: Microscope, real: dict, n_draws: int 
     b_amp = background_of(np.sqrt(p_r), k_r, fit.defocus_a, microscope)
     phase = offset(fit)
 
-    def spectrum(m):
+    def spectrum(m, rippled=False):
         f = torch.fft.fftfreq(m, d=SAMPLING_A, dtype=torch.float64)
         ky, kx = torch.meshgrid(f, f, indexing="ij")
         chi, _, _ = aberration_phase(
@@ -297,25 +339,32 @@ def estimator_truth_check(fit, microscope: Microscope, real: dict, n_draws: int 
         k = torch.sqrt(kx**2 + ky**2).numpy()
         d = 0.147 * np.exp(-((k / 0.114) ** 2))
         b = np.interp(k, k_r, b_amp)
-        return b**2 * (1 + d * np.sin(chi.numpy() - phase) ** 2) ** 2
+        signal = (1 + d * np.sin(chi.numpy() - phase) ** 2) ** 2 - 1
+        if rippled and ripple is not None:
+            signal = signal * (1 + np.interp(k, ripple[0], ripple[1]))
+        return b**2 * (1 + signal)
 
+    truth_fit = SimpleNamespace(defocus_a=fit.defocus_a, phase_shift_rad=fit.phase_shift_rad)
     expected = torch.from_numpy(spectrum(TILE_PX))
     w = torch.tensor([1 / 6, 2 / 3, 1 / 6], dtype=torch.float64)
     for axis in (0, 1):
         expected = sum(w[i] * torch.roll(expected, i - 1, axis) for i in range(3))
-    clean = analyse(None, fit, microscope, power=expected)
-    amp = torch.from_numpy(np.sqrt(spectrum(n)))
+    clean = analyse(None, fit, microscope, power=expected, own_fit=truth_fit)
+    amp = torch.from_numpy(np.sqrt(spectrum(n, rippled=True)))
     draws = []
     for _ in range(n_draws):
         white = torch.randn(n, n, generator=g, dtype=torch.float64)
         field = torch.fft.ifft2(torch.fft.fft2(white) * amp).real
         power = micrograph_power_spectrum(field, tile_px=TILE_PX)
-        draws.append(analyse(None, fit, microscope, power=power))
+        own = fit_ctf(field, sampling_a=SAMPLING_A, microscope=microscope, tile_px=TILE_PX,
+                      resolution_range_a=(30.0, 4.0), find_phase_shift=True,
+                      phase_shift_range_rad=PHASE_RANGE_RAD)  # fmt: skip
+        draws.append(analyse(None, fit, microscope, power=power, own_fit=own))
     exact = ctf_zeros_per_a(5, defocus_a=fit.defocus_a, cs_a=float(microscope.cs_a),
                             energy_ev=ENERGY_EV, phase_shift_rad=phase).numpy()  # fmt: skip
     out = {}
     print(f"\nestimators on known rings ({n_draws} Gaussian fields of {n}² px with the real's "
-          "background, CTF and ring depths):")
+          f"background, CTF and ring depths{label}):")
     for zkey, dkey, name in ESTIMATORS:
         z = np.array([d[zkey] for d in draws])
         dep = np.array([d[dkey] for d in draws])
@@ -340,8 +389,10 @@ def estimator_truth_check(fit, microscope: Microscope, real: dict, n_draws: int 
 def simulate_field(args, fit, gain: float, *, structured: bool, energy_filter: bool):
     n = args.n_px
     extent = n * SAMPLING_A
-    model = read_structure(ROOT / "data" / "6z6u.pdb.gz", dtype=torch.float32)
-    count = max(1, round(REAL_PARTICLES_PER_2048 * (n / 2048) ** 2))
+    model = read_structure(ROOT / "data" / getattr(args, "model", "6z6u.pdb.gz"),
+                           dtype=torch.float32)  # fmt: skip
+    per_2048 = getattr(args, "particles", REAL_PARTICLES_PER_2048)
+    count = max(1, round(per_2048 * (n / 2048) ** 2))
     specimen = build_specimen(model, count, extent_a=(extent, extent),
                               ice=IceSlab(thickness_a=args.ice),
                               generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
@@ -370,6 +421,33 @@ def simulate_field(args, fit, gain: float, *, structured: bool, energy_filter: b
         r = micrograph(specimen, potential=settings, microscope=scope, detector=detector,
                        imaging=imaging, generator=torch.Generator().manual_seed(args.seed + 1))
     return r.counts.double().numpy(), count
+
+
+def form_factor_ripple(model_file: str, per_2048: float, seed: int, fit, microscope,
+                       n: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Relative power ripple ``r(k)`` of a particle field's form factor about its trend.
+
+    The projected potential of ``per_2048`` copies of ``model_file`` per 2048² px (random
+    poses, ``seed``) in 200 Å of uniform ice (the solvent they displace subtracted; no ice
+    structure, no CTF): its radial power ``P`` against the square of :func:`background_of`
+    of ``√P`` (one ring period of the fit's CTF, as for the micrographs' rings), ``r =
+    (√P / B)² − 1``. What the particles' own spectrum adds to the rings' background-
+    subtracted profile, for :func:`estimator_truth_check`.
+    """
+    extent = n * SAMPLING_A
+    model = read_structure(ROOT / "data" / model_file, dtype=torch.float32)
+    count = max(1, round(per_2048 * (n / 2048) ** 2))
+    specimen = build_specimen(model, count, extent_a=(extent, extent),
+                              ice=IceSlab(thickness_a=200.0),
+                              generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    settings = PotentialSettings(shape=(n, n), sampling_a=SAMPLING_A, slice_thickness_a=20.0,
+                                 energy_ev=ENERGY_EV)  # fmt: skip
+    with torch.no_grad():
+        v = projected_potential(specimen, settings).real.double()
+    power = micrograph_power_spectrum(v, tile_px=TILE_PX)
+    k, p = radial(power)
+    amp = np.sqrt(p)
+    return k, (amp / background_of(amp, k, fit.defocus_a, microscope)) ** 2 - 1
 
 
 def tilt_consistency(seed: int, n: int = 256, s: float = 1.0, tilt_deg: float = 10.0):
@@ -440,6 +518,7 @@ ESTIMATORS = (
     ("zeros", "depths", "lowest bin, radial average (parabola vertex)"),
     ("zeros_eq", "depths_eq", "lowest bin, equiphase average"),
     ("fit_zeros_eq", "fit_depths_eq", "whole-ring fit, equiphase average"),
+    ("ctf_zeros", "ctf_depths_eq", "fitted-CTF zeros, sin² depth at them (equiphase)"),
 )
 CONFIGS = (("sim, uniform ice", False, True), ("sim, structured ice", True, True),
            ("sim, no filter", True, False))  # fmt: skip
@@ -464,6 +543,11 @@ def main() -> None:
     parser.add_argument("--n-px", type=int, default=2048, help="field size [px] (real: 2048)")
     parser.add_argument("--ice", type=float, default=200.0, help="ice thickness [Å]")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--model", default=CONTENT[0],
+                        help="particle model in data/ (default: the content measured in the "
+                             "real field, benchmarks/realism_content.py)")  # fmt: skip
+    parser.add_argument("--particles", type=float, default=CONTENT[1],
+                        help="particles per 2048² px field")
     parser.add_argument("--quick", action="store_true", help="1024² field, fewer checks")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory check")
     parser.add_argument("--tilt-deg", type=float, default=0.0,
@@ -512,14 +596,20 @@ def main() -> None:
                             energy_ev=ENERGY_EV, phase_shift_rad=offset(fit)).numpy()  # fmt: skip
     print("its CTF zeros [1/Å] (the simulations' true zeros): "
           + " ".join(f"{z:.4f}" for z in truth))
-    res_real = analyse(real, fit, scope)
+    res_real = analyse(real, fit, scope, own_fit=fit)
     res_real["fitted_defocus"] = fit.defocus_a
     res_real["fitted_phase"] = fit.phase_shift_rad
     res_real["fitted_phase_error"] = fit.phase_shift_error_rad
     gain = res_real["noise_var_over_mean"]  # white counting noise: floor / mean = gain
     print(f"gain from the real noise floor: {gain:.1f} counts/e (README: about 101)")
-    quadrants = [analyse(np.ascontiguousarray(real[i:i + 1024, j:j + 1024]), fit, scope)
-                 for i in (0, 1024) for j in (0, 1024)]  # fmt: skip
+    quadrants = []
+    for i in (0, 1024):
+        for j in (0, 1024):
+            quadrant = np.ascontiguousarray(real[i:i + 1024, j:j + 1024])
+            own = fit_ctf(torch.from_numpy(quadrant), sampling_a=SAMPLING_A, microscope=scope,
+                          tile_px=TILE_PX, resolution_range_a=(30.0, 4.0),
+                          find_phase_shift=True, phase_shift_range_rad=PHASE_RANGE_RAD)
+            quadrants.append(analyse(quadrant, fit, scope, own_fit=own))
     record = dict(command=" ".join(["benchmarks/realism.py", *sys.argv[1:]]),
                   load_average=list(os.getloadavg()), n_px=args.n_px, ice_a=args.ice,
                   tilt_deg=args.tilt_deg,
@@ -549,13 +639,13 @@ def main() -> None:
             t0 = time.perf_counter()
             img, count = simulate_field(args, fit, gain, structured=structured,
                                         energy_filter=filt)  # fmt: skip
-            print(f"seed {seed}, {label}: {count} × 6Z6U in {args.ice:.0f} Å ice, "
+            print(f"seed {seed}, {label}: {count} × {args.model} in {args.ice:.0f} Å ice, "
                   f"{args.n_px}² px: {time.perf_counter() - t0:.0f} s")
-            runs[label] = analyse(img, fit, scope)
             sim_fit = fit_ctf(torch.from_numpy(img), sampling_a=SAMPLING_A, microscope=scope,
                               tile_px=TILE_PX, resolution_range_a=(30.0, 4.0),
                               find_phase_shift=True,
                               phase_shift_range_rad=PHASE_RANGE_RAD)  # fmt: skip
+            runs[label] = analyse(img, fit, scope, own_fit=sim_fit)
             runs[label]["fitted_defocus"] = sim_fit.defocus_a
             runs[label]["fitted_phase"] = sim_fit.phase_shift_rad
             runs[label]["fitted_phase_error"] = sim_fit.phase_shift_error_rad
@@ -597,7 +687,7 @@ def _memory_check() -> list[dict]:
 
 
 def _numbers(r: dict) -> dict:
-    keys = [k for k in r if k.startswith(("zeros", "depths", "fit_", "band_")) or k in (
+    keys = [k for k in r if k.startswith(("zeros", "depths", "fit_", "band_", "ctf_")) or k in (
         "ice_ring_k", "ice_ring_centroid", "ice_ring_height", "mean", "noise_var_over_mean",
         "tile_var_over_mean", "fitted_defocus", "fitted_phase", "fitted_phase_error")]  # fmt: skip
     return {k: (r[k].tolist() if isinstance(r[k], np.ndarray) else r[k]) for k in keys}
