@@ -10,8 +10,10 @@ defocus; their own amplitude contrast comes from their absorptive potentials). I
 measured from its own noise floor (a counting camera's noise is white: the periodogram
 above 0.40 Å⁻¹ divided by the mean gives counts per electron, independently of the dose).
 
-Simulation at the recorded settings: apoferritins (6Z6U, 24-mers of about 120 Å, the size
-of the particles in the real field) at the real field's number density, in structured
+Simulation at the recorded settings: SARS-CoV-2 spike trimers (6VXX, irregular, about
+100-150 Å) at the number density and size measured in the real field (``CONTENT``,
+``benchmarks/realism_content.py``; apoferritin 6Z6U, the earlier content, with
+``--model 6z6u.pdb.gz --particles 25``), in structured
 amorphous ice (:class:`tem_core.potential.IceStructure`), multislice, fitted CTF (Cs
 2.7 mm, 0.7 eV spread), radiation damage averaged over the exposure (the real image is the
 sum of a 47.6 e/Å² movie), zero-loss energy filter as in the real acquisition (and, for
@@ -92,7 +94,11 @@ TILE_PX = 512
 REAL_PARTICLES_PER_2048 = 25
 #: the simulated content (model file in data/, copies per 2048² field): see
 #: benchmarks/realism_content.py for the measurement of the real field that chose it
-CONTENT = ("6z6u.pdb.gz", REAL_PARTICLES_PER_2048)
+#: measured: the real field's dark blobs of >= 70 Å number 36 per field, median 106 Å
+#: (IQR 97-116); 25 spikes (6VXX) gave 48 of median 106 Å, 25 apoferritins (6Z6U) 25 of
+#: 126 Å (a hollow shell whose form-factor minimum sits under Thon ring 1): the spike
+#: trimer at 25 × 36/48 = 18.8 per field (apoferritin, the earlier content: --model)
+CONTENT = ("6vxx.pdb.gz", 18.8)
 
 
 def _chi(k: np.ndarray, defocus_a: float, microscope: Microscope) -> np.ndarray:
@@ -550,6 +556,8 @@ def main() -> None:
                         help="particles per 2048² px field")
     parser.add_argument("--quick", action="store_true", help="1024² field, fewer checks")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory check")
+    parser.add_argument("--main-only", action="store_true",
+                        help=f"simulate only {MAIN!r} (the real acquisition's configuration)")
     parser.add_argument("--tilt-deg", type=float, default=0.0,
                         help="experiment: tilt the simulated field about y [deg]")  # fmt: skip
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "realism.json"))
@@ -612,6 +620,7 @@ def main() -> None:
             quadrants.append(analyse(quadrant, fit, scope, own_fit=own))
     record = dict(command=" ".join(["benchmarks/realism.py", *sys.argv[1:]]),
                   load_average=list(os.getloadavg()), n_px=args.n_px, ice_a=args.ice,
+                  model=args.model, particles_per_2048=args.particles,
                   tilt_deg=args.tilt_deg,
                   seeds=seeds, real_fit=dict(defocus_a=fit.defocus_a,
                   astigmatism_a=fit.astigmatism_a,
@@ -634,7 +643,7 @@ def main() -> None:
         args.seed = seed
         runs = {"real K2": res_real}
         for label, structured, filt in CONFIGS:
-            if args.quick and label == "sim, uniform ice":
+            if (args.quick and label == "sim, uniform ice") or (args.main_only and label != MAIN):
                 continue
             t0 = time.perf_counter()
             img, count = simulate_field(args, fit, gain, structured=structured,
@@ -667,6 +676,11 @@ def main() -> None:
         record["tilt_cc"] = dict(stretched=same, unstretched=raw, other_seed=other)
     if not args.quick and not args.no_memory:
         record["memory"] = _memory_check()
+    elif not args.quick and Path(args.json).exists():  # keep the last measured one
+        previous = json.loads(Path(args.json).read_text())
+        if "memory" in previous:
+            record["memory"] = previous["memory"]
+            record["memory_command"] = previous.get("memory_command", previous["command"])
     _figure(images, runs_by_seed[seeds[0]], fit)
     if not args.quick:
         Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
