@@ -568,7 +568,12 @@ def main() -> None:
     parser.add_argument("--only-memory", action="store_true",
                         help="run only the memory check and update its entry in --json")
     parser.add_argument("--memory-child", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--summary", action="store_true",
+                        help="print the over-seeds summary of the record in --json and stop")
     args = parser.parse_args()
+    if args.summary:
+        summary_from_json(args.json)
+        return
     if args.memory_child is not None:
         memory_child(args.memory_child)
         return
@@ -765,6 +770,8 @@ def _summary(runs_by_seed: dict, real: dict) -> None:
     n = len(runs_by_seed)
     print(f"\n=== {MAIN}, energy filter: over {n} seed(s) (mean ± std; worst) ===")
     for zkey, dkey, name in ESTIMATORS:
+        if zkey not in real or dkey not in real:  # an older record
+            continue
         rel = np.array([(r[MAIN][zkey] / real[zkey] - 1) * 100 for r in runs_by_seed.values()])
         ratio = np.array([r[MAIN][dkey] / real[dkey] for r in runs_by_seed.values()])
         print(f"  {name}:")
@@ -787,12 +794,40 @@ def _summary(runs_by_seed: dict, real: dict) -> None:
           f"(real {real['fitted_phase']:+.3f} ± {real['fitted_phase_error']:.3f}, simulated "
           "with it as phase plate)")
     zkey, dkey = next((z, d) for z, d, name in ESTIMATORS if name == VERDICT)
+    if zkey not in real or dkey not in real:
+        print(f"  verdict ({VERDICT}): not in this record")
+        return
     rel = np.array([(r[MAIN][zkey] / real[zkey] - 1) * 100 for r in runs_by_seed.values()])
     ratio = np.array([r[MAIN][dkey] / real[dkey] for r in runs_by_seed.values()])
     zeros_ok = (np.abs(rel) <= 2.0).all(axis=1)
     depth_ok = ((ratio >= 1 / 1.5) & (ratio <= 1.5)).all(axis=1)
     print(f"  verdict ({VERDICT}): zeros within 2 % at {zeros_ok.sum()} of {n} seeds, "
           f"depths within ×1.5 at {depth_ok.sum()} of {n} seeds")
+    print(f"\n  every target per seed ({VERDICT}; the issue's tolerances):")
+    print(f"  {'seed':>4} {'zeros Δ% (≤2)':>36} {'depth ratio (×1.5)':>20} {'ice max':>7} "
+          f"{'centr.':>6} {'height ×(2)':>11} {'mean Δ%(3)':>10} {'var/mean Δ%(5)':>14}")
+    for i, (seed, r) in enumerate(runs_by_seed.items()):
+        m = r[MAIN]
+        dm = (m["mean"] / real["mean"] - 1) * 100
+        dv = (m["noise_var_over_mean"] / real["noise_var_over_mean"] - 1) * 100
+        print(f"  {seed!s:>4} " + " ".join(f"{v:+6.2f}" for v in rel[i]) + "  "
+              + " ".join(f"{v:5.2f}" for v in ratio[i])
+              + f"  {m['ice_ring_k']:7.3f} {m['ice_ring_centroid']:6.3f} "
+              f"{m['ice_ring_height'] / real['ice_ring_height']:11.2f} {dm:+10.2f} {dv:+14.2f}")
+
+
+def summary_from_json(path: str) -> None:
+    """The over-seeds summary (``_summary``) of a stored record, with today's VERDICT."""
+    record = json.loads(Path(path).read_text())
+
+    def arrays(d):
+        return {k: np.array(v) if isinstance(v, list) else v for k, v in d.items()}
+
+    real = arrays(record["real"])
+    runs = {seed: {MAIN: arrays(v[MAIN])} for seed, v in record["sims"].items()}
+    print(f"{record['command']} ({record.get('model', '6z6u.pdb.gz')}, "
+          f"{record.get('particles_per_2048', REAL_PARTICLES_PER_2048)} per 2048² field)")
+    _summary(runs, real)
 
 
 def _figure(images: dict, runs: dict, fit) -> None:
