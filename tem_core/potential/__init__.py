@@ -53,7 +53,7 @@ from tem_core.potential import checks
 from tem_core.potential.checks import check_atoms, check_backend, check_specimen_grid
 from tem_core.potential.damage import RadiationDamage
 from tem_core.potential.ice import IceStructure, ice_mean_inner_potential_v
-from tem_core.potential.kernels import _single_torch_thread, project_gaussians
+from tem_core.potential.kernels import SplatScratch, _single_torch_thread, project_gaussians
 from tem_core.potential.maps import ParticleMaps, refuse_atom_gradients
 from tem_core.potential.streaming import (
     ATOM_GAUSSIANS_CACHE,
@@ -452,6 +452,7 @@ def _streaming_setup(specimen, settings, coefficients):
         sampling_a=settings.sampling_a,
         periodic=settings.periodic,
         use_taichi=prepared.use_taichi,
+        scratch=SplatScratch(),  # edge-fraction buffers reused slice after slice
     )
     if mapped is not None:
         mapped.set_edges(edges.tolist())

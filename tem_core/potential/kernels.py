@@ -133,6 +133,36 @@ def splat_taichi(w, dx, dy, kx0, ky0, wins, ny: int, nx: int, *, chunk: int | No
     )  # fmt: skip
 
 
+class SplatScratch:
+    """Edge-fraction buffers reused by the splat calls of one stream of slices.
+
+    :class:`GaussianSplatFunction` writes each call's ``(N, K, W)`` edge fractions into
+    these buffers instead of fresh arrays when no input needs a gradient (nothing is kept
+    for ``backward``). Reusing them avoids allocating (and page-faulting) two arrays of up
+    to tens of MB per slice, whose varying sizes also fragment the C heap. A buffer grows
+    by 25 % over the largest request and lives as long as the stream holding this object.
+    """
+
+    def __init__(self) -> None:
+        self._flat: dict[tuple, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype, device) -> torch.Tensor:
+        """A contiguous ``shape`` view of buffer ``name`` (contents undefined)."""
+        numel = math.prod(shape)
+        key = (name, dtype, torch.device(device))
+        buf = self._flat.get(key)
+        if buf is None or buf.numel() < numel:
+            self._flat.pop(key, None)
+            buf = torch.empty(numel + numel // 4, dtype=dtype, device=device)
+            self._flat[key] = buf
+        return buf[:numel].view(shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held [bytes]."""
+        return sum(b.numel() * b.element_size() for b in self._flat.values())
+
+
 class GaussianSplatFunction(torch.autograd.Function):
     """Edge fractions (erf, computed in the kernel) and splat in one Taichi call.
 
@@ -160,13 +190,18 @@ class GaussianSplatFunction(torch.autograd.Function):
         sampling_a: float,
         win_max: int,
         chunk: int,
+        scratch: SplatScratch | None = None,
     ):  # noqa: D102
         kernels = build_kernels(w.dtype)
         w, scale = w.detach().contiguous(), scale.detach().contiguous()
         rx, ry = rx.detach().contiguous(), ry.detach().contiguous()
         n, k = w.shape
-        dx = torch.empty((n, k, win_max), dtype=w.dtype, device=w.device)
-        dy = torch.empty_like(dx)
+        if scratch is not None and not any(ctx.needs_input_grad[:4]):  # no backward: reuse
+            dx = scratch.take("dx", (n, k, win_max), w.dtype, w.device)
+            dy = scratch.take("dy", (n, k, win_max), w.dtype, w.device)
+        else:
+            dx = torch.empty((n, k, win_max), dtype=w.dtype, device=w.device)
+            dy = torch.empty_like(dx)
         tab_v, tab_s = erf_table(w.device, w.dtype)
         kernels["edge_fractions"](scale, rx, ry, wins, float(sampling_a), tab_v, tab_s, dx, dy)
         out = _splat_launch(kernels, w, dx, dy, kx0, wins, cell_start, ny, nx, chunk, win_max)
@@ -186,7 +221,7 @@ class GaussianSplatFunction(torch.autograd.Function):
         )  # fmt: skip
         grad_w, grad_scale, grad_rx, grad_ry = grads
         c = 1.0 / math.sqrt(math.pi)
-        return (grad_w, c * grad_scale, c * grad_rx.sum(1), c * grad_ry.sum(1)) + (None,) * 9
+        return (grad_w, c * grad_scale, c * grad_rx.sum(1), c * grad_ry.sum(1)) + (None,) * 10
 
 
 def splat_torch(w, dx, dy, kx0, ky0, wins, ny: int, nx: int) -> torch.Tensor:
@@ -287,6 +322,7 @@ def project_gaussians(
     periodic: bool,
     use_taichi: bool,
     win_max: int | None = None,
+    scratch: SplatScratch | None = None,
 ) -> torch.Tensor:
     """Slice-integrated, pixel-averaged sum of 3-D Gaussians [amplitude unit / Å²].
 
@@ -294,19 +330,19 @@ def project_gaussians(
     ``(N, K)``; ``radii_a`` (N,) the window half-widths (from :func:`gaussian_radius_a`).
     ``win_max``: an upper bound of the window sizes ``⌊2 r / s⌋ + 2`` [px] (from
     :func:`window_size_px` of the largest radius; computed from ``radii_a`` when ``None``,
-    which costs a device synchronisation on a GPU).
+    which costs a device synchronisation on a GPU). ``scratch``: a :class:`SplatScratch`
+    whose buffers the splat reuses when nothing needs a gradient (a stream of slices).
     """
     ny, nx = shape
     s = float(sampling_a)
-    out = torch.zeros((ny, nx), dtype=positions_a.dtype, device=positions_a.device)
     if positions_a.shape[0] == 0:
-        return out
+        return torch.zeros((ny, nx), dtype=positions_a.dtype, device=positions_a.device)
     small_cpu = (os.cpu_count() or 1) <= 4
     with _single_torch_thread(use_taichi and small_cpu and positions_a.device.type == "cpu"):
         if use_taichi:
             return _project_gaussians_taichi(
                 positions_a, amplitudes, widths_b_a2, radii_a, z0_a, z1_a, (ny, nx), s,
-                periodic, win_max,
+                periodic, win_max, scratch,
             )  # fmt: skip
         return _project_gaussians(
             positions_a,
@@ -349,7 +385,8 @@ BAND_MIN_ATOMS_PER_PIXEL = 0.1
 
 
 def _project_gaussians_taichi(
-    positions_a, amplitudes, widths_b_a2, radii_a, z0_a, z1_a, shape, s, periodic, win_max
+    positions_a, amplitudes, widths_b_a2, radii_a, z0_a, z1_a, shape, s, periodic, win_max,
+    scratch=None,
 ):
     """One :class:`GaussianSplatFunction` call for all atoms (no window-size buckets).
 
@@ -394,7 +431,7 @@ def _project_gaussians_taichi(
     ints = [t[order].to(torch.int32).contiguous() for t in (kx0w, ky0w, wins)]
     out = GaussianSplatFunction.apply(
         weights[order], scale[order], rx[order], ry[order], *ints, cell_start, cy, cx, s,
-        int(win_max), chunk,
+        int(win_max), chunk, scratch,
     )  # fmt: skip
     if not periodic:
         out = out[pad : pad + ny, pad : pad + nx]

@@ -3,13 +3,14 @@
 :func:`tem_core.propagate.multislice` runs each step that needs no graph through a
 :class:`StepWorkspace`: the transmission function, both band-limit transforms and the
 propagation write into buffers allocated once per call (``out=`` and in-place products)
-instead of a fresh array per operation, and the band limit of slice ``n + 1`` shares one
-batched ``fft2``/``ifft2`` pair with the wave step of slice ``n`` (:meth:`StepWorkspace.push`),
-so the FFT library parallelises over whole transforms. The arithmetic is the same, operation
-by operation and transform by transform, as :func:`tem_core.propagate.transmission_function`
-and the scaled step of :func:`tem_core.propagate.multislice` (bitwise equal exit waves,
-tested). Memory stays flat in thickness: a handful of ``(ny, nx)`` planes, whatever the
-number of slices.
+instead of a fresh array per operation; the band-limit mask is converted to the complex
+dtype once (``mul_`` by a real mask converts it at every call); and the band limit of slice
+``n + 1`` shares one batched ``fft2``/``ifft2`` pair with the wave step of slice ``n``
+(:meth:`StepWorkspace.push`), so the FFT library parallelises over whole transforms. The
+arithmetic is the same, operation by operation and transform by transform, as
+:func:`tem_core.propagate.transmission_function` and the scaled step of
+:func:`tem_core.propagate.multislice` (bitwise equal exit waves, tested). Memory stays flat
+in thickness: a handful of ``(ny, nx)`` planes, whatever the number of slices.
 """
 
 from __future__ import annotations
@@ -43,6 +44,20 @@ class StepWorkspace:
         self._buffers: dict[tuple, torch.Tensor] = {}
         self._ones: dict[tuple[int, ...], torch.Tensor] = {}
         self._pending_propagator: torch.Tensor | None = None
+        self._mask_for: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
+
+    def _complex_mask(self, scaled_mask: torch.Tensor) -> torch.Tensor:
+        """``scaled_mask`` in the complex dtype, converted once per mask.
+
+        ``spectrum.mul_(real_mask)`` converts the mask to complex in a temporary at every
+        call (the same values, ``m + 0i``), so the products are bitwise those of the real
+        mask.
+        """
+        if self._mask_for is not scaled_mask:
+            self._mask = scaled_mask.to(self.cdtype)
+            self._mask_for = scaled_mask
+        return self._mask
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         key = (name, tuple(shape), dtype)
@@ -111,7 +126,7 @@ class StepWorkspace:
         if scaled_mask is not None:
             spectrum = self._buffer("spectrum", tuple(t.shape), self.cdtype)
             torch.fft.fft2(t, norm="backward", out=spectrum)
-            spectrum.mul_(scaled_mask)
+            spectrum.mul_(self._complex_mask(scaled_mask))
             torch.fft.ifft2(spectrum, norm="forward", out=t)
         shape = tuple(torch.broadcast_shapes(wave.shape, t.shape))
         psi = self._buffer("wave", shape, self.cdtype)
@@ -160,7 +175,7 @@ class StepWorkspace:
             t = batch[n_waves]
             self.transmission(potential, out=t)
             torch.fft.fft2(t, norm="backward", out=spectrum[n_waves])
-            spectrum[n_waves].mul_(scaled_mask)
+            spectrum[n_waves].mul_(self._complex_mask(scaled_mask))
             torch.fft.ifft2(spectrum[n_waves], norm="forward", out=t)
             stepped = wave
         else:
@@ -169,7 +184,7 @@ class StepWorkspace:
             self.transmission(potential, out=batch[n_waves])  # t_{n+1}
             torch.fft.fft2(batch, norm="backward", out=spectrum)
             spectrum[:n_waves].mul_(self._pending_propagator)
-            spectrum[n_waves].mul_(scaled_mask)
+            spectrum[n_waves].mul_(self._complex_mask(scaled_mask))
             torch.fft.ifft2(spectrum, norm="forward", out=batch)
             stepped = waves.view(wave.shape)
         self._pending_propagator = scaled_propagator
