@@ -28,13 +28,19 @@ quick = False  # unused: reading the tables is instant
 
 # %%
 import json
-import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tem_core.plotting import book_figure, use_book_style
+from tem_core.plotting import (
+    book_figure,
+    peer_results_text,
+    recorded_table,
+    scaling_text,
+    use_book_style,
+    wrap,
+)
 
 use_book_style()
 roots = (Path.cwd(), *Path.cwd().parents)
@@ -42,29 +48,9 @@ RESULTS = next(p / results_dir for p in roots if (p / results_dir).is_dir())
 recorded = json.loads((RESULTS / "recorded_2026-11-28.json").read_text())
 scaling_files = sorted(RESULTS.glob("scaling_*.json"))
 names = ", ".join(p.name for p in sorted(RESULTS.glob("*.json")))
-print(textwrap.fill(f"tables in {RESULTS.name}/: {names}", 88))
+print(wrap(f"tables in {RESULTS.name}/: {names}"))
 
-
-def table(section: dict, formats: dict[str, str]) -> None:
-    """Print the rows of a recorded section, one column per name in ``formats``."""
-    rows = [dict(zip(section["columns"], row, strict=True)) for row in section["rows"]]
-    widths = {name: len(format(0, f)) for name, f in formats.items()}
-    text = {name: isinstance(rows[0][name], str) for name in formats}
-    print("  ".join(f"{n:{'<' if text[n] else '>'}{widths[n]}}" for n in formats))
-    for row in rows:
-        cells = [
-            f"{'-':>{widths[n]}}" if row[n] is None else format(row[n], f)
-            for n, f in formats.items()
-        ]
-        print("  ".join(cells))
-
-
-def say(text: str) -> None:
-    """Print a sentence wrapped to the page."""
-    print(textwrap.fill(text, 88))
-
-
-say(f"recorded: {recorded['source']}; {recorded['conditions']}")
+print(wrap(f"recorded: {recorded['source']}; {recorded['conditions']}"))
 
 
 # %% [markdown]
@@ -78,8 +64,8 @@ say(f"recorded: {recorded['source']}; {recorded['conditions']}")
 
 # %%
 potential = recorded["potential"]
-say(potential["setup"])
-table(
+print(wrap(potential["setup"]))
+print(recorded_table(
     potential,
     {
         "case": "18",
@@ -89,7 +75,7 @@ table(
         "seconds": "8.2f",
         "atoms_per_s": "11.2e",
     },
-)
+))
 
 # %% tags=["hide-input"]
 fig, axes = book_figure(1, 1, height=3.6)
@@ -132,12 +118,12 @@ plt.show()
 
 # %%
 forward = recorded["forward_vs_abtem"]
-say(forward["setup"])
-table(forward, {"what": "50", "tem_core_s": "10.2f", "abtem_s": "7.2f"})
+print(wrap(forward["setup"]))
+print(recorded_table(forward, {"what": "50", "tem_core_s": "10.2f", "abtem_s": "7.2f"}))
 temsim = recorded["vs_temsim"]
 print()
-say(temsim["setup"])
-table(temsim, {"simulator": "28", "seconds": "8.1f"})
+print(wrap(temsim["setup"]))
+print(recorded_table(temsim, {"simulator": "28", "seconds": "8.1f"}))
 
 # %% tags=["hide-input"]
 fig, axes = book_figure(2, 1, height=3.0)
@@ -161,7 +147,7 @@ plt.show()
 # supersede both numbers. The results agree with the peers:
 
 # %%
-table(recorded["agreement"], {"quantity": "60", "relative_l2": "11.1e"})
+print(recorded_table(recorded["agreement"], {"quantity": "60", "relative_l2": "11.1e"}))
 
 # %% [markdown]
 # ## Side by side, warm and with the same threads
@@ -176,47 +162,7 @@ table(recorded["agreement"], {"quantity": "60", "relative_l2": "11.1e"})
 # TMV example, interleaved. Ratios measured in one run are the numbers to read.
 
 # %%
-for name in ("forward_cpu.json", "vs_cryojax.json", "vs_temsim.json"):
-    path = RESULTS / name
-    if not path.exists():
-        say(f"{name}: not recorded yet (run its benchmark with --json)")
-        continue
-    if name == "vs_temsim.json":
-        run = json.loads(path.read_text())
-        say(f"{name}: {run['setup']}; {run['repeat']} interleaved run(s), median; "
-            f"load before/after {run['load_average_before_after']}")  # fmt: skip
-        ref = run["median_s"].get("TEM-simulator")
-        ref_cpu = run["median_cpu_s"].get("TEM-simulator")
-        for code, wall in run["median_s"].items():
-            cpu = run["median_cpu_s"][code]
-            vs = ""
-            if ref:
-                vs = f", TEM-sim/code {ref / wall:4.2f}× (CPU {ref_cpu / cpu:4.2f}×)"
-            print(f"  {code:<20} {wall:6.1f} s wall, {cpu:6.1f} s CPU{vs}")
-        continue
-    run = json.loads(path.read_text())
-    say(f"{name}: {run['threads']} threads, {run['rounds']} rounds, load average "
-        f"before {run['load_before']}, after {run['load_after']}")  # fmt: skip
-    if name == "forward_cpu.json":
-        for label, row in run["rows"].items():
-            if "error" not in row:
-                print(f"  {label:<22} exit wave {row['t_exit_wave_s']:6.2f} s, "
-                      f"peak RSS {row['maxrss_mib']:5.0f} MiB")  # fmt: skip
-        for label, ratio in run["ratios"].items():
-            print(f"  {label:<50} {ratio:5.2f}×")
-    else:
-        for scene, row in run["results"].items():
-            for code in ("tem_core", "cryojax"):
-                if "error" not in row[code]:
-                    r = row[code]
-                    print(f"  {scene:<13} {code:<9} forward {r['forward_s']:6.3f} s, "
-                          f"gradient {r['gradient_s']:6.3f} s")  # fmt: skip
-            if "speedup_forward" in row:
-                fwd, grad = row["speedup_forward"], row["speedup_gradient"]
-                print(f"  {scene:<13} cryojax/tem_core: forward {fwd:.2f}×, "
-                      f"gradient {grad:.2f}×")  # fmt: skip
-                gap = 1.0 - row["image_correlation"]
-                print(f"  {'':<13} image correlation 1 - {gap:.1e}")
+print(peer_results_text(RESULTS))
 
 # %% [markdown]
 # ## Scaling with the grid and the number of particles
@@ -229,17 +175,7 @@ for name in ("forward_cpu.json", "vs_cryojax.json", "vs_temsim.json"):
 # %%
 if scaling_files:
     scaling = json.loads(scaling_files[-1].read_text())
-    print(
-        f"{scaling['benchmark']}, {scaling['date']}, {scaling['device']}, "
-        f"{scaling['threads']} threads of {scaling['cpus']} CPUs"
-    )
-    print(f"load average (1, 5, 15 min): {scaling['load_average_1_5_15']}")
-    print(f"{'series':>6} {'grid':>6} {'particles':>9} {'atoms':>9} {'seconds':>8}")
-    for r in scaling["rows"]:
-        print(
-            f"{r['series']:>6} {r['n_px']:>5}² {r['particles']:9d} "
-            f"{r['atoms']:9,d} {r['seconds']:8.2f}"
-        )
+    print(scaling_text(scaling))
 else:
     scaling = None
     print("no scaling table recorded yet: run benchmarks/scaling.py --json ...")

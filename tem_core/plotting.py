@@ -21,12 +21,22 @@ from tem_core._plotting_book import (
     convergence,
     use_book_style,
 )
+from tem_core._plotting_tables import (
+    peer_results_text,
+    recorded_table,
+    scaling_text,
+    wrap,
+)
 from tem_core.grids import radial_frequency_cycles_per_px
 from tem_core.mtf_fit import averaged_periodogram, radial_profile
 from tem_core.validation import require_integer, require_positive
 
 __all__ = [
     "heatmap_table",
+    "peer_results_text",
+    "recorded_table",
+    "scaling_text",
+    "wrap",
     "book_figure",
     "convergence",
     "image_tiles",
