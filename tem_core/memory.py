@@ -387,15 +387,28 @@ def _release_in_backward(grad: torch.Tensor) -> None:
     release_at_boundary()
 
 
+def release_in_backward(tensor: object) -> None:
+    """Return the C heap's free pages (:func:`release_at_boundary`) when the backward pass
+    reaches ``tensor`` (a hook that leaves its gradient unchanged); nothing when ``tensor``
+    is not a tensor recorded by autograd.
+
+    Backward frees the arrays saved for each step as it goes and allocates the step's
+    gradients: without a release between steps the heap keeps the freed blocks and grows
+    (a 1024² float64 micrograph through 30 slices of ice: the resident set rose by 130 MB
+    during backward with releases only at the slices holding atoms).
+    """
+    if isinstance(tensor, torch.Tensor) and tensor.requires_grad and torch.is_grad_enabled():
+        tensor.register_hook(_release_in_backward)
+
+
 def releasing(items: Iterable[T]) -> Iterator[T]:
     """Yield ``items`` of a streamed loop, returning the C heap's free pages
     (:func:`release_at_boundary`) after each item is computed and after the step that
-    consumed it, and between the steps of the backward pass (a hook on each item that
-    requires grad; it leaves the gradient unchanged)."""
+    consumed it, and between the steps of the backward pass (:func:`release_in_backward`
+    on each item)."""
     for item in items:
         release_at_boundary()  # the item's temporaries
-        if isinstance(item, torch.Tensor) and item.requires_grad and torch.is_grad_enabled():
-            item.register_hook(_release_in_backward)
+        release_in_backward(item)
         yield item
         release_at_boundary()  # the step's temporaries, before the next item
 

@@ -243,3 +243,30 @@ def test_releasing_passes_items_and_gradients_through() -> None:
     plain = x.detach().clone().requires_grad_(True)
     (sum(y * y for y in [plain, 2 * plain]) ** 2).sum().backward()
     assert torch.equal(x.grad, plain.grad)
+
+
+def test_backward_releases_between_multislice_steps(monkeypatch) -> None:
+    """Backward returns heap pages at every multislice step (a hook on each step's wave and
+    on its product with the transmission function), not only at the slices that require
+    grad; gradients are unchanged."""
+    from tem_core.propagate import multislice
+
+    calls = []
+    monkeypatch.setattr(memory, "release_free_memory", lambda: calls.append(1) or True)
+    g = torch.Generator().manual_seed(0)
+    v = torch.rand(4, 16, 16, generator=g, dtype=torch.float64)
+    v0 = v[0].clone().requires_grad_(True)  # only the first slice requires grad
+
+    def wave_sum(first):
+        slices = [first, *v[1:]]
+        psi = multislice(slices, sampling_a=1.0, slice_thickness_a=10.0, energy_ev=3e5)
+        return psi.abs().square().mul(torch.arange(256.0, dtype=torch.float64).view(16, 16))
+
+    out = wave_sum(v0).sum()
+    calls.clear()
+    (grad,) = torch.autograd.grad(out, v0)
+    assert len(calls) >= 2 * 4 - 1  # the product and the wave of every step
+    monkeypatch.setattr(memory, "RELEASE_AT_BOUNDARIES", False)
+    v1 = v[0].clone().requires_grad_(True)
+    (plain,) = torch.autograd.grad(wave_sum(v1).sum(), v1)
+    assert torch.equal(grad, plain)

@@ -52,6 +52,7 @@ import torch
 
 from tem_core._fft import fft2, ifft2
 from tem_core.grids import frequency_squared_per_a2
+from tem_core.memory import release_in_backward
 from tem_core.propagate.checks import (
     SamplingWarning,
     available_memory_bytes,
@@ -278,7 +279,9 @@ def _multislice_step_scaled(wave, transmission, scaled_propagator, scaled_mask):
     t = transmission
     if scaled_mask is not None:
         t = ifft2(_times(fft2(t), scaled_mask), norm="forward")  # unnormalised inverse
-    return ifft2(_times(fft2(wave * t), scaled_propagator), norm="forward")
+    product = wave * t
+    release_in_backward(product)  # mid-step in backward: after propagation, before t
+    return ifft2(_times(fft2(product), scaled_propagator), norm="forward")
 
 
 def _times(fresh: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -537,6 +540,7 @@ def multislice(
             t = transmission_function(_line(potential, axis), energy_ev=energy_ev).to(cdtype)
             t = _bandlimit_line(t, mask, axis)
             psi = step(psi, t, scaled_prop, None)
+        release_in_backward(psi)  # heap pages back between the steps of backward
         n_done += 1
     if workspace is not None:
         psi = workspace.flush(psi)
