@@ -50,13 +50,17 @@ BETWEEN_STEPS_COMPLEX_GRIDS = 4
 # without a graph the steps reuse buffers (propagate/workspace.py) held for the whole loop:
 # the propagator and its scaled copy, the two-plane batch and its spectrum (the next slice's
 # band limit shares one transform pair with the wave step), the transmitted wave and its
-# spectrum (complex); the phase, the amplitude and the scaled band-limit mask (real)
-BUFFERED_BETWEEN_STEPS_COMPLEX_GRIDS = 8
+# spectrum and the scaled band-limit mask converted to complex once (complex); the phase,
+# the amplitude and the scaled band-limit mask (real)
+BUFFERED_BETWEEN_STEPS_COMPLEX_GRIDS = 9
 BUFFERED_BETWEEN_STEPS_REAL_GRIDS = 3
 # the CPU band splat (potential/band_kernels.py) while a slice's atoms are projected: its
 # canvas (the field plus the windows' overhang), the canvas padded to whole tiles (up to
 # 2 × 2 fields) and the folded sum (real)
 BAND_SPLAT_REAL_GRIDS = 7
+# or, below BAND_MIN_ATOMS_PER_PIXEL (potential.kernels; a multislice slice) and on CUDA, the
+# bucketed kernel's canvas (the field plus the windows' overhang)
+BUCKETED_SPLAT_REAL_GRIDS = 1
 PROJECTION_COMPLEX_GRIDS = 2
 # autograd keeps, per slice holding atoms that require grad, the transmission (exp saves its
 # output), the band-limited transmission and the incoming wave (inputs of their product);
@@ -92,6 +96,34 @@ GRAPH_SOLVENT_REAL_GRIDS_PER_SLICE = 3
 GRAPH_REAL_GRIDS_PER_SLICE = 1
 INELASTIC_REAL_GRIDS = 1  # the running sum of the imaginary potential (no energy filter)
 DAMAGE_REAL_GRIDS = 1  # the radiation-damage filter
+# Per-atom arrays (counted in values per atom, like the grids; `--explain` on a case with
+# many atoms, e.g. `micrograph:1024:float32:0:apo20`, lists them). Kept for the whole stream
+# (potential.streaming._Prepared): the atoms sorted by z, positions, Peng amplitudes and
+# widths, window radii and z (3 + 5 + 5 + 1 + 1); with ice also the excluded-volume
+# Gaussians sorted with their positions and z (3 + 3 + 1); keep masks (bool) and int64 ranks
+STREAM_REALS_PER_ATOM = 15
+STREAM_SOLVENT_REALS_PER_ATOM = 7
+STREAM_BYTES_PER_ATOM = 18  # with the preflight's window radii (float64, cached)
+# while one slice's atoms are splatted: the selected copies (14), the erf arguments, slice
+# fractions, weights and scales (4 × 5), the window offsets (2) and the copies sorted by
+# window bucket (5 + 5 + 2); indices, windows, corners, buckets and their int32 copies
+SLICE_REALS_PER_ATOM = 48
+SLICE_BYTES_PER_ATOM = 80
+# the one-pass projection of all atoms (potential.streaming._atoms_through_slices): slice
+# fractions, scales and weights (3 × 5), the bounds of each atom's slices (2), the kernel's
+# scales (5); the first and last slice indices (int64)
+PROJECTION_REALS_PER_ATOM = 22
+PROJECTION_BYTES_PER_ATOM = 16
+# kept by autograd per atom and slice: the selected positions' gather index (int64), the erf
+# inputs (2 × 5), the slice fractions and amplitudes of the weights (5 + 5), the widths'
+# rsqrt output (5), the splat's weights, scales and offsets (5 + 5 + 2) and its int32
+# corners and windows
+GRAPH_REALS_PER_ATOM_SLICE = 37
+GRAPH_BYTES_PER_ATOM_SLICE = 20
+# the splat's edge fractions of a slice's atoms, (N, 5, W) for x and y, in reused buffers
+# (potential.kernels.SplatScratch, 25 % headroom) without a graph and kept per slice with one
+EDGE_FRACTION_GAUSSIANS = 5
+SCRATCH_HEADROOM = 1.25
 
 
 def _cgroup_limit_bytes() -> int | None:
@@ -190,6 +222,54 @@ def slice_potential_bytes(
     return n_pixels(shape) * SLICE_REAL_GRIDS * real + min(n_atoms, 32768) * per_atom
 
 
+def atom_bytes(
+    n_atoms: int,
+    dtype: torch.dtype,
+    *,
+    slice_atoms: int = 0,
+    edge_atoms: int = 0,
+    atom_slices: int = 0,
+    edge_atom_slices: int = 0,
+    edge_px: int = 0,
+    solvent: bool = True,
+    requires_grad: bool = False,
+    projection: bool = False,
+) -> dict[str, int]:
+    """Memory of the atoms' own arrays while :func:`tem_core.simulate.micrograph` streams
+    them [bytes].
+
+    Returns ``"stream"`` (kept from the first slice to the exit wave), ``"slice"`` (the
+    temporaries of the slice with the most
+    atoms, ``slice_atoms``, or with the most atoms splatted with edge-fraction arrays,
+    ``edge_atoms``) and ``"graph"`` (what autograd keeps over the ``atom_slices``
+    atom-slice pairs, ``edge_atom_slices`` of them with edge fractions, with
+    ``requires_grad``). ``edge_px``: the splat window ``W`` [px] of the bucketed kernel, whose
+    edge fractions are ``(N, 5, W)`` arrays (the CPU band kernel computes them inside).
+    ``dtype``: the atoms' floating dtype. ``projection``: all atoms projected in one pass
+    (``slice_atoms`` is then every atom).
+    """
+    real = itemsizes(dtype)[0]
+    per_atom = STREAM_REALS_PER_ATOM + STREAM_SOLVENT_REALS_PER_ATOM * solvent
+    edges = 2 * EDGE_FRACTION_GAUSSIANS * int(edge_px) * real
+    temporaries = SLICE_REALS_PER_ATOM * real + SLICE_BYTES_PER_ATOM
+    if projection:
+        temporaries = PROJECTION_REALS_PER_ATOM * real + PROJECTION_BYTES_PER_ATOM
+    out = {
+        "stream": n_atoms * (per_atom * real + STREAM_BYTES_PER_ATOM),
+        "graph": 0,
+    }
+    if requires_grad:
+        out["graph"] = (
+            atom_slices * (GRAPH_REALS_PER_ATOM_SLICE * real + GRAPH_BYTES_PER_ATOM_SLICE)
+            + edge_atom_slices * edges
+        )
+        edge_bytes = edge_atoms * edges
+    else:
+        edge_bytes = int(SCRATCH_HEADROOM * edge_atoms * edges)
+    out["slice"] = max(slice_atoms * temporaries, edge_atoms * temporaries + edge_bytes)
+    return out
+
+
 def multislice_bytes(
     shape: Sequence[int],
     dtype: torch.dtype,
@@ -229,6 +309,8 @@ def micrograph_phases(
     inelastic: bool = True,
     damage: bool = False,
     tabulated_mtf: bool = False,
+    atoms: dict[str, int] | None = None,
+    band_splat: bool = True,
 ) -> dict[str, int]:
     """Memory of :func:`tem_core.simulate.micrograph` in each of its phases [bytes].
 
@@ -241,7 +323,9 @@ def micrograph_phases(
     support film around a ``hole``); ``inelastic``: no energy filter; ``damage``: a
     radiation-damage filter. With ``requires_grad`` autograd keeps arrays of each of the
     ``n_slices`` slices holding atoms, and of the ``n_later_slices`` after them, until
-    ``backward``: they are added to every phase.
+    ``backward``: they are added to every phase. ``atoms``: the atoms' own arrays
+    (:func:`atom_bytes`), added to the phases they live in; ``band_splat``: some slice is
+    splatted by the CPU band kernel (its grids counted, else the bucketed kernel's canvas).
     """
     real, cplx = itemsizes(dtype)
     px = n_pixels(shape)
@@ -266,11 +350,12 @@ def micrograph_phases(
     elif method == "multislice":
         loop = BUFFERED_BETWEEN_STEPS_COMPLEX_GRIDS
         loop_reals = BUFFERED_BETWEEN_STEPS_REAL_GRIDS
+    splat = BAND_SPLAT_REAL_GRIDS if band_splat else BUCKETED_SPLAT_REAL_GRIDS
     # slice: the loop's arrays, the generator's real and imaginary parts, lengths()
     slice_ = px * (
         loop * cplx
         + MULTISLICE_MASK_BYTES
-        + (STREAM_REAL_GRIDS + kept + loop_reals + BAND_SPLAT_REAL_GRIDS) * real
+        + (STREAM_REAL_GRIDS + kept + loop_reals + splat) * real
     )
     if solvent:
         temporaries = HOLE_LENGTHS_FLOAT64_GRIDS if hole else LENGTHS_FLOAT64_GRIDS
@@ -290,6 +375,10 @@ def micrograph_phases(
     # the detector's MTF with the intensity, the electrons and their spectrum
     image = px * (2 * cplx + INELASTIC_REAL_GRIDS * inelastic * real)
     image += max(ctf_bytes(shape, dtype), mtf_bytes(shape, dtype, tabulated=tabulated_mtf))
+    if atoms is not None:
+        graph += atoms["graph"]
+        slice_ += atoms["stream"] + atoms["slice"]
+        step += atoms["stream"]
     return {"slice": slice_ + graph, "multislice step": step + graph, "image": image + graph}
 
 

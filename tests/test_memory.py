@@ -24,6 +24,7 @@ from tem_core.optics import Microscope
 from tem_core.potential import IceStructure, PotentialSettings
 from tem_core.propagate import estimate_wave_memory_bytes
 from tem_core.simulate import Imaging, atom_slice_range, micrograph, micrograph_memory_bytes
+from tem_core.simulate.checks import _atom_load
 from tem_core.specimen import IceSlab, build_specimen
 from tem_core.structure import read_structure
 
@@ -86,6 +87,12 @@ def test_graph_counted_for_the_slices_holding_atoms(specimen) -> None:
     atoms, later = last - first + 1, n - 1 - last
     plain = micrograph_memory_bytes(specimen, potential=SETTINGS, microscope=SCOPE)
     grad = micrograph_memory_bytes(_with_grad(specimen), potential=SETTINGS, microscope=SCOPE)
+    # the atoms' own arrays differ too (edge fractions kept per slice, their graph): taken out
+    plain_atoms, _ = _atom_load(specimen, SETTINGS, "multislice", False, True)
+    grad_atoms, _ = _atom_load(specimen, SETTINGS, "multislice", True, True)
+    assert grad_atoms["graph"] > 0 and plain_atoms["graph"] == 0
+    plain -= plain_atoms["slice"]
+    grad -= grad_atoms["slice"] + grad_atoms["graph"]
     # without a graph the loop holds its reused step buffers instead (the slice phase is the
     # peak of both here)
     buffers = px * (
@@ -98,12 +105,14 @@ def test_graph_counted_for_the_slices_holding_atoms(specimen) -> None:
     holed = dataclasses.replace(specimen, ice=IceSlab(thickness_a=200.0, hole_diameter_a=40.0))
     plain = micrograph_memory_bytes(holed, potential=SETTINGS, microscope=SCOPE)
     grad = micrograph_memory_bytes(_with_grad(holed), potential=SETTINGS, microscope=SCOPE)
+    plain -= _atom_load(holed, SETTINGS, "multislice", False, True)[0]["slice"]
+    holed_atoms, _ = _atom_load(holed, SETTINGS, "multislice", True, True)
+    grad -= holed_atoms["slice"] + holed_atoms["graph"]
     assert grad == plain - buffers + px * (atoms * (3 * cplx + 3 * real) + later * cplx)
     with torch.no_grad():  # grad mode off: no graph
-        assert (
-            micrograph_memory_bytes(_with_grad(holed), potential=SETTINGS, microscope=SCOPE)
-            == plain
-        )
+        assert micrograph_memory_bytes(
+            _with_grad(holed), potential=SETTINGS, microscope=SCOPE
+        ) == micrograph_memory_bytes(holed, potential=SETTINGS, microscope=SCOPE)
 
 
 def test_micrograph_settings_change_the_estimate(specimen) -> None:
@@ -270,3 +279,47 @@ def test_backward_releases_between_multislice_steps(monkeypatch) -> None:
     v1 = v[0].clone().requires_grad_(True)
     (plain,) = torch.autograd.grad(wave_sum(v1).sum(), v1)
     assert torch.equal(grad, plain)
+
+
+def test_atom_load_counts_the_atoms_each_slice_streams() -> None:
+    """The preflight's atoms per slice (z ± each atom's window radius) are the atoms
+    potential.iter_slice_potentials selects for each slice; with many atoms the estimate
+    grows by the per-atom arrays, and the band kernel's slices carry no edge fractions."""
+    from tem_core.potential import slice_edges_a
+    from tem_core.potential.kernels import window_size_px
+    from tem_core.potential.streaming import _Prepared
+
+    g = torch.Generator().manual_seed(5)
+    model = read_structure(REPO_ROOT / "data" / "1crn.pdb.gz", dtype=torch.float64).centered()
+    spec = build_specimen(model, 4, extent_a=(96.0, 96.0), ice=IceSlab(thickness_a=150.0),
+                          generator=g)  # fmt: skip
+    settings = PotentialSettings(shape=(96, 96), sampling_a=1.0, slice_thickness_a=10.0)
+    load, band = _atom_load(spec, settings, "multislice", False, True)
+    prepared = _Prepared(spec, settings)
+    edges = slice_edges_a(spec, settings).tolist()
+    counts = [prepared.select(prepared.atoms, a, b)[0].shape[0]
+              for a, b in zip(edges[:-1], edges[1:], strict=True)]  # fmt: skip
+    n = len(spec.atoms)
+    real = 8
+    temporaries = memory.SLICE_REALS_PER_ATOM * real + memory.SLICE_BYTES_PER_ATOM
+    assert load["stream"] == n * (
+        (memory.STREAM_REALS_PER_ATOM + memory.STREAM_SOLVENT_REALS_PER_ATOM) * real
+        + memory.STREAM_BYTES_PER_ATOM
+    )
+    # the largest slice: max(counts) atoms, below the band kernel's threshold, so splatted
+    # with (N, 5, W) edge fractions (reused buffers with headroom, or kept with a graph)
+    assert not band and max(counts) < 0.1 * 96 * 96
+    window = window_size_px(float(prepared.atoms[3].max()), 1.0)
+    edge_bytes = 2 * 5 * window * real
+    assert load["slice"] == max(counts) * temporaries + int(
+        memory.SCRATCH_HEADROOM * max(counts) * edge_bytes
+    )
+    grad_load, _ = _atom_load(spec, settings, "multislice", True, True)
+    assert grad_load["graph"] == sum(counts) * (
+        memory.GRAPH_REALS_PER_ATOM_SLICE * real + memory.GRAPH_BYTES_PER_ATOM_SLICE + edge_bytes
+    )
+    # the projection of all atoms at once: one call with every atom, band kernel when dense
+    dense, band = _atom_load(spec, dataclasses.replace(settings, shape=(32, 32)), "projection",
+                             False, True)  # fmt: skip
+    assert band and dense["slice"] == n * (memory.PROJECTION_REALS_PER_ATOM * real
+                                           + memory.PROJECTION_BYTES_PER_ATOM)  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -14,7 +15,17 @@ import torch
 from tem_core import memory
 from tem_core.detector import Detector
 from tem_core.optics import Microscope
-from tem_core.potential import PotentialSettings, check_specimen_grid, slice_edges_a
+from tem_core.potential import (
+    PotentialSettings,
+    check_specimen_grid,
+    peng_coefficients,
+    slice_edges_a,
+)
+from tem_core.potential.kernels import (
+    BAND_MIN_ATOMS_PER_PIXEL,
+    gaussian_radius_a,
+    window_size_px,
+)
 from tem_core.propagate import check_ctf_sampling
 from tem_core.specimen import Specimen
 
@@ -85,6 +96,9 @@ def _memory(specimen, potential, microscope, detector, method, damage) -> tuple[
         flat = not specimen.tilt_angle_rad or specimen.tilt_axis_angle_rad % (math.pi / 2) == 0
         if solvent and not hole and not potential.ice_structure and flat:
             n_later = 0
+    atoms, band = None, True
+    if potential.particle_representation == "atoms":  # maps: their own arrays, not counted
+        atoms, band = _atom_load(specimen, potential, method, grad, solvent)
     needed = memory.micrograph_bytes(
         potential.shape,
         specimen.atoms.positions_a.dtype,
@@ -100,8 +114,75 @@ def _memory(specimen, potential, microscope, detector, method, damage) -> tuple[
         inelastic=not microscope.energy_filter,
         damage=damage,
         tabulated_mtf=detector is not None and detector.mtf_camera is not None,
+        atoms=atoms,
+        band_splat=band,
     )  # fmt: skip
     return needed, n_slices + n_later if grad else 0
+
+
+_RADII: dict = {}  # the last atoms' window radii: (weak refs, versions, tolerance) -> radii
+
+
+def _window_radii_a(specimen: Specimen, potential: PotentialSettings) -> torch.Tensor:
+    """Each atom's window radius [Å] (its widest Peng Gaussian, B folded in), float64, CPU.
+
+    Kept for the last atoms seen (the same element and B-factor tensors, unchanged): a tilt
+    series preflights every tilt with the same atoms.
+    """
+    atoms = specimen.atoms
+    z_num, b = atoms.atomic_numbers, atoms.b_factors_a2
+    key = (z_num._version, b._version, potential.cutoff_tolerance)
+    refs = _RADII.get("refs")
+    if refs and refs[0]() is z_num and refs[1]() is b and _RADII["key"] == key:
+        return _RADII["radii"]
+    b_widest = peng_coefficients()[1].amax(dim=1)[z_num.detach().cpu()]
+    widths = b_widest + b.detach().to(device="cpu", dtype=torch.float64)
+    radii = gaussian_radius_a(widths[:, None], potential.cutoff_tolerance)
+    _RADII.update(refs=(weakref.ref(z_num), weakref.ref(b)), key=key, radii=radii)
+    return radii
+
+
+def _atom_load(specimen, potential, method, grad, solvent) -> tuple[dict[str, int] | None, bool]:
+    """:func:`tem_core.memory.atom_bytes` for this specimen: atoms per slice (z ± each atom's
+    window radius over the stream's slices), and which slices the CPU band kernel splats
+    (at least :data:`BAND_MIN_ATOMS_PER_PIXEL` atoms per pixel: no edge-fraction arrays).
+    Returns the bytes and whether any slice uses the band kernel."""
+    pos = specimen.atoms.positions_a.detach()
+    n = int(pos.shape[0])
+    if n == 0:
+        return None, False
+    radii = _window_radii_a(specimen, potential)
+    if method == "projection":
+        counts = torch.tensor([n])
+    else:
+        z = pos[:, 2].to(device="cpu", dtype=torch.float64)
+        extent = (float((z - radii).min()), float((z + radii).max()))
+        edges = slice_edges_a(specimen, potential, atom_z_extent_a=extent)
+        m, dz = edges.numel() - 1, potential.slice_thickness_a
+        z = z - float(edges[0])
+        first = torch.floor((z - radii) / dz).clamp(0, m - 1).to(torch.int64)
+        last = torch.floor((z + radii) / dz).clamp(0, m - 1).to(torch.int64)
+        change = torch.bincount(first, minlength=m + 1) - torch.bincount(last + 1, minlength=m + 1)
+        counts = torch.cumsum(change, 0)[:m]
+    ny, nx = potential.shape
+    if pos.device.type == "cpu":
+        bucketed = counts < BAND_MIN_ATOMS_PER_PIXEL * ny * nx
+    else:
+        bucketed = torch.ones_like(counts, dtype=torch.bool)
+    edge_counts = counts[bucketed]
+    load = memory.atom_bytes(
+        n,
+        pos.dtype,
+        slice_atoms=int(counts.max()),
+        edge_atoms=int(edge_counts.max()) if edge_counts.numel() else 0,
+        atom_slices=int(counts.sum()),
+        edge_atom_slices=int(edge_counts.sum()),
+        edge_px=window_size_px(float(radii.max()), potential.sampling_a),
+        solvent=solvent and potential.exclude_solvent,
+        requires_grad=grad,
+        projection=method == "projection",
+    )
+    return load, bool((~bucketed).any())
 
 
 def _preflight(
