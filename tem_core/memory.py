@@ -490,6 +490,13 @@ def release_in_backward(tensor: object) -> None:
         tensor.register_hook(_release_in_backward)
 
 
+def release_at_stage(tensor: object) -> None:
+    """A stage boundary after ``tensor`` was computed: :func:`release_at_boundary` now and
+    :func:`release_in_backward` when the backward pass reaches ``tensor``."""
+    release_at_boundary()
+    release_in_backward(tensor)
+
+
 def releasing(items: Iterable[T]) -> Iterator[T]:
     """Yield ``items`` of a streamed loop, returning the C heap's free pages
     (:func:`release_at_boundary`) after each item is computed and after the step that

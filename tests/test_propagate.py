@@ -340,15 +340,15 @@ def test_cuda_matches_cpu():
 
 
 def _generic_multislice(slices, **kw):
-    """Reference: every slice through the 2-D path (``_constant_axis`` switched off)."""
+    """Reference: every slice through the 2-D path (``constant_axis`` switched off)."""
     import tem_core.propagate as propagate
 
-    original = propagate._constant_axis
-    propagate._constant_axis = lambda potential: None
+    original = propagate.constant_axis
+    propagate.constant_axis = lambda potential: None
     try:
         return multislice(slices, **kw)
     finally:
-        propagate._constant_axis = original
+        propagate.constant_axis = original
 
 
 def test_slices_constant_along_one_axis_take_the_line_path_exactly():
@@ -368,7 +368,7 @@ def test_slices_constant_along_one_axis_take_the_line_path_exactly():
     ]
     import tem_core.propagate as propagate
 
-    assert [propagate._constant_axis(v) for v in slices] == [-1, None, -2, -1]
+    assert [propagate.constant_axis(v) for v in slices] == [-1, None, -2, -1]
     kw = dict(sampling_a=0.7, slice_thickness_a=12.0, energy_ev=300e3)
     with torch.no_grad():
         fast = multislice(slices, **kw)
@@ -462,13 +462,13 @@ def test_constant_axis_precheck_keeps_the_answer():
     import tem_core.propagate as propagate
 
     v = torch.linspace(0.0, 5.0, 32, dtype=torch.float64)[:, None].repeat(1, 24)
-    assert propagate._constant_axis(v) == -1
+    assert propagate.constant_axis(v) == -1
     v[3, 5] += 1.0  # row 3 is not among the sampled rows (every 4th)
-    assert propagate._constant_axis(v) is None
+    assert propagate.constant_axis(v) is None
     u = v.t().contiguous()
-    assert propagate._constant_axis(u) is None
+    assert propagate.constant_axis(u) is None
     u[5, 3] -= 1.0
-    assert propagate._constant_axis(u) == -2
+    assert propagate.constant_axis(u) == -2
 
 
 def test_forward_mode_ad_keeps_the_unbuffered_path():

@@ -65,6 +65,7 @@ from tem_core.potential.streaming import (
     _Solvent,
     _tables,
     _use_taichi,
+    slice_edges_a,
 )
 from tem_core.validation import (
     require_in_range,
@@ -410,35 +411,6 @@ def _slice_potential(
         periodic=periodic,
         use_taichi=_use_taichi(backend, positions_a),
     )
-
-
-class _KnownExtent:
-    """The atoms' z extent given by the caller, in place of :class:`_Prepared`'s."""
-
-    def __init__(self, extent: tuple[float, float] | None) -> None:
-        self.extent = extent
-
-    def z_extent(self) -> tuple[float, float] | None:
-        return self.extent
-
-
-def slice_edges_a(
-    specimen,
-    settings: PotentialSettings,
-    *,
-    atom_z_extent_a: tuple[float, float] | None = None,
-) -> torch.Tensor:
-    """Slice boundaries [Å], ``(n_slices + 1,)`` float64, spaced ``slice_thickness_a``.
-
-    They cover ``specimen.z_range_a()`` (when the solvent is included) and every atom's
-    z ± cutoff radius, so no atom loses more than the cutoff tolerance along z.
-    ``atom_z_extent_a``: ``(min(z − radius), max(z + radius))`` of the atoms when the caller
-    has it [Å] (skips preparing the atoms; ``None`` computes it).
-    """
-    if atom_z_extent_a is not None and specimen.atoms.positions_a.shape[0]:
-        lo, hi = (float(v) for v in atom_z_extent_a)
-        return _slice_edges(specimen, settings, _KnownExtent((lo, hi)))
-    return _slice_edges(specimen, settings, _Prepared(specimen, settings))
 
 
 def _streaming_setup(specimen, settings, coefficients):

@@ -235,6 +235,16 @@ class _Prepared:
         return float((z - rad).min()), float((z + rad).max())
 
 
+class _KnownExtent:
+    """The atoms' z extent given by the caller, in place of :meth:`_Prepared.z_extent`."""
+
+    def __init__(self, lo: float, hi: float) -> None:
+        self.extent = (lo, hi)
+
+    def z_extent(self) -> tuple[float, float]:
+        return self.extent
+
+
 def _slice_edges(specimen, settings, prepared: _Prepared, mapped=None) -> torch.Tensor:
     lows, highs = [], []
     extent = None if mapped is None else mapped.z_extent()
@@ -255,6 +265,26 @@ def _slice_edges(specimen, settings, prepared: _Prepared, mapped=None) -> torch.
     dz = settings.slice_thickness_a
     n = max(1, math.ceil((z_hi - z_lo) / dz - 1e-9))
     return z_lo + dz * torch.arange(n + 1, dtype=torch.float64)
+
+
+def slice_edges_a(
+    specimen,
+    settings,
+    *,
+    atom_z_extent_a: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """Slice boundaries [Å], ``(n_slices + 1,)`` float64, spaced ``settings.slice_thickness_a``
+    (a :class:`tem_core.potential.PotentialSettings`).
+
+    They cover ``specimen.z_range_a()`` (when the solvent is included) and every atom's
+    z ± cutoff radius, so no atom loses more than the cutoff tolerance along z.
+    ``atom_z_extent_a``: ``(min(z − radius), max(z + radius))`` of the atoms when the caller
+    has it [Å] (skips preparing the atoms; ``None`` computes it).
+    """
+    if atom_z_extent_a is not None and specimen.atoms.positions_a.shape[0]:
+        lo, hi = (float(v) for v in atom_z_extent_a)
+        return _slice_edges(specimen, settings, _KnownExtent(lo, hi))
+    return _slice_edges(specimen, settings, _Prepared(specimen, settings))
 
 
 class _Solvent:

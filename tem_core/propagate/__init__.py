@@ -61,6 +61,7 @@ from tem_core.propagate.checks import (
     check_sampling,
     estimate_wave_memory_bytes,
 )
+from tem_core.propagate.lines import bandlimit_line, constant_axis, one_line
 from tem_core.propagate.workspace import StepWorkspace
 from tem_core.units import electron_wavelength_a, interaction_parameter
 from tem_core.validation import (
@@ -319,46 +320,6 @@ def phase_object_wave(
 
 
 # --------------------------------------------------------------------------- multislice
-def _constant_axis(potential: torch.Tensor) -> int | None:
-    """The axis (-1: along x, -2: along y) along which a slice is constant, else ``None``.
-
-    Ice-only slices of a slab tilted about x (or y) vary along one axis only; their
-    transmission function and its band limit are then computed on one line, exactly (the
-    2-D transform of a function of y alone lives on the kx = 0 column). Only without
-    autograd: a slice that merely happens to be constant could still carry different
-    gradients along the constant axis.
-    """
-    if potential.ndim != 2 or (torch.is_grad_enabled() and potential.requires_grad):
-        return None
-    if potential.stride(-1) == 0:  # a broadcast view of one column
-        return -1
-    if potential.stride(-2) == 0:
-        return -2
-    # a few rows / columns first: a slice with atoms fails here at ~1 % of the full check
-    ny, nx = potential.shape
-    rows, cols = potential[:: max(1, ny // 8)], potential[:, :: max(1, nx // 8)]
-    if bool((rows == rows[:, :1]).all()) and bool((potential == potential[:, :1]).all()):
-        return -1
-    if bool((cols == cols[:1, :]).all()) and bool((potential == potential[:1, :]).all()):
-        return -2
-    return None
-
-
-def _line(potential: torch.Tensor, axis: int) -> torch.Tensor:
-    return potential[:, :1] if axis == -1 else potential[:1, :]
-
-
-def _bandlimit_line(t: torch.Tensor, mask: torch.Tensor | None, axis: int) -> torch.Tensor:
-    """``F⁻¹[mask · F[t]]`` for ``t`` constant along ``axis`` (given as one line)."""
-    if mask is None:
-        return t
-    dim = -2 if axis == -1 else -1  # t(y): its transform lives on the kx = 0 column
-    line = mask[:, :1] if axis == -1 else mask[:1, :]
-    # unnormalised transforms scaled by hand, as tem_core._fft does for 2-D
-    spectrum = torch.fft.fft(t, dim=dim, norm="backward") * line
-    return torch.fft.ifft(spectrum, dim=dim, norm="forward") / t.shape[dim]
-
-
 def multislice(
     slices: Iterable[torch.Tensor],
     *,
@@ -521,7 +482,7 @@ def multislice(
         )
         if buffered and workspace is None:
             workspace = StepWorkspace(interaction_parameter(energy_ev), cdtype, potential.device)
-        axis = _constant_axis(potential)
+        axis = constant_axis(potential)
         if buffered and axis is None and scaled_mask is not None and potential.ndim == 2:
             # band limit of this slice batched with the wave step of the previous one
             psi = workspace.push(psi, potential, scaled_mask, scaled_prop)
@@ -537,8 +498,8 @@ def multislice(
                 t = transmission_function(potential, energy_ev=energy_ev).to(cdtype)
             psi = step(psi, t, scaled_prop, scaled_mask)
         else:  # the same step, with t computed and band-limited along one axis only
-            t = transmission_function(_line(potential, axis), energy_ev=energy_ev).to(cdtype)
-            t = _bandlimit_line(t, mask, axis)
+            t = transmission_function(one_line(potential, axis), energy_ev=energy_ev).to(cdtype)
+            t = bandlimit_line(t, mask, axis)
             psi = step(psi, t, scaled_prop, None)
         release_in_backward(psi)  # heap pages back between the steps of backward
         n_done += 1

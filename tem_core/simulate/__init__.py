@@ -281,8 +281,7 @@ def micrograph(
     key = (specimen, potential, microscope.energy_ev, microscope.energy_filter, imaging.method,
            damage)  # fmt: skip
     wave, sink = compute() if exit_wave_cache is None else exit_wave_cache.fetch(key, compute)
-    memory.release_at_boundary()  # the multislice temporaries, before imaging
-    memory.release_in_backward(wave)  # and in backward, between imaging and multislice
+    memory.release_at_stage(wave)  # the multislice temporaries, before imaging (and backward)
     intensity = image_plane_intensity(
         wave,
         sampling_a=potential.sampling_a,
@@ -296,8 +295,7 @@ def micrograph(
         intensity, inelastic = add_inelastic(intensity, sink[0], microscope, potential.sampling_a)
     if imaging.motion is not None:  # blurs elastic and inelastic electrons alike
         intensity = apply_motion(intensity, potential.sampling_a, imaging.motion)
-    memory.release_at_boundary()  # the optics' temporaries, before the detector
-    memory.release_in_backward(intensity)  # in backward, between detector and optics
+    memory.release_at_stage(intensity)  # the optics' temporaries, before the detector
     expected, counts = expected_and_detected(
         intensity,
         detector=detector,
