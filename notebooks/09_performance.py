@@ -39,7 +39,7 @@ from tem_core.plotting import (
     recorded_table,
     scaling_text,
     use_book_style,
-    wrap,
+    wrap_text,
 )
 
 use_book_style()
@@ -48,9 +48,9 @@ RESULTS = next(p / results_dir for p in roots if (p / results_dir).is_dir())
 recorded = json.loads((RESULTS / "recorded_2026-11-28.json").read_text())
 scaling_files = sorted(RESULTS.glob("scaling_*.json"))
 names = ", ".join(p.name for p in sorted(RESULTS.glob("*.json")))
-print(wrap(f"tables in {RESULTS.name}/: {names}"))
+print(wrap_text(f"tables in {RESULTS.name}/: {names}"))
 
-print(wrap(f"recorded: {recorded['source']}; {recorded['conditions']}"))
+print(wrap_text(f"recorded: {recorded['source']}; {recorded['conditions']}"))
 
 
 # %% [markdown]
@@ -64,7 +64,7 @@ print(wrap(f"recorded: {recorded['source']}; {recorded['conditions']}"))
 
 # %%
 potential = recorded["potential"]
-print(wrap(potential["setup"]))
+print(wrap_text(potential["setup"]))
 print(recorded_table(
     potential,
     {
@@ -118,11 +118,11 @@ plt.show()
 
 # %%
 forward = recorded["forward_vs_abtem"]
-print(wrap(forward["setup"]))
+print(wrap_text(forward["setup"]))
 print(recorded_table(forward, {"what": "50", "tem_core_s": "10.2f", "abtem_s": "7.2f"}))
 temsim = recorded["vs_temsim"]
 print()
-print(wrap(temsim["setup"]))
+print(wrap_text(temsim["setup"]))
 print(recorded_table(temsim, {"simulator": "28", "seconds": "8.1f"}))
 
 # %% tags=["hide-input"]

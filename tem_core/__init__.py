@@ -242,6 +242,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "show_renderings",
         "volume_explorer",
         "use_book_style",
+        "peer_results_text",
+        "recorded_table",
+        "scaling_text",
+        "wrap_text",
     ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -15,7 +15,7 @@ from pathlib import Path
 PEER_RESULT_FILES = ("forward_cpu.json", "vs_cryojax.json", "vs_temsim.json")
 
 
-def wrap(text: str, width: int = 88) -> str:
+def wrap_text(text: str, width: int = 88) -> str:
     """``text`` wrapped to the book's page width (88 characters)."""
     return textwrap.fill(text, width)
 
@@ -40,7 +40,7 @@ def recorded_table(section: dict, formats: dict[str, str]) -> str:
 
 
 def _temsim_lines(run: dict, name: str) -> list[str]:
-    lines = [wrap(f"{name}: {run['setup']}; {run['repeat']} interleaved run(s), median; "
+    lines = [wrap_text(f"{name}: {run['setup']}; {run['repeat']} interleaved run(s), median; "
                   f"load before/after {run['load_average_before_after']}")]  # fmt: skip
     ref = run["median_s"].get("TEM-simulator")
     ref_cpu = run["median_cpu_s"].get("TEM-simulator")
@@ -88,7 +88,7 @@ def peer_results_text(results_dir: str | Path) -> str:
     for name in PEER_RESULT_FILES:
         path = results_dir / name
         if not path.exists():
-            lines.append(wrap(f"{name}: not recorded yet (run its benchmark with --json)"))
+            lines.append(wrap_text(f"{name}: not recorded yet (run its benchmark with --json)"))
             continue
         run = json.loads(path.read_text())
         if name == "vs_temsim.json":
@@ -98,7 +98,7 @@ def peer_results_text(results_dir: str | Path) -> str:
             f"{name}: {run['threads']} threads, {run['rounds']} rounds, load "
             f"average before {run['load_before']}, after {run['load_after']}"
         )
-        lines.append(wrap(conditions))
+        lines.append(wrap_text(conditions))
         lines += _forward_lines(run) if name == "forward_cpu.json" else _cryojax_lines(run)
     return "\n".join(lines)
 

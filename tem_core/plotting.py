@@ -25,7 +25,7 @@ from tem_core._plotting_tables import (
     peer_results_text,
     recorded_table,
     scaling_text,
-    wrap,
+    wrap_text,
 )
 from tem_core.grids import radial_frequency_cycles_per_px
 from tem_core.mtf_fit import averaged_periodogram, radial_profile
@@ -36,7 +36,7 @@ __all__ = [
     "peer_results_text",
     "recorded_table",
     "scaling_text",
-    "wrap",
+    "wrap_text",
     "book_figure",
     "convergence",
     "image_tiles",

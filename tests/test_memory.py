@@ -261,6 +261,7 @@ def test_backward_releases_between_multislice_steps(monkeypatch) -> None:
     from tem_core.propagate import multislice
 
     calls = []
+    monkeypatch.setattr(memory, "RELEASE_AT_BOUNDARIES", True)  # map_large_allocations: off
     monkeypatch.setattr(memory, "release_free_memory", lambda: calls.append(1) or True)
     g = torch.Generator().manual_seed(0)
     v = torch.rand(4, 16, 16, generator=g, dtype=torch.float64)
