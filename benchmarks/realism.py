@@ -16,8 +16,11 @@ Simulation at the recorded settings: SARS-CoV-2 spike trimers (6VXX, irregular, 
 ``--model 6z6u.pdb.gz --particles 25``), in structured
 amorphous ice (:class:`tem_core.potential.IceStructure`), multislice, fitted CTF (Cs
 2.7 mm, 0.7 eV spread), radiation damage averaged over the exposure (the real image is the
-sum of a 47.6 e/Å² movie), zero-loss energy filter as in the real acquisition (and, for
-the mean, without it), K2 300 kV MTF applied before counting noise, the measured gain.
+sum of a 47.6 e/Å² movie: the protein's critical-exposure curve; the ice's structure
+averaged over its beam-induced motion, McMullan et al. 2015, see
+:class:`tem_core.potential.IceStructure`), zero-loss energy filter as in the real
+acquisition (and, for the mean, without it), K2 300 kV MTF applied before counting noise,
+the measured gain.
 
 The field is 2048² px like the real one (same number of tiles, so the same spectral
 noise), simulated for several seeds (particles, orientations, ice, noise). Compared after

@@ -929,8 +929,10 @@ except Exception as exc:  # noqa: BLE001 - any failure only disables the live ex
 # unbiased): one micrograph's spectrum is then nearly as smooth as a real one's (more in
 # `benchmarks/realism.py`). The real K2 sat behind a zero-loss energy filter, so its
 # counterpart here uses `energy_filter=True`; radiation damage averaged over the
-# 47.6 e/Å² exposure (Grant & Grigorieff 2015) fades the high frequencies as in the real
-# movie sum. The
+# 47.6 e/Å² exposure (Grant & Grigorieff 2015) fades the particles' high frequencies as
+# in the real movie sum, while the ice, whose molecules move under the beam (about
+# 1.1 Å² per e/Å², McMullan et al. 2015), is imaged as its average over the exposure
+# (`IceStructure(exposure_e_per_a2=...)`, set from the dose when damage is on). The
 # defocus, astigmatism and phase shift are the ones `fit_ctf` found in the real rings;
 # the real rings sit at a CTF phase offset beyond the usual amplitude contrast of 0.07
 # (weakly determined; `benchmarks/realism.py` tests physical causes), applied here as a

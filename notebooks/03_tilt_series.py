@@ -374,7 +374,9 @@ if scratch is not None:
 # dose D₀ with its own dose D keeps the amplitude
 # A(k) = (2N_e/D) (exp(−D₀/2N_e) − exp(−(D₀+D)/2N_e)) at spatial
 # frequency k (`damage=None` turns it off; single micrographs have it off unless
-# `Imaging(damage=RadiationDamage())`). Below: what each tilt of the three schemes keeps
+# `Imaging(damage=RadiationDamage())`). It fades the particles and the ice's mean; the
+# structured ice (`IceStructure`) instead averages its beam-induced motion over each
+# exposure, the same at every tilt. Below: what each tilt of the three schemes keeps
 # at 20, 8 and 4 Å, by angle.
 
 # %%

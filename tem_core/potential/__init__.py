@@ -51,7 +51,7 @@ from tem_core import units
 from tem_core._taichi import taichi_available
 from tem_core.potential import checks
 from tem_core.potential.checks import check_atoms, check_backend, check_specimen_grid
-from tem_core.potential.damage import RadiationDamage
+from tem_core.potential.damage import RadiationDamage, attenuated, damaged
 from tem_core.potential.ice import IceStructure, ice_mean_inner_potential_v
 from tem_core.potential.kernels import SplatScratch, _single_torch_thread, project_gaussians
 from tem_core.potential.maps import ParticleMaps, refuse_atom_gradients
@@ -456,6 +456,7 @@ def iter_slice_potentials(
     settings: PotentialSettings,
     *,
     coefficients: AtomCoefficients | ParticleMaps | None = None,
+    attenuation: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     """Stream the specimen's complex slice potentials, one slice at a time, increasing z.
 
@@ -472,6 +473,10 @@ def iter_slice_potentials(
         :class:`AtomCoefficients` of these atoms (e.g. computed once for a tilt series), or
         with ``settings.particle_representation="map"`` the :class:`ParticleMaps`; ``None``
         computes them.
+    attenuation
+        Radiation-damage filter (FFT order, real; :func:`damage.attenuation_filter`) applied
+        to each slice except the ice structure's fluctuations, which carry their own
+        exposure average (:attr:`IceStructure.exposure_e_per_a2`); ``None``: none.
 
     Yields
     ------
@@ -491,7 +496,8 @@ def iter_slice_potentials(
         if pos.shape[0] == 0 and (mapped is None or not mapped.touches(z0, z1)):
             line = solvent.line_slice(z0, z1)  # plain ice varying along one axis: one line
             if line is not None:
-                yield torch.complex(*line).expand(tuple(settings.shape))
+                plain = torch.complex(*line).expand(tuple(settings.shape))
+                yield plain if attenuation is None else next(damaged([plain], attenuation))
                 continue
         real = project_gaussians(pos, amp, wid, rad, z0_a=z0, z1_a=z1, **common)
         if mapped is not None:
@@ -499,11 +505,11 @@ def iter_slice_potentials(
             if part is not None:
                 real = real + part[0]
         imag = atom_fraction * real
-        part = solvent.slice(z0, z1)
+        part = solvent.parts(z0, z1)
         if part is not None:
             real = real + part[0]
             imag = imag + part[1]
-        yield torch.complex(real, imag)
+        yield attenuated(torch.complex(real, imag), attenuation, part and part[2])
 
 
 def projected_potential(
@@ -511,13 +517,15 @@ def projected_potential(
     settings: PotentialSettings,
     *,
     coefficients: AtomCoefficients | ParticleMaps | None = None,
+    attenuation: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum of all slices of :func:`iter_slice_potentials`: complex ``(ny, nx)`` [V·Å].
 
     The atoms are projected in one pass (their slice fractions telescope); the solvent,
     whose excluded volume is clamped slice by slice, is summed slice by slice where atoms
     exclude it and over whole runs of slices elsewhere. Equal to summing the streamed slices
-    within rounding, and much faster for thick or tilted specimens.
+    within rounding, and much faster for thick or tilted specimens. ``attenuation``: as in
+    :func:`iter_slice_potentials`.
     """
     prepared, edges, common, solvent = _streaming_setup(specimen, settings, coefficients)
     real = _atoms_through_slices(prepared, edges, common)
@@ -537,4 +545,5 @@ def projected_potential(
     if part is not None:
         real = real + part[0]
         imag = imag + part[1]
-    return torch.complex(real, imag)
+    return attenuated(torch.complex(real, imag), attenuation, part and part[2])
+

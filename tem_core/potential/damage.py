@@ -14,13 +14,17 @@ amplitude over the exposure,
 
 ``A(k) = (2 N_e / D) [exp(−D₀/(2 N_e)) − exp(−(D₀ + D)/(2 N_e))]``   (``A → 1`` as ``k → 0``),
 
-applied to every slice of the potential (atoms and ice structure; the mean, ``k = 0``, is
-kept). This is the same curve the dose-weighting of motion-corrected movies uses; it is an
-empirical average over the specimen, not a model of bond breaking.
+applied to every slice of the potential (atoms, ice and support; the mean, ``k = 0``, is
+kept), but not to the fluctuations of the amorphous ice's structure: those are not a
+protein losing its structure but water molecules moving under the beam, whose own exposure
+average (McMullan et al. 2015; :class:`tem_core.potential.IceStructure`) replaces it
+(:func:`ice_exposed`). This is the same curve the dose-weighting of motion-corrected
+movies uses; it is an empirical average over the specimen, not a model of bond breaking.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -121,3 +125,25 @@ def damaged(slices, attenuation: torch.Tensor):
     """Apply ``attenuation`` (FFT order, real) to each complex slice of an iterator."""
     for sl in slices:
         yield ifft2(fft2(sl) * attenuation.to(sl.real.dtype))
+
+
+def attenuated(potential: torch.Tensor, attenuation: torch.Tensor | None, field=None):
+    """``potential`` through ``attenuation`` (if not ``None``), plus an unfiltered ``field``
+    (a tensor, or ``None`` / a float 0 for none): the ice structure's fluctuations, which
+    carry their own exposure average (:class:`tem_core.potential.IceStructure`)."""
+    if attenuation is not None:
+        potential = next(damaged([potential], attenuation))
+    return potential if field is None or isinstance(field, float) else potential + field
+
+
+def ice_exposed(settings, dose_e_per_a2: float, energy_ev: float):
+    """``settings`` (a :class:`tem_core.potential.PotentialSettings`) whose ice structure, if
+    any, averages its beam-induced motion over an exposure of ``dose_e_per_a2`` [e/Å²] at
+    ``energy_ev`` [eV] (as a 300 kV exposure scaled by ``β²(300 kV)/β²(E)``, like ``N_e``)."""
+    ice = settings.ice_structure
+    if ice is None:
+        return settings
+    require_positive("dose_e_per_a2", dose_e_per_a2, "e/Å²")
+    exposure = float(dose_e_per_a2) * _beta2(300.0 * units.KV_TO_EV) / _beta2(energy_ev)
+    ice = dataclasses.replace(ice, exposure_e_per_a2=exposure)
+    return dataclasses.replace(settings, ice_structure=ice)

@@ -52,6 +52,23 @@ weights ``1/p`` keep the field unbiased in every direction; a listed view gets 2
 effective modes (the radial spectrum of projected 200 Å ice at 1536² px scatters by 5-7 %
 per bin instead of 14-21 %; a Gaussian field: 2 %), an unlisted tilted view about ¼ of the
 isotropic count.
+
+Beam-induced motion. Under the beam the water molecules move as in a fluid: McMullan,
+Vinothkumar & Henderson (2015, Ultramicroscopy 158:26) measured a random displacement of
+mean square ``μ`` ≈ 1.1 Å² per 300 kV e/Å² (the Thon rings of pure ice are stronger in the
+sum of the frames' power spectra than in the power spectrum of the summed frames, unlike
+pre-irradiated carbon). An image recorded over an exposure ``D`` then sums a changing
+ice: a mode of wave vector ``k`` keeps the correlation ``exp(−γ |N₁ − N₂|)``, ``γ = (2πk)² μ/6``
+per e/Å² (the self part of the intermediate scattering function of a random walk with
+3-D mean square ``μ N``), between the exposures ``N₁`` and ``N₂``, and the power of the
+exposure average is ``F(x) = 2 (x − 1 + e^{−x}) / x²`` of the power of one instant, ``x = γ D``.
+With ``exposure_e_per_a2 = D`` each mode's amplitude is multiplied by ``√F``: one
+realisation with the averaged spectrum (the ice is statistically the same amorphous ice at
+every instant; only the average over the exposure loses power). Check against the paper's
+own numbers: the sum of frames' power spectra sees the 3.7 Å ring best at frames of
+``x ≈ 2.15`` (maximum of ``√x F(x)``), 4.1 e/Å² with ``μ = 1.1`` at k = 0.27 Å⁻¹; they quote
+4.0 e/Å². The ice's loss is this motion, not the critical-exposure curve of proteins
+(:class:`tem_core.potential.RadiationDamage`, which the simulation applies to the rest).
 """
 
 from __future__ import annotations
@@ -110,6 +127,13 @@ class IceStructure:
         :func:`tem_core.specimen.tilt_specimen`. ``None``: the untilted micrograph, and in
         :func:`tem_core.simulate.tilt_series` the series' own tilts (:meth:`for_views`). Any
         other view is still unbiased, with the isotropic modes' smoothness.
+    exposure_e_per_a2
+        Exposure ``D`` [e/Å², 300 kV equivalent] over which the image averages the moving
+        ice (module doc, "Beam-induced motion"); 0: one instant. :func:`tem_core.simulate.
+        micrograph` sets it to the exposure when ``imaging.damage`` is given.
+    motion_msd_a2_per_e_per_a2
+        Mean square 3-D displacement ``μ`` of a water molecule per unit exposure [Å² per
+        e/Å²] at 300 kV (1.1: McMullan et al. 2015).
     """
 
     seed: int = 0
@@ -126,6 +150,8 @@ class IceStructure:
     view_half_width_per_a: float = 0.005
     view_tilts_rad: tuple[float, ...] | None = None
     view_tilt_axis_rad: float = 0.0
+    exposure_e_per_a2: float = 0.0
+    motion_msd_a2_per_e_per_a2: float = 1.1
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -158,6 +184,10 @@ class IceStructure:
             require_in_range("view_tilts_rad", list(self.view_tilts_rad), -0.5 * math.pi,
                              0.5 * math.pi, "rad", inclusive=True)  # fmt: skip
         require_finite("view_tilt_axis_rad", self.view_tilt_axis_rad, "rad")
+        require_in_range("exposure_e_per_a2", self.exposure_e_per_a2, 0.0, math.inf, "e/Å²",
+                         inclusive=True)  # fmt: skip
+        require_in_range("motion_msd_a2_per_e_per_a2", self.motion_msd_a2_per_e_per_a2, 0.0,
+                         100.0, "Å² per e/Å²", inclusive=True)  # fmt: skip
 
     def for_views(self, tilts_rad, tilt_axis_rad: float) -> IceStructure:
         """This structure with its view bands on ``tilts_rad`` [rad] about ``tilt_axis_rad``
@@ -234,14 +264,35 @@ def water_form_factor_squared(k_per_a: torch.Tensor) -> torch.Tensor:
     )
 
 
-@functools.lru_cache(maxsize=4)
+def exposure_average(k_per_a: torch.Tensor, exposure_e_per_a2: float,
+                     msd_a2_per_e_per_a2: float) -> torch.Tensor:
+    """Amplitude factor ``√F(γ D)`` of the exposure-averaged moving ice (module doc) [1]."""
+    x = (2.0 * math.pi * k_per_a) ** 2 * (msd_a2_per_e_per_a2 / 6.0) * exposure_e_per_a2
+    safe = torch.where(x > 1e-6, x, torch.ones_like(x))
+    power = torch.where(x > 1e-6, 2.0 * (safe + torch.expm1(-safe)) / safe**2, 1.0 - x / 3.0)
+    return torch.sqrt(power)
+
+
 def sample_modes(structure: IceStructure) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The field's plane waves: wave vectors ``(M, 3)`` [1/Å], amplitudes [V], phases [rad].
 
     Drawn on the CPU in float64 from ``torch.Generator().manual_seed(structure.seed)``:
     ``|k|`` from ``q`` (module doc), the direction from the mixture ``p(k̂)`` of an isotropic
-    part and the bands around the views' planes, amplitude ``A² = 2 P(k) k² / (M q(k) p(k̂))``.
+    part and the bands around the views' planes, amplitude ``A² = 2 P(k) k² / (M q(k) p(k̂))``,
+    times the exposure average :func:`exposure_average` (the same modes at every exposure).
     """
+    instant = dataclasses.replace(structure, exposure_e_per_a2=0.0)
+    k, amplitudes, phases = _instant_modes(instant)
+    if structure.exposure_e_per_a2 > 0 and structure.motion_msd_a2_per_e_per_a2 > 0:
+        factor = exposure_average(torch.linalg.vector_norm(k, dim=1),
+                                  structure.exposure_e_per_a2,
+                                  structure.motion_msd_a2_per_e_per_a2)  # fmt: skip
+        amplitudes = amplitudes * factor
+    return k, amplitudes, phases
+
+
+@functools.lru_cache(maxsize=4)
+def _instant_modes(structure: IceStructure) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(structure.seed)
     m, k_max = structure.n_modes, structure.max_frequency_per_a
     grid = (torch.arange(4096, dtype=torch.float64) + 0.5) * (k_max / 4096)

@@ -313,6 +313,15 @@ class _Solvent:
 
     def slice(self, z0: float, z1: float):
         """``(real, imag)`` [V·Å] of the solvent in ``[z0, z1)``, or ``None`` without solvent."""
+        parts = self.parts(z0, z1)
+        if parts is None:
+            return None
+        real, imag, field = parts
+        return (real if field is None else real + field), imag
+
+    def parts(self, z0: float, z1: float):
+        """``(real, imag, field)`` [V·Å]: :meth:`slice` with the ice structure's fluctuations
+        ``field`` apart (``None`` without them), or ``None`` without solvent."""
         if self.geometry is None:
             return None
         prepared, settings = self.prepared, self.settings
@@ -323,14 +332,15 @@ class _Solvent:
             ice = torch.relu(ice - excluded)
         real = ice
         imag = self.ice_ratio * ice
+        field = None
         if self.ice_field is not None:  # fluctuations scaled by the pixel's ice fraction
             fraction = (ice / (prepared.ice_v * (z1 - z0))).clamp(0.0, 1.0)
-            real = real + fraction * self.ice_field.slice_integral(z0, z1)
+            field = fraction * self.ice_field.slice_integral(z0, z1)
         if carbon_len is not None:
             support_v, support_abs_v = settings.support_potentials_v(self.geometry.support)
             real = real + support_v * carbon_len
             imag = imag + support_abs_v * carbon_len
-        return real, imag
+        return real, imag, field
 
     def touches_excluded(self, z0: float, z1: float) -> bool:
         """True when atoms' (or particle maps') excluded volume reaches ``[z0, z1)``."""
@@ -368,7 +378,8 @@ class _Solvent:
         return ice, self.ice_ratio * ice
 
     def total(self, bounds: list[float]):
-        """Σ of :meth:`slice` over the slices between ``bounds``, or ``None`` without solvent.
+        """Σ of :meth:`parts` over the slices between ``bounds`` (``field`` 0 without ice
+        structure), or ``None`` without solvent.
 
         Without a hole edge or ice structure, the solvent of consecutive slices that no
         excluded volume reaches is the solvent of their union (ice lengths add), so each
@@ -388,11 +399,12 @@ class _Solvent:
             intervals.append((z0, z1))
         if run is not None:
             intervals.append(run)
-        real = imag = 0.0
+        real = imag = field = 0.0
         for z0, z1 in intervals:
-            part_real, part_imag = self.slice(z0, z1)
+            part_real, part_imag, part_field = self.parts(z0, z1)
             real, imag = real + part_real, imag + part_imag
-        return real, imag
+            field = field if part_field is None else field + part_field
+        return real, imag, field
 
 
 def _atoms_through_slices(prepared: _Prepared, edges: torch.Tensor, common) -> torch.Tensor:

@@ -39,7 +39,7 @@ from tem_core.potential import (
     iter_slice_potentials,
     projected_potential,
 )
-from tem_core.potential.damage import RadiationDamage, attenuation_filter, damaged
+from tem_core.potential.damage import RadiationDamage, attenuation_filter, ice_exposed
 from tem_core.propagate import (
     SamplingWarning,
     check_sampling,
@@ -113,8 +113,8 @@ class Imaging:
         ``"multislice"`` (default) or ``"projection"`` (phase-object approximation).
     damage
         :class:`RadiationDamage` curve: attenuate the potential by the exposure-averaged
-        critical-exposure curve of this exposure; ``None`` (default for single micrographs):
-        no radiation damage.
+        critical-exposure curve of this exposure, and average the ice structure's beam-induced
+        motion over it (:class:`IceStructure`); ``None`` (single micrographs' default): neither.
     prior_dose_e_per_a2
         Dose the specimen received before this exposure [e/Å²] (tilt series: earlier tilts).
     motion
@@ -157,7 +157,8 @@ def exit_wave(
     """Exit wave of a plane wave through ``specimen`` [complex, (ny, nx)], streamed by slice.
 
     ``potential.energy_ev=None`` takes ``energy_ev`` (see :meth:`PotentialSettings.at_energy`);
-    ``attenuation`` (FFT order, real): radiation-damage filter applied to every slice;
+    ``attenuation`` (FFT order, real): radiation-damage filter of every slice (not of the ice
+    structure's fluctuations, which average over the exposure themselves);
     ``absorption_sink``: a list that receives the projected imaginary potential [V·Å];
     ``coefficients``: the atoms' :class:`tem_core.potential.AtomCoefficients` (or, with
     ``potential.particle_representation="map"``, the :class:`tem_core.potential.ParticleMaps`),
@@ -169,16 +170,14 @@ def exit_wave(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     potential = potential.at_energy(energy_ev)
     if method == "projection":
-        total = projected_potential(specimen, potential, coefficients=coefficients)
+        total = projected_potential(specimen, potential, coefficients=coefficients,
+                                    attenuation=attenuation)  # fmt: skip
         total = next(memory.releasing([total]))  # the projection's temporaries
-        if attenuation is not None:
-            total = next(damaged([total], attenuation))
         if absorption_sink is not None:
             absorption_sink.append(total.imag)
         return phase_object_wave(total, energy_ev=energy_ev)
-    slices = iter_slice_potentials(specimen, potential, coefficients=coefficients)
-    if attenuation is not None:
-        slices = damaged(slices, attenuation)
+    slices = iter_slice_potentials(specimen, potential, coefficients=coefficients,
+                                   attenuation=attenuation)  # fmt: skip
     if absorption_sink is not None:
         slices = summing_imaginary(slices, absorption_sink)
     return multislice(
@@ -260,7 +259,8 @@ def micrograph(
         damage=imaging.damage is not None,
     )
     attenuation = None
-    if imaging.damage is not None:
+    if imaging.damage is not None:  # the moving ice averages over this exposure
+        potential = ice_exposed(potential, imaging.dose_e_per_a2, microscope.energy_ev)
         attenuation = attenuation_filter(
             tuple(potential.shape), potential.sampling_a, imaging.damage,
             prior_dose_e_per_a2=imaging.prior_dose_e_per_a2, dose_e_per_a2=imaging.dose_e_per_a2,
