@@ -311,7 +311,9 @@ for dose, images in examples.items():
 # ice, blurred by the MTF): at the lowest doses × n even the best estimate in squared
 # error is close to that constant, and no method recovers the particles there. The heat
 # maps show the gain of the local Wiener method over the mean of the projections and
-# over Topaz (the target is at least 1 dB).
+# over Topaz (the target is at least 1 dB). The stored table's network rows are the
+# network alone (`network_symmetries=1, network_blend=False`, the settings before the
+# test-time augmentation and the SURE blend of the next section).
 
 # %%
 if stored:
@@ -385,6 +387,60 @@ if stored:
         )
         ax.set(xlabel="projections n", ylabel="dose [e/nm²]")
     plt.show()
+
+# %% [markdown]
+# ### Test-time augmentation and a SURE blend
+#
+# The network was trained on randomly turned and mirrored crops, and the noise model is
+# invariant under those symmetries, but the network itself is not: averaging its
+# estimate over transforms of the input (`PoissonSettings(network_symmetries=2, 4 or
+# 8)`, the transform undone on each output) removes the part of its error that depends
+# on the orientation. Its estimate can also be blended, per image, with the Wiener
+# estimate it starts from, with the weight that minimises Stein's unbiased risk estimate
+# after the MTF (`network_blend=True`, `tem_core.denoise.blend`): the noise level is
+# known, so the risk of each blend is estimated from the data alone. Both defaults
+# (2 symmetries, blend on) were chosen on the separate tuning image, never on the
+# benchmark's scene. A run of the cheap methods and Topaz on a fresh noise draw
+# (`benchmarks/results/denoise_tta_2026-12-02.json`; the published method's cached runs
+# were not available, and the stored table's noise can no longer be reproduced exactly,
+# so it is kept apart) compares them with the network alone:
+
+# %%
+tta_path = ROOT / "benchmarks" / "results" / "denoise_tta_2026-12-02.json"
+if tta_path.exists():
+    tta_rows = json.loads(tta_path.read_text())["rows"]
+    tta = {
+        (r["dose_e_per_nm2"], r["n"], r["method"]): r["psnr_particles"]
+        for r in tta_rows
+    }
+    tta_doses = sorted({k[0] for k in tta})
+    tta_ns = sorted({k[1] for k in tta})
+    labels = {
+        "poisson_network_plain": "network alone",
+        "poisson_network_tta": "2 symmetries",
+        "poisson_network": "2 symm. + SURE blend",
+        "poisson_wiener": "Wiener",
+    }
+    print("minus Topaz [dB], particle windows, mean over n; settings with >= 1 dB")
+    print(f"{'':>21} " + " ".join(f"{d:>5}" for d in tta_doses))
+    for m, label in labels.items():
+        diff = np.array(
+            [[tta[(d, n, m)] - tta[(d, n, "topaz")] for n in tta_ns] for d in tta_doses]
+        )
+        print(
+            f"{label:>21} "
+            + " ".join(f"{v:5.2f}" for v in diff.mean(axis=1))
+            + f"   {int(np.sum(diff >= 1.0))}/{diff.size}"
+        )
+else:
+    print(f"no run at {tta_path}")
+
+# %% [markdown]
+# Together they add 0.01-0.13 dB per dose over the network alone (0.01 at 100 e/nm²).
+# At 100 e/nm² per projection the margin over Topaz stays below 1 dB: there the
+# particles are at the noise level and the network is worse than the Wiener prior at
+# four of the five n, but the blend, which minimises the risk over the whole image
+# (mostly ice), keeps the network there.
 
 # %% [markdown]
 # ## A real tilt series (Algorithm 2)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tem_core.denoise import PoissonSettings, denoise_poisson, mean_of_projections
+from tem_core.denoise.blend import sure_blend
 from tem_core.denoise.learned import (
     TRAINED_ELECTRONS,
     TrainSettings,
@@ -162,6 +163,116 @@ def test_bad_weights_and_settings(tmp_path):
         train_denoiser(torch.ones(2, 16, 16), detector=DET, settings=TrainSettings(crop_px=32))
 
 
+def test_symmetries_one_is_the_plain_network_and_four_eight_are_turn_invariant():
+    model = load_denoiser(dtype=torch.float64)
+    g = torch.Generator().manual_seed(8)
+    total = torch.poisson(400.0 * rods(64).expand(2, -1, -1), generator=g)
+    plain = network_denoise(total, model=model)
+    assert torch.equal(network_denoise(total, model=model, symmetries=1), plain)
+
+    def turn(x):
+        return torch.rot90(x, 1, dims=(-2, -1))
+
+    # the same holds for sides that are no multiple of the network's 8 (padding, STFT grid)
+    odd = torch.poisson(400.0 * rods(64)[:60, :52].expand(2, -1, -1), generator=g)
+    for image in (total, odd):
+        for k in (4, 8):
+            out = network_denoise(image, model=model, symmetries=k)
+            # the same transforms, summed in another order: rounding only (measured 2e-13)
+            torch.testing.assert_close(
+                network_denoise(turn(image), model=model, symmetries=k),
+                turn(out),
+                rtol=1e-12,
+                atol=1e-9,
+            )
+        # without averaging the network is not turn-invariant (measured 1.2-3 e/px)
+        one = network_denoise(image, model=model)
+        assert float((network_denoise(turn(image), model=model) - turn(one)).abs().max()) > 0.1
+    mirrored = network_denoise(total.flip(-1), model=model, symmetries=8)
+    torch.testing.assert_close(
+        mirrored, network_denoise(total, model=model, symmetries=8).flip(-1), rtol=1e-12, atol=1e-9
+    )
+    # the average keeps the level (within 0.1 % of the plain network's mean)
+    avg = network_denoise(total, model=model, symmetries=8)
+    assert abs(float(avg.mean() / plain.mean()) - 1.0) < 1e-3
+
+
+def test_symmetries_follow_dtype_and_settings_validate():
+    for dtype in (torch.float32, torch.float64):
+        model = load_denoiser(dtype=dtype)
+        total = torch.poisson(torch.full((3, 40, 48), 300.0, dtype=dtype))
+        for k in (2, 8):
+            out = network_denoise(total, model=model, symmetries=k)
+            assert out.shape == total.shape and out.dtype == dtype and out.device == total.device
+    noisy = detect(
+        rods(48).expand(3, -1, -1),
+        detector=DET,
+        dose_e_per_a2=4.0,
+        sampling_a=5.0,
+        generator=torch.Generator().manual_seed(9),
+    ).float()
+    settings = PoissonSettings(regulariser="network", network_symmetries=8)
+    res = denoise_poisson(noisy, detector=DET, settings=settings)
+    assert res.denoised.shape == (48, 48) and res.denoised.dtype == torch.float32
+    for bad in (0, 3, 16, 2.0, True, "8"):
+        with pytest.raises(ValueError, match="network_symmetries"):
+            PoissonSettings(regulariser="network", network_symmetries=bad)
+        with pytest.raises(ValueError, match="symmetries"):
+            network_denoise(torch.full((16, 16), 300.0), model=model, symmetries=bad)
+
+
+def test_sure_blend_picks_the_estimator_with_the_lower_risk():
+    g = torch.Generator().manual_seed(10)
+    truth = 400.0 * rods(64, contrast=0.05)
+    total = torch.poisson(truth.expand(2, -1, -1), generator=g)
+
+    def identity(s):
+        return s
+
+    def oracle(s):  # the truth itself: zero risk, zero divergence
+        return truth.expand_as(s).clone()
+
+    mtf = DET.mtf((64, 64), dtype=torch.float64)
+    for first, second, expected in ((identity, oracle, 0.0), (oracle, identity, 1.0)):
+        out, a = sure_blend(
+            total, first, second, mtf=mtf, generator=torch.Generator().manual_seed(0)
+        )
+        # the identity's SURE is ≈ 0 after subtracting its own noise, the oracle's ≈ −noise:
+        # the weight goes (nearly) all the way (measured 0.00 and 1.00 after clipping)
+        assert a.shape == (2,) and torch.all((a - expected).abs() < 0.05)
+        assert out.shape == total.shape
+    # two equal estimators: weight 1 (no division by zero), output unchanged
+    out, a = sure_blend(total, oracle, oracle, mtf=None, generator=torch.Generator())
+    assert torch.equal(a, torch.ones(2, dtype=total.dtype)) and torch.equal(out, oracle(total))
+    with pytest.raises(TypeError, match="generator"):
+        sure_blend(total, oracle, identity, mtf=None, generator=0)
+    with pytest.raises(ValueError, match="probe_step"):
+        sure_blend(total, oracle, identity, mtf=None, generator=torch.Generator(), probe_step=0)
+
+
+def test_network_blend_is_deterministic_follows_dtype_and_validates():
+    noisy = detect(
+        rods(48).expand(4, -1, -1),
+        detector=DET,
+        dose_e_per_a2=2.0,
+        sampling_a=5.0,
+        generator=torch.Generator().manual_seed(11),
+    )
+    blended = PoissonSettings(regulariser="network", network_blend=True)
+    plain = PoissonSettings(regulariser="network", network_blend=False)
+    for dtype in (torch.float32, torch.float64):
+        a = denoise_poisson(noisy.to(dtype), detector=DET, settings=blended).denoised
+        b = denoise_poisson(noisy.to(dtype), detector=DET, settings=blended).denoised
+        assert torch.equal(a, b) and a.dtype == dtype and a.shape == (48, 48)
+        c = denoise_poisson(noisy.to(dtype), detector=DET, settings=plain).denoised
+        # here SURE keeps the network (weight clipped at 1): the same as without the blend
+        assert c.dtype == dtype
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-3)
+    for bad in (1, "yes", None):
+        with pytest.raises(ValueError, match="network_blend"):
+            PoissonSettings(regulariser="network", network_blend=bad)
+
+
 def test_outside_the_training_range_warns():
     model = load_denoiser()
     low = torch.poisson(torch.full((32, 32), TRAINED_ELECTRONS[0] / 5))
@@ -179,8 +290,9 @@ def test_cuda_parity():
     noisy = detect(
         rods(64).expand(3, -1, -1), detector=DET, dose_e_per_a2=2.0, sampling_a=5.0, generator=g
     ).float()
-    cpu = denoise_poisson(noisy, detector=DET, settings=NET).denoised
-    gpu = denoise_poisson(noisy.cuda(), detector=DET, settings=NET).denoised
-    assert gpu.device.type == "cuda"
-    # float32 convolutions on two devices: relative 1e-4 of the counts
-    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-3 * float(cpu.mean()))
+    for settings in (NET, PoissonSettings(regulariser="network", network_symmetries=8)):
+        cpu = denoise_poisson(noisy, detector=DET, settings=settings).denoised
+        gpu = denoise_poisson(noisy.cuda(), detector=DET, settings=settings).denoised
+        assert gpu.device.type == "cuda"
+        # float32 convolutions on two devices: relative 1e-4 of the counts
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-3 * float(cpu.mean()))

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -50,7 +49,8 @@ from tem_core.denoise._validate import (
     check_positive_counts,
     transfer_function,
 )
-from tem_core.denoise.learned import load_denoiser, network_denoise
+from tem_core.denoise.blend import network_estimate
+from tem_core.denoise.learned import check_symmetries
 from tem_core.denoise.wiener import WienerSettings, local_wiener
 from tem_core.detector import Detector, apply_mtf
 from tem_core.validation import (
@@ -151,6 +151,15 @@ class PoissonSettings:
     weights_path
         File of trained network weights (``"network"`` prior); ``None``: the weights shipped
         with the package (``tem_core/data/denoise_unet.pt``).
+    network_symmetries
+        The ``"network"`` prior's estimate is averaged over this many of the square's
+        symmetries (1, 2, 4 or 8: none, the half turn, the quarter turns, the quarter turns
+        and mirrors; test-time augmentation, :func:`tem_core.denoise.learned.network_denoise`).
+        The default was chosen once on the benchmark's separate tuning scene
+        (``benchmarks/denoise.py --tune-network``), never on the benchmark's scene.
+    network_blend
+        Blend the network's estimate with the Wiener estimate, per image, with the weight
+        that minimises SURE after the MTF (:func:`tem_core.denoise.blend.sure_blend`).
     """
 
     regulariser: str = "tv"
@@ -159,6 +168,8 @@ class PoissonSettings:
     nlm: NLMSettings = NLMSettings()
     wiener: WienerSettings = WienerSettings()
     weights_path: str | None = None
+    network_symmetries: int = 2
+    network_blend: bool = True
 
     def __post_init__(self) -> None:
         if self.regulariser not in REGULARISERS:
@@ -184,6 +195,9 @@ class PoissonSettings:
             raise TypeError(
                 f"weights_path must be a path or None, got {type(self.weights_path).__name__}"
             )
+        check_symmetries("network_symmetries", self.network_symmetries)
+        if not isinstance(self.network_blend, bool):
+            raise ValueError(f"network_blend must be True or False, got {self.network_blend!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -430,12 +444,6 @@ def nlm_denoise(
     return (out * s).reshape(*batch, *image.shape[-2:])
 
 
-@lru_cache(maxsize=4)
-def _cached_denoiser(path: str | None, device: torch.device, dtype: torch.dtype):
-    """The trained network, loaded once per file, device and dtype."""
-    return load_denoiser(path, device=device, dtype=dtype)
-
-
 def denoise_poisson(
     projections: torch.Tensor,
     *,
@@ -462,8 +470,8 @@ def denoise_poisson(
         Dose per projection [e/Å²] and pixel size [Å] (both > 0, optional): with them the
         result also holds the intensity estimate (vacuum = 1).
     generator
-        Source of the SURE probe (TV prior); ``None``: a generator seeded with 0 on the
-        projections' device, so the result is deterministic.
+        Source of the SURE probes (TV prior, network blend); ``None``: a generator seeded
+        with 0 on the projections' device, so the result is deterministic.
 
     Returns
     -------
@@ -487,11 +495,12 @@ def denoise_poisson(
     require_in_range("dqe", float(dqe.mean()), 1e-6, 1.0)
     total = (electrons * dqe).sum(dim=-3)  # ≈ Poisson(n · dqe · λ)
     z = anscombe(total)
+    # the SURE probes: seeded with 0 unless a generator is given (deterministic output)
+    probe_generator = generator or torch.Generator(device=z.device).manual_seed(0)
     if settings.regulariser == "nlm":
         rate = inverse_anscombe(nlm_denoise(z, sigma=1.0, settings=settings.nlm)) / (n * dqe)
     elif settings.regulariser == "wiener":
-        # the exact variance of the Anscombe-transformed counts at this image's mean
-        # (below 1 at low counts), per image
+        # the exact variance of the Anscombe-transformed counts at each image's mean (< 1)
         flat_z = z.reshape(-1, *z.shape[-2:])
         flat_s = total.reshape(-1, *z.shape[-2:])
         filtered = torch.stack(
@@ -504,13 +513,16 @@ def denoise_poisson(
         ).reshape(z.shape)
         rate = inverse_anscombe(filtered) / (n * dqe)
     elif settings.regulariser == "network":
-        model = _cached_denoiser(settings.weights_path, z.device, z.dtype)
-        rate = network_denoise(total, model=model, sampling_a=sampling_a) / (n * dqe)
+        rate = network_estimate(
+            total,
+            weights_path=settings.weights_path,
+            symmetries=settings.network_symmetries,
+            blend=settings.network_blend,
+            mtf=transfer_function(detector, tuple(total.shape[-2:]), total, mtf, invert=False),
+            generator=probe_generator,
+            sampling_a=sampling_a,
+        ) / (n * dqe)
     else:
-        # the SURE probe: fixed seed unless a generator is given (deterministic output)
-        probe_generator = generator
-        if probe_generator is None:
-            probe_generator = torch.Generator(device=z.device).manual_seed(0)
         rates = []
         for img, counts in zip(
             z.reshape(-1, *z.shape[-2:]), total.reshape(-1, *z.shape[-2:]), strict=True
