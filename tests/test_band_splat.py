@@ -141,3 +141,48 @@ def test_cached_atoms_still_check_positions():
     bad[3, 1] = float("nan")
     with pytest.raises(ValueError, match="positions_a must be finite, got nan Å"):
         pot.slice_potential(z, bad, b, occ, **common)
+
+
+def _taylor_erf_values(dtype, x):
+    from tem_core._taichi import get_taichi
+    from tem_core.potential.splat_kernels import erf_table_stacked, taylor_erf
+
+    ti = get_taichi()
+    fp = ti.f64 if dtype == torch.float64 else ti.f32
+    erf, erf_gauss = taylor_erf(ti, fp)
+    arr = ti.types.ndarray(dtype=fp, ndim=1)
+
+    def evaluate(x, tab, c, e, e2, g):
+        for i in range(x.shape[0]):
+            e[i] = erf(x[i], tab)
+            e2[i], g[i] = erf_gauss(x[i], tab, c)
+
+    # this file's annotations are strings (__future__): Taichi needs the types themselves
+    tab_t = ti.types.ndarray(dtype=fp, ndim=2)
+    evaluate.__annotations__ = dict(x=arr, tab=tab_t, c=fp, e=arr, e2=arr, g=arr)
+    evaluate = ti.kernel(evaluate)
+
+    x = x.to(dtype).contiguous()
+    e, e2, g = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
+    evaluate(x, erf_table_stacked(x.device, dtype), 2.0 / math.sqrt(math.pi), e, e2, g)
+    return e, e2, g
+
+
+@requires_taichi
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shared_taylor_erf_matches_erf_and_saturates_exactly(dtype):
+    # the one erf of every splat kernel: float64 to 1e-15, float32 to its rounding; in float32
+    # the early exit at |x| = 4 returns what the series gives there (exactly ±1)
+    x = torch.linspace(-7.0, 7.0, 200_001, dtype=F64)
+    e, e2, g = _taylor_erf_values(dtype, x)
+    exact = torch.special.erf(x)
+    gauss = 2.0 / math.sqrt(math.pi) * torch.exp(-x * x)
+    tol = 1e-15 if dtype == F64 else 1.2e-7
+    assert float((e.double() - exact).abs().max()) < tol
+    assert float((e2.double() - exact).abs().max()) < tol
+    inside = x.abs() < 6.0  # the derivative is 0 past the table (2/√π e^{-36} ~ 3e-16)
+    assert float((g.double() - gauss)[inside].abs().max()) < (1e-15 if dtype == F64 else 2.4e-7)
+    if dtype == torch.float32:
+        far = x.abs() >= 3.92
+        assert torch.equal(e[far], torch.sign(x[far]).float())
+        assert torch.equal(e2[far], e[far])  # no early exit there: the series gives ±1 too

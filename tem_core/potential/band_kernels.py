@@ -28,7 +28,7 @@ import math
 import torch
 
 from tem_core._taichi import get_taichi
-from tem_core.potential.splat_kernels import ERF_TABLE_MAX, ERF_TABLE_STEP, erf_table
+from tem_core.potential.splat_kernels import erf_table_stacked, taylor_erf
 
 _KERNELS: dict[torch.dtype, dict] = {}
 #: Rows per band (at least the largest window): fixed, so results do not depend on threads.
@@ -48,74 +48,7 @@ def build_band_kernels(dtype: torch.dtype) -> dict:
     arr4 = ti.types.ndarray(dtype=fp, ndim=4)
     arr1 = ti.types.ndarray(dtype=fp, ndim=1)
     arr2 = ti.types.ndarray(dtype=fp, ndim=2)
-    inv_step = 1.0 / ERF_TABLE_STEP
-    x_max = ERF_TABLE_MAX
-
-    @ti.func
-    def erf_gauss(x, tab: ti.template(), two_over_sqrt_pi):
-        """``erf(x)`` and ``(2/√π) e^{−x²}`` from the table about the nearest node.
-
-        ``erf(x0 + h) = erf(x0) + T(x0) Σ_n (−1)^{n−1} H_{n−1}(x0) hⁿ/n!`` with
-        ``T = (2/√π) e^{−x0²}`` (``tab[1]``) and its derivative ``T(x0) Σ_n (−1)ⁿ H_n(x0)
-        hⁿ/n!``; float32: 3 and 4 terms (truncation < 1e-9), float64: 6 terms for erf
-        (< 1e-16) and ``exp`` for the Gaussian.
-        """
-        a = ti.abs(x)
-        r = ti.cast(1.0, fp)
-        g = ti.cast(0.0, fp)
-        if a < x_max:
-            i = ti.cast(a * inv_step + 0.5, ti.i32)
-            x0 = ti.cast(i, fp) * ti.cast(ERF_TABLE_STEP, fp)
-            h = a - x0
-            x2 = x0 * x0
-            poly = ti.cast(0.0, fp)
-            if ti.static(fp == ti.f64):
-                h3 = (8.0 * x2 - 12.0) * x0
-                h4 = (16.0 * x2 - 48.0) * x2 + 12.0
-                h5 = ((32.0 * x2 - 160.0) * x2 + 120.0) * x0
-                poly = h5 * (h / 6.0)
-                poly = (h4 - poly) * (h / 5.0)
-                poly = (h3 - poly) * (h / 4.0)
-            else:
-                d = (8.0 * x2 - 12.0) * x0 * (h / 3.0)
-                d = (4.0 * x2 - 2.0 - d) * (h / 2.0)
-                d = (2.0 * x0 - d) * h
-                g = tab[1, i] * (1.0 - d)
-            poly = (4.0 * x2 - 2.0 - poly) * (h / 3.0)
-            poly = (2.0 * x0 - poly) * (h / 2.0)
-            poly = (1.0 - poly) * h
-            r = tab[0, i] + tab[1, i] * poly
-        if ti.static(fp == ti.f64):
-            g = two_over_sqrt_pi * ti.exp(-a * a)
-        if x < 0:
-            r = -r
-        return r, g
-
-    @ti.func
-    def erf_tab(x, tab: ti.template()):
-        """erf(x) alone (the forward)."""
-        a = ti.abs(x)
-        r = ti.cast(1.0, fp)
-        if a < x_max:
-            i = ti.cast(a * inv_step + 0.5, ti.i32)
-            x0 = ti.cast(i, fp) * ti.cast(ERF_TABLE_STEP, fp)
-            h = a - x0
-            x2 = x0 * x0
-            poly = ti.cast(0.0, fp)
-            if ti.static(fp == ti.f64):  # 6 terms: truncation < 1e-16
-                h3 = (8.0 * x2 - 12.0) * x0
-                h4 = (16.0 * x2 - 48.0) * x2 + 12.0
-                h5 = ((32.0 * x2 - 160.0) * x2 + 120.0) * x0
-                poly = h5 * (h / 6.0)
-                poly = (h4 - poly) * (h / 5.0)
-                poly = (h3 - poly) * (h / 4.0)
-            poly = (4.0 * x2 - 2.0 - poly) * (h / 3.0)
-            poly = (2.0 * x0 - poly) * (h / 2.0)
-            poly = (1.0 - poly) * h
-            r = tab[0, i] + tab[1, i] * poly
-        if x < 0:
-            r = -r
-        return r
+    erf_tab, erf_gauss = taylor_erf(ti, fp)
 
     @ti.func
     def splat_bucket(b, pos: ti.template(), amp: ti.template(), scale: ti.template(),
@@ -443,9 +376,10 @@ class BandSplatFunction(torch.autograd.Function):
         s = float(sampling_a)
         geometry = (pad, ny, nx, pad, int(periodic), band_h, cx, stride)
         if n > 0:
-            kern["band_forward"](pos, amp, sc, rad, rel, idx, start, order, _table(device, dtype),
-                                 scratch, out.view(-1), float(z0_a), float(z1_a), s,
-                                 1.0 / (s * s), geometry, n_gauss)  # fmt: skip
+            tab = erf_table_stacked(device, dtype)
+            kern["band_forward"](pos, amp, sc, rad, rel, idx, start, order, tab, scratch,
+                                 out.view(-1), float(z0_a), float(z1_a), s, 1.0 / (s * s),
+                                 geometry, n_gauss)  # fmt: skip
         ctx.save_for_backward(pos, amp, sc, rel, idx, start, order)
         ctx.static = (float(z0_a), float(z1_a), ny, nx, s, periodic, pad)
         if periodic:
@@ -475,18 +409,8 @@ class BandSplatFunction(torch.autograd.Function):
             rx, ry = rel[:, 0].contiguous(), rel[:, 1].contiguous()
             kern["band_backward"](pos, amp, sc, rx, ry, col, row, win, order,
                                   start[: n_bands + 1], z0, z1, s, 1.0 / (s * s),
-                                  2.0 / math.sqrt(math.pi), _table(pos.device, pos.dtype),
+                                  2.0 / math.sqrt(math.pi),
+                                  erf_table_stacked(pos.device, pos.dtype),
                                   canvas, scratch, grad_pos, grad_amp, grad_scale,
                                   n_gauss)  # fmt: skip
         return (grad_pos, grad_amp, grad_scale) + (None,) * 9
-
-
-_TABLES: dict[tuple[str, torch.dtype], torch.Tensor] = {}
-
-
-def _table(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``(2, n)``: :func:`~tem_core.potential.splat_kernels.erf_table` stacked (one argument)."""
-    key = (str(device), dtype)
-    if key not in _TABLES:
-        _TABLES[key] = torch.stack(erf_table(device, dtype)).contiguous()
-    return _TABLES[key]

@@ -52,6 +52,89 @@ def erf_table(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, t
     return _ERF_TABLES[key]
 
 
+def erf_table_stacked(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(2, n)``: :func:`erf_table`'s values and slopes stacked (the kernels' one argument)."""
+    key = (str(device), dtype)
+    if key not in _STACKED:
+        _STACKED[key] = torch.stack(erf_table(device, dtype)).contiguous()
+    return _STACKED[key]
+
+
+_STACKED: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+#: float32: erf(x) rounds to ±1 for |x| ≥ 3.92, and so does the table's series from there
+#: (``tab[0]`` is 1.0, the correction below 2e-9): the erf-only evaluation stops here.
+ERF_SATURATE_F32 = 4.0
+_ERF_FUNCS: dict[object, tuple] = {}
+
+
+def taylor_erf(ti, fp):
+    """The one ``@ti.func`` of the tabulated erf shared by every splat kernel (per float type).
+
+    ``erf(x, tab)``: ``erf(x)`` by the Taylor series of :func:`erf_table` about the nearest
+    node of ``tab`` (:func:`erf_table_stacked`), 6 terms in float64, 3 in float32; ``±1``
+    from ``ERF_TABLE_MAX`` on (float64) or from ``ERF_SATURATE_F32`` (float32: there the
+    series gives exactly ``±1.0`` too, so the early exit changes no bit).
+    ``erf_gauss(x, tab, two_over_sqrt_pi)``: ``erf(x)`` (no early exit) and its derivative
+    ``(2/√π) e^{−x²}``: in float32 the series ``T(x0) Σ_n (−1)ⁿ H_n(x0) hⁿ/n!`` about the
+    node (4 terms, truncation < 1e-9, 0 from ``ERF_TABLE_MAX`` on), in float64 ``exp``
+    (``two_over_sqrt_pi`` a kernel argument: a Python float would be a float32 literal).
+    """
+    if fp in _ERF_FUNCS:
+        return _ERF_FUNCS[fp]
+    inv_step = 1.0 / ERF_TABLE_STEP
+    x_max = ERF_TABLE_MAX
+    f64 = fp == ti.f64
+
+    @ti.func
+    def series(x, tab: ti.template(), gauss: ti.template(), limit: ti.template(),
+               two_over_sqrt_pi):  # fmt: skip
+        a = ti.abs(x)
+        r = ti.cast(1.0, fp)
+        g = ti.cast(0.0, fp)
+        if a < limit:
+            i = ti.cast(a * inv_step + 0.5, ti.i32)
+            x0 = ti.cast(i, fp) * ti.cast(ERF_TABLE_STEP, fp)
+            h = a - x0
+            x2 = x0 * x0
+            poly = ti.cast(0.0, fp)
+            if ti.static(f64):  # 6 terms: truncation < 1e-16
+                h3 = (8.0 * x2 - 12.0) * x0
+                h4 = (16.0 * x2 - 48.0) * x2 + 12.0
+                h5 = ((32.0 * x2 - 160.0) * x2 + 120.0) * x0
+                poly = h5 * (h / 6.0)
+                poly = (h4 - poly) * (h / 5.0)
+                poly = (h3 - poly) * (h / 4.0)
+            elif ti.static(gauss):  # float32 derivative: 4 terms
+                d = (8.0 * x2 - 12.0) * x0 * (h / 3.0)
+                d = (4.0 * x2 - 2.0 - d) * (h / 2.0)
+                d = (2.0 * x0 - d) * h
+                g = tab[1, i] * (1.0 - d)
+            # float32: 3 terms, truncation ≤ (1/128)⁴/4! · max|H₃ e^{−x²}| · 2/√π < 1e-9
+            poly = (4.0 * x2 - 2.0 - poly) * (h / 3.0)
+            poly = (2.0 * x0 - poly) * (h / 2.0)
+            poly = (1.0 - poly) * h
+            r = tab[0, i] + tab[1, i] * poly
+        if ti.static(f64 and gauss):
+            g = two_over_sqrt_pi * ti.exp(-a * a)
+        if x < 0:
+            r = -r
+        return r, g
+
+    erf_limit = x_max if f64 else ERF_SATURATE_F32
+
+    @ti.func
+    def erf(x, tab: ti.template()):
+        r, _ = series(x, tab, False, erf_limit, 0.0)
+        return r
+
+    @ti.func
+    def erf_gauss(x, tab: ti.template(), two_over_sqrt_pi):
+        return series(x, tab, True, x_max, two_over_sqrt_pi)
+
+    _ERF_FUNCS[fp] = (erf, erf_gauss)
+    return _ERF_FUNCS[fp]
+
+
 def build_kernels(dtype: torch.dtype):
     """Compile-once Taichi kernels for one float dtype (float32 or float64)."""
     key = (dtype, "splat")
@@ -63,35 +146,7 @@ def build_kernels(dtype: torch.dtype):
     arr1 = ti.types.ndarray(dtype=fp, ndim=1)
     arr2 = ti.types.ndarray(dtype=fp, ndim=2)
     arr3 = ti.types.ndarray(dtype=fp, ndim=3)
-    inv_step = 1.0 / ERF_TABLE_STEP
-    x_max = ERF_TABLE_MAX
-
-    @ti.func
-    def erf_tab(x, tab_v: ti.template(), tab_s: ti.template()):
-        """erf(x) from the table by a 6-term Taylor series about the nearest node."""
-        a = ti.abs(x)
-        r = ti.cast(1.0, fp)
-        if a < x_max:
-            i = ti.cast(a * inv_step + 0.5, ti.i32)
-            x0 = ti.cast(i, fp) * ti.cast(ERF_TABLE_STEP, fp)
-            h = a - x0
-            x2 = x0 * x0
-            poly = ti.cast(0.0, fp)
-            if ti.static(fp == ti.f64):  # 6 terms: truncation < 1e-16
-                h3 = (8.0 * x2 - 12.0) * x0
-                h4 = (16.0 * x2 - 48.0) * x2 + 12.0
-                h5 = ((32.0 * x2 - 160.0) * x2 + 120.0) * x0
-                poly = h5 * (h / 6.0)
-                poly = (h4 - poly) * (h / 5.0)
-                poly = (h3 - poly) * (h / 4.0)
-            # float32: 3 terms, truncation ≤ (1/128)⁴/4! · max|H₃ e^{−x²}| · 2/√π < 1e-9
-            poly = (4.0 * x2 - 2.0 - poly) * (h / 3.0)
-            poly = (2.0 * x0 - poly) * (h / 2.0)
-            poly = (1.0 - poly) * h
-            r = tab_v[i] + tab_s[i] * poly
-        if x < 0:
-            r = -r
-        return r
+    erf_tab, _ = taylor_erf(ti, fp)
 
     @ti.kernel
     def edge_fractions(
@@ -100,20 +155,19 @@ def build_kernels(dtype: torch.dtype):
         ry: arr1,
         wins: arr1i,
         sampling: fp,
-        tab_v: arr1,
-        tab_s: arr1,
+        tab: arr2,
         dx: arr3,
         dy: arr3,
     ):
         # dx[j,k,m] = ½ (erf(sc (rx_j + (m+1) s)) − erf(sc (rx_j + m s))), rx_j = kx0_j s − x_j
         for j, k in ti.ndrange(dx.shape[0], dx.shape[1]):
             sc = scale[j, k]
-            prev_x = erf_tab(sc * rx[j], tab_v, tab_s)
-            prev_y = erf_tab(sc * ry[j], tab_v, tab_s)
+            prev_x = erf_tab(sc * rx[j], tab)
+            prev_y = erf_tab(sc * ry[j], tab)
             for m in range(wins[j]):
                 edge = ti.cast(m + 1, fp) * sampling
-                cur_x = erf_tab(sc * (rx[j] + edge), tab_v, tab_s)
-                cur_y = erf_tab(sc * (ry[j] + edge), tab_v, tab_s)
+                cur_x = erf_tab(sc * (rx[j] + edge), tab)
+                cur_y = erf_tab(sc * (ry[j] + edge), tab)
                 dx[j, k, m] = 0.5 * (cur_x - prev_x)
                 dy[j, k, m] = 0.5 * (cur_y - prev_y)
                 prev_x = cur_x
