@@ -145,7 +145,7 @@ def test_cached_atoms_still_check_positions():
 
 def _taylor_erf_values(dtype, x):
     from tem_core._taichi import get_taichi
-    from tem_core.potential.splat_kernels import erf_table_stacked, taylor_erf
+    from tem_core.potential.splat_kernels import erf_table, taylor_erf
 
     ti = get_taichi()
     fp = ti.f64 if dtype == torch.float64 else ti.f32
@@ -164,7 +164,7 @@ def _taylor_erf_values(dtype, x):
 
     x = x.to(dtype).contiguous()
     e, e2, g = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
-    evaluate(x, erf_table_stacked(x.device, dtype), 2.0 / math.sqrt(math.pi), e, e2, g)
+    evaluate(x, erf_table(x.device, dtype), 2.0 / math.sqrt(math.pi), e, e2, g)
     return e, e2, g
 
 
@@ -186,3 +186,23 @@ def test_shared_taylor_erf_matches_erf_and_saturates_exactly(dtype):
         far = x.abs() >= 3.92
         assert torch.equal(e[far], torch.sign(x[far]).float())
         assert torch.equal(e2[far], e[far])  # no early exit there: the series gives ±1 too
+
+
+@requires_taichi
+@pytest.mark.parametrize("periodic", [True, False])
+def test_position_gradient_alone_equals_the_full_adjoint(periodic):
+    # fixed atoms (amplitudes and widths without grad) take the adjoint without the width and
+    # amplitude sums: the position gradient is the full adjoint's, to float64 rounding
+    pos, amp, scale, rad, win_max = _inputs(300, seed=5, box=(20.0, 18.0, 6.0), sampling_a=0.9)
+    weight = torch.rand(21, 23, generator=torch.Generator().manual_seed(6), dtype=F64)
+    grads = []
+    for shape_grads in (True, False):
+        p = pos.clone().requires_grad_(True)
+        a, s = (t.clone().requires_grad_(shape_grads) for t in (amp, scale))
+        out = band_kernels.BandSplatFunction.apply(
+            p, a, s, rad, 1.0, 5.0, 21, 23, 0.9, periodic, win_max
+        )
+        (out * weight).sum().backward()
+        grads.append(p.grad)
+        assert (a.grad is not None) == shape_grads
+    assert float((grads[0] - grads[1]).abs().max()) <= 1e-13 * float(grads[0].abs().max())

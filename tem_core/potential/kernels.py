@@ -38,7 +38,7 @@ import os
 import torch
 
 from tem_core.potential.band_kernels import BandSplatFunction
-from tem_core.potential.splat_kernels import build_kernels, erf_table_stacked
+from tem_core.potential.splat_kernels import build_kernels, erf_table
 
 #: Largest atomic number with Peng 1996 coefficients in gemmi.
 MAX_ATOMIC_NUMBER = 98
@@ -202,7 +202,7 @@ class GaussianSplatFunction(torch.autograd.Function):
         else:
             dx = torch.empty((n, k, win_max), dtype=w.dtype, device=w.device)
             dy = torch.empty_like(dx)
-        tab = erf_table_stacked(w.device, w.dtype)
+        tab = erf_table(w.device, w.dtype)
         kernels["edge_fractions"](scale, rx, ry, wins, float(sampling_a), tab, dx, dy)
         out = _splat_launch(kernels, w, dx, dy, kx0, wins, cell_start, ny, nx, chunk, win_max)
         ctx.save_for_backward(w, scale, rx, ry, dx, dy, kx0, ky0, wins)

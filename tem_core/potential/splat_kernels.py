@@ -1,7 +1,8 @@
 """Taichi kernels of the Gaussian splat (private helper of :mod:`tem_core.potential.kernels`).
 
 * ``edge_fractions``: the erf pixel fractions ``X_k[m]``, ``Y_k[d]`` of every atom and
-  Gaussian, from the float64-accurate table of :func:`erf_table`;
+  Gaussian, by the tabulated Taylor series of :func:`erf_table` (:func:`taylor_erf`, the
+  one erf of these kernels and of :mod:`tem_core.potential.band_kernels`);
 * ``splat_forward``: the deterministic row (and column-chunk) gather of the windows;
 * ``splat_backward``: adjoint of the splat of given fractions (:class:`SplatFunction`);
 * ``gaussian_backward``: adjoint of fractions + splat wrt weights, widths and positions
@@ -26,41 +27,44 @@ _KERNELS: dict[tuple[torch.dtype, str], object] = {}
 ERF_TABLE_STEP = 1.0 / 64.0
 #: Beyond this argument erf(x) = ±1 to float64 rounding (erfc(6) = 2e-17).
 ERF_TABLE_MAX = 6.0
-_ERF_TABLES: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+_ERF_TABLES: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
 
-def erf_table(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``erf(x_i)`` and ``(2/√π) exp(−x_i²)`` at ``x_i = i · ERF_TABLE_STEP``, ``x_i ≤ 6``.
+def erf_table(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(n, 8)``: at each node ``x_i = i · ERF_TABLE_STEP ≤ 6`` the Taylor coefficients of erf.
 
     The kernels evaluate ``erf(x_i + h)``, ``|h| ≤ 1/128``, by its Taylor series about the
-    nearest node, ``erf(x_i) + (2/√π) e^{−x_i²} Σ_{n=1..N} (−1)^{n−1} H_{n−1}(x_i) hⁿ/n!``
-    (``H`` the physicists' Hermite polynomials, ``dⁿ erf/dxⁿ = (2/√π)(−1)^{n−1} H_{n−1}
-    e^{−x²}``). The first omitted term is below ``max|H_N e^{−x²}| (1/128)^{N+1}/(N+1)! ·
-    2/√π``: 5e-17 with N = 6 terms (float64), 1e-9 with N = 3 (float32). Tabulated once
-    in float64 by ``torch.special.erf`` and rounded to ``dtype``.
+    nearest node, ``erf(x_i) + Σ_{n=1..N} c_n hⁿ`` with ``c_n = (2/√π) e^{−x_i²} (−1)^{n−1}
+    H_{n−1}(x_i)/n!`` (``H`` the physicists' Hermite polynomials, ``dⁿ erf/dxⁿ =
+    (2/√π)(−1)^{n−1} H_{n−1} e^{−x²}``). The first omitted term is below ``max|H_N e^{−x²}|
+    (1/128)^{N+1}/(N+1)! · 2/√π``: 5e-17 with N = 6 terms (float64), 1e-9 with N = 3
+    (float32). Columns: ``erf(x_i)``, ``c_1 … c_6`` (float64); ``erf(x_i)``, ``c_1 … c_3``
+    and ``2 c_2, 3 c_3, 4 c_4`` for the derivative ``Σ_n n c_n hⁿ⁻¹`` (float32), then 0.
+    Computed once in float64 (``torch.special.erf``) and rounded to ``dtype``.
     """
     key = (str(device), dtype)
     if key not in _ERF_TABLES:
         n = int(round(ERF_TABLE_MAX / ERF_TABLE_STEP)) + 2
         x = torch.arange(n, dtype=torch.float64) * ERF_TABLE_STEP
-        values = torch.special.erf(x)
-        slopes = (2.0 / math.sqrt(math.pi)) * torch.exp(-x * x)
-        _ERF_TABLES[key] = (
-            values.to(device=device, dtype=dtype).contiguous(),
-            slopes.to(device=device, dtype=dtype).contiguous(),
-        )
+        t = (2.0 / math.sqrt(math.pi)) * torch.exp(-x * x)
+        x2 = x * x
+        hermite = [
+            torch.ones_like(x),
+            2.0 * x,
+            4.0 * x2 - 2.0,
+            (8.0 * x2 - 12.0) * x,
+            (16.0 * x2 - 48.0) * x2 + 12.0,
+            ((32.0 * x2 - 160.0) * x2 + 120.0) * x,
+        ]
+        c = [t * (-1.0) ** (m - 1) * hermite[m - 1] / math.factorial(m) for m in range(1, 7)]
+        cols = [torch.special.erf(x)] + c
+        if dtype != torch.float64:
+            cols = cols[:4] + [2.0 * c[1], 3.0 * c[2], 4.0 * c[3]]
+        cols.append(torch.zeros_like(x))
+        _ERF_TABLES[key] = torch.stack(cols, dim=1).to(device=device, dtype=dtype).contiguous()
     return _ERF_TABLES[key]
 
 
-def erf_table_stacked(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``(2, n)``: :func:`erf_table`'s values and slopes stacked (the kernels' one argument)."""
-    key = (str(device), dtype)
-    if key not in _STACKED:
-        _STACKED[key] = torch.stack(erf_table(device, dtype)).contiguous()
-    return _STACKED[key]
-
-
-_STACKED: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 #: float32: erf(x) rounds to ±1 for |x| ≥ 3.92, and so does the table's series from there
 #: (``tab[0]`` is 1.0, the correction below 2e-9): the erf-only evaluation stops here.
 ERF_SATURATE_F32 = 4.0
@@ -70,13 +74,13 @@ _ERF_FUNCS: dict[object, tuple] = {}
 def taylor_erf(ti, fp):
     """The one ``@ti.func`` of the tabulated erf shared by every splat kernel (per float type).
 
-    ``erf(x, tab)``: ``erf(x)`` by the Taylor series of :func:`erf_table` about the nearest
-    node of ``tab`` (:func:`erf_table_stacked`), 6 terms in float64, 3 in float32; ``±1``
+    ``erf(x, tab)``: ``erf(x)`` by the Taylor series about the nearest node of ``tab``
+    (:func:`erf_table`), 6 terms in float64, 3 in float32; ``±1``
     from ``ERF_TABLE_MAX`` on (float64) or from ``ERF_SATURATE_F32`` (float32: there the
     series gives exactly ``±1.0`` too, so the early exit changes no bit).
     ``erf_gauss(x, tab, two_over_sqrt_pi)``: ``erf(x)`` (no early exit) and its derivative
-    ``(2/√π) e^{−x²}``: in float32 the series ``T(x0) Σ_n (−1)ⁿ H_n(x0) hⁿ/n!`` about the
-    node (4 terms, truncation < 1e-9, 0 from ``ERF_TABLE_MAX`` on), in float64 ``exp``
+    ``(2/√π) e^{−x²}``: in float32 the derived series ``Σ_n n c_n hⁿ⁻¹`` (4 terms, truncation
+    < 1e-9, 0 from ``ERF_TABLE_MAX`` on), in float64 ``exp``
     (``two_over_sqrt_pi`` a kernel argument: a Python float would be a float32 literal).
     """
     if fp in _ERF_FUNCS:
@@ -93,27 +97,18 @@ def taylor_erf(ti, fp):
         g = ti.cast(0.0, fp)
         if a < limit:
             i = ti.cast(a * inv_step + 0.5, ti.i32)
-            x0 = ti.cast(i, fp) * ti.cast(ERF_TABLE_STEP, fp)
-            h = a - x0
-            x2 = x0 * x0
-            poly = ti.cast(0.0, fp)
+            h = a - ti.cast(i, fp) * ti.cast(ERF_TABLE_STEP, fp)
             if ti.static(f64):  # 6 terms: truncation < 1e-16
-                h3 = (8.0 * x2 - 12.0) * x0
-                h4 = (16.0 * x2 - 48.0) * x2 + 12.0
-                h5 = ((32.0 * x2 - 160.0) * x2 + 120.0) * x0
-                poly = h5 * (h / 6.0)
-                poly = (h4 - poly) * (h / 5.0)
-                poly = (h3 - poly) * (h / 4.0)
-            elif ti.static(gauss):  # float32 derivative: 4 terms
-                d = (8.0 * x2 - 12.0) * x0 * (h / 3.0)
-                d = (4.0 * x2 - 2.0 - d) * (h / 2.0)
-                d = (2.0 * x0 - d) * h
-                g = tab[1, i] * (1.0 - d)
-            # float32: 3 terms, truncation ≤ (1/128)⁴/4! · max|H₃ e^{−x²}| · 2/√π < 1e-9
-            poly = (4.0 * x2 - 2.0 - poly) * (h / 3.0)
-            poly = (2.0 * x0 - poly) * (h / 2.0)
-            poly = (1.0 - poly) * h
-            r = tab[0, i] + tab[1, i] * poly
+                p = tab[i, 5] + h * tab[i, 6]
+                p = tab[i, 4] + h * p
+                p = tab[i, 3] + h * p
+                p = tab[i, 2] + h * p
+                p = tab[i, 1] + h * p
+                r = tab[i, 0] + h * p
+            else:  # 3 terms: truncation ≤ (1/128)⁴/4! · max|H₃ e^{−x²}| · 2/√π < 1e-9
+                r = tab[i, 0] + h * (tab[i, 1] + h * (tab[i, 2] + h * tab[i, 3]))
+                if ti.static(gauss):  # its derivative: 4 terms
+                    g = tab[i, 1] + h * (tab[i, 4] + h * (tab[i, 5] + h * tab[i, 6]))
         if ti.static(f64 and gauss):
             g = two_over_sqrt_pi * ti.exp(-a * a)
         if x < 0:
