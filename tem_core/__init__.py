@@ -34,6 +34,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "helical_operators",
         "read_structure",
         "rotation_about_axis",
+        "rotate_points",
+        "compose_rotations",
     ),
     "specimen": (
         "IceSlab",

@@ -27,10 +27,11 @@ from tem_core.structure import read_structure
 SCOPE = Microscope(energy_ev=300e3)
 
 
-def _specimen(dtype=torch.float32):
+def _specimen(dtype=torch.float32, copies: int = 2):
     model = read_structure(DATA_DIR / "1crn.pdb.gz").centered().to(dtype=dtype)
     return build_specimen(
-        model, 2, extent_a=(128.0, 128.0), ice=IceSlab(thickness_a=80.0, hole_diameter_a=110.0),
+        model, copies, extent_a=(128.0, 128.0),
+        ice=IceSlab(thickness_a=80.0, hole_diameter_a=110.0),
         generator=torch.Generator().manual_seed(3),
     )  # fmt: skip
 
@@ -86,6 +87,13 @@ def _hashes_with_threads(threads: int) -> str:
         "s = t._specimen(torch.float64)\n"
         "r = t._micrograph(s)\n"
         "parts = [r.counts, r.expected, t._gradient(s)]\n"
+        # float32 atoms rotated into copies and tilted: BLAS's float32 3 x 3 products round
+        # differently with 1 and 2 threads on some CPUs (MKL, AVX-512 EPYC); rotate_points not
+        "s32 = t._specimen(torch.float32, copies=3)\n"
+        "from tem_core.specimen import tilt_specimen\n"
+        "tilted = tilt_specimen(s32, tilt_angle_rad=0.5, tilt_axis_angle_rad=1.2)\n"
+        "parts += [s32.atoms.positions_a, tilted.atoms.positions_a, tilted.particle_rotations,\n"
+        "          tilted.particle_centers_a, t._micrograph(tilted).expected]\n"
         "print(hashlib.sha256(b''.join(p.numpy().tobytes() for p in parts)).hexdigest())\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests")])}
@@ -98,5 +106,6 @@ def _hashes_with_threads(threads: int) -> str:
 
 
 def test_one_and_two_threads_give_the_same_bits() -> None:
-    """Fresh processes: measured identical at 128² here and at 512² (benchmark)."""
+    """Fresh processes: measured identical at 128² here and at 512² (benchmark), float64
+    micrographs and gradients, float32 specimens (copies rotated, tilted) and their images."""
     assert _hashes_with_threads(1) == _hashes_with_threads(2)

@@ -82,6 +82,7 @@ import torch
 
 from tem_core import units
 from tem_core._fft import ifft2
+from tem_core.structure import rotate_points
 from tem_core.validation import (
     require_finite,
     require_in_range,
@@ -264,8 +265,9 @@ def water_form_factor_squared(k_per_a: torch.Tensor) -> torch.Tensor:
     )
 
 
-def exposure_average(k_per_a: torch.Tensor, exposure_e_per_a2: float,
-                     msd_a2_per_e_per_a2: float) -> torch.Tensor:
+def exposure_average(
+    k_per_a: torch.Tensor, exposure_e_per_a2: float, msd_a2_per_e_per_a2: float
+) -> torch.Tensor:
     """Amplitude factor ``√F(γ D)`` of the exposure-averaged moving ice (module doc) [1]."""
     x = (2.0 * math.pi * k_per_a) ** 2 * (msd_a2_per_e_per_a2 / 6.0) * exposure_e_per_a2
     safe = torch.where(x > 1e-6, x, torch.ones_like(x))
@@ -316,7 +318,7 @@ def _instant_modes(structure: IceStructure) -> tuple[torch.Tensor, torch.Tensor,
     sin_t = torch.sqrt((1.0 - cos_t**2).clamp(min=0.0))
     local = torch.stack((sin_t * torch.cos(az), sin_t * torch.sin(az), cos_t), dim=1)
     rots = torch.stack([_rotation(structure.view_tilt_axis_rad, t) for t in _tilts(structure)])
-    banded = torch.einsum("mji,mj->mi", rots[view], local)  # k = Rᵀ k' (R: specimen → view)
+    banded = rotate_points(rots[view].transpose(1, 2), local[:, None, :])[:, 0]  # k = Rᵀ k'
     direction = torch.where(in_band[:, None], banded, direction)
     # mixture density on the unit sphere [1/sr]
     inside = ((direction @ normals.T).abs() <= c[:, None]).double()
@@ -357,14 +359,17 @@ class IceField:
         phi, theta = specimen.tilt_axis_angle_rad, specimen.tilt_angle_rad
         rot = _rotation(phi, theta)
         centre = specimen.slab_center_a.detach().double().cpu()
-        k_lab = k @ rot.T
+        k_lab = rotate_points(rot, k)
         ny, nx = shape
         s = float(sampling_a)
         tx, ty = k_lab[:, 0] * s, k_lab[:, 1] * s  # cycles per pixel
         keep = (tx.abs() < 0.5) & (ty.abs() < 0.5)
         tx, ty, kz = tx[keep], ty[keep], k_lab[keep, 2]
         # specimen-frame phase at the slab centre, then the grid origin offset (j' = j − n/2)
-        base = phase[keep] + 2.0 * math.pi * (k[keep] @ centre)
+        kc = k[keep]  # k · centre in a fixed order (no BLAS: the same bits for every thread count)
+        base = phase[keep] + 2.0 * math.pi * (
+            kc[:, 0] * centre[0] + kc[:, 1] * centre[1] + kc[:, 2] * centre[2]
+        )
         base = base + 2.0 * math.pi * (tx * (nx // 2 + 0.5 - float(centre[0]) / s))
         base = base + 2.0 * math.pi * (ty * (ny // 2 + 0.5 - float(centre[1]) / s))
         weight = amp[keep] * torch.sinc(tx) * torch.sinc(ty)

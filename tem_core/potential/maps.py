@@ -61,6 +61,7 @@ from tem_core.potential.kaiser_bessel import (
     kb_transform,
 )
 from tem_core.potential.kernels import project_gaussians
+from tem_core.structure import rotate_points
 
 #: Step of the coarse map that splits a copy's projection between slices, in pixels (its
 #: voxel is the largest multiple of ``map_voxel_a`` not above ``SPLIT_STEP * sampling_a``).
@@ -327,7 +328,7 @@ class ParticleMaps:
             if idx.numel() == 0:
                 self.particle_type.append(-1)
                 continue
-            template = (pos[idx] - centres[p]) @ rotations[p]
+            template = rotate_points(rotations[p].T, pos[idx] - centres[p])
             zs, bs, occ = z_num[idx], atoms.b_factors_a2[idx], atoms.occupancies[idx]
             found = -1
             for t, (tz, tb, to, tpos) in enumerate(signatures):
@@ -442,7 +443,7 @@ class _PosedMaps:
         if self._extent is None:  # the atoms' z ± window radius, as the exact path
             lows, highs = [], []
             for t, r, c in self.items:
-                z = t.template @ r[2].to(t.template.dtype)
+                z = rotate_points(r.to(t.template.dtype), t.template)[:, 2]
                 lows.append(float(c[2]) + float((z - t.window_a).min()))
                 highs.append(float(c[2]) + float((z + t.window_a).max()))
             self._extent = (min(lows), max(highs))

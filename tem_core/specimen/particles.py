@@ -10,7 +10,12 @@ import torch
 
 from tem_core.specimen.checks import _check_poses, _check_rotations
 from tem_core.specimen.ice import IceSlab, _check_hole_in_field
-from tem_core.structure import AtomicModel, rotation_about_axis
+from tem_core.structure import (
+    AtomicModel,
+    compose_rotations,
+    rotate_points,
+    rotation_about_axis,
+)
 from tem_core.validation import (
     require_finite,
     require_generator,
@@ -356,7 +361,7 @@ def build_specimen(
         if c == 0:
             continue
         rot, cen = rotations[start : start + c], centers[start : start + c]
-        pos = torch.einsum("kij,nj->kni", rot, model.positions_a.to(device=device, dtype=dtype))
+        pos = rotate_points(rot, model.positions_a.to(device=device, dtype=dtype))
         pieces.append(
             AtomicModel(
                 atomic_numbers=model.atomic_numbers.to(device).repeat(c),
@@ -429,16 +434,18 @@ def tilt_specimen(
     theta = torch.as_tensor(tilt_angle_rad, dtype=pos.dtype).to(pos.device)
     rot = rotation_about_axis(axis, theta)
     c = specimen.slab_center_a.to(dtype=pos.dtype)
-    atoms = specimen.atoms._replace_positions((pos - c) @ rot.T + c)
+    atoms = specimen.atoms._replace_positions(rotate_points(rot, pos - c) + c)
+    centers = specimen.particle_centers_a.to(pos.dtype)
+    rotations = specimen.particle_rotations.to(pos.dtype)
     return Specimen(
         atoms=atoms,
         extent_a=specimen.extent_a,
         ice=specimen.ice,
         slab_center_a=specimen.slab_center_a,
-        slab_normal=rot.detach() @ specimen.slab_normal.to(pos.dtype),
-        particle_centers_a=(specimen.particle_centers_a.to(pos.dtype) - c) @ rot.detach().T + c,
+        slab_normal=rotate_points(rot.detach(), specimen.slab_normal.to(pos.dtype)[None])[0],
+        particle_centers_a=rotate_points(rot.detach(), centers - c) + c,
         particle_radii_a=specimen.particle_radii_a,
-        particle_rotations=rot.detach() @ specimen.particle_rotations.to(pos.dtype),
+        particle_rotations=compose_rotations(rot.detach(), rotations),
         tilt_angle_rad=total,
         tilt_axis_angle_rad=phi,
     )

@@ -67,7 +67,13 @@ from tem_core.structure.files import (
     _where,
     fetch_pdb,
 )
-from tem_core.structure.geometry import _as_operators, _axis_vector, rotation_about_axis
+from tem_core.structure.geometry import (
+    _as_operators,
+    _axis_vector,
+    compose_rotations,
+    rotate_points,
+    rotation_about_axis,
+)
 from tem_core.structure.hydrogens import hydrogen_count
 from tem_core.validation import (
     require_finite,
@@ -85,6 +91,8 @@ __all__ = [
     "expand_assembly",
     "fetch_pdb",
     "rotation_about_axis",
+    "rotate_points",
+    "compose_rotations",
 ]
 
 MAX_ATOMIC_NUMBER = 98  # Peng 1996 parameters exist for Z = 1..98
@@ -214,7 +222,7 @@ class AtomicModel:
         translation = torch.as_tensor(translation_a).to(device=pos.device, dtype=pos.dtype)
         require_shape("rotation", rotation, (3, 3))
         require_shape("translation_a", translation, (3,))
-        return self._replace_positions(pos @ rotation.T + translation)
+        return self._replace_positions(rotate_points(rotation, pos) + translation)
 
     def center_a(self) -> torch.Tensor:
         """Geometric centre (unweighted mean position), ``(3,)`` [Å]."""
@@ -500,7 +508,7 @@ def expand_assembly(model: AtomicModel, operators) -> AtomicModel:
     pos = model.positions_a
     ops = _as_operators(operators, pos.dtype, pos.device)
     k = ops.shape[0]
-    expanded = torch.einsum("kij,nj->kni", ops[:, :, :3], pos) + ops[:, None, :, 3]
+    expanded = rotate_points(ops[:, :, :3], pos) + ops[:, None, :, 3]
     return AtomicModel(
         atomic_numbers=model.atomic_numbers.repeat(k),
         positions_a=expanded.reshape(-1, 3),

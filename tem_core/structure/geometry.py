@@ -40,6 +40,33 @@ def rotation_about_axis(axis: torch.Tensor, angle_rad: float | torch.Tensor) -> 
     return eye + s * k + (1.0 - c) * (k @ k)
 
 
+def rotate_points(rotation: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``points @ rotationᵀ``: each point (a row) rotated by ``rotation`` (acting on columns).
+
+    ``rotation`` is ``(..., 3, 3)`` and ``points`` ``(N, 3)`` or ``(..., N, 3)`` (broadcast).
+    Written as three elementwise products added in a fixed order instead of a matrix product:
+    BLAS's float32 kernels round differently with one and with two threads on some CPUs
+    (measured: MKL on an AVX-512 AMD EPYC, batched 3 × 3 products of 327 atoms), which made a
+    specimen's atoms, and every image made from them, depend on the thread count in the last
+    bit. This form gives the same bits for every thread count, CPU and batch size.
+    """
+    r = rotation[..., None, :, :]
+    return (
+        points[..., 0:1] * r[..., :, 0]
+        + points[..., 1:2] * r[..., :, 1]
+        + points[..., 2:3] * r[..., :, 2]
+    )
+
+
+def compose_rotations(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for ``(..., 3, 3)`` matrices, in the fixed order of :func:`rotate_points`."""
+    return (
+        a[..., :, 0:1] * b[..., 0:1, :]
+        + a[..., :, 1:2] * b[..., 1:2, :]
+        + a[..., :, 2:3] * b[..., 2:3, :]
+    )
+
+
 def _as_operators(operators, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     ops = torch.as_tensor(operators).to(device=device, dtype=dtype)
     if ops.ndim == 2:
