@@ -40,4 +40,6 @@ def ifft2(x: torch.Tensor, *, norm: str = "backward") -> torch.Tensor:
     """Inverse 2-D FFT over the last two axes; same result as ``torch.fft.ifft2(x, norm=norm)``."""
     scale = _scale(x, norm, inverse=True)
     y = torch.fft.ifft2(x, norm="forward")  # unnormalised inverse transform
-    return y if scale == 1.0 else y * scale
+    if scale == 1.0:
+        return y
+    return y * scale if y.requires_grad else y.mul_(scale)  # same values; in place: one grid

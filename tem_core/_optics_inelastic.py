@@ -52,10 +52,11 @@ def inelastic_background(
 
 def summing_imaginary(slices, sink: list):
     """Pass complex slices through, appending their summed imaginary part to ``sink``."""
-    total = 0.0
-    for sl in slices:
-        total = total + sl.imag
+    total = None
+    for sl in slices:  # summed in place (add saves nothing for backward): no grid per slice
+        total = 0.0 + sl.imag if total is None else total.add_(sl.imag)
         yield sl
+    total = 0.0 if total is None else total
     sink.append(total)
 
 

@@ -82,4 +82,4 @@ def radial_frequency_cycles_per_px(
     Tensor
         ``(ny, nx)``, from 0 to ``√0.5 ≈ 0.707`` in the corners (0.5 at Nyquist on an axis).
     """
-    return torch.sqrt(frequency_squared_per_a2(shape, device=device, dtype=dtype))
+    return frequency_squared_per_a2(shape, device=device, dtype=dtype).sqrt_()  # one grid

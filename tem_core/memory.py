@@ -29,10 +29,18 @@ T = TypeVar("T")
 # live set (`benchmarks/memory.py --explain CASE` prints it, with the line allocating each
 # array). They are counts of arrays in the code, not fitted factors: change the code and
 # `--explain` shows the new count.
-# ctf: inside aberration_phase: k_x, k_y, k², |k|, χ and its two gradients, temporaries
-CTF_REAL_GRIDS = 10
-# Detector.mtf, parametric: radial frequency, ω², two Lorentzians and their temporaries
-MTF_REAL_GRIDS = 7
+# ctf, one CTF without a graph, built in place (tem_core/_optics_phase.py): |k|, k² (then
+# the radial term and ∂χ/∂k_y), k² cos 2(φ − φa) (then the envelopes), χ, ∂χ/∂k_x and the
+# temporaries' buffer. With parameters that require grad or one CTF per image (expressions
+# in optics.aberration_phase): k_x, k_y, k², |k|, χ and its two gradients, temporaries
+CTF_REAL_GRIDS = 6
+CTF_GRAPH_REAL_GRIDS = 10
+# Detector.mtf, parametric, built in place (detector.mtf._mtf_of_omega2): ω² (the radial
+# frequency squared in place), the first Lorentzian (then the sum), the second and its
+# temporary. With parameters that require grad: the radial frequency, ω², two Lorentzians
+# and their temporaries
+MTF_REAL_GRIDS = 4
+MTF_GRAPH_REAL_GRIDS = 7
 # tabulated: radial frequency, |ω|, clamped, the four gathered table values, two
 # differences and the product (real) and the table indices (int64)
 MTF_TABLE_REAL_GRIDS = 10
@@ -185,21 +193,31 @@ def n_pixels(shape: Sequence[int]) -> int:
     return out
 
 
-def ctf_bytes(shape: Sequence[int], dtype: torch.dtype) -> int:
-    """Peak memory of :func:`tem_core.optics.ctf` on ``shape`` [bytes]."""
-    return n_pixels(shape) * CTF_REAL_GRIDS * itemsizes(dtype)[0]
+def ctf_bytes(shape: Sequence[int], dtype: torch.dtype, *, requires_grad: bool = False) -> int:
+    """Peak memory of :func:`tem_core.optics.ctf` on ``shape`` [bytes]; ``requires_grad``:
+    parameters that require grad, or one CTF per image (no longer built in place)."""
+    grids = CTF_GRAPH_REAL_GRIDS if requires_grad else CTF_REAL_GRIDS
+    return n_pixels(shape) * grids * itemsizes(dtype)[0]
 
 
-def mtf_bytes(shape: Sequence[int], dtype: torch.dtype, *, tabulated: bool = False) -> int:
+def mtf_bytes(
+    shape: Sequence[int],
+    dtype: torch.dtype,
+    *,
+    tabulated: bool = False,
+    requires_grad: bool = False,
+) -> int:
     """Peak memory of :meth:`tem_core.detector.Detector.mtf` on ``shape`` [bytes].
 
     ``tabulated``: a camera's measured MTF table (``Detector.mtf_camera``) instead of the
-    parametric form.
+    parametric form; ``requires_grad``: parametric with parameters that require grad (no
+    longer built in place).
     """
     real = itemsizes(dtype)[0]
     if tabulated:
         return n_pixels(shape) * (MTF_TABLE_REAL_GRIDS * real + MTF_TABLE_INDEX_GRIDS * 8)
-    return n_pixels(shape) * MTF_REAL_GRIDS * real
+    grids = MTF_GRAPH_REAL_GRIDS if requires_grad else MTF_REAL_GRIDS
+    return n_pixels(shape) * grids * real
 
 
 def slice_potential_bytes(

@@ -62,6 +62,7 @@ from tem_core._fft import fft2, ifft2
 from tem_core._optics_cache import _CTF_CACHE, CTF_CACHE_SIZE, _ctf_cache_key
 from tem_core._optics_checks import check_aperture, check_thon_ring_sampling
 from tem_core._optics_motion import BeamMotion
+from tem_core._optics_phase import lean_applies, lean_ctf
 from tem_core.grids import frequencies_per_a
 from tem_core.interop import accepts_arrays
 from tem_core.units import ELECTRON_REST_ENERGY_EV, electron_wavelength_a
@@ -384,26 +385,25 @@ def _ctf(shape, sampling_a, microscope, defocus_a, astigmatism_a, astigmatism_an
     ny, nx = shape = require_grid_shape(shape)
     sampling_a = static_positive("sampling_a", sampling_a, "Å")
     check_aperture(microscope, shape, sampling_a)
-    memory.require_memory(f"a {ny} x {nx} {real} CTF", memory.ctf_bytes(shape, real), device)
+    names = ("defocus_a", "astigmatism_a", "astigmatism_angle_rad", "cs_a", "phase_plate_rad")
+    values = (defocus_a, astigmatism_a, astigmatism_angle_rad, cs_a, microscope.phase_plate_rad)
+    v = {name: _param(x, device, real) for name, x in zip(names, values, strict=True)}
+    lean = lean_applies(params, v, microscope.focal_spread_a)  # the same values, fewer grids
+    need = memory.ctf_bytes(shape, real, requires_grad=not lean)
+    memory.require_memory(f"a {ny} x {nx} {real} CTF", need, device)
     ky, kx = frequencies_per_a(shape, sampling_a, device=device, dtype=real)
+    pixel_k = 1.0 / (max(int(shape[0]), int(shape[1])) * sampling_a)
+    if lean:
+        alpha = _param(microscope.illumination_semiangle_rad, device, real)
+        return lean_ctf(kx, ky, microscope=microscope, params=v, alpha=alpha, pixel_k_per_a=pixel_k)
     kx, ky = kx.expand(ny, nx), ky.expand(ny, nx)
     k = torch.sqrt(kx**2 + ky**2)
-    chi, gx, gy = aberration_phase(
-        kx,
-        ky,
-        wavelength_a=microscope.wavelength_a,
-        defocus_a=_param(defocus_a, device, real),
-        astigmatism_a=_param(astigmatism_a, device, real),
-        astigmatism_angle_rad=_param(astigmatism_angle_rad, device, real),
-        cs_a=_param(cs_a, device, real),
-    )
-    phase_plate = _param(microscope.phase_plate_rad, device, real)
-    scattered = (k > 0).to(real)
-    chi = chi - phase_plate * scattered
+    chi, gx, gy = aberration_phase(kx, ky, wavelength_a=microscope.wavelength_a,
+                                   **{n: v[n] for n in names[:4]})  # fmt: skip
+    chi = chi - v["phase_plate_rad"] * (k > 0).to(real)
     amplitude = temporal_envelope(k, microscope=microscope) * spatial_envelope(
         gx, gy, microscope=microscope
     )
-    pixel_k = 1.0 / (max(int(shape[0]), int(shape[1])) * sampling_a)
     amplitude = amplitude * aperture(k, microscope=microscope, pixel_k_per_a=pixel_k)
     out = torch.polar(amplitude.expand(torch.broadcast_shapes(amplitude.shape, chi.shape)), -chi)
     return out.to(torch.complex128 if real == torch.float64 else torch.complex64)
@@ -439,8 +439,9 @@ def apply_ctf(
         device=wave.device,
         dtype=cdtype,
     )
-    out_dtype = torch.promote_types(cdtype, h.dtype)
-    return ifft2(fft2(wave.to(out_dtype)) * h)
+    spectrum = fft2(wave.to(torch.promote_types(cdtype, h.dtype))) * h
+    memory.release_in_backward(spectrum)  # backward frees and allocates 6 grids around it
+    return ifft2(spectrum)
 
 
 @accepts_arrays

@@ -426,3 +426,15 @@ def test_cuda_matches_cpu():
     n_px, mean = sample.numel(), float(gpu.mean())
     se = math.sqrt(2.0**2 * (mean / 2.0) / 0.5 / n_px)
     assert abs(float(sample.mean()) - mean) < 4 * se
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_detector_mtf_built_in_place_equals_the_graph_path_bitwise(dtype):
+    """Without a graph the MTF is built in place (4 grids instead of 7): the same bits as
+    the expressions used when a parameter requires grad."""
+    settings = dict(a=0.5, b=0.3, c=0.2, alpha=7.0, beta=55.0, p=1.6, q=0.7)
+    lean = Detector(**settings).mtf((90, 128), dtype=dtype)
+    graph = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in settings.items()}
+    full = Detector(**graph).mtf((90, 128), dtype=dtype)
+    assert full.requires_grad
+    assert torch.equal(lean, full.detach())

@@ -384,3 +384,23 @@ def test_ctf_of_plain_numbers_is_reused_and_tensors_are_not_cached():
     ctf((32, 32), sampling_a=1.0, microscope=Microscope(energy_ev=300e3, cc_a=cc), defocus_a=1e3)
     assert len(_optics_cache._CTF_CACHE) == _optics_cache.CTF_CACHE_SIZE
     assert all(key[2].cc_a is not cc for key in _optics_cache._CTF_CACHE)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_ctf_built_in_place_equals_the_expressions_bitwise(dtype):
+    """One CTF without a graph is built in place (tem_core/_optics_phase.py, 6 grids instead
+    of 10): the same bits as the expressions autograd needs (parameters requiring grad)."""
+    scope = Microscope(
+        energy_ev=200e3, objective_aperture_rad=0.012, illumination_semiangle_rad=2e-5,
+        phase_plate_rad=1.2,
+    )  # fmt: skip
+    for shape, kw in (
+        ((96, 130), dict(defocus_a=1.5e4)),
+        ((128, 77), dict(defocus_a=-8e3, astigmatism_a=400.0, astigmatism_angle_rad=0.6)),
+    ):
+        real = torch.float64 if dtype == torch.complex128 else torch.float32
+        lean = ctf(shape, sampling_a=1.1, microscope=scope, dtype=dtype, cs_a=2e7, **kw)
+        graph = {k: torch.tensor(v, dtype=real, requires_grad=True) for k, v in kw.items()}
+        full = ctf(shape, sampling_a=1.1, microscope=scope, dtype=dtype, cs_a=2e7, **graph)
+        assert full.requires_grad and lean.dtype == full.dtype == dtype
+        assert torch.equal(lean, full.detach())

@@ -31,7 +31,13 @@ from typing import Any
 import torch
 
 from tem_core import memory
-from tem_core.detector.mtf import apply_mtf, mtf_parametric, mtf_tabulated
+from tem_core.detector.mtf import (
+    _mtf_of_omega2,
+    _needs_graph,
+    apply_mtf,
+    mtf_parametric,
+    mtf_tabulated,
+)
 from tem_core.detector.noise import (
     NOISE_MODELS,
     expected_electrons,
@@ -172,20 +178,19 @@ class Detector:
             return None
         ny, nx = shape = require_grid_shape(shape)
         where = torch.device("cpu" if device is None else device)
-        memory.require_memory(f"a {ny} x {nx} {dtype} MTF", memory.mtf_bytes(shape, dtype), where)
+        tabulated = self.mtf_camera is not None
+        params = (self.a, self.b, self.c, self.alpha, self.beta, self.p, self.q)
+        graph = not tabulated and _needs_graph(*params)
+        memory.require_memory(
+            f"a {ny} x {nx} {dtype} MTF",
+            memory.mtf_bytes(shape, dtype, tabulated=tabulated, requires_grad=graph),
+            where,
+        )  # fmt: skip
         omega = radial_frequency_cycles_per_px(shape, device=device, dtype=dtype)
-        if self.mtf_camera is not None:
+        if tabulated:
             return mtf_tabulated(omega, camera=self.mtf_camera)
-        return mtf_parametric(
-            omega,
-            a=self.a,
-            b=self.b,
-            c=self.c,
-            alpha=self.alpha,
-            beta=self.beta,
-            p=self.p,
-            q=self.q,
-        )
+        # ω², in place: its own grid is the first of the MTF's (parameters checked on init)
+        return _mtf_of_omega2(omega.square_(), params)
 
 
 def _image_mtf(detector: Detector, image: torch.Tensor) -> torch.Tensor | None:

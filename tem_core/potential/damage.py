@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tem_core import units
+from tem_core import memory, units
 from tem_core._fft import fft2, ifft2
 from tem_core.validation import require_finite, require_nonnegative, require_positive
 
@@ -124,7 +124,12 @@ def attenuation_filter(
 def damaged(slices, attenuation: torch.Tensor):
     """Apply ``attenuation`` (FFT order, real) to each complex slice of an iterator."""
     for sl in slices:
-        yield ifft2(fft2(sl) * attenuation.to(sl.real.dtype))
+        memory.release_at_boundary()  # the slice's temporaries, before the transforms
+        spectrum = fft2(sl)
+        if spectrum.requires_grad:
+            yield ifft2(spectrum * attenuation.to(sl.real.dtype))
+        else:  # the same values, one grid fewer
+            yield ifft2(spectrum.mul_(attenuation.to(sl.real.dtype)))
 
 
 def attenuated(potential: torch.Tensor, attenuation: torch.Tensor | None, field=None):

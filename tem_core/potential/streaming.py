@@ -13,7 +13,7 @@ import weakref
 
 import torch
 
-from tem_core import units
+from tem_core import memory, units
 from tem_core._taichi import taichi_available, taichi_device_matches
 from tem_core.potential.checks import check_atoms, warn_outside_field
 from tem_core.potential.ice import IceField
@@ -404,6 +404,7 @@ class _Solvent:
             part_real, part_imag, part_field = self.parts(z0, z1)
             real, imag = real + part_real, imag + part_imag
             field = field if part_field is None else field + part_field
+            memory.release_at_boundary()  # each interval's temporaries (else the heap creeps)
         return real, imag, field
 
 

@@ -279,7 +279,9 @@ def _multislice_step_scaled(wave, transmission, scaled_propagator, scaled_mask):
     """
     t = transmission
     if scaled_mask is not None:
+        release_in_backward(t)  # in backward: between the band limit's and exp's arrays
         t = ifft2(_times(fft2(t), scaled_mask), norm="forward")  # unnormalised inverse
+        release_in_backward(t)  # and between the product's and the band limit's
     product = wave * t
     release_in_backward(product)  # mid-step in backward: after propagation, before t
     return ifft2(_times(fft2(product), scaled_propagator), norm="forward")
