@@ -917,7 +917,8 @@ def main() -> None:
     if args.timing_only:
         speed = timing()
         if args.out:
-            stored = json.loads(Path(args.out).read_text())
+            out = Path(args.out)  # a stored table keeps its rows; a new file holds the timing
+            stored = json.loads(out.read_text()) if out.is_file() else {}
             stored["timing"] = speed
             Path(args.out).write_text(json.dumps(stored, indent=1))
             print(f"rewrote the timing of {args.out}")
