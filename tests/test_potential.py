@@ -675,3 +675,29 @@ def test_plain_ice_slices_on_one_line_equal_the_full_grid(data_dir, monkeypatch)
     monkeypatch.setattr(streaming._Solvent, "line_slice", lambda self, z0, z1: None)
     full = list(pot.iter_slice_potentials(specimen, settings))
     assert all(torch.equal(a, b) for a, b in zip(fast, full, strict=True))
+
+
+@pytest.mark.parametrize("support", ["carbon", "gold", "vacuum"])
+@pytest.mark.parametrize("tilt_rad", [0.0, 0.6])
+@pytest.mark.parametrize("edge_a", [None, 400.0])
+def test_solvent_lengths_in_place_equal_the_expression_bitwise(support, tilt_rad, edge_a) -> None:
+    """The in-place ice/support lengths (few heap temporaries) are the expression's bits."""
+    from tem_core.potential.solvent import SolventGeometry
+    from tem_core.specimen import build_specimen
+
+    ice = IceSlab(
+        thickness_a=200.0, hole_diameter_a=150.0, support=support, edge_thickness_a=edge_a
+    )
+    specimen = build_specimen(
+        [], [], extent_a=(192.0, 160.0), ice=ice, generator=torch.Generator().manual_seed(0)
+    )
+    if tilt_rad:
+        specimen = tilt_specimen(specimen, tilt_angle_rad=tilt_rad, tilt_axis_angle_rad=0.3)
+    for dtype in (torch.float32, torch.float64):
+        geometry = SolventGeometry(specimen, (80, 96), 2.0, dtype, torch.device("cpu"))
+        for z0 in torch.arange(-40.0, 260.0, 37.0).tolist():
+            got, want = geometry.lengths(z0, z0 + 37.0), geometry.lengths_reference(z0, z0 + 37.0)
+            assert got[0].dtype == dtype and torch.equal(got[0], want[0])
+            assert (got[1] is None) == (want[1] is None) == (support == "vacuum")
+            if got[1] is not None:
+                assert torch.equal(got[1], want[1])

@@ -68,7 +68,47 @@ class SolventGeometry:
         return torch.minimum(a, b), torch.maximum(a, b)
 
     def lengths(self, z0: float, z1: float):
-        """``(ice_length_a, carbon_length_a)`` in the slice per pixel, hole weighting applied."""
+        """``(ice_length_a, carbon_length_a)`` in the slice per pixel, hole weighting applied.
+
+        Computed in place on five grids (the geometry is float64 and never needs a graph):
+        the expression form made ~30 temporary grids per slice, which with glibc's defaults
+        crept the heap between two page releases (issue 13). Same operations in the same
+        order, so the same bits (tests/test_potential.py compares with the expression form).
+        """
+        ice_len = torch.clamp(self.ice_hi, max=z1)
+        b = torch.clamp(self.ice_lo, min=z0)
+        ice_len.sub_(b).clamp_(min=0)
+        if self.hole_radius_a is None:
+            return ice_len.to(self.dtype), None
+        # z_eval = clamp(mid, ice_lo, ice_hi), then rel_z = z_eval - centre_z (in b)
+        b.fill_(0.5 * (z0 + z1))
+        torch.maximum(b, self.ice_lo, out=b)
+        torch.minimum(b, self.ice_hi, out=b)
+        b.sub_(self.centre[2])
+        t = torch.mul(self.rel_y, self.normal[1])
+        along = torch.mul(self.rel_x, self.normal[0])  # rel · normal
+        along.add_(t)
+        torch.mul(b, self.normal[2], out=t)
+        along.add_(t)
+        inside = torch.mul(self.rel_x, self.rel_x)  # distance from the hole's axis
+        torch.mul(self.rel_y, self.rel_y, out=t)
+        inside.add_(t)
+        torch.mul(b, b, out=t)
+        inside.add_(t)
+        torch.mul(along, along, out=t)
+        inside.sub_(t).clamp_(min=0).sqrt_()
+        inside.neg_().add_(self.hole_radius_a).div_(self.sampling_a).add_(0.5).clamp_(0.0, 1.0)
+        carbon_len = None
+        if self.carbon:
+            c_len = torch.clamp(self.c_hi, max=z1, out=along)
+            torch.clamp(self.c_lo, min=z0, out=b)
+            c_len.sub_(b).clamp_(min=0)
+            torch.neg(inside, out=b).add_(1.0)  # 1 - inside
+            carbon_len = c_len.mul_(b).to(self.dtype)
+        return ice_len.mul_(inside).to(self.dtype), carbon_len
+
+    def lengths_reference(self, z0: float, z1: float):
+        """:meth:`lengths` as one expression (the twin its in-place form is tested against)."""
         ice_len = (torch.clamp(self.ice_hi, max=z1) - torch.clamp(self.ice_lo, min=z0)).clamp(min=0)
         if self.hole_radius_a is None:
             return ice_len.to(self.dtype), None
