@@ -250,6 +250,12 @@ def surrogate_output(noisy, name, iterations, seed, *, cache=None, scene_key=Non
     return res.denoised.double(), dt
 
 
+def topaz_row(dose: int, n: int, image, truth) -> dict:
+    """One table row of the pretrained Topaz U-Net's output (no tuned width, not timed)."""
+    row = {"dose_e_per_nm2": dose, "n": n, "method": "topaz", "sigma_px": None, "seconds": None}
+    return {**row, **metrics(image, truth)}
+
+
 def run_topaz(images: dict, python: str | None) -> dict:
     """Topaz U-Net on each image (in the comparison venv); {} with a note when unavailable."""
     if not python or not Path(python).exists():
@@ -369,16 +375,7 @@ def synthetic(args) -> dict:
         if f"{dose}_{n}" in topaz:
             _, truth = projections(truth_i, dose, n, 1000 * dose + n)
             image = topaz[f"{dose}_{n}"]
-            rows.append(
-                {
-                    "dose_e_per_nm2": dose,
-                    "n": n,
-                    "method": "topaz",
-                    "sigma_px": None,
-                    "seconds": None,
-                    **metrics(image, truth),
-                }
-            )
+            rows.append(topaz_row(dose, n, image, truth))
             if dose in gallery and n == ns[0]:
                 gallery[dose]["topaz"] = image
     return {"rows": rows, "gallery": gallery, "iterations": iterations}
@@ -745,16 +742,7 @@ def recompute(
             raise RuntimeError("Topaz did not run: the table is left as it was")
         for key, image in out.items():
             dose, n = (int(v) for v in key.split("_"))
-            rows.append(
-                {
-                    "dose_e_per_nm2": dose,
-                    "n": n,
-                    "method": "topaz",
-                    "sigma_px": None,
-                    "seconds": None,
-                    **metrics(image, truths[key]),
-                }
-            )
+            rows.append(topaz_row(dose, n, image, truths[key]))
     stored["rows"] = rows
     stored["recomputed"] = stored.get("recomputed", []) + [
         f"{label}: {method}" + ("" if method != "poisson_network" else f" ({settings})")
