@@ -701,3 +701,24 @@ def test_solvent_lengths_in_place_equal_the_expression_bitwise(support, tilt_rad
             assert (got[1] is None) == (want[1] is None) == (support == "vacuum")
             if got[1] is not None:
                 assert torch.equal(got[1], want[1])
+
+
+def test_solvent_lengths_follow_forward_mode_tangents() -> None:
+    """Geometry with a forward-mode tangent (chapter 04) takes the expression form."""
+    import torch.autograd.forward_ad as fwad
+
+    from tem_core.potential.solvent import SolventGeometry
+    from tem_core.specimen import build_specimen
+
+    ice = IceSlab(thickness_a=200.0, hole_diameter_a=150.0, support="carbon")
+    specimen = build_specimen(
+        [], [], extent_a=(96.0, 96.0), ice=ice, generator=torch.Generator().manual_seed(0)
+    )
+    geometry = SolventGeometry(specimen, (48, 48), 2.0, torch.float64, torch.device("cpu"))
+    plain = geometry.lengths(-1000.0, 1000.0)  # the whole slab: d(length)/d(ice_hi) = inside
+    with fwad.dual_level():
+        geometry.ice_hi = fwad.make_dual(geometry.ice_hi, torch.ones_like(geometry.ice_hi))
+        ice_len, carbon_len = geometry.lengths(-1000.0, 1000.0)
+        primal, tangent = fwad.unpack_dual(ice_len)
+        assert torch.equal(primal, plain[0]) and torch.equal(carbon_len, plain[1])
+        assert tangent is not None and float(tangent.abs().max()) > 0

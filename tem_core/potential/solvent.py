@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as fwad
 
 from tem_core.validation import require_positive
 
@@ -74,7 +75,11 @@ class SolventGeometry:
         the expression form made ~30 temporary grids per slice, which with glibc's defaults
         crept the heap between two page releases (issue 13). Same operations in the same
         order, so the same bits (tests/test_potential.py compares with the expression form).
+        Geometry that autograd follows (a gradient, a forward-mode tangent, which ``out=``
+        refuses, or a torch.func transform) takes the expression form.
         """
+        if self._followed():
+            return self.lengths_reference(z0, z1)
         ice_len = torch.clamp(self.ice_hi, max=z1)
         b = torch.clamp(self.ice_lo, min=z0)
         ice_len.sub_(b).clamp_(min=0)
@@ -106,6 +111,20 @@ class SolventGeometry:
             torch.neg(inside, out=b).add_(1.0)  # 1 - inside
             carbon_len = c_len.mul_(b).to(self.dtype)
         return ice_len.mul_(inside).to(self.dtype), carbon_len
+
+    def _followed(self) -> bool:
+        wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+        tensors = [self.ice_lo, self.ice_hi, self.rel_x, self.rel_y, self.centre, self.normal]
+        if self.hole_radius_a is not None and self.carbon:
+            tensors += [self.c_lo, self.c_hi]
+        for t in tensors:
+            if (torch.is_grad_enabled() and t.requires_grad) or (
+                fwad.unpack_dual(t).tangent is not None
+            ):
+                return True
+            if wrapped is not None and wrapped(t):
+                return True
+        return False
 
     def lengths_reference(self, z0: float, z1: float):
         """:meth:`lengths` as one expression (the twin its in-place form is tested against)."""
