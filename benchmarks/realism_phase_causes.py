@@ -59,14 +59,14 @@ def paired_causes(n: int = 1024) -> None:
     model = read_structure(R.ROOT / "data" / "6z6u.pdb.gz", dtype=torch.float32)
     specimen = build_specimen(model, 6, extent_a=(extent, extent), ice=IceSlab(thickness_a=200.0),
                               generator=torch.Generator().manual_seed(0))  # fmt: skip
-    plain_slice = streaming._Solvent.slice
+    plain_parts = streaming._Solvent.parts
 
-    def absorbing_slice(self, z0, z1):  # fluctuations absorb like the mean ice (hypothesis)
-        out = plain_slice(self, z0, z1)
-        if out is None or self.ice_field is None:
+    def absorbing_parts(self, z0, z1):  # fluctuations absorb like the mean ice (hypothesis)
+        out = plain_parts(self, z0, z1)
+        if out is None or out[2] is None:
             return out
-        real, _ = out  # ice only (no support film here): absorption ∝ mean + fluctuations
-        return real, self.ice_ratio * real
+        real, _, field = out  # ice only (no support film here): absorption ∝ mean + fluctuations
+        return real, self.ice_ratio * (real + field), field
 
     lam = Microscope(energy_ev=R.ENERGY_EV).wavelength_a
     cases = (
@@ -78,7 +78,7 @@ def paired_causes(n: int = 1024) -> None:
     )
     defocus, astig, angle, _ = REAL_FIT
     for label, case in cases:
-        streaming._Solvent.slice = absorbing_slice if case.get("ice_abs") else plain_slice
+        streaming._Solvent.parts = absorbing_parts if case.get("ice_abs") else plain_parts
         settings = PotentialSettings(shape=(n, n), sampling_a=R.SAMPLING_A,
                                      slice_thickness_a=20.0, energy_ev=R.ENERGY_EV,
                                      ice_structure=IceStructure(seed=0))  # fmt: skip
@@ -100,7 +100,7 @@ def paired_causes(n: int = 1024) -> None:
         print(f"{label:<44} phase {f.phase_shift_rad:+.4f} ± {f.phase_shift_error_rad:.4f} rad "
               f"defocus {f.defocus_a:.0f} Å mean {float(image.mean()):.1f} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
-    streaming._Solvent.slice = plain_slice
+    streaming._Solvent.parts = plain_parts
 
 
 def estimator_on_known_phase(fields: int, n: int = 2048) -> None:

@@ -311,17 +311,11 @@ class _Solvent:
         ice_v = prepared.ice_v
         self.ice_ratio = settings.ice_absorption_v() / ice_v if ice_v > 0 else 0.0
 
-    def slice(self, z0: float, z1: float):
-        """``(real, imag)`` [V·Å] of the solvent in ``[z0, z1)``, or ``None`` without solvent."""
-        parts = self.parts(z0, z1)
-        if parts is None:
-            return None
-        real, imag, field = parts
-        return (real if field is None else real + field), imag
-
     def parts(self, z0: float, z1: float):
-        """``(real, imag, field)`` [V·Å]: :meth:`slice` with the ice structure's fluctuations
-        ``field`` apart (``None`` without them), or ``None`` without solvent."""
+        """``(real, imag, field)`` [V·Å] of the solvent in ``[z0, z1)``: the real potential
+        without the ice structure's fluctuations, the imaginary potential, and the
+        fluctuations ``field`` (``None`` without them; the real potential is ``real +
+        field``); ``None`` without solvent."""
         if self.geometry is None:
             return None
         prepared, settings = self.prepared, self.settings
@@ -367,7 +361,7 @@ class _Solvent:
 
         Plain: no atoms' excluded volume reaches the slice, no hole, no ice structure, and
         the slab varies along one axis only (:attr:`SolventGeometry.line_axis`); the values
-        equal :meth:`slice` on that line.
+        equal :meth:`parts` on that line (no ice structure there: ``field`` is ``None``).
         """
         geometry, prepared = self.geometry, self.prepared
         if geometry is None or geometry.line_axis is None or self.ice_field is not None:
