@@ -16,23 +16,14 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.autograd.forward_ad as fwad
 
-
-def differentiated(value: object) -> bool:
-    """Whether autograd records ops on ``value``: it requires grad (in grad mode) or carries
-    a forward-mode tangent (``torch.autograd.forward_ad``, which ``out=`` ops refuse)."""
-    if not isinstance(value, torch.Tensor):
-        return False
-    if value.requires_grad and torch.is_grad_enabled():
-        return True
-    return fwad.unpack_dual(value).tangent is not None
+from tem_core._autodiff import autograd_follows
 
 
 def lean_applies(params: tuple, values: dict, focal_spread_a) -> bool:
     """Whether :func:`lean_ctf` computes the CTF: one CTF (every parameter one value) and no
     parameter that requires grad."""
-    if any(differentiated(p) for p in (*params, focal_spread_a)):
+    if autograd_follows(*params, focal_spread_a):
         return False
     if isinstance(focal_spread_a, torch.Tensor) and focal_spread_a.ndim:
         return False

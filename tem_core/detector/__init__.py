@@ -31,9 +31,9 @@ from typing import Any
 import torch
 
 from tem_core import memory
+from tem_core._autodiff import autograd_follows
 from tem_core.detector.mtf import (
     _mtf_of_omega2,
-    _needs_graph,
     apply_mtf,
     mtf_parametric,
     mtf_tabulated,
@@ -180,7 +180,7 @@ class Detector:
         where = torch.device("cpu" if device is None else device)
         tabulated = self.mtf_camera is not None
         params = (self.a, self.b, self.c, self.alpha, self.beta, self.p, self.q)
-        graph = not tabulated and _needs_graph(*params)
+        graph = not tabulated and autograd_follows(*params)
         memory.require_memory(
             f"a {ny} x {nx} {dtype} MTF",
             memory.mtf_bytes(shape, dtype, tabulated=tabulated, requires_grad=graph),

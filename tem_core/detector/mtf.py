@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from tem_core import memory
+from tem_core._autodiff import autograd_follows
 from tem_core._fft import fft2, ifft2
-from tem_core._optics_phase import differentiated
 from tem_core.detector.params import Scalar, _as_tensor, _check_mtf_params
 from tem_core.detector.tables import _interp_table, load_mtf_table
 from tem_core.interop import accepts_arrays
@@ -59,18 +59,12 @@ def mtf_parametric(
     return _mtf_of_omega2(frequency_cycles_per_px**2, (a, b, c, alpha, beta, p, q))
 
 
-def _needs_graph(*values: object) -> bool:
-    """Whether autograd records an op on ``values`` (one requires grad in grad mode, or
-    carries a forward-mode tangent)."""
-    return any(differentiated(v) for v in values)
-
-
 def _mtf_of_omega2(omega2: torch.Tensor, params: tuple) -> torch.Tensor:
     """:func:`mtf_parametric` of ``ω²``, which it owns: without a graph the MTF is built in
     place in ``ω²``'s two Lorentzians (4 grids at the peak with ``ω²`` instead of 7; the
     same values, op for op). ``params``: ``(a, b, c, alpha, beta, p, q)``, checked."""
     a_, b_, c_, alpha_, beta_, p_, q_ = (_as_tensor(v, omega2) for v in params)
-    if _needs_graph(omega2, *params):
+    if autograd_follows(omega2, *params):
         mtf = a_ * _lorentzian(omega2, alpha_, p_) + b_ * _lorentzian(omega2, beta_, q_) + c_
         return mtf / (a_ + b_ + c_)
     mtf = _lorentzian_in_place(omega2, alpha_, p_).mul_(a_)

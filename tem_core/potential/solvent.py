@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.autograd.forward_ad as fwad
 
+from tem_core._autodiff import autograd_follows
 from tem_core.validation import require_positive
 
 
@@ -113,18 +113,10 @@ class SolventGeometry:
         return ice_len.mul_(inside).to(self.dtype), carbon_len
 
     def _followed(self) -> bool:
-        wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
         tensors = [self.ice_lo, self.ice_hi, self.rel_x, self.rel_y, self.centre, self.normal]
         if self.hole_radius_a is not None and self.carbon:
             tensors += [self.c_lo, self.c_hi]
-        for t in tensors:
-            if (torch.is_grad_enabled() and t.requires_grad) or (
-                fwad.unpack_dual(t).tangent is not None
-            ):
-                return True
-            if wrapped is not None and wrapped(t):
-                return True
-        return False
+        return autograd_follows(*tensors)
 
     def lengths_reference(self, z0: float, z1: float):
         """:meth:`lengths` as one expression (the twin its in-place form is tested against)."""

@@ -16,7 +16,8 @@ in thickness: a handful of ``(ny, nx)`` planes, whatever the number of slices.
 from __future__ import annotations
 
 import torch
-import torch.autograd.forward_ad as fwad
+
+from tem_core._autodiff import autograd_follows
 
 
 def _real_dtype(cdtype: torch.dtype) -> torch.dtype:
@@ -75,17 +76,7 @@ class StepWorkspace:
         tangents ``out=`` functions do not propagate) and torch.func transforms all keep the
         unbuffered path.
         """
-        wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-        for t in tensors:
-            if t is None:
-                continue
-            if torch.is_grad_enabled() and t.requires_grad:
-                return False
-            if fwad.unpack_dual(t).tangent is not None:
-                return False
-            if wrapped is not None and wrapped(t):
-                return False
-        return True
+        return not autograd_follows(*tensors)
 
     def transmission(
         self, potential: torch.Tensor, out: torch.Tensor | None = None
