@@ -569,3 +569,18 @@ def test_rotate_points_and_compose_rotations_equal_the_matrix_products() -> None
     assert torch.allclose(compose_rotations(rots[0], rots), rots[0] @ rots, atol=1e-14, rtol=0)
     batched.square().sum().backward()
     assert torch.allclose(points.grad, 2 * 4 * points, atol=1e-12, rtol=0)  # rotations keep |p|²
+
+
+def test_rotate_points_and_compose_rotations_name_bad_shapes() -> None:
+    from tem_core.structure import compose_rotations, rotate_points
+
+    eye = torch.eye(3)
+    shape = r"must be a tensor of shape \(\.\.\., "
+    with pytest.raises(ValueError, match=r"rotation " + shape + r"3, 3\), got \(3, 4\)"):
+        rotate_points(torch.zeros(3, 4), torch.zeros(5, 3))
+    with pytest.raises(ValueError, match=r"points " + shape + r"N, 3\), got \(5, 2\)"):
+        rotate_points(eye, torch.zeros(5, 2))
+    with pytest.raises(ValueError, match=r"points " + shape + r"N, 3\), got list"):
+        rotate_points(eye, [[0.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"b " + shape + r"3, 3\), got \(3,\)"):
+        compose_rotations(eye, torch.zeros(3))

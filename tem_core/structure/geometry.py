@@ -40,6 +40,15 @@ def rotation_about_axis(axis: torch.Tensor, angle_rad: float | torch.Tensor) -> 
     return eye + s * k + (1.0 - c) * (k @ k)
 
 
+def _shape(value: object) -> object:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _require_matrices(name: str, value: object) -> None:
+    if not isinstance(value, torch.Tensor) or value.ndim < 2 or value.shape[-2:] != (3, 3):
+        raise ValueError(f"{name} must be a tensor of shape (..., 3, 3), got {_shape(value)}")
+
+
 def rotate_points(rotation: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """``points @ rotationᵀ``: each point (a row) rotated by ``rotation`` (acting on columns).
 
@@ -50,6 +59,9 @@ def rotate_points(rotation: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     specimen's atoms, and every image made from them, depend on the thread count in the last
     bit. This form gives the same bits for every thread count, CPU and batch size.
     """
+    _require_matrices("rotation", rotation)
+    if not isinstance(points, torch.Tensor) or points.ndim < 2 or points.shape[-1] != 3:
+        raise ValueError(f"points must be a tensor of shape (..., N, 3), got {_shape(points)}")
     r = rotation[..., None, :, :]
     return (
         points[..., 0:1] * r[..., :, 0]
@@ -60,6 +72,8 @@ def rotate_points(rotation: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 def compose_rotations(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for ``(..., 3, 3)`` matrices, in the fixed order of :func:`rotate_points`."""
+    _require_matrices("a", a)
+    _require_matrices("b", b)
     return (
         a[..., :, 0:1] * b[..., 0:1, :]
         + a[..., :, 1:2] * b[..., 1:2, :]
