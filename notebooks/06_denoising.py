@@ -67,7 +67,7 @@ from tem_core.denoise.metrics import fourier_ring_correlation, normalise_minmax,
 from tem_core.denoise.scene import TMV_DETECTOR, particle_windows, tmv_intensities
 from tem_core.detector import Detector, detect
 from tem_core.io import read_mrc, read_tilt_angles
-from tem_core.plotting import heatmap_table, montage, show_image
+from tem_core.plotting import heatmap_table, method_margins, montage, show_image
 from tem_core.simulate import resolve_device
 
 device = resolve_device(device)
@@ -351,20 +351,10 @@ if stored:
                 ]
                 print(f"{d:>5} " + " ".join(cells))
 
-    def gain_over(other):
-        return np.array(
-            [
-                [
-                    by[(d, n, ours)][primary] - by[(d, n, other)][primary]
-                    if (d, n, other) in by
-                    else np.nan
-                    for n in ns
-                ]
-                for d in doses
-            ]
-        )
-
-    gains = {"mean": gain_over("mean"), "Topaz": gain_over("topaz")}
+    gains = {
+        name: method_margins(rows, ours, other, primary)[2]
+        for name, other in (("mean", "mean"), ("Topaz", "topaz"))
+    }
     met = int(np.sum(gains["Topaz"] >= 1.0))
     print(
         f"{ours} ≥ Topaz + 1 dB at {met}/{gains['Topaz'].size} settings;\n"
@@ -409,12 +399,7 @@ if stored:
 tta_path = ROOT / "benchmarks" / "results" / "denoise_tta_2026-12-02.json"
 if tta_path.exists():
     tta_rows = json.loads(tta_path.read_text())["rows"]
-    tta = {
-        (r["dose_e_per_nm2"], r["n"], r["method"]): r["psnr_particles"]
-        for r in tta_rows
-    }
-    tta_doses = sorted({k[0] for k in tta})
-    tta_ns = sorted({k[1] for k in tta})
+    tta_doses = sorted({r["dose_e_per_nm2"] for r in tta_rows})
     labels = {
         "poisson_network_plain": "network alone",
         "poisson_network_tta": "2 symmetries",
@@ -424,9 +409,7 @@ if tta_path.exists():
     print("minus Topaz [dB], particle windows, mean over n; settings with >= 1 dB")
     print(f"{'':>21} " + " ".join(f"{d:>5}" for d in tta_doses))
     for m, label in labels.items():
-        diff = np.array(
-            [[tta[(d, n, m)] - tta[(d, n, "topaz")] for n in tta_ns] for d in tta_doses]
-        )
+        diff = method_margins(tta_rows, m, "topaz")[2]
         print(
             f"{label:>21} "
             + " ".join(f"{v:5.2f}" for v in diff.mean(axis=1))

@@ -8,8 +8,11 @@ formatting loops. Nothing is measured here.
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from pathlib import Path
+
+import numpy as np
 
 #: Result files of the side-by-side peer benchmarks, in the order the book shows them.
 PEER_RESULT_FILES = ("forward_cpu.json", "vs_cryojax.json", "vs_temsim.json")
@@ -117,3 +120,19 @@ def scaling_text(scaling: dict) -> str:
         for r in scaling["rows"]
     ]
     return "\n".join(lines)
+
+
+def method_margins(
+    rows: list[dict], method: str, other: str, metric: str = "psnr_particles"
+) -> tuple[list, list, np.ndarray]:
+    """``(doses, ns, margins)`` of a denoising table's ``rows`` (``benchmarks/denoise.py``):
+    ``method``'s ``metric`` minus ``other``'s [dB] per dose (rows) and number of projections
+    (columns); NaN where either is missing."""
+    by = {(r["dose_e_per_nm2"], r["n"], r["method"]): r.get(metric, math.nan) for r in rows}
+    doses = sorted({r["dose_e_per_nm2"] for r in rows})
+    ns = sorted({r["n"] for r in rows})
+    margins = [
+        [by.get((d, n, method), math.nan) - by.get((d, n, other), math.nan) for n in ns]
+        for d in doses
+    ]
+    return doses, ns, np.array(margins, dtype=float)

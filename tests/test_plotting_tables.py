@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from conftest import REPO_ROOT
 
 from tem_core.plotting import peer_results_text, recorded_table, scaling_text
@@ -53,3 +54,20 @@ def test_scaling_text_lists_every_row():
     lines = scaling_text(scaling).splitlines()
     assert lines[0] == "scaling.py, 2026-12-01, cpu, 2 threads of 2 CPUs"
     assert lines[-1].split() == ["grid", "512²", "1", "32,618", "0.25"]
+
+
+def test_method_margins_per_dose_and_n_with_nan_where_missing() -> None:
+    from tem_core.plotting import method_margins
+
+    rows = [
+        {"dose_e_per_nm2": d, "n": n, "method": m, "psnr_particles": v}
+        for d, n, m, v in [
+            (100, 2, "ours", 20.0), (100, 2, "topaz", 18.5), (100, 5, "ours", 21.0),
+            (200, 2, "ours", 22.0), (200, 2, "topaz", 20.0), (200, 5, "ours", 23.5),
+            (200, 5, "topaz", 22.0),
+        ]
+    ]  # fmt: skip
+    doses, ns, margins = method_margins(rows, "ours", "topaz")
+    assert doses == [100, 200] and ns == [2, 5]
+    assert margins[0, 0] == 1.5 and margins[1, 0] == 2.0 and margins[1, 1] == 1.5
+    assert np.isnan(margins[0, 1])  # Topaz missing at (100, 5)
