@@ -1,0 +1,206 @@
+"""Taichi kernels of the particle maps (:mod:`tem_core.potential.maps`).
+
+* :func:`gather_kernel`: the Kaiser-Bessel gather of
+  :class:`tem_core.potential.kaiser_bessel.KBGatherFunction`, which holds the torch reference
+  (:func:`~tem_core.potential.kaiser_bessel.kb_interpolate`) and the adjoint. One thread per
+  point: the ``3 × KB_WIDTH`` weights read from the same table as the reference (offsets
+  rounded to the table step in float64), then the ``KB_WIDTH³`` taps summed x first, then
+  y, then z, as the reference's contractions.
+* :func:`march_kernel`: the cumulative sums along the beam of a coarse map sampled
+  trilinearly (``grid_sample``'s ``align_corners=False``, zero padding) on the rays of a
+  patch, kept only at the requested sample indices; the torch reference is
+  :meth:`tem_core.potential.maps._ParticleType.column_fractions` with ``use_taichi=False``.
+  The maps are constants (no gradient), so it has no backward.
+"""
+
+# (no ``from __future__ import annotations``: Taichi reads the kernels' annotations at runtime)
+
+import torch
+
+from tem_core.potential.kaiser_bessel import KB_WIDTH
+
+_GATHER_KERNELS: dict[torch.dtype, object] = {}
+
+
+def gather_kernel(dtype: torch.dtype):
+    """Compile-once Taichi kernel of the Kaiser-Bessel gather for one real dtype."""
+    if dtype in _GATHER_KERNELS:
+        return _GATHER_KERNELS[dtype]
+    from tem_core._taichi import get_taichi
+
+    ti = get_taichi()
+    fp = ti.f64 if dtype == torch.float64 else ti.f32
+    w = KB_WIDTH
+    half = w // 2 - 1
+
+    @ti.func
+    def wrap(i, big):
+        """``i mod big`` for ``−big ≤ i < 2 big`` (one tap past a wrapped first index)."""
+        j = i
+        if j < 0:
+            j += big
+        if j >= big:
+            j -= big
+        return j
+
+    @ti.kernel
+    def gather(
+        flat: ti.types.ndarray(dtype=fp, ndim=1),
+        coords: ti.types.ndarray(dtype=ti.f64, ndim=2),
+        table: ti.types.ndarray(dtype=fp, ndim=1),
+        out: ti.types.ndarray(dtype=fp, ndim=2),
+        big: ti.i64,
+        steps: ti.f64,
+        last: ti.i32,
+    ):
+        row = big + w - 1
+        for p in range(coords.shape[0]):
+            wz = ti.Vector([0.0] * w, dt=fp)
+            wy = ti.Vector([0.0] * w, dt=fp)
+            wx = ti.Vector([0.0] * w, dt=fp)
+            iz = ti.Vector([0] * w, dt=ti.i64)
+            iy = ti.Vector([0] * w, dt=ti.i64)
+            cz, cy, cx = coords[p, 0], coords[p, 1], coords[p, 2]
+            fz = ti.cast(ti.floor(cz), ti.i64) - half
+            fy = ti.cast(ti.floor(cy), ti.i64) - half
+            fx = ti.cast(ti.floor(cx), ti.i64) - half
+            # first taps taken modulo big (exact integer arithmetic), the next ones wrapped
+            gz = fz - big * ti.cast(ti.floor(ti.cast(fz, ti.f64) / big), ti.i64)
+            gy = fy - big * ti.cast(ti.floor(ti.cast(fy, ti.f64) / big), ti.i64)
+            x0 = fx - big * ti.cast(ti.floor(ti.cast(fx, ti.f64) / big), ti.i64)
+            for t in ti.static(range(w)):
+                oz = ti.min(ti.cast(ti.round(ti.abs(cz - ti.cast(fz + t, ti.f64)) * steps),
+                                    ti.i32), last)
+                oy = ti.min(ti.cast(ti.round(ti.abs(cy - ti.cast(fy + t, ti.f64)) * steps),
+                                    ti.i32), last)
+                ox = ti.min(ti.cast(ti.round(ti.abs(cx - ti.cast(fx + t, ti.f64)) * steps),
+                                    ti.i32), last)
+                wz[t] = table[oz]
+                wy[t] = table[oy]
+                wx[t] = table[ox]
+                iz[t] = wrap(gz + t, big)
+                iy[t] = wrap(gy + t, big)
+            re = ti.cast(0.0, fp)
+            im = ti.cast(0.0, fp)
+            for a in ti.static(range(w)):
+                re_z = ti.cast(0.0, fp)
+                im_z = ti.cast(0.0, fp)
+                for b in ti.static(range(w)):
+                    start = 2 * ((iz[a] * big + iy[b]) * row + x0)
+                    re_y = ti.cast(0.0, fp)
+                    im_y = ti.cast(0.0, fp)
+                    for t in ti.static(range(w)):
+                        re_y += flat[start + 2 * t] * wx[t]
+                        im_y += flat[start + 2 * t + 1] * wx[t]
+                    re_z += re_y * wy[b]
+                    im_z += im_y * wy[b]
+                re += re_z * wz[a]
+                im += im_z * wz[a]
+            out[p, 0] = re
+            out[p, 1] = im
+
+    _GATHER_KERNELS[dtype] = gather
+    return gather
+
+
+
+
+_MARCH_KERNELS: dict[torch.dtype, object] = {}
+
+
+def march_kernel(dtype: torch.dtype):
+    """Compile-once Taichi kernel of the ray march for one real dtype.
+
+    ``march(coarse, origin, steps, keep, out, n_z)``: ``coarse`` ``(2, n, n, n)`` [z, y, x];
+    ``origin`` ``(3,)`` and ``steps`` ``(3, 3)`` (rows: per x pixel, per y pixel, per z
+    sample) float64 grid_sample coordinates ``(x, y, z)`` in ``[−1, 1]``; ``keep`` ``(K,)``
+    sorted sample indices in ``[0, n_z]``; ``out`` ``(2, K, m_y, m_x)``: per channel and ray
+    the sum of the first ``keep[k]`` samples (accumulated in float64).
+    """
+    if dtype in _MARCH_KERNELS:
+        return _MARCH_KERNELS[dtype]
+    from tem_core._taichi import get_taichi
+
+    ti = get_taichi()
+    fp = ti.f64 if dtype == torch.float64 else ti.f32
+
+    @ti.func
+    def tap(coarse: ti.template(), c, z, y, x, n):
+        v = ti.cast(0.0, fp)
+        if 0 <= z < n and 0 <= y < n and 0 <= x < n:
+            v = coarse[c, z, y, x]
+        return v
+
+    @ti.func
+    def trilinear(coarse: ti.template(), c, z0, y0, x0, tz, ty, tx, n, inside):
+        v000 = v001 = v010 = v011 = v100 = v101 = v110 = v111 = ti.cast(0.0, fp)
+        if inside:  # the whole 2 × 2 × 2 block in the map: no bounds checks
+            v000 = coarse[c, z0, y0, x0]
+            v001 = coarse[c, z0, y0, x0 + 1]
+            v010 = coarse[c, z0, y0 + 1, x0]
+            v011 = coarse[c, z0, y0 + 1, x0 + 1]
+            v100 = coarse[c, z0 + 1, y0, x0]
+            v101 = coarse[c, z0 + 1, y0, x0 + 1]
+            v110 = coarse[c, z0 + 1, y0 + 1, x0]
+            v111 = coarse[c, z0 + 1, y0 + 1, x0 + 1]
+        else:
+            v000 = tap(coarse, c, z0, y0, x0, n)
+            v001 = tap(coarse, c, z0, y0, x0 + 1, n)
+            v010 = tap(coarse, c, z0, y0 + 1, x0, n)
+            v011 = tap(coarse, c, z0, y0 + 1, x0 + 1, n)
+            v100 = tap(coarse, c, z0 + 1, y0, x0, n)
+            v101 = tap(coarse, c, z0 + 1, y0, x0 + 1, n)
+            v110 = tap(coarse, c, z0 + 1, y0 + 1, x0, n)
+            v111 = tap(coarse, c, z0 + 1, y0 + 1, x0 + 1, n)
+        v0 = (v000 * (1 - tx) + v001 * tx) * (1 - ty) + (v010 * (1 - tx) + v011 * tx) * ty
+        v1 = (v100 * (1 - tx) + v101 * tx) * (1 - ty) + (v110 * (1 - tx) + v111 * tx) * ty
+        return v0 * (1 - tz) + v1 * tz
+
+    @ti.kernel
+    def march(
+        coarse: ti.types.ndarray(dtype=fp, ndim=4),
+        origin: ti.types.ndarray(dtype=ti.f64, ndim=1),
+        steps: ti.types.ndarray(dtype=ti.f64, ndim=2),
+        keep: ti.types.ndarray(dtype=ti.i32, ndim=1),
+        out: ti.types.ndarray(dtype=fp, ndim=4),
+        n_z: ti.i32,
+    ):
+        n = coarse.shape[3]
+        n_keep = keep.shape[0]
+        for iy, ix in ti.ndrange(out.shape[2], out.shape[3]):
+            o = ti.Vector([0.0, 0.0, 0.0], dt=ti.f64)
+            for a in ti.static(range(3)):
+                o[a] = ti.cast(iy, ti.f64) * steps[1, a]
+            acc_v = ti.cast(0.0, ti.f64)
+            acc_x = ti.cast(0.0, ti.f64)
+            k = 0
+            for s in range(n_z + 1):
+                while k < n_keep and keep[k] == s:
+                    out[0, k, iy, ix] = ti.cast(acc_v, fp)
+                    out[1, k, iy, ix] = ti.cast(acc_x, fp)
+                    k += 1
+                if s < n_z:
+                    g = ti.Vector([0.0, 0.0, 0.0], dt=fp)
+                    for a in ti.static(range(3)):
+                        g[a] = ti.cast(origin[a] + ti.cast(s, ti.f64) * steps[2, a] + o[a]
+                                       + ti.cast(ix, ti.f64) * steps[0, a], fp)
+                    # grid_sample's unnormalisation (align_corners=False)
+                    px = ((g[0] + 1) * n - 1) / 2
+                    py = ((g[1] + 1) * n - 1) / 2
+                    pz = ((g[2] + 1) * n - 1) / 2
+                    x0 = ti.cast(ti.floor(px), ti.i32)
+                    y0 = ti.cast(ti.floor(py), ti.i32)
+                    z0 = ti.cast(ti.floor(pz), ti.i32)
+                    tx = px - ti.cast(x0, fp)
+                    ty = py - ti.cast(y0, fp)
+                    tz = pz - ti.cast(z0, fp)
+                    inside = (0 <= x0 and x0 + 1 < n and 0 <= y0 and y0 + 1 < n
+                              and 0 <= z0 and z0 + 1 < n)  # fmt: skip
+                    if z0 >= -1 and z0 < n and y0 >= -1 and y0 < n and x0 >= -1 and x0 < n:
+                        acc_v += ti.cast(trilinear(coarse, 0, z0, y0, x0, tz, ty, tx, n, inside),
+                                         ti.f64)
+                        acc_x += ti.cast(trilinear(coarse, 1, z0, y0, x0, tz, ty, tx, n, inside),
+                                         ti.f64)
+
+    _MARCH_KERNELS[dtype] = march
+    return march
