@@ -111,7 +111,8 @@ _MARCH_KERNELS: dict[torch.dtype, object] = {}
 def march_kernel(dtype: torch.dtype):
     """Compile-once Taichi kernel of the ray march for one real dtype.
 
-    ``march(coarse, origin, steps, keep, out, n_z)``: ``coarse`` ``(2, n, n, n)`` [z, y, x];
+    ``march(coarse, origin, steps, keep, out, n_z, n)``: ``coarse`` ``(2, n, n, n)`` [z, y, x]
+    flattened;
     ``origin`` ``(3,)`` and ``steps`` ``(3, 3)`` (rows: per x pixel, per y pixel, per z
     sample) float64 grid_sample coordinates ``(x, y, z)`` in ``[−1, 1]``; ``keep`` ``(K,)``
     sorted sample indices in ``[0, n_z]``; ``out`` ``(2, K, m_y, m_x)``: per channel and ray
@@ -128,21 +129,23 @@ def march_kernel(dtype: torch.dtype):
     def tap(coarse: ti.template(), c, z, y, x, n):
         v = ti.cast(0.0, fp)
         if 0 <= z < n and 0 <= y < n and 0 <= x < n:
-            v = coarse[c, z, y, x]
+            v = coarse[((c * n + z) * n + y) * n + x]
         return v
 
     @ti.func
     def trilinear(coarse: ti.template(), c, z0, y0, x0, tz, ty, tx, n, inside):
         v000 = v001 = v010 = v011 = v100 = v101 = v110 = v111 = ti.cast(0.0, fp)
         if inside:  # the whole 2 × 2 × 2 block in the map: no bounds checks
-            v000 = coarse[c, z0, y0, x0]
-            v001 = coarse[c, z0, y0, x0 + 1]
-            v010 = coarse[c, z0, y0 + 1, x0]
-            v011 = coarse[c, z0, y0 + 1, x0 + 1]
-            v100 = coarse[c, z0 + 1, y0, x0]
-            v101 = coarse[c, z0 + 1, y0, x0 + 1]
-            v110 = coarse[c, z0 + 1, y0 + 1, x0]
-            v111 = coarse[c, z0 + 1, y0 + 1, x0 + 1]
+            i = ((c * n + z0) * n + y0) * n + x0
+            nn = n * n
+            v000 = coarse[i]
+            v001 = coarse[i + 1]
+            v010 = coarse[i + n]
+            v011 = coarse[i + n + 1]
+            v100 = coarse[i + nn]
+            v101 = coarse[i + nn + 1]
+            v110 = coarse[i + nn + n]
+            v111 = coarse[i + nn + n + 1]
         else:
             v000 = tap(coarse, c, z0, y0, x0, n)
             v001 = tap(coarse, c, z0, y0, x0 + 1, n)
@@ -158,32 +161,35 @@ def march_kernel(dtype: torch.dtype):
 
     @ti.kernel
     def march(
-        coarse: ti.types.ndarray(dtype=fp, ndim=4),
+        coarse: ti.types.ndarray(dtype=fp, ndim=1),
         origin: ti.types.ndarray(dtype=ti.f64, ndim=1),
         steps: ti.types.ndarray(dtype=ti.f64, ndim=2),
         keep: ti.types.ndarray(dtype=ti.i32, ndim=1),
         out: ti.types.ndarray(dtype=fp, ndim=4),
         n_z: ti.i32,
+        n: ti.i32,
     ):
-        n = coarse.shape[3]
         n_keep = keep.shape[0]
+        o0 = ti.Vector([origin[0], origin[1], origin[2]], dt=ti.f64)
+        sz = ti.Vector([steps[2, 0], steps[2, 1], steps[2, 2]], dt=ti.f64)
+        sy = ti.Vector([steps[1, 0], steps[1, 1], steps[1, 2]], dt=ti.f64)
+        sx = ti.Vector([steps[0, 0], steps[0, 1], steps[0, 2]], dt=ti.f64)
         for iy, ix in ti.ndrange(out.shape[2], out.shape[3]):
-            o = ti.Vector([0.0, 0.0, 0.0], dt=ti.f64)
-            for a in ti.static(range(3)):
-                o[a] = ti.cast(iy, ti.f64) * steps[1, a]
+            oy = ti.cast(iy, ti.f64) * sy
+            ox = ti.cast(ix, ti.f64) * sx
             acc_v = ti.cast(0.0, ti.f64)
             acc_x = ti.cast(0.0, ti.f64)
             k = 0
             for s in range(n_z + 1):
-                while k < n_keep and keep[k] == s:
+                while k < n_keep:
+                    if keep[k] != s:
+                        break
                     out[0, k, iy, ix] = ti.cast(acc_v, fp)
                     out[1, k, iy, ix] = ti.cast(acc_x, fp)
                     k += 1
                 if s < n_z:
-                    g = ti.Vector([0.0, 0.0, 0.0], dt=fp)
-                    for a in ti.static(range(3)):
-                        g[a] = ti.cast(origin[a] + ti.cast(s, ti.f64) * steps[2, a] + o[a]
-                                       + ti.cast(ix, ti.f64) * steps[0, a], fp)
+                    # the grid_sample coordinate (float64 sum, as the reference's grid)
+                    g = ti.cast(o0 + ti.cast(s, ti.f64) * sz + oy + ox, fp)
                     # grid_sample's unnormalisation (align_corners=False)
                     px = ((g[0] + 1) * n - 1) / 2
                     py = ((g[1] + 1) * n - 1) / 2
@@ -191,12 +197,12 @@ def march_kernel(dtype: torch.dtype):
                     x0 = ti.cast(ti.floor(px), ti.i32)
                     y0 = ti.cast(ti.floor(py), ti.i32)
                     z0 = ti.cast(ti.floor(pz), ti.i32)
-                    tx = px - ti.cast(x0, fp)
-                    ty = py - ti.cast(y0, fp)
-                    tz = pz - ti.cast(z0, fp)
-                    inside = (0 <= x0 and x0 + 1 < n and 0 <= y0 and y0 + 1 < n
-                              and 0 <= z0 and z0 + 1 < n)  # fmt: skip
                     if z0 >= -1 and z0 < n and y0 >= -1 and y0 < n and x0 >= -1 and x0 < n:
+                        tx = px - ti.cast(x0, fp)
+                        ty = py - ti.cast(y0, fp)
+                        tz = pz - ti.cast(z0, fp)
+                        inside = (0 <= x0 and x0 + 1 < n and 0 <= y0 and y0 + 1 < n
+                                  and 0 <= z0 and z0 + 1 < n)  # fmt: skip
                         acc_v += ti.cast(trilinear(coarse, 0, z0, y0, x0, tz, ty, tx, n, inside),
                                          ti.f64)
                         acc_x += ti.cast(trilinear(coarse, 1, z0, y0, x0, tz, ty, tx, n, inside),

@@ -247,9 +247,10 @@ class _ParticleType:
 
             keep = torch.unique(torch.cat([j, j + 1, torch.tensor([n_z])]))
             cum = torch.empty((2, keep.numel(), m_px, m_px), dtype=dtype, device=device)
-            march_kernel(dtype)(self.coarse, g0.to(device).contiguous(),
+            march_kernel(dtype)(self.coarse.view(-1), g0.to(device).contiguous(),
                                 torch.stack(steps).to(device).contiguous(),
-                                keep.to(device=device, dtype=torch.int32), cum, n_z)  # fmt: skip
+                                keep.to(device=device, dtype=torch.int32), cum, n_z,
+                                n_c)  # fmt: skip
             lookup = torch.searchsorted(keep, torch.cat([j, j + 1])).to(device)
             lo, hi = lookup[: j.numel()], lookup[j.numel() :]
             at = cum[:, lo] + w[None, :, None, None] * (cum[:, hi] - cum[:, lo])
