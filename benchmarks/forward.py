@@ -11,6 +11,13 @@ every case then runs in its own subprocess, so each peak memory is that code's a
   of a counting camera, no noise). The exit wave alone is timed as well.
 * ``tem_core, no ice``: the same atoms in vacuum (``include_solvent=False``), which is the
   scene abTEM simulates.
+* ``(map)`` (with ``--representations atoms,map``): the same two cases with
+  ``PotentialSettings(particle_representation="map", map_voxel_a=--map-voxel)``: the 20
+  copies share one map of 6Z6U, computed once (timed apart: ``map build``, as a map is made
+  once per particle type and reused by every copy, micrograph and tilt), then projected
+  per copy and split between the 20 Å slices. Its error against the atoms is printed: the
+  relative L2 of the exit-wave difference over the atoms' exit-wave contrast
+  ``‖ψ_atoms − mean‖`` (same process, untimed).
 * ``abTEM``: the same atoms as an ``ase.Atoms`` in a periodic cell ``Lx × Ly × 500 Å``,
   ``abtem.Potential(parametrization="peng", projection="infinite" | "finite")`` with the same
   sampling and slice thickness, ``PlaneWave(...).multislice(potential).compute()``. abTEM has
@@ -35,6 +42,7 @@ cores)::
 
     .venv/bin/python benchmarks/forward.py [--quick] [--device cpu|cuda] [--rounds 3]
         [--abtem-python .venv-compare/bin/python] [--abtem-projection infinite,finite]
+        [--representations atoms,map] [--map-voxel 0.5]
         [--json benchmarks/results/forward_cpu.json]
 """
 
@@ -108,7 +116,7 @@ def worker_ours(cfg: dict) -> dict:
 
     from tem_core.detector import Detector
     from tem_core.optics import Microscope
-    from tem_core.potential import PotentialSettings
+    from tem_core.potential import ParticleMaps, PotentialSettings
     from tem_core.simulate import Imaging, exit_wave, micrograph
     from tem_core.units import KV_TO_EV, UM_TO_A
 
@@ -121,13 +129,17 @@ def worker_ours(cfg: dict) -> dict:
     detector = Detector(dqe=1.0, gain_counts_per_e=1.0, mtf_camera="k2_300kv")
     imaging = Imaging(defocus_a=1.0 * UM_TO_A, dose_e_per_a2=40.0)
 
-    def settings(shape):
+    representation = cfg.get("representation", "atoms")
+
+    def settings(shape, representation=representation):
         return PotentialSettings(
             shape=shape,
             sampling_a=cfg["sampling_a"],
             slice_thickness_a=cfg["slice_a"],
             energy_ev=energy,
             include_solvent=cfg["ice"],
+            particle_representation=representation,
+            map_voxel_a=cfg.get("map_voxel") if representation == "map" else None,
         )
 
     def sync():
@@ -136,10 +148,19 @@ def worker_ours(cfg: dict) -> dict:
 
     tiny = _to_device(_tiny(specimen), device)
     full = settings((cfg["n_px"], cfg["n_px"]))
+    maps, extra = None, {}
     with torch.no_grad():
         micrograph(tiny, potential=settings((64, 64)), microscope=microscope,
                    detector=detector, imaging=imaging)
-        exit_wave(specimen, full, energy_ev=energy)  # warm at the full size
+        if representation == "map":
+            # the particle type's map, once (timed apart): every copy reuses it
+            t0, c0 = time.perf_counter(), time.process_time()
+            maps = ParticleMaps(specimen, full)
+            sync()
+            extra.update(t_map_build_s=time.perf_counter() - t0,
+                         cpu_map_build_s=time.process_time() - c0,
+                         map_types=len(maps.types), map_voxel_a=maps.voxel_a)
+        exit_wave(specimen, full, energy_ev=energy, coefficients=maps)  # warm at the full size
     sync()
     rss0 = _rss_mib()
     if device.type == "cuda":
@@ -147,13 +168,17 @@ def worker_ours(cfg: dict) -> dict:
     with torch.no_grad():
         t0 = time.perf_counter()
         result = micrograph(specimen, potential=full, microscope=microscope,
-                            detector=detector, imaging=imaging)
+                            detector=detector, imaging=imaging, coefficients=maps)
         sync()
         t_micrograph = time.perf_counter() - t0
         t0, c0 = time.perf_counter(), time.process_time()
-        wave = exit_wave(specimen, full, energy_ev=energy)
+        wave = exit_wave(specimen, full, energy_ev=energy, coefficients=maps)
         sync()
         t_wave, c_wave = time.perf_counter() - t0, time.process_time() - c0
+        if maps is not None:  # error against the exact atoms (untimed)
+            exact = exit_wave(specimen, settings(full.shape, "atoms"), energy_ev=energy)
+            extra["map_rel_l2_exit_wave"] = float(
+                (wave - exact).abs().norm() / (exact - exact.mean()).abs().norm())
     out = dict(
         t_total_s=t_micrograph,
         t_exit_wave_s=t_wave,
@@ -163,6 +188,7 @@ def worker_ours(cfg: dict) -> dict:
         exit_wave_mean_abs2=float((wave.abs() ** 2).mean()),
         image_mean=float(result.expected.mean()),
         n_atoms=len(specimen.atoms),
+        **extra,
     )
     if device.type == "cuda":
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -272,8 +298,10 @@ def _median_rows(runs: list[dict]) -> dict:
     if not ok:
         return runs[-1]
     row = dict(ok[0])
-    for key in ("t_total_s", "t_exit_wave_s", "cpu_exit_wave_s", "maxrss_mib", "rss_before_mib"):
-        row[key] = statistics.median(r[key] for r in ok)
+    for key in ("t_total_s", "t_exit_wave_s", "cpu_exit_wave_s", "maxrss_mib", "rss_before_mib",
+                "t_map_build_s", "cpu_map_build_s"):
+        if key in row:
+            row[key] = statistics.median(r[key] for r in ok)
     row["rounds_exit_wave_s"] = [r["t_exit_wave_s"] for r in ok]
     row["rounds_cpu_exit_wave_s"] = [r["cpu_exit_wave_s"] for r in ok]
     return row
@@ -292,6 +320,11 @@ def main() -> None:
                         help="skip the micrograph with ice (only the abTEM-comparable case)")
     parser.add_argument("--abtem-projection", default="infinite,finite",
                         help="comma list of abTEM projections: infinite, finite")
+    parser.add_argument("--representations", default="atoms",
+                        help="tem_core particle representations, comma list: atoms, map "
+                             "(PotentialSettings.particle_representation)")
+    parser.add_argument("--map-voxel", type=float, default=None,
+                        help="map_voxel_a of the particle maps [Å] (default: half the pixel)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -319,12 +352,13 @@ def main() -> None:
             f"{base['ice_a']:.0f} Å ice, {base['slice_a']:.0f} Å slices, 300 kV, "
             f"device {args.device}, {args.threads} threads"
         )
-        cases = [
-            ("tem_core, ice", args.ours_python, dict(base, code="ours", ice=True)),
-            ("tem_core, no ice", args.ours_python, dict(base, code="ours", ice=False)),
-        ]
-        if args.no_ice_only:
-            cases = cases[1:]
+        cases = []
+        for rep in (r.strip() for r in args.representations.split(",") if r.strip()):
+            tag = "" if rep == "atoms" else f" ({rep})"
+            ours = dict(base, code="ours", representation=rep, map_voxel=args.map_voxel)
+            if not args.no_ice_only:
+                cases.append((f"tem_core, ice{tag}", args.ours_python, dict(ours, ice=True)))
+            cases.append((f"tem_core, no ice{tag}", args.ours_python, dict(ours, ice=False)))
         for projection in args.abtem_projection.split(","):
             cases.append((f"abTEM peng {projection}", args.abtem_python,
                           dict(base, code="abtem", projection=projection.strip())))
@@ -338,7 +372,7 @@ def main() -> None:
                 runs[label].append(result)
                 took = result.get("t_exit_wave_s", float("nan"))
                 cpu = result.get("cpu_exit_wave_s", float("nan"))
-                print(f"  round {r + 1}: {label:<22} exit wave {took:.2f} s, CPU {cpu:.2f} s, "
+                print(f"  round {r + 1}: {label:<28} exit wave {took:.2f} s, CPU {cpu:.2f} s, "
                       f"load {_loadavg().split()[0]} "
                       f"({result['process_s']:.1f} s incl. start-up and warm-up)"
                       + (f" failed: {result['error']}" if "error" in result else ""),
@@ -348,24 +382,28 @@ def main() -> None:
 
     print(f"\nmedians of {args.rounds} interleaved rounds, {args.threads} threads each; "
           f"load average before {load_before}, after {load_after}")  # fmt: skip
-    header = (f"{'code':<24} {'exit wave [s]':>13} {'CPU [s]':>8} {'micrograph [s]':>14} "
+    header = (f"{'code':<28} {'exit wave [s]':>13} {'CPU [s]':>8} {'micrograph [s]':>14} "
               f"{'peak RSS [MiB]':>14} {'Δ RSS [MiB]':>12} {'CUDA peak [MiB]':>15} "
               f"{'<|ψ|²>':>8}")
     print("\n" + header + "\n" + "-" * len(header))
     for label, r in rows.items():
         if "error" in r:
-            print(f"{label:<24} failed: {r['error']}")
+            print(f"{label:<28} failed: {r['error']}")
             continue
         micro = f"{r['t_total_s']:.2f}" if r.get("code") != "abtem" and "image_mean" in r else "-"
         cuda = f"{r['cuda_peak_mib']:.0f}" if "cuda_peak_mib" in r else "-"
-        print(f"{label:<24} {r['t_exit_wave_s']:>13.2f} {r['cpu_exit_wave_s']:>8.2f} "
+        print(f"{label:<28} {r['t_exit_wave_s']:>13.2f} {r['cpu_exit_wave_s']:>8.2f} "
               f"{micro:>14} {r['maxrss_mib']:>14.0f} "
               f"{r['maxrss_mib'] - r['rss_before_mib']:>12.0f} {cuda:>15} "
               f"{r['exit_wave_mean_abs2']:>8.4f}")
+    for label, r in rows.items():
+        if "t_map_build_s" in r:
+            print(f"{label}: map build {r['t_map_build_s']:.2f} s (CPU "
+                  f"{r['cpu_map_build_s']:.2f} s; {r['map_types']} map, map_voxel_a "
+                  f"{r['map_voxel_a']} Å; not in the exit-wave time), exit wave vs atoms: "
+                  f"relative L2 {r['map_rel_l2_exit_wave']:.1e} of the atoms' contrast")
     ratios = {}
-    for label in ("tem_core, ice", "tem_core, no ice"):
-        if label not in rows:
-            continue
+    for label in [k for k in rows if k.startswith("tem_core")]:
         r = rows[label]
         for ab_label, ref in rows.items():
             if not ab_label.startswith("abTEM") or "error" in ref or "error" in r:
@@ -381,7 +419,8 @@ def main() -> None:
                   + ", ".join(f"{x:.2f}" for x in per_round) + f"), CPU time {cpu_ratio:.2f}×, "
                   f"peak RSS {ref['maxrss_mib'] / r['maxrss_mib']:.2f}×")
     if args.json:
-        payload = dict(scene=dict(n_px=n_px, n_particles=n_particles, **{
+        payload = dict(representations=args.representations, map_voxel_a=args.map_voxel,
+                       scene=dict(n_px=n_px, n_particles=n_particles, **{
             k: base[k] for k in ("sampling_a", "slice_a", "energy_kv", "ice_a")}),
             device=args.device, threads=args.threads, rounds=args.rounds,
             load_before=load_before, load_after=load_after, rows=rows, ratios=ratios)  # fmt: skip

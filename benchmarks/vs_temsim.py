@@ -24,9 +24,13 @@ z-x-z Euler angles as far as its manual documents them; the comparison is statis
 pixel by pixel. TEM-simulator 1.3 builds from its source with ``make`` in ``src/`` (needs
 FFTW 3, e.g. ``apt-get install libfftw3-dev``); it runs on one core, tem_core on all.
 
+``--stages`` adds one more untimed-by-the-table run per method and representation with CPU
+timers around the stages (map build, map projection, slice split, streaming set-up, optics,
+detector, heap releases, multislice): where the time of a tilt goes.
+
     .venv/bin/python benchmarks/vs_temsim.py [--temsim /path/to/TEM-simulator] [--quick]
         [--repeat 3] [--methods projection,multislice] [--representations atoms,map]
-        [--map-voxel 2.5] [--no-errors] [--workdir /tmp/tmv] [--slice 100]
+        [--map-voxel 2.5] [--no-errors] [--stages] [--workdir /tmp/tmv] [--slice 100]
         [--json benchmarks/results/vs_temsim.json]
 """
 
@@ -337,6 +341,55 @@ def map_errors(scene: dict, angles: list[float], map_voxel_a: float | None) -> l
     return rows
 
 
+#: (module, attribute, label) of the stages timed by ``--stages`` (nested stages are
+#: included in their parents: "multislice" holds the streamed slices, hence the split)
+STAGES = (
+    ("tem_core.potential.maps", "ParticleMaps.__init__", "map build (once per series)"),
+    ("tem_core.potential.maps", "_ParticleType.project", "map: projection (gather, patch FFT)"),
+    ("tem_core.potential.maps", "_ParticleType.column_fractions", "map: slice split"),
+    ("tem_core.potential.maps", "_PosedMaps.z_extent", "map: z extent"),
+    ("tem_core.potential.maps", "_PosedMaps._place", "map: patches into the field"),
+    ("tem_core.potential", "_streaming_setup", "potential set-up (solvent geometry, edges)"),
+    ("tem_core.potential", "_atoms_through_slices", "atoms: projection (one pass)"),
+    ("tem_core.simulate", "multislice", "multislice (streamed slices included)"),
+    ("tem_core.simulate", "image_plane_intensity", "optics: CTF and intensity"),
+    ("tem_core.simulate", "add_inelastic", "optics: inelastic background"),
+    ("tem_core.simulate", "expected_and_detected", "detector (MTF, DQE, noise)"),
+    ("tem_core.memory", "release_free_memory", "heap releases (malloc_trim)"),
+)
+
+
+def stage_times(scene: dict, *, method: str, seed: int) -> tuple[float, dict[str, float]]:
+    """CPU time [s] of one series and of each of :data:`STAGES` in it (timers wrapped
+    around the functions for this run only)."""
+    import contextlib
+    import importlib
+    from unittest import mock
+
+    spent: dict[str, float] = {}
+
+    def timed(function, label):
+        def wrapper(*args, **kwargs):
+            c0 = time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.process_time() - c0
+
+        return wrapper
+
+    with contextlib.ExitStack() as stack:
+        for module_name, path, label in STAGES:
+            owner = importlib.import_module(module_name)
+            *outer, name = path.split(".")
+            for part in outer:
+                owner = getattr(owner, part)
+            stack.enter_context(mock.patch.object(owner, name, timed(getattr(owner, name),
+                                                                     label)))
+        _, _, total = run_ours(scene, method=method, seed=seed)
+    return total, spent
+
+
 # --- comparison ------------------------------------------------------------------------------
 def profile(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = torch.from_numpy(image - image.mean())
@@ -365,6 +418,9 @@ def main() -> None:
                         help="interleaved runs of every code; the median is reported")
     parser.add_argument("--no-errors", action="store_true",
                         help="skip the map-vs-atoms error table (7 extra noise-free tilts)")
+    parser.add_argument("--stages", action="store_true",
+                        help="one more run per method and representation with CPU timers "
+                             "around the stages (printed per tilt)")
     parser.add_argument("--json", type=Path, help="write the timings and conditions here")
     args = parser.parse_args()
     angles = tilt_angles_deg(args.quick)
@@ -452,6 +508,19 @@ def main() -> None:
         print(f"{'':<28} " + " ".join(f"{a:>8.0f}" for a in errors[0]["angles"]) + "  [°]")
         for row in errors:
             print(f"{row['what']:<28} " + " ".join(f"{e:>8.1e}" for e in row["rel_l2"]))
+    stages = {}
+    if args.stages:
+        print(f"\nCPU time per tilt by stage [ms] (one more run each; {torch.get_num_threads()} "
+              "torch threads; nested stages are included in their parents):")
+        for method in methods:
+            for rep in reps:
+                key = f"tem_core {method}" + ("" if rep == "atoms" else f" ({rep})")
+                total, spent = stage_times(with_representation(scene, rep, args.map_voxel),
+                                           method=method, seed=args.seed)
+                stages[key] = {"total_cpu_s": total, **spent}
+                print(f"{key}: {1e3 * total / len(angles):.1f} ms per tilt in all")
+                for label, t in sorted(spent.items(), key=lambda kv: -kv[1]):
+                    print(f"  {label:<46} {1e3 * t / len(angles):>7.1f}")
     if args.json:
         record = {
             "benchmark": "benchmarks/vs_temsim.py" + (" --quick" if args.quick else ""),
@@ -469,6 +538,7 @@ def main() -> None:
             "load_average_per_round": loads,
             "map_voxel_a": voxel,
             "map_errors": errors,
+            "stage_cpu_s": stages or None,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=1) + "\n")
