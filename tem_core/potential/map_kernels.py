@@ -8,9 +8,9 @@
   y, then z, as the reference's contractions.
 * :func:`march_kernel`: the cumulative sums along the beam of a coarse map sampled
   trilinearly (``grid_sample``'s ``align_corners=False``, zero padding) on the rays of a
-  patch, kept only at the requested sample indices; the torch reference is
-  :meth:`tem_core.potential.maps._ParticleType.column_fractions` with ``use_taichi=False``.
-  The maps are constants (no gradient), so it has no backward.
+  patch, kept only at the requested sample indices; :func:`split_cumulative` runs it, or
+  its torch reference (``grid_sample``, ``cumsum``) when Taichi does not. The maps are
+  constants (no gradient), so it has no backward.
 """
 
 # (no ``from __future__ import annotations``: Taichi reads the kernels' annotations at runtime)
@@ -210,3 +210,45 @@ def march_kernel(dtype: torch.dtype):
 
     _MARCH_KERNELS[dtype] = march
     return march
+
+
+def split_cumulative(coarse, g0, steps, sizes, j, w, use_taichi):
+    """Cumulative sums along the beam of ``coarse`` ``(2, n, n, n)`` on the rays of a patch,
+    at the slice boundaries: ``(at, total)``, ``at`` ``(2, n_b, m, m)`` linearly
+    interpolated between samples ``j`` and ``j + 1`` with weights ``w`` ``(n_b,)``, and
+    ``total`` ``(2, 1, m, m)`` over all ``n_z`` samples.
+
+    ``g0`` ``(3,)`` and ``steps`` (three ``(3,)``: per x pixel, y pixel, z sample) are the
+    float64 ``grid_sample`` coordinates (x, y, z) of the first sample and the steps;
+    ``sizes = (m, n_z)``. ``use_taichi``: :func:`march_kernel` (only the sums at the
+    needed samples), else the torch reference (every sample, ``grid_sample`` and
+    ``cumsum``).
+    """
+    m_px, n_z = sizes
+    device, dtype = coarse.device, coarse.dtype
+    if use_taichi:
+        keep = torch.unique(torch.cat([j, j + 1, torch.tensor([n_z])]))
+        cum = torch.empty((2, keep.numel(), m_px, m_px), dtype=dtype, device=device)
+        march_kernel(dtype)(coarse.view(-1), g0.to(device).contiguous(),
+                            torch.stack(steps).to(device).contiguous(),
+                            keep.to(device=device, dtype=torch.int32), cum, n_z,
+                            coarse.shape[-1])  # fmt: skip
+        lookup = torch.searchsorted(keep, torch.cat([j, j + 1])).to(device)
+        lo, hi = lookup[: j.numel()], lookup[j.numel() :]
+        at = cum[:, lo] + w[None, :, None, None] * (cum[:, hi] - cum[:, lo])
+        return at, cum[:, -1:]
+    f64 = dict(dtype=torch.float64, device=device)
+    ax = [torch.arange(k, **f64) for k in (m_px, m_px, n_z)]
+    grid = (
+        g0.to(device)
+        + ax[2][:, None, None, None] * steps[2].to(device)
+        + ax[1][None, :, None, None] * steps[1].to(device)
+        + ax[0][None, None, :, None] * steps[0].to(device)
+    ).to(dtype)  # (n_z, m_y, m_x, 3) as (x, y, z) of the template frame
+    sample = torch.nn.functional.grid_sample(
+        coarse[None], grid[None], mode="bilinear", padding_mode="zeros", align_corners=False
+    )[0]  # (2, n_z, m, m)
+    cum = torch.cat([torch.zeros_like(sample[:, :1]), torch.cumsum(sample, 1)], 1)
+    j = j.to(device)
+    at = cum[:, j] + w[None, :, None, None] * (cum[:, j + 1] - cum[:, j])  # (2, nb, m, m)
+    return at, cum[:, -1:]

@@ -68,6 +68,7 @@ from tem_core.potential.kaiser_bessel import (
     kb_transform,
 )
 from tem_core.potential.kernels import project_gaussians
+from tem_core.potential.map_kernels import split_cumulative
 from tem_core.structure import rotate_points
 
 #: Step of the coarse map that splits a copy's projection between slices, in pixels (its
@@ -241,39 +242,7 @@ class _ParticleType:
         pos = ((bounds - z_lo) / h).clamp(0.0, float(n_z))
         j = pos.floor().clamp(max=n_z - 1).long()
         w = (pos - j).to(dtype)
-        if self.use_taichi:
-            # the cumulative sums only where the boundaries need them, rays marched at once
-            from tem_core.potential.map_kernels import march_kernel
-
-            keep = torch.unique(torch.cat([j, j + 1, torch.tensor([n_z])]))
-            cum = torch.empty((2, keep.numel(), m_px, m_px), dtype=dtype, device=device)
-            march_kernel(dtype)(self.coarse.view(-1), g0.to(device).contiguous(),
-                                torch.stack(steps).to(device).contiguous(),
-                                keep.to(device=device, dtype=torch.int32), cum, n_z,
-                                n_c)  # fmt: skip
-            lookup = torch.searchsorted(keep, torch.cat([j, j + 1])).to(device)
-            lo, hi = lookup[: j.numel()], lookup[j.numel() :]
-            at = cum[:, lo] + w[None, :, None, None] * (cum[:, hi] - cum[:, lo])
-            total = cum[:, -1:]
-        else:
-            ax = [torch.arange(k, **f64) for k in (m_px, m_px, n_z)]
-            grid = (
-                g0.to(device)
-                + ax[2][:, None, None, None] * steps[2].to(device)
-                + ax[1][None, :, None, None] * steps[1].to(device)
-                + ax[0][None, None, :, None] * steps[0].to(device)
-            ).to(dtype)  # (n_z, m_y, m_x, 3) as (x, y, z) of the template frame
-            sample = torch.nn.functional.grid_sample(
-                self.coarse[None],
-                grid[None],
-                mode="bilinear",
-                padding_mode="zeros",
-                align_corners=False,
-            )[0]  # (2, n_z, m, m)
-            cum = torch.cat([torch.zeros_like(sample[:, :1]), torch.cumsum(sample, 1)], 1)
-            j = j.to(device)
-            at = cum[:, j] + w[None, :, None, None] * (cum[:, j + 1] - cum[:, j])  # (2, nb, m, m)
-            total = cum[:, -1:]
+        at, total = split_cumulative(self.coarse, g0, steps, (m_px, n_z), j, w, self.use_taichi)
         at[:, 0] = 0.0
         at[:, -1] = total[:, 0]
         part = at[:, 1:] - at[:, :-1]  # (2, n_hit, m, m)
