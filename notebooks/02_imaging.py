@@ -927,8 +927,12 @@ except Exception as exc:  # noqa: BLE001 - any failure only disables the live ex
 # thickness t only sees the field's waves with $|k_z| \lesssim 1/(2t)$, so most of them
 # are drawn near the image planes of the views (weighted so that every direction stays
 # unbiased): one micrograph's spectrum is then nearly as smooth as a real one's (more in
-# `benchmarks/realism.py`). The real K2 sat behind a zero-loss energy filter, so its
-# counterpart here uses `energy_filter=True`; radiation damage averaged over the
+# `benchmarks/realism.py`). The fluctuations are the water's atoms about their mean, so
+# they absorb like the protein's atoms (V'/V = 0.07): the rings, which come mostly from the
+# ice (11-42× the particles' power at rings 1-3), then carry the amplitude contrast of
+# about 0.07 measured for ice-embedded specimens (Toyoshima & Unwin 1988) instead of ~0.01
+# (`benchmarks/realism_amplitude_contrast.py`). The real K2 sat behind a zero-loss energy
+# filter, so its counterpart here uses `energy_filter=True`; radiation damage averaged over the
 # 47.6 e/Å² exposure (Grant & Grigorieff 2015) fades the particles' high frequencies as
 # in the real movie sum, while the ice, whose molecules move under the beam (about
 # 1.1 Å² per e/Å², McMullan et al. 2015), is imaged as its average over the exposure

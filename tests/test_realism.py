@@ -226,7 +226,16 @@ def test_structured_ice_in_the_potential_keeps_the_mean_and_follows_the_ice() ->
     assert float(diff.std()) > 0.05 * float(a.real.max())  # structure is there
     # fluctuations average out: mean within 4 standard errors of its ~2000 pixels
     assert abs(float(diff.mean())) < 4 * float(diff.std()) / math.sqrt(diff.numel() / 16)
-    torch.testing.assert_close(b.imag, a.imag)  # absorption follows the mean density
+    # the fluctuations (the water's atoms about their mean) absorb the atoms' fraction of
+    # their potential; the mean ice absorbs by its inelastic mean free path as before
+    f = structured.ice_structure_absorption
+    assert f == plain.atom_absorption_fraction
+    torch.testing.assert_close(b.imag, a.imag + f * (b.real - a.real))
+    # with that fraction 0 (the former model) the absorption follows the mean density only
+    mean_only = dataclasses.replace(structured, ice_structure_absorption_fraction=0.0)
+    c = torch.stack(list(iter_slice_potentials(specimen, mean_only))).sum(0)
+    torch.testing.assert_close(c.imag, a.imag)
+    torch.testing.assert_close(c.real, b.real)
 
 
 # --- radiation damage ---------------------------------------------------------------------

@@ -31,7 +31,15 @@ Model (isolated-atom superposition, see ``book/design.md`` for units and signs):
   carbon: about 150 nm at 300 kV, Egerton's estimate for density ≈ 2 g/cm³), scaled with beam
   energy as ``Λ ∝ β²`` (Bethe cross-section ∝ 1/v², logarithm neglected). Atoms absorb a fixed
   fraction of their potential, ``V' = f V`` with ``f = 0.07`` (the amplitude contrast commonly
-  assumed for cryo-EM of proteins).
+  assumed for cryo-EM of proteins). The ice structure's fluctuations (:class:`IceStructure`)
+  are the potential of the water's atoms about their mean, and absorb the same fraction of
+  it (``ice_structure_absorption_fraction``, by default the atoms' ``f``): the Thon rings of
+  ice-embedded specimens, which come mostly from the ice, show an amplitude contrast of
+  about 0.07 (Toyoshima & Unwin 1988, Ultramicroscopy 25:279; the 0.07-0.10 that CTFFIND and
+  RELION assume). Without it the rings of a structured-ice field had an amplitude contrast of
+  about 0.01 (the fluctuations' power is 11-42× the particles' at 0.05-0.16 Å⁻¹ in the field
+  of ``benchmarks/realism.py``, 200 Å ice), so their zeros sat where a pure phase object's
+  do (``benchmarks/realism_amplitude_contrast.py``).
 
 Boundary conditions: the field of view is periodic (atoms near one edge also spill onto the
 opposite edge, as in FFT multislice) unless ``periodic=False``.
@@ -199,6 +207,10 @@ class PotentialSettings:
         Add the imaginary (absorptive) potential.
     atom_absorption_fraction
         ``V'/V`` of the atoms.
+    ice_structure_absorption_fraction
+        ``V'/V`` of the ice structure's fluctuations (the water's atoms about their mean;
+        module doc); ``None`` (default): ``atom_absorption_fraction``. The mean ice absorbs
+        by its inelastic mean free path (``ice_mfp_300kv_a``) regardless.
     ice_mfp_300kv_a, carbon_mfp_300kv_a
         Inelastic mean free paths at 300 kV [Å], scaled to ``energy_ev``.
     gold_potential_v, gold_mfp_300kv_a
@@ -228,6 +240,7 @@ class PotentialSettings:
     energy_ev: float | None = None
     absorption: bool = True
     atom_absorption_fraction: float = ATOM_ABSORPTION_FRACTION
+    ice_structure_absorption_fraction: float | None = None
     ice_mfp_300kv_a: float = ICE_INELASTIC_MFP_300KV_A
     carbon_mfp_300kv_a: float = CARBON_INELASTIC_MFP_300KV_A
     gold_potential_v: float = GOLD_MEAN_INNER_POTENTIAL_V
@@ -243,6 +256,9 @@ class PotentialSettings:
         require_nonnegative("ice_potential_v", self.ice_potential_v, "V")
         require_nonnegative("carbon_potential_v", self.carbon_potential_v, "V")
         require_in_range("atom_absorption_fraction", self.atom_absorption_fraction, 0.0, 1.0)
+        if self.ice_structure_absorption_fraction is not None:
+            require_in_range("ice_structure_absorption_fraction",
+                             self.ice_structure_absorption_fraction, 0.0, 1.0)  # fmt: skip
         require_positive("ice_mfp_300kv_a", self.ice_mfp_300kv_a, "Å")
         require_positive("carbon_mfp_300kv_a", self.carbon_mfp_300kv_a, "Å")
         require_nonnegative("gold_potential_v", self.gold_potential_v, "V")
@@ -265,6 +281,14 @@ class PotentialSettings:
     def map_voxel(self) -> float:
         """Voxel of the particle maps [Å]: ``map_voxel_a``, default half the pixel."""
         return 0.5 * self.sampling_a if self.map_voxel_a is None else self.map_voxel_a
+
+    @property
+    def ice_structure_absorption(self) -> float:
+        """``V'/V`` of the ice structure's fluctuations actually used (0 without absorption)."""
+        if not self.absorption:
+            return 0.0
+        fraction = self.ice_structure_absorption_fraction
+        return float(self.atom_absorption_fraction if fraction is None else fraction)
 
     @property
     def absorption_energy_ev(self) -> float:

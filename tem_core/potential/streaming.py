@@ -310,12 +310,15 @@ class _Solvent:
             )
         ice_v = prepared.ice_v
         self.ice_ratio = settings.ice_absorption_v() / ice_v if ice_v > 0 else 0.0
+        #: V'/V of the ice structure's fluctuations (the water's atoms absorb like atoms)
+        self.field_ratio = settings.ice_structure_absorption
 
     def parts(self, z0: float, z1: float):
         """``(real, imag, field)`` [V·Å] of the solvent in ``[z0, z1)``: the real potential
         without the ice structure's fluctuations, the imaginary potential, and the
-        fluctuations ``field`` (``None`` without them; the real potential is ``real +
-        field``); ``None`` without solvent."""
+        fluctuations ``field`` (``None`` without them; complex, ``δV + i f δV`` with ``f =``
+        ``settings.ice_structure_absorption``, when ``f > 0``: the potential is ``real + i
+        imag + field``); ``None`` without solvent."""
         if self.geometry is None:
             return None
         prepared, settings = self.prepared, self.settings
@@ -330,6 +333,8 @@ class _Solvent:
         if self.ice_field is not None:  # fluctuations scaled by the pixel's ice fraction
             fraction = (ice / (prepared.ice_v * (z1 - z0))).clamp(0.0, 1.0)
             field = fraction * self.ice_field.slice_integral(z0, z1)
+            if self.field_ratio > 0.0:
+                field = torch.complex(field, self.field_ratio * field)
         if carbon_len is not None:
             support_v, support_abs_v = settings.support_potentials_v(self.geometry.support)
             real = real + support_v * carbon_len
