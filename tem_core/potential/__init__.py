@@ -31,15 +31,8 @@ Model (isolated-atom superposition, see ``book/design.md`` for units and signs):
   carbon: about 150 nm at 300 kV, Egerton's estimate for density ≈ 2 g/cm³), scaled with beam
   energy as ``Λ ∝ β²`` (Bethe cross-section ∝ 1/v², logarithm neglected). Atoms absorb a fixed
   fraction of their potential, ``V' = f V`` with ``f = 0.07`` (the amplitude contrast commonly
-  assumed for cryo-EM of proteins). The ice structure's fluctuations (:class:`IceStructure`)
-  are the potential of the water's atoms about their mean, and absorb the same fraction of
-  it (``ice_structure_absorption_fraction``, by default the atoms' ``f``): the Thon rings of
-  ice-embedded specimens, which come mostly from the ice, show an amplitude contrast of
-  about 0.07 (Toyoshima & Unwin 1988, Ultramicroscopy 25:279; the 0.07-0.10 that CTFFIND and
-  RELION assume). Without it the rings of a structured-ice field had an amplitude contrast of
-  about 0.01 (the fluctuations' power is 11-42× the particles' at 0.05-0.16 Å⁻¹ in the field
-  of ``benchmarks/realism.py``, 200 Å ice), so their zeros sat where a pure phase object's
-  do (``benchmarks/realism_amplitude_contrast.py``).
+  assumed for cryo-EM of proteins); so do the ice structure's fluctuations, ``V' = f δV``
+  (``ice_structure_absorption_fraction``; why: :mod:`tem_core.potential.ice`).
 
 Boundary conditions: the field of view is periodic (atoms near one edge also spill onto the
 opposite edge, as in FFT multislice) unless ``periodic=False``.
@@ -75,12 +68,7 @@ from tem_core.potential.streaming import (
     _use_taichi,
     slice_edges_a,
 )
-from tem_core.validation import (
-    require_in_range,
-    require_nonnegative,
-    require_positive,
-    static_positive,
-)
+from tem_core.validation import require_in_range, require_positive
 
 __all__ = [
     "PotentialSettings", "slice_potential", "iter_slice_potentials", "projected_potential",
@@ -208,9 +196,8 @@ class PotentialSettings:
     atom_absorption_fraction
         ``V'/V`` of the atoms.
     ice_structure_absorption_fraction
-        ``V'/V`` of the ice structure's fluctuations (the water's atoms about their mean;
-        module doc); ``None`` (default): ``atom_absorption_fraction``. The mean ice absorbs
-        by its inelastic mean free path (``ice_mfp_300kv_a``) regardless.
+        ``V'/V`` of the ice structure's fluctuations; ``None`` (default): the atoms'. The
+        mean ice absorbs by its inelastic mean free path (``ice_mfp_300kv_a``) regardless.
     ice_mfp_300kv_a, carbon_mfp_300kv_a
         Inelastic mean free paths at 300 kV [Å], scaled to ``energy_ev``.
     gold_potential_v, gold_mfp_300kv_a
@@ -253,16 +240,7 @@ class PotentialSettings:
         checks.static_settings(self)  # shape, sampling, thickness, energy as Python numbers
         require_in_range("cutoff_tolerance", self.cutoff_tolerance, 1e-12, 0.1, inclusive=True)
         check_backend(self.backend)
-        require_nonnegative("ice_potential_v", self.ice_potential_v, "V")
-        require_nonnegative("carbon_potential_v", self.carbon_potential_v, "V")
-        require_in_range("atom_absorption_fraction", self.atom_absorption_fraction, 0.0, 1.0)
-        if self.ice_structure_absorption_fraction is not None:
-            require_in_range("ice_structure_absorption_fraction",
-                             self.ice_structure_absorption_fraction, 0.0, 1.0)  # fmt: skip
-        require_positive("ice_mfp_300kv_a", self.ice_mfp_300kv_a, "Å")
-        require_positive("carbon_mfp_300kv_a", self.carbon_mfp_300kv_a, "Å")
-        require_nonnegative("gold_potential_v", self.gold_potential_v, "V")
-        require_positive("gold_mfp_300kv_a", self.gold_mfp_300kv_a, "Å")
+        checks.material_values(self)  # mean inner potentials, absorption, mean free paths
         if not isinstance(self.ice_structure, IceStructure | None):
             raise TypeError(f"ice_structure must be an IceStructure, got {self.ice_structure!r}")
         if self.particle_representation not in PARTICLE_REPRESENTATIONS:
@@ -270,13 +248,7 @@ class PotentialSettings:
                 f"particle_representation must be one of {PARTICLE_REPRESENTATIONS}, "
                 f"got {self.particle_representation!r}"
             )
-        if self.map_voxel_a is not None:
-            voxel = static_positive("map_voxel_a", self.map_voxel_a, "Å")
-            if voxel > self.sampling_a:
-                raise ValueError(
-                    f"map_voxel_a must not exceed sampling_a ({self.sampling_a} Å), got {voxel} Å"
-                )
-            object.__setattr__(self, "map_voxel_a", voxel)
+        checks.static_map_voxel(self)
 
     def map_voxel(self) -> float:
         """Voxel of the particle maps [Å]: ``map_voxel_a``, default half the pixel."""
@@ -284,11 +256,9 @@ class PotentialSettings:
 
     @property
     def ice_structure_absorption(self) -> float:
-        """``V'/V`` of the ice structure's fluctuations actually used (0 without absorption)."""
-        if not self.absorption:
-            return 0.0
-        fraction = self.ice_structure_absorption_fraction
-        return float(self.atom_absorption_fraction if fraction is None else fraction)
+        """``V'/V`` of the ice structure's fluctuations in use (0 without absorption)."""
+        f = self.ice_structure_absorption_fraction
+        return float(self.atom_absorption_fraction if f is None else f) * self.absorption
 
     @property
     def absorption_energy_ev(self) -> float:

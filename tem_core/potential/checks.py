@@ -12,6 +12,9 @@ from tem_core.validation import (
     beam_energy,
     require_float_dtype,
     require_grid_shape,
+    require_in_range,
+    require_nonnegative,
+    require_positive,
     require_shape,
     static_positive,
 )
@@ -31,6 +34,33 @@ def static_settings(settings) -> None:
         values["energy_ev"] = beam_energy("energy_ev", settings.energy_ev)
     for name, value in values.items():
         object.__setattr__(settings, name, value)
+
+
+def material_values(settings) -> None:
+    """Check a ``PotentialSettings``' mean inner potentials [V], absorption fractions and
+    inelastic mean free paths [Å]."""
+    require_nonnegative("ice_potential_v", settings.ice_potential_v, "V")
+    require_nonnegative("carbon_potential_v", settings.carbon_potential_v, "V")
+    require_in_range("atom_absorption_fraction", settings.atom_absorption_fraction, 0.0, 1.0)
+    if settings.ice_structure_absorption_fraction is not None:
+        require_in_range("ice_structure_absorption_fraction",
+                         settings.ice_structure_absorption_fraction, 0.0, 1.0)  # fmt: skip
+    require_positive("ice_mfp_300kv_a", settings.ice_mfp_300kv_a, "Å")
+    require_positive("carbon_mfp_300kv_a", settings.carbon_mfp_300kv_a, "Å")
+    require_nonnegative("gold_potential_v", settings.gold_potential_v, "V")
+    require_positive("gold_mfp_300kv_a", settings.gold_mfp_300kv_a, "Å")
+
+
+def static_map_voxel(settings) -> None:
+    """Store ``settings.map_voxel_a`` as a Python float, checked ``0 < voxel ≤ sampling_a``."""
+    if settings.map_voxel_a is None:
+        return
+    voxel = static_positive("map_voxel_a", settings.map_voxel_a, "Å")
+    if voxel > settings.sampling_a:
+        raise ValueError(
+            f"map_voxel_a must not exceed sampling_a ({settings.sampling_a} Å), got {voxel} Å"
+        )
+    object.__setattr__(settings, "map_voxel_a", voxel)
 
 
 def check_specimen_grid(specimen, shape: tuple[int, int], sampling_a: float) -> None:

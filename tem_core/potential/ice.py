@@ -69,6 +69,17 @@ own numbers: the sum of frames' power spectra sees the 3.7 Å ring best at frame
 ``x ≈ 2.15`` (maximum of ``√x F(x)``), 4.1 e/Å² with ``μ = 1.1`` at k = 0.27 Å⁻¹; they quote
 4.0 e/Å². The ice's loss is this motion, not the critical-exposure curve of proteins
 (:class:`tem_core.potential.RadiationDamage`, which the simulation applies to the rest).
+
+Absorption. The fluctuations are the potential of the water's atoms about their mean, so
+they absorb the fraction of it that every atom does, ``V' = f δV`` (``f`` =
+``PotentialSettings.ice_structure_absorption_fraction``, by default the atoms' 0.07); the
+mean ice absorbs by its inelastic mean free path. The Thon rings of ice-embedded specimens
+come mostly from the ice, and their amplitude contrast is about 0.07 (Toyoshima & Unwin
+1988, Ultramicroscopy 25:279; CTFFIND and RELION assume 0.07-0.10). With ``f = 0`` (the
+model before) the rings of the field of ``benchmarks/realism.py`` (spikes in 200 Å ice,
+where the fluctuations carry 11-42× the particles' power at 0.05-0.16 Å⁻¹) had an
+amplitude contrast of about 0.01, and their first zero sat ~1 % further out
+(``benchmarks/realism_amplitude_contrast.py``).
 """
 
 from __future__ import annotations
