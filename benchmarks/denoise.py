@@ -484,6 +484,10 @@ def tune(args) -> None:
 NETWORK_CANDIDATES = (
     *((f"network_sym{k}", {"network_symmetries": k, "network_blend": False}) for k in (1, 2, 8)),
     ("network_sym2_blend", {"network_symmetries": 2, "network_blend": True}),
+    (
+        "network_sym2_blend_particles",
+        {"network_symmetries": 2, "network_blend": True, "network_blend_region": "particles"},
+    ),
     ("wiener", {"regulariser": "wiener"}),
 )
 
@@ -497,12 +501,21 @@ def tune_network(args) -> dict:
     doses = (100, 500) if args.quick else DOSES
     ns = (2, 10) if args.quick else N_PROJ
     tw_rows, means = [], {}
+    candidates = NETWORK_CANDIDATES
+    if args.compare_weights:  # weights files side by side, each with the default settings
+        candidates = (
+            *(
+                (f"network_{name}", {"weights_path": path})
+                for name, path in (item.split("=", 1) for item in args.compare_weights.split(","))
+            ),
+            ("wiener", {"regulariser": "wiener"}),
+        )
     for dose in doses:
         for n in ns:
             noisy, truth = projections(tuning_i, dose, n, 1000 * dose + n + 13)
             means[(dose, n)] = (noisy.mean(0), truth)
             scores = {}
-            for name, kw in NETWORK_CANDIDATES:
+            for name, kw in candidates:
                 settings = PoissonSettings(
                     **{"regulariser": "network", "weights_path": args.weights, **kw}
                 )
@@ -864,6 +877,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--weights", help="network weights (default: those shipped in tem_core/data)"
+    )
+    parser.add_argument(
+        "--compare-weights",
+        help="with --tune-network: NAME=PATH,... weights files scored side by side with the "
+        "default PoissonSettings (instead of the settings candidates)",
     )
     parser.add_argument(
         "--symmetries",

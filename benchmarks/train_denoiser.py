@@ -62,6 +62,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=TrainSettings().steps)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-pilot", action="store_true", help="network without the Wiener input")
+    parser.add_argument(
+        "--particle-weight",
+        type=float,
+        default=TrainSettings().particle_weight,
+        help="extra loss weight on the particles (TrainSettings.particle_weight)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", help="folder for the noise-free training images")
     parser.add_argument("--out", help="weights file to write")
@@ -71,7 +77,12 @@ def main() -> None:
     images = training_images(args.images, args.seed, args.cache)
     if args.scenes_only:
         return
-    settings = TrainSettings(steps=args.steps, seed=args.seed, pilot=not args.no_pilot)
+    settings = TrainSettings(
+        steps=args.steps,
+        seed=args.seed,
+        pilot=not args.no_pilot,
+        particle_weight=args.particle_weight,
+    )
     t0 = time.perf_counter()
 
     recent: list[float] = []

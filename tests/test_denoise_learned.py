@@ -14,6 +14,7 @@ from tem_core.denoise.learned import (
     UNet,
     load_denoiser,
     network_denoise,
+    particle_mask,
     train_denoiser,
     wiener_pilot,
 )
@@ -161,6 +162,36 @@ def test_bad_weights_and_settings(tmp_path):
         TrainSettings(electrons=(100.0, 10.0))
     with pytest.raises(ValueError, match="images"):
         train_denoiser(torch.ones(2, 16, 16), detector=DET, settings=TrainSettings(crop_px=32))
+    for bad in (-1.0, float("nan"), "4"):
+        with pytest.raises(ValueError, match="particle_weight"):
+            TrainSettings(particle_weight=bad)
+
+
+def test_particle_mask_finds_the_particle_not_the_flat_ice():
+    """A 1 % disc on flat ice (deviations 1e-5, like the simulator's ice): the mask covers
+    the disc and a dilated rim, nothing far from it."""
+    g = torch.Generator().manual_seed(3)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disc = ((yy - 20) ** 2 + (xx - 40) ** 2 < 36).double()
+    clean = 1.0 + 1e-5 * torch.randn(64, 64, generator=g, dtype=torch.float64) - 0.01 * disc
+    mask = particle_mask(clean[None])[0]
+    assert bool(mask[disc > 0].all())
+    far = ((yy - 20) ** 2 + (xx - 40) ** 2) > 15**2
+    assert not bool(mask[far].any())
+
+
+def test_particle_weight_changes_the_loss_and_zero_is_the_plain_loss():
+    images = torch.stack([rods(48, seed=s, contrast=0.02) for s in range(2)]).float()
+    kw = {"steps": 2, "batch": 2, "crop_px": 32, "channels": (4, 8), "seed": 1}
+    plain = train_denoiser(images, detector=DET, settings=TrainSettings(**kw))[1]
+    zero = train_denoiser(
+        images, detector=DET, settings=TrainSettings(particle_weight=0.0, **kw)
+    )[1]
+    weighted = train_denoiser(
+        images, detector=DET, settings=TrainSettings(particle_weight=4.0, **kw)
+    )[1]
+    assert plain == zero
+    assert weighted[0] != plain[0] and 0.0 < weighted[0] < 1.0
 
 
 def test_symmetries_one_is_the_plain_network_and_four_eight_are_turn_invariant():
