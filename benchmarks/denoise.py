@@ -484,10 +484,6 @@ def tune(args) -> None:
 NETWORK_CANDIDATES = (
     *((f"network_sym{k}", {"network_symmetries": k, "network_blend": False}) for k in (1, 2, 8)),
     ("network_sym2_blend", {"network_symmetries": 2, "network_blend": True}),
-    (
-        "network_sym2_blend_particles",
-        {"network_symmetries": 2, "network_blend": True, "network_blend_region": "particles"},
-    ),
     ("wiener", {"regulariser": "wiener"}),
 )
 

@@ -23,6 +23,9 @@ the blend raises the mean over 40 dose × n settings from 21.956 to 21.990 dB (+
 at 100 e/nm² per projection), so it is on by default; on the held-out benchmark scene it
 adds −0.02 to +0.07 dB per dose. The risk is that of the whole image, mostly ice: where the
 network is worse than the Wiener estimate on the particles only, the blend keeps it.
+Taking the risk over the particles found in the Wiener estimate instead (commit 259f155,
+``network_blend_region="particles"``, since removed) scored 21.928 dB against 21.933 dB on
+the tuning image: not better (``benchmarks/results/denoise_lowdose_tune_2026-12-02.json``).
 """
 
 from __future__ import annotations
@@ -33,36 +36,16 @@ from functools import lru_cache
 import torch
 
 from tem_core._fft import fft2, ifft2
-from tem_core.denoise.learned import (
-    load_denoiser,
-    network_denoise,
-    particle_mask,
-    wiener_pilot,
-)
+from tem_core.denoise.learned import load_denoiser, network_denoise, wiener_pilot
 from tem_core.validation import require_generator, require_positive
 
-__all__ = ["BLEND_REGIONS", "network_estimate", "pilot_particles", "sure_blend"]
+__all__ = ["network_estimate", "sure_blend"]
 
 
 @lru_cache(maxsize=4)
 def _cached_denoiser(path: str | None, device: torch.device, dtype: torch.dtype):
     """The trained network, loaded once per file, device and dtype."""
     return load_denoiser(path, device=device, dtype=dtype)
-
-
-#: where :func:`network_estimate` takes the blend's risk: the whole image, or the particles
-#: found in the Wiener estimate (:func:`pilot_particles`)
-BLEND_REGIONS = ("image", "particles")
-
-
-def pilot_particles(estimate: torch.Tensor) -> torch.Tensor:
-    """Particle support ``(B, ny, nx)`` (0/1, ``estimate``'s dtype) of ``(B, ny, nx)``
-    estimates of ``E[S]``: :func:`tem_core.denoise.learned.particle_mask` of the relative
-    intensity ``estimate / mean(estimate)``; an image where it finds nothing gets all ones."""
-    rel = estimate / estimate.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
-    mask = particle_mask(rel).to(estimate.dtype)
-    empty = mask.sum(dim=(-2, -1), keepdim=True) == 0
-    return torch.where(empty, torch.ones_like(mask), mask)
 
 
 def network_estimate(
@@ -74,15 +57,11 @@ def network_estimate(
     mtf: torch.Tensor | None,
     generator: torch.Generator,
     sampling_a: float | None = None,
-    blend_region: str = "image",
 ) -> torch.Tensor:
     """The ``"network"`` prior of :func:`tem_core.denoise.denoise_poisson`: the estimate of
     ``E[S]`` for ``(..., ny, nx)`` summed counts [electrons/pixel] by the network (averaged
     over ``symmetries``), blended with the Wiener estimate by :func:`sure_blend` when
-    ``blend`` (the probe from ``generator``; the risk over ``blend_region``, one of
-    :data:`BLEND_REGIONS`); same shape, device and dtype."""
-    if blend_region not in BLEND_REGIONS:
-        raise ValueError(f"blend_region must be one of {BLEND_REGIONS}, got {blend_region!r}")
+    ``blend`` (the probe from ``generator``); same shape, device and dtype."""
     model = _cached_denoiser(weights_path, total.device, total.dtype)
 
     def network(s: torch.Tensor) -> torch.Tensor:
@@ -91,10 +70,7 @@ def network_estimate(
     if not blend:
         return network(total)
     flat = total.reshape(-1, *total.shape[-2:])
-    region = pilot_particles if blend_region == "particles" else None
-    out, _ = sure_blend(
-        flat, network, wiener_pilot, mtf=mtf, generator=generator, region=region
-    )
+    out, _ = sure_blend(flat, network, wiener_pilot, mtf=mtf, generator=generator)
     return out.reshape(total.shape)
 
 
@@ -106,7 +82,6 @@ def sure_blend(
     mtf: torch.Tensor | None,
     generator: torch.Generator,
     probe_step: float = 0.05,
-    region: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The SURE-optimal blend of two estimators of ``E[S]`` for summed counts ``S``.
 
@@ -123,11 +98,6 @@ def sure_blend(
     probe_step
         ``ε`` of the Monte-Carlo divergence in units of the noise's standard deviation
         ``√mean(S)``.
-    region
-        ``None``: the risk of the whole image. Else a map from the second estimate
-        ``(B, ny, nx)`` to pixel weights ``W`` (same shape, ≥ 0): the risk
-        ``E‖W^½ A(f − μ)‖²`` is estimated instead (``W`` is treated as fixed: it is a
-        function of the data, so this is SURE only approximately).
 
     Returns
     -------
@@ -148,16 +118,12 @@ def sure_blend(
     weighted = mean * blur(blur(probe))  # Σ AᵀA b with Σ = mean(S) I, A symmetric
     moved = total + step * probe
     one, two = first(total), second(total)
-    w_map = torch.ones_like(total) if region is None else region(two)
-    if region is not None:  # Σ Aᵀ W A b
-        weighted = mean * blur(w_map * blur(probe))
     div_one = (weighted * (first(moved) - one)).sum(dim=(-2, -1)) / step[..., 0, 0]
     div_two = (weighted * (second(moved) - two)).sum(dim=(-2, -1)) / step[..., 0, 0]
     d, r = blur(one - two), blur(two - total)
-    dd = (w_map * d * d).sum(dim=(-2, -1))
-    # SURE(a) = ‖W^½(a d + r)‖² + 2 (a D₁ + (1 − a) D₂) + const, minimal at
-    # a = −(dᵀWr + D₁ − D₂)/(dᵀWd)
-    a = -((w_map * d * r).sum(dim=(-2, -1)) + div_one - div_two) / dd.clamp_min(1e-30)
+    dd = (d * d).sum(dim=(-2, -1))
+    # SURE(a) = ‖a d + r‖² + 2 (a D₁ + (1 − a) D₂) + const, minimal at a = −(dᵀr + D₁ − D₂)/‖d‖²
+    a = -((d * r).sum(dim=(-2, -1)) + div_one - div_two) / dd.clamp_min(1e-30)
     a = torch.where(dd > 0, a, torch.ones_like(a)).clamp(0.0, 1.0)
     w = a[..., None, None]
     return w * one + (1 - w) * two, a

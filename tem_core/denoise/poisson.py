@@ -49,7 +49,7 @@ from tem_core.denoise._validate import (
     check_positive_counts,
     transfer_function,
 )
-from tem_core.denoise.blend import BLEND_REGIONS, network_estimate
+from tem_core.denoise.blend import network_estimate
 from tem_core.denoise.learned import check_symmetries
 from tem_core.denoise.wiener import WienerSettings, local_wiener
 from tem_core.detector import Detector, apply_mtf
@@ -160,10 +160,6 @@ class PoissonSettings:
     network_blend
         Blend the network's estimate with the Wiener estimate, per image, with the weight
         that minimises SURE after the MTF (:func:`tem_core.denoise.blend.sure_blend`).
-    network_blend_region
-        Where the blend's risk is taken: ``"image"`` (the whole image) or ``"particles"``
-        (the particles found in the Wiener estimate,
-        :func:`tem_core.denoise.blend.pilot_particles`).
     """
 
     regulariser: str = "tv"
@@ -174,7 +170,6 @@ class PoissonSettings:
     weights_path: str | None = None
     network_symmetries: int = 2
     network_blend: bool = True
-    network_blend_region: str = "image"
 
     def __post_init__(self) -> None:
         if self.regulariser not in REGULARISERS:
@@ -203,11 +198,6 @@ class PoissonSettings:
         check_symmetries("network_symmetries", self.network_symmetries)
         if not isinstance(self.network_blend, bool):
             raise ValueError(f"network_blend must be True or False, got {self.network_blend!r}")
-        if self.network_blend_region not in BLEND_REGIONS:
-            raise ValueError(
-                f"network_blend_region must be one of {BLEND_REGIONS}, "
-                f"got {self.network_blend_region!r}"
-            )
 
 
 @dataclass(frozen=True, eq=False)
@@ -528,7 +518,6 @@ def denoise_poisson(
             weights_path=settings.weights_path,
             symmetries=settings.network_symmetries,
             blend=settings.network_blend,
-            blend_region=settings.network_blend_region,
             mtf=transfer_function(detector, tuple(total.shape[-2:]), total, mtf, invert=False),
             generator=probe_generator,
             sampling_a=sampling_a,
