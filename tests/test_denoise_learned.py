@@ -183,13 +183,11 @@ def test_particle_mask_finds_the_particle_not_the_flat_ice():
 def test_particle_weight_changes_the_loss_and_zero_is_the_plain_loss():
     images = torch.stack([rods(48, seed=s, contrast=0.02) for s in range(2)]).float()
     kw = {"steps": 2, "batch": 2, "crop_px": 32, "channels": (4, 8), "seed": 1}
-    plain = train_denoiser(images, detector=DET, settings=TrainSettings(**kw))[1]
-    zero = train_denoiser(
-        images, detector=DET, settings=TrainSettings(particle_weight=0.0, **kw)
-    )[1]
-    weighted = train_denoiser(
-        images, detector=DET, settings=TrainSettings(particle_weight=4.0, **kw)
-    )[1]
+
+    def losses(**extra):
+        return train_denoiser(images, detector=DET, settings=TrainSettings(**kw, **extra))[1]
+
+    plain, zero, weighted = losses(), losses(particle_weight=0.0), losses(particle_weight=4.0)
     assert plain == zero
     assert weighted[0] != plain[0] and 0.0 < weighted[0] < 1.0
 
