@@ -14,6 +14,7 @@ memory limit) on the CPU and the free memory of the device on CUDA, not the tota
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import os
 import sys
@@ -464,6 +465,8 @@ def _libc(name: str):
 #: whose arrays fit the heap (``benchmarks/memory.py --cost``); set ``False`` to trade
 #: memory for that time. :func:`map_large_allocations` turns it off (nothing to release).
 RELEASE_AT_BOUNDARIES = True
+#: Set (a context variable) where the caller releases once after: small tilts of a series.
+DEFER_RELEASES = contextvars.ContextVar("tem_core_defer_releases", default=False)
 
 
 def release_free_memory() -> bool:
@@ -484,10 +487,8 @@ def release_free_memory() -> bool:
 def release_at_boundary() -> bool:
     """:func:`release_free_memory` where the stages call it (between multislice steps, in
     their backward, after the exit wave and the micrograph, between tilts), unless
-    :data:`RELEASE_AT_BOUNDARIES` is off: a plain Python process's resident set then
-    follows the arrays without a process-wide setting such as :func:`map_large_allocations`.
-    """
-    return release_free_memory() if RELEASE_AT_BOUNDARIES else False
+    :data:`RELEASE_AT_BOUNDARIES` or :data:`DEFER_RELEASES` (the caller releases after) says no."""
+    return release_free_memory() if RELEASE_AT_BOUNDARIES and not DEFER_RELEASES.get() else False
 
 
 def _release_in_backward(grad: torch.Tensor) -> None:

@@ -207,6 +207,14 @@ def test_expected_and_detected_share_one_computation(after):
     assert torch.equal(expected, expected_image(intensity, **kw))
     assert torch.equal(counts, detect(intensity, generator=torch.Generator().manual_seed(5), **kw))
     assert expected_and_detected(intensity, **kw)[1] is None
+    # the MTF'd electrons shared by both: the gradients are those of the separate calls
+    a, b = intensity.clone().requires_grad_(True), intensity.clone().requires_grad_(True)
+    e, c = expected_and_detected(a, generator=torch.Generator().manual_seed(5), **kw)
+    (e.sum() + (c * c).sum()).backward()
+    e2 = expected_image(b, **kw)
+    c2 = detect(b, generator=torch.Generator().manual_seed(5), **kw)
+    (e2.sum() + (c2 * c2).sum()).backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
 
 def test_apply_mtf_identity_and_self_adjoint():
     g = torch.Generator().manual_seed(2)

@@ -109,3 +109,37 @@ def test_one_and_two_threads_give_the_same_bits() -> None:
     """Fresh processes: measured identical at 128² here and at 512² (benchmark), float64
     micrographs and gradients, float32 specimens (copies rotated, tilted) and their images."""
     assert _hashes_with_threads(1) == _hashes_with_threads(2)
+
+
+def test_tilt_series_unchanged_by_the_shared_mtf_and_releases_once_per_small_tilt(monkeypatch):
+    """The series (small grid: stage releases deferred; the detector's MTF shared by the
+    expected image and the noise) gives the bits of the series whose detector runs
+    expected_image and detect apart (the path before the sharing, same generator draws),
+    and returns the heap's pages once per tilt."""
+    import tem_core.simulate as simulate
+    from tem_core import memory
+    from tem_core.detector import detect, expected_image
+
+    scheme = TiltScheme(angles_rad=(0.0, 0.4), dose_e_per_a2=(10.0,) * 2, defocus_a=(2e4,) * 2)
+    calls: list[int] = []
+    monkeypatch.setattr(memory, "RELEASE_AT_BOUNDARIES", True)
+    monkeypatch.setattr(memory, "release_free_memory", lambda: calls.append(1) or True)
+
+    def series(method):
+        return tilt_series(
+            _specimen(), scheme=scheme, potential=SETTINGS, microscope=SCOPE, method=method,
+            detector=Detector(dqe=0.8), generator=torch.Generator().manual_seed(11),
+            progress=False,
+        ).stack  # fmt: skip
+
+    def apart(intensity, *, generator=None, **kw):
+        counts = None if generator is None else detect(intensity, generator=generator, **kw)
+        return expected_image(intensity, **kw), counts
+
+    for method in ("multislice", "projection"):
+        calls.clear()
+        shared = series(method)
+        assert len(calls) == len(scheme)
+        with monkeypatch.context() as patch:
+            patch.setattr(simulate, "expected_and_detected", apart)
+            assert torch.equal(shared, series(method))

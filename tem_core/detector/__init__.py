@@ -287,10 +287,11 @@ def expected_and_detected(
         the same values as the two functions called separately with this generator.
     """
     electrons, mtf = _electrons_and_mtf(intensity, detector, dose_e_per_a2, sampling_a)
-    expected = _expected_counts(electrons, mtf, detector)
+    blurred = None if mtf is None else apply_mtf(electrons, mtf)  # shared with the noise
+    expected = _expected_counts(electrons if blurred is None else blurred, None, detector)
     counts = None
     if generator is not None:
-        counts = _sampled_counts(electrons, mtf, detector, generator)
+        counts = _sampled_counts(electrons, mtf, detector, generator, blurred=blurred)
     return expected, counts
 
 
@@ -314,9 +315,12 @@ def _sampled_counts(
     mtf: torch.Tensor | None,
     detector: Detector,
     generator: torch.Generator,
+    blurred: torch.Tensor | None = None,
 ) -> torch.Tensor:
     if mtf is not None and not detector.mtf_after_noise:
-        electrons = apply_mtf(electrons, mtf.detach()).clamp_min(0.0)
+        if blurred is None or mtf.requires_grad:  # noise never follows the MTF's parameters
+            blurred = apply_mtf(electrons, mtf.detach())
+        electrons = blurred.clamp_min(0.0)
     detected = sample_electrons(
         electrons, dqe=detector.dqe, generator=generator, noise_model=detector.noise_model
     )
