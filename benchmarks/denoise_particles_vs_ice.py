@@ -11,9 +11,9 @@ pilot in dB of the mean squared error after the MTF, on the particles (7 × 7 me
 image; and the mean blend weights (SURE's, the two oracles').
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/denoise_particles_vs_ice.py \
-        [--weights FILE] [--scenes 16] [--out JSON]
+        [--weights FILE] [--scenes 16] [--cache DIR] [--out JSON]
 
-One thread; ~5 min on 2 loaded cores. The scenes are cached in ``--cache``.
+One thread; ~5 min on 2 loaded cores. The scenes are cached in ``--cache`` if given.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from train_denoiser import cached_stack  # benchmarks/ on sys.path (run as a script)
 
 from tem_core._fft import fft2, ifft2
 from tem_core.denoise.blend import sure_blend
@@ -41,25 +42,24 @@ ELECTRONS = (50, 100, 250, 500, 750, 1000, 1500, 2500, 5000, 10000, 25000)
 
 
 def scenes(cache: str | None) -> torch.Tensor:
-    path = Path(cache) / "val_24_777.pt" if cache else None
-    if path is not None and path.exists():
-        return torch.load(path)
-    g = torch.Generator().manual_seed(777)
-    images = [
-        random_scene(ROOT / "data" / name, generator=g) for name, k in SCENES for _ in range(k)
-    ]
-    stack = torch.stack(images)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(stack, path)
-    return stack
+    def build() -> torch.Tensor:
+        g = torch.Generator().manual_seed(777)
+        return torch.stack(
+            [
+                random_scene(ROOT / "data" / name, generator=g)
+                for name, k in SCENES
+                for _ in range(k)
+            ]
+        )
+
+    return cached_stack(Path(cache) / "val_24_777.pt" if cache else None, build)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", help="network weights (default: the shipped ones)")
     parser.add_argument("--scenes", type=int, default=16, help="first K of the 24 scenes")
-    parser.add_argument("--cache", default="/work/cache/denoise_train")
+    parser.add_argument("--cache", help="folder caching the 24 noise-free scenes (minutes)")
     parser.add_argument("--out", help="JSON file for the table")
     args = parser.parse_args()
     torch.set_num_threads(1)

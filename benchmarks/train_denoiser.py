@@ -38,22 +38,29 @@ STRUCTURES = (
 )
 
 
-def training_images(n_images: int, seed: int, cache: str | None) -> torch.Tensor:
-    path = Path(cache) / f"scenes_{n_images}_{seed}.pt" if cache else None
+def cached_stack(path: Path | None, build) -> torch.Tensor:
+    """The image stack saved at ``path`` if it exists, else ``build()`` (saved there if given)."""
     if path is not None and path.exists():
         return torch.load(path)
-    g = torch.Generator().manual_seed(seed)
-    images = []
-    t0 = time.perf_counter()
-    for name, share in STRUCTURES:
-        for _ in range(round(share * n_images)):
-            images.append(random_scene(ROOT / "data" / name, generator=g))
-            print(f"{len(images)} scenes, {time.perf_counter() - t0:.0f} s", flush=True)
-    stack = torch.stack(images)
+    stack = build()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(stack, path)
     return stack
+
+
+def training_images(n_images: int, seed: int, cache: str | None) -> torch.Tensor:
+    def build() -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        images = []
+        t0 = time.perf_counter()
+        for name, share in STRUCTURES:
+            for _ in range(round(share * n_images)):
+                images.append(random_scene(ROOT / "data" / name, generator=g))
+                print(f"{len(images)} scenes, {time.perf_counter() - t0:.0f} s", flush=True)
+        return torch.stack(images)
+
+    return cached_stack(Path(cache) / f"scenes_{n_images}_{seed}.pt" if cache else None, build)
 
 
 def main() -> None:
