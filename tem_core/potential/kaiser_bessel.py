@@ -65,9 +65,22 @@ def kb_interpolate(flat: torch.Tensor, big: int, coords) -> torch.Tensor:
     ``coords = [iz, iy, ix]`` (float64, ``(P,)``); ``flat`` holds the grid with its first
     ``KB_WIDTH - 1`` x columns repeated at the end, so each x run of taps is contiguous."""
     w = KB_WIDTH
+    start, weight = _kb_taps(big, coords, _kb_table(flat.real.dtype, flat.device))
+    windows = torch.as_strided(flat, (flat.numel() - w + 1, w), (1, 1))
+    values = windows.index_select(0, start.reshape(-1)).reshape(-1, w, w, w)  # (P, z, y, x)
+    values = torch.einsum("pzyx,px->pzy", values, weight[2].to(values.dtype))
+    values = torch.einsum("pzy,py->pz", values, weight[1].to(values.dtype))
+    return torch.einsum("pz,pz->p", values, weight[0].to(values.dtype))
+
+
+def _kb_taps(big: int, coords, table: torch.Tensor):
+    """The taps of :func:`kb_interpolate` and of :class:`KBGatherFunction`'s adjoint: per
+    point the flat index of the first x tap of each (z, y) row, ``(P, W, W)`` (periodic,
+    rows of ``big + KB_WIDTH - 1``), and per axis ``[z, y, x]`` the ``(P, W)`` weights
+    read from ``table``."""
+    w = KB_WIDTH
     row = big + w - 1
-    taps = torch.arange(w, device=flat.device)
-    table = _kb_table(flat.real.dtype, flat.device)
+    taps = torch.arange(w, device=coords[0].device)
     index, weight = [], []
     for c in coords:
         first = torch.floor(c).long() - (w // 2 - 1)
@@ -76,25 +89,7 @@ def kb_interpolate(flat: torch.Tensor, big: int, coords) -> torch.Tensor:
         weight.append(table[offset.clamp_max(table.numel() - 1)])
         index.append(pos % big)
     start = (index[0][:, :, None] * big + index[1][:, None, :]) * row + index[2][:, None, :1]
-    windows = torch.as_strided(flat, (flat.numel() - w + 1, w), (1, 1))
-    values = windows.index_select(0, start.reshape(-1)).reshape(-1, w, w, w)  # (P, z, y, x)
-    values = torch.einsum("pzyx,px->pzy", values, weight[2].to(values.dtype))
-    values = torch.einsum("pzy,py->pz", values, weight[1].to(values.dtype))
-    return torch.einsum("pz,pz->p", values, weight[0].to(values.dtype))
-
-
-def _kb_indices(big: int, coords):
-    """Per axis the tap indices ``(P, W)`` (periodic) and weights ``(P, W)`` [table dtype
-    set by the caller], as :func:`kb_interpolate` computes them."""
-    w = KB_WIDTH
-    taps = torch.arange(w, device=coords[0].device)
-    index, offsets = [], []
-    for c in coords:
-        first = torch.floor(c).long() - (w // 2 - 1)
-        pos = first[:, None] + taps[None, :]  # (P, W)
-        offsets.append(((c[:, None] - pos).abs() * _KB_TABLE_STEPS).round().long())
-        index.append(pos % big)
-    return index, offsets
+    return start, weight
 
 
 class KBGatherFunction(torch.autograd.Function):
@@ -126,13 +121,8 @@ class KBGatherFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
         coords = ctx.saved_tensors
-        big, w = ctx.big, KB_WIDTH
-        row = big + w - 1
-        index, offsets = _kb_indices(big, coords)
-        table = _kb_table(grad.real.dtype, grad.device)
-        weight = [table[o.clamp_max(table.numel() - 1)] for o in offsets]
-        taps = torch.arange(w, device=grad.device)
-        start = (index[0][:, :, None] * big + index[1][:, None, :]) * row + index[2][:, None, :1]
+        start, weight = _kb_taps(ctx.big, coords, _kb_table(grad.real.dtype, grad.device))
+        taps = torch.arange(KB_WIDTH, device=grad.device)
         where = (start[:, :, :, None] + taps).reshape(-1)  # (P, z, y, x) flat indices
         spread = (weight[0][:, :, None, None] * weight[1][:, None, :, None]
                   * weight[2][:, None, None, :])  # fmt: skip
