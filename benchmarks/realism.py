@@ -163,6 +163,17 @@ PHASE = math.atan(0.07 / math.sqrt(1 - 0.07**2))
 PHASE_RANGE_RAD = (-0.5 * math.pi, 0.5 * math.pi)
 
 
+def fit_like_real(image, microscope: Microscope, *, phase_shift: bool = True):
+    """:func:`fit_ctf` with the settings every fit of this benchmark uses (``TILE_PX`` tiles,
+    30-4 Å, an additional phase shift within ``PHASE_RANGE_RAD`` unless ``phase_shift`` is
+    off); ``image`` a tensor or a NumPy array."""
+    extra = {}
+    if phase_shift:
+        extra = dict(find_phase_shift=True, phase_shift_range_rad=PHASE_RANGE_RAD)
+    return fit_ctf(torch.as_tensor(image), sampling_a=SAMPLING_A, microscope=microscope,
+                   tile_px=TILE_PX, resolution_range_a=(30.0, 4.0), **extra)  # fmt: skip
+
+
 def offset(fit) -> float:
     """CTF phase offset [rad] of a fit: amplitude contrast 0.07 plus its phase shift."""
     return PHASE + fit.phase_shift_rad
@@ -367,9 +378,7 @@ def estimator_truth_check(fit, microscope: Microscope, real: dict, n_draws: int 
         white = torch.randn(n, n, generator=g, dtype=torch.float64)
         field = torch.fft.ifft2(torch.fft.fft2(white) * amp).real
         power = micrograph_power_spectrum(field, tile_px=TILE_PX)
-        own = fit_ctf(field, sampling_a=SAMPLING_A, microscope=microscope, tile_px=TILE_PX,
-                      resolution_range_a=(30.0, 4.0), find_phase_shift=True,
-                      phase_shift_range_rad=PHASE_RANGE_RAD)  # fmt: skip
+        own = fit_like_real(field, microscope)  # fmt: skip
         draws.append(analyse(None, fit, microscope, power=power, own_fit=own))
     exact = ctf_zeros_per_a(5, defocus_a=fit.defocus_a, cs_a=float(microscope.cs_a),
                             energy_ev=ENERGY_EV, phase_shift_rad=phase).numpy()  # fmt: skip
@@ -597,15 +606,12 @@ def main() -> None:
           f"header {float(voxel):.4f} Å (README: 0.8538 Å), 300 kV, Cs 2.7 mm")
     scope = Microscope(energy_ev=ENERGY_EV)
     t0 = time.perf_counter()
-    fit0 = fit_ctf(torch.from_numpy(real), sampling_a=SAMPLING_A, microscope=scope,
-                   tile_px=TILE_PX, resolution_range_a=(30.0, 4.0))  # fmt: skip
+    fit0 = fit_like_real(real, scope, phase_shift=False)  # fmt: skip
     print(f"real micrograph CTF fit, no phase shift: defocus {fit0.defocus_a / UM_TO_A:.4f} µm, "
           f"astigmatism {fit0.astigmatism_a:.0f} Å at "
           f"{math.degrees(fit0.astigmatism_angle_rad):.0f}°, score {fit0.score:.3f}")
     t0 = time.perf_counter()
-    fit = fit_ctf(torch.from_numpy(real), sampling_a=SAMPLING_A, microscope=scope,
-                  tile_px=TILE_PX, resolution_range_a=(30.0, 4.0), find_phase_shift=True,
-                  phase_shift_range_rad=PHASE_RANGE_RAD)  # fmt: skip
+    fit = fit_like_real(real, scope)  # fmt: skip
     print(f"real micrograph CTF fit with phase shift ({time.perf_counter() - t0:.0f} s): "
           f"defocus {fit.defocus_a / UM_TO_A:.4f} ± {fit.defocus_error_a / UM_TO_A:.4f} µm, "
           f"astigmatism {fit.astigmatism_a:.0f} Å at "
@@ -626,9 +632,7 @@ def main() -> None:
     for i in (0, 1024):
         for j in (0, 1024):
             quadrant = np.ascontiguousarray(real[i:i + 1024, j:j + 1024])
-            own = fit_ctf(torch.from_numpy(quadrant), sampling_a=SAMPLING_A, microscope=scope,
-                          tile_px=TILE_PX, resolution_range_a=(30.0, 4.0),
-                          find_phase_shift=True, phase_shift_range_rad=PHASE_RANGE_RAD)
+            own = fit_like_real(quadrant, scope)
             quadrants.append(analyse(quadrant, fit, scope, own_fit=own))
     record = dict(command=" ".join(["benchmarks/realism.py", *sys.argv[1:]]),
                   load_average=list(os.getloadavg()), n_px=args.n_px, ice_a=args.ice,
@@ -662,10 +666,7 @@ def main() -> None:
                                         energy_filter=filt)  # fmt: skip
             print(f"seed {seed}, {label}: {count} × {args.model} in {args.ice:.0f} Å ice, "
                   f"{args.n_px}² px: {time.perf_counter() - t0:.0f} s")
-            sim_fit = fit_ctf(torch.from_numpy(img), sampling_a=SAMPLING_A, microscope=scope,
-                              tile_px=TILE_PX, resolution_range_a=(30.0, 4.0),
-                              find_phase_shift=True,
-                              phase_shift_range_rad=PHASE_RANGE_RAD)  # fmt: skip
+            sim_fit = fit_like_real(img, scope)  # fmt: skip
             runs[label] = analyse(img, fit, scope, own_fit=sim_fit)
             runs[label]["fitted_defocus"] = sim_fit.defocus_a
             runs[label]["fitted_phase"] = sim_fit.phase_shift_rad

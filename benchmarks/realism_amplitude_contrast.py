@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tem_core.ctf_fit import fit_ctf
 from tem_core.detector import Detector
 from tem_core.optics import Microscope
 from tem_core.potential import (
@@ -137,9 +136,7 @@ def fitted_phase(n: int, seed: int, particles: bool, structured: bool, fraction)
     with torch.no_grad():
         image = micrograph(specimen, potential=settings, microscope=scope, detector=detector,
                            imaging=imaging).expected.double()  # fmt: skip
-    fit = fit_ctf(image, sampling_a=R.SAMPLING_A, microscope=scope, tile_px=R.TILE_PX,
-                  resolution_range_a=(30.0, 4.0), find_phase_shift=True,
-                  phase_shift_range_rad=R.PHASE_RANGE_RAD)  # fmt: skip
+    fit = R.fit_like_real(image, scope)  # fmt: skip
     return dict(phase_rad=fit.phase_shift_rad, phase_error_rad=fit.phase_shift_error_rad,
                 defocus_a=fit.defocus_a, true_defocus_a=real["defocus_a"],
                 amplitude_contrast=math.tan(R.PHASE + fit.phase_shift_rad))  # fmt: skip
@@ -172,9 +169,7 @@ def zero_jackknife(image: np.ndarray, n_zeros: int = 5) -> dict:
     scope = Microscope(energy_ev=R.ENERGY_EV)
     cf._jackknife = recording
     try:
-        fit = fit_ctf(torch.from_numpy(image), sampling_a=R.SAMPLING_A, microscope=scope,
-                      tile_px=R.TILE_PX, resolution_range_a=(30.0, 4.0), find_phase_shift=True,
-                      phase_shift_range_rad=R.PHASE_RANGE_RAD)  # fmt: skip
+        fit = R.fit_like_real(image, scope)  # fmt: skip
     finally:
         cf._jackknife = plain
 

@@ -34,7 +34,6 @@ from scipy import ndimage as ndi
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realism as R  # noqa: E402
 
-from tem_core.ctf_fit import fit_ctf  # noqa: E402
 from tem_core.io import read_mrc  # noqa: E402
 from tem_core.optics import Microscope  # noqa: E402
 
@@ -95,9 +94,7 @@ def main() -> None:
     scope = Microscope(energy_ev=R.ENERGY_EV)
     real, _ = read_mrc(R.ROOT / "data" / "fei-extended_crop2048.mrc")
     real = np.asarray(real, dtype=np.float64)
-    fit = fit_ctf(torch.from_numpy(real), sampling_a=R.SAMPLING_A, microscope=scope,
-                  tile_px=R.TILE_PX, resolution_range_a=(30.0, 4.0), find_phase_shift=True,
-                  phase_shift_range_rad=R.PHASE_RANGE_RAD)  # fmt: skip
+    fit = R.fit_like_real(real, scope)  # fmt: skip
     k, p = R.radial(R.micrograph_power_spectrum(torch.from_numpy(real), tile_px=R.TILE_PX))
     gain = float(p[(k >= 0.40) & (k <= 0.50)].mean() / real.mean())
     images = {"real K2": real}

@@ -46,7 +46,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realism as R  # noqa: E402
 
-from tem_core.ctf_fit import fit_ctf  # noqa: E402
 from tem_core.io import read_mrc  # noqa: E402
 from tem_core.optics import Microscope, ctf_zeros_per_a  # noqa: E402
 
@@ -54,9 +53,7 @@ CONTENTS = (("6z6u.pdb.gz", 25.0), ("6vxx.pdb.gz", 25.0))
 
 
 def _fit(image: np.ndarray, scope: Microscope):
-    return fit_ctf(torch.from_numpy(image), sampling_a=R.SAMPLING_A, microscope=scope,
-                   tile_px=R.TILE_PX, resolution_range_a=(30.0, 4.0), find_phase_shift=True,
-                   phase_shift_range_rad=R.PHASE_RANGE_RAD)  # fmt: skip
+    return R.fit_like_real(image, scope)  # fmt: skip
 
 
 def main() -> None:

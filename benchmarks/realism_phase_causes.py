@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tem_core.ctf_fit import fit_ctf
 from tem_core.detector import Detector
 from tem_core.io import read_mrc
 from tem_core.optics import Microscope, aberration_phase
@@ -50,9 +49,7 @@ REAL_FIT = (10493.66, 286.64, math.radians(113.68), 0.12716)
 
 
 def _fit(image):
-    return fit_ctf(image, sampling_a=R.SAMPLING_A, microscope=Microscope(energy_ev=R.ENERGY_EV),
-                   tile_px=R.TILE_PX, resolution_range_a=(30.0, 4.0), find_phase_shift=True,
-                   phase_shift_range_rad=R.PHASE_RANGE_RAD)  # fmt: skip
+    return R.fit_like_real(image, Microscope(energy_ev=R.ENERGY_EV))  # fmt: skip
 
 
 def paired_causes(n: int = 1024) -> None:
