@@ -180,6 +180,13 @@ def test_particle_mask_finds_the_particle_not_the_flat_ice():
     assert not bool(mask[far].any())
 
 
+def test_particle_mask_rejects_a_single_image_and_integers():
+    with pytest.raises(ValueError, match="clean"):
+        particle_mask(torch.ones(16, 16))
+    with pytest.raises(TypeError, match="clean"):
+        particle_mask(torch.ones(1, 16, 16, dtype=torch.int64))
+
+
 def test_particle_weight_changes_the_loss_and_zero_is_the_plain_loss():
     images = torch.stack([rods(48, seed=s, contrast=0.02) for s in range(2)]).float()
     kw = {"steps": 2, "batch": 2, "crop_px": 32, "channels": (4, 8), "seed": 1}

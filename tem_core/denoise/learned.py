@@ -41,7 +41,12 @@ from tem_core._fft import fft2, ifft2
 from tem_core.denoise._validate import check_image
 from tem_core.denoise.training_scenes import random_scene
 from tem_core.detector import Detector
-from tem_core.validation import require_positive, require_positive_int
+from tem_core.validation import (
+    require_float_dtype,
+    require_positive,
+    require_positive_int,
+    require_shape,
+)
 
 __all__ = [
     "CONTRAST_SCALE",
@@ -374,6 +379,8 @@ def particle_mask(clean: torch.Tensor) -> torch.Tensor:
     """Where ``(B, ny, nx)`` noise-free intensities hold a particle (boolean, same shape):
     the 7 × 7 local mean of ``|I − mean(I)|`` above :data:`PARTICLE_CONTRAST`, dilated by
     :data:`PARTICLE_DILATION_PX`."""
+    require_shape("clean", clean, ("B", "ny", "nx"))
+    require_float_dtype("clean", clean)
     dev = (clean - clean.mean(dim=(-2, -1), keepdim=True)).abs()[:, None]
     local = F.avg_pool2d(dev, 7, stride=1, padding=3, count_include_pad=False)
     inside = (local > PARTICLE_CONTRAST).to(clean.dtype)
