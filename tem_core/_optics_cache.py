@@ -31,3 +31,16 @@ def _ctf_cache_key(shape, sampling_a, microscope, *params_and_where):
         return None
     where = str(torch.device(device)) if device is not None else None
     return (tuple(shape), float(sampling_a), microscope, tuple(map(float, params)), where, dtype)
+
+
+def cached_ctf(key, make) -> tuple[torch.Tensor, bool]:
+    """``(ctf, shared)``: the CTF of ``key`` kept from an earlier call (``shared``: the
+    cache's own tensor, to be read only), or ``make()`` (kept when ``key`` is not None)."""
+    if key is not None and key in _CTF_CACHE:
+        return _CTF_CACHE[key], True
+    h = make()
+    if key is not None:
+        _CTF_CACHE[key] = h.clone()
+        while len(_CTF_CACHE) > CTF_CACHE_SIZE:
+            _CTF_CACHE.pop(next(iter(_CTF_CACHE)))
+    return h, False

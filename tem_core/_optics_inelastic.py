@@ -27,6 +27,10 @@ import torch
 
 from tem_core import units
 from tem_core._fft import fft2, ifft2
+from tem_core._grid_cache import GridCache, plain_key
+
+#: The blur's Gaussian filters by grid, sampling and width (a tilt series' every tilt)
+BLUR_CACHE = GridCache()
 
 
 def absorbed_fraction(projected_imaginary_v_a: torch.Tensor, *, energy_ev: float) -> torch.Tensor:
@@ -42,12 +46,20 @@ def inelastic_background(
     if blur_a == 0.0:
         return collected_fraction * absorbed
     ny, nx = absorbed.shape[-2:]
+    key = plain_key("inelastic blur", (ny, nx), sampling_a, blur_a, absorbed.dtype,
+                    absorbed.device)  # fmt: skip
+    gauss = BLUR_CACHE.get(key, ny * nx, lambda: _blur_filter(absorbed, sampling_a, blur_a))
+    return collected_fraction * ifft2(fft2(absorbed) * gauss).real
+
+
+def _blur_filter(absorbed: torch.Tensor, sampling_a: float, blur_a: float) -> torch.Tensor:
+    """The Gaussian ``exp(−2π² w² k²)`` on ``absorbed``'s FFT grid."""
+    ny, nx = absorbed.shape[-2:]
     real = absorbed.dtype
     ky = torch.fft.fftfreq(ny, d=sampling_a, dtype=real, device=absorbed.device)
     kx = torch.fft.fftfreq(nx, d=sampling_a, dtype=real, device=absorbed.device)
     k2 = ky[:, None] ** 2 + kx[None, :] ** 2
-    gauss = torch.exp(-2.0 * math.pi**2 * blur_a**2 * k2)
-    return collected_fraction * ifft2(fft2(absorbed) * gauss).real
+    return torch.exp(-2.0 * math.pi**2 * blur_a**2 * k2)
 
 
 def summing_imaginary(slices, sink: list):

@@ -59,7 +59,7 @@ import torch
 
 from tem_core import memory
 from tem_core._fft import fft2, ifft2
-from tem_core._optics_cache import _CTF_CACHE, CTF_CACHE_SIZE, _ctf_cache_key
+from tem_core._optics_cache import _ctf_cache_key, cached_ctf
 from tem_core._optics_checks import check_aperture, check_thon_ring_sampling
 from tem_core._optics_motion import BeamMotion
 from tem_core._optics_phase import lean_applies, lean_ctf
@@ -351,18 +351,19 @@ def ctf(
     Tensor
         Complex ``(..., ny, nx)`` in FFT order (k = 0 at ``[0, 0]``).
     """
+    h, shared = _shared_ctf(shape, sampling_a, microscope, defocus_a, astigmatism_a,
+                            astigmatism_angle_rad, cs_a, device, dtype)  # fmt: skip
+    return h.clone() if shared else h
+
+
+def _shared_ctf(shape, sampling_a, microscope, defocus_a, astigmatism_a, astigmatism_angle_rad,
+                cs_a, device, dtype) -> tuple[torch.Tensor, bool]:  # fmt: skip
+    """:func:`ctf` and whether it is the cache's own tensor (a tilt series asks for the same
+    CTF at every tilt; the caller must not write into a shared one)."""
     cs_a = microscope.cs_a if cs_a is None else cs_a
-    key = _ctf_cache_key(shape, sampling_a, microscope, defocus_a, astigmatism_a,
-                         astigmatism_angle_rad, cs_a, device, dtype)  # fmt: skip
-    if key is not None and key in _CTF_CACHE:
-        return _CTF_CACHE[key].clone()  # a tilt series asks for the same CTF at every tilt
-    h = _ctf(shape, sampling_a, microscope, defocus_a, astigmatism_a, astigmatism_angle_rad,
-             cs_a, device, dtype)  # fmt: skip
-    if key is not None:
-        _CTF_CACHE[key] = h.clone()
-        while len(_CTF_CACHE) > CTF_CACHE_SIZE:
-            _CTF_CACHE.pop(next(iter(_CTF_CACHE)))
-    return h
+    args = (shape, sampling_a, microscope, defocus_a, astigmatism_a, astigmatism_angle_rad, cs_a,
+            device, dtype)  # fmt: skip
+    return cached_ctf(_ctf_cache_key(*args), lambda: _ctf(*args))
 
 
 def _ctf(shape, sampling_a, microscope, defocus_a, astigmatism_a, astigmatism_angle_rad, cs_a,
@@ -428,18 +429,9 @@ def apply_ctf(
     cdtype = (
         torch.complex128 if wave.dtype in (torch.float64, torch.complex128) else torch.complex64
     )
-    h = ctf(
-        tuple(wave.shape[-2:]),
-        sampling_a=sampling_a,
-        microscope=microscope,
-        defocus_a=defocus_a,
-        astigmatism_a=astigmatism_a,
-        astigmatism_angle_rad=astigmatism_angle_rad,
-        cs_a=cs_a,
-        device=wave.device,
-        dtype=cdtype,
-    )
-    spectrum = fft2(wave.to(torch.promote_types(cdtype, h.dtype))) * h
+    h, _ = _shared_ctf(tuple(wave.shape[-2:]), sampling_a, microscope, defocus_a, astigmatism_a,
+                       astigmatism_angle_rad, cs_a, wave.device, cdtype)  # fmt: skip
+    spectrum = fft2(wave.to(torch.promote_types(cdtype, h.dtype))) * h  # h is only read
     memory.release_in_backward(spectrum)  # backward frees and allocates 6 grids around it
     return ifft2(spectrum)
 

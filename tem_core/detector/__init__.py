@@ -32,6 +32,7 @@ import torch
 
 from tem_core import memory
 from tem_core._autodiff import autograd_follows
+from tem_core._grid_cache import GridCache, plain_key
 from tem_core.detector.mtf import (
     _mtf_of_omega2,
     apply_mtf,
@@ -193,10 +194,25 @@ class Detector:
         return _mtf_of_omega2(omega.square_(), params)
 
 
+#: MTFs of detectors whose parameters are plain numbers, by grid (a tilt series' every tilt)
+MTF_CACHE = GridCache()
+
+
 def _image_mtf(detector: Detector, image: torch.Tensor) -> torch.Tensor | None:
+    """``detector.mtf`` on ``image``'s grid, shared from :data:`MTF_CACHE` (read only)."""
     if not isinstance(detector, Detector):
         raise TypeError(f"detector must be a Detector, got {type(detector).__name__}")
-    return detector.mtf(tuple(image.shape[-2:]), device=image.device, dtype=image.dtype)
+    if not detector.mtf_enabled:
+        return None
+    shape = tuple(image.shape[-2:])
+    params = (detector.a, detector.b, detector.c, detector.alpha, detector.beta, detector.p,
+              detector.q)  # fmt: skip
+    key = plain_key("mtf", shape, image.device, image.dtype, params, detector.mtf_camera)
+    return MTF_CACHE.get(
+        key,
+        shape[0] * shape[1],
+        lambda: detector.mtf(shape, device=image.device, dtype=image.dtype),
+    )
 
 
 @accepts_arrays

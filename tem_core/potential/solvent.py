@@ -24,9 +24,20 @@ class SolventGeometry:
                 f"slab_normal must not be perpendicular to the beam, got {normal.tolist()}"
             )
         require_positive("ice.thickness_a", ice.thickness_a, "Å")
+        # A slab without a hole, tilted about x (or y) or not at all, varies along one axis
+        # only: then its geometry is computed on one column (row) and broadcast, bitwise the
+        # values of every column (row), and its lengths on that line too.
+        self.line_axis = None
+        if ice.hole_diameter_a is None:  # (a meniscus needs a hole)
+            if float(normal[0]) == 0.0:
+                self.line_axis = -1  # constant along x
+            elif float(normal[1]) == 0.0:
+                self.line_axis = -2  # constant along y
+        rows, cols = (ny, 1) if self.line_axis == -1 else (1, nx) if self.line_axis else (ny, nx)
         yc, xc = torch.meshgrid(
-            (torch.arange(ny, **f64) + 0.5) * s, (torch.arange(nx, **f64) + 0.5) * s, indexing="ij"
-        )
+            (torch.arange(rows, **f64) + 0.5) * s, (torch.arange(cols, **f64) + 0.5) * s,
+            indexing="ij",
+        )  # fmt: skip
         self.rel_x, self.rel_y = xc - centre[0], yc - centre[1]
         self.centre, self.normal, self.sampling_a = centre, normal, s
         self.in_plane = self.rel_x * normal[0] + self.rel_y * normal[1]
@@ -37,6 +48,11 @@ class SolventGeometry:
             rho = torch.sqrt(self.rel_x**2 + self.rel_y**2 + mid_z**2)
             thickness = ice.thickness_at_a(rho)
         self.ice_lo, self.ice_hi = self._interval(thickness)
+        if self.line_axis is not None:  # read-only broadcast views of the line
+            self.rel_x, self.rel_y, self.in_plane, self.ice_lo, self.ice_hi = (
+                t.expand(ny, nx)
+                for t in (self.rel_x, self.rel_y, self.in_plane, self.ice_lo, self.ice_hi)
+            )
         self.hole_radius_a = (
             None if ice.hole_diameter_a is None else 0.5 * float(ice.hole_diameter_a)
         )
@@ -46,14 +62,6 @@ class SolventGeometry:
             require_positive("ice.support_thickness_a", ice.support_thickness_a, "Å")
             self.c_lo, self.c_hi = self._interval(ice.support_thickness_a)
         self.dtype = dtype
-        # A slab without a hole, tilted about x (or y) or not at all, varies along one axis
-        # only: then its lengths are computed on one column (row), bitwise the same values.
-        self.line_axis = None
-        if self.hole_radius_a is None:
-            if float(normal[0]) == 0.0:
-                self.line_axis = -1  # constant along x
-            elif float(normal[1]) == 0.0:
-                self.line_axis = -2  # constant along y
 
     def line_lengths(self, z0: float, z1: float) -> torch.Tensor:
         """Ice length in the slice on one line (``line_axis`` is not None): ``(ny, 1)`` or
@@ -69,7 +77,8 @@ class SolventGeometry:
         return torch.minimum(a, b), torch.maximum(a, b)
 
     def lengths(self, z0: float, z1: float):
-        """``(ice_length_a, carbon_length_a)`` in the slice per pixel, hole weighting applied.
+        """``(ice_length_a, carbon_length_a)`` in the slice per pixel, hole weighting applied
+        (a read-only broadcast view of one line where :attr:`line_axis` is set).
 
         Computed in place on five grids (the geometry is float64 and never needs a graph):
         the expression form made ~30 temporary grids per slice, which with glibc's defaults
@@ -80,6 +89,8 @@ class SolventGeometry:
         """
         if self._followed():
             return self.lengths_reference(z0, z1)
+        if self.line_axis is not None:  # no hole: the line's lengths, broadcast (read only)
+            return self.line_lengths(z0, z1).expand(self.ice_lo.shape), None
         ice_len = torch.clamp(self.ice_hi, max=z1)
         b = torch.clamp(self.ice_lo, min=z0)
         ice_len.sub_(b).clamp_(min=0)
