@@ -61,7 +61,12 @@ import torch
 
 from tem_core import memory
 from tem_core.potential.checks import check_atoms
-from tem_core.potential.kaiser_bessel import KB_WIDTH, MAP_PADDING, kb_gather, kb_transform
+from tem_core.potential.kaiser_bessel import (
+    KB_WIDTH,
+    MAP_PADDING,
+    kb_gather,
+    kb_transform,
+)
 from tem_core.potential.kernels import project_gaussians
 from tem_core.potential.map_kernels import split_cumulative
 from tem_core.structure import rotate_points
@@ -157,22 +162,6 @@ class _ParticleType:
                     pos[idx], amp[idx], wid[idx], rad[idx], z0_a=z0, z1_a=z1, **common
                 )
         return out
-
-    def z_bounds(self, rows: torch.Tensor) -> tuple[list[float], list[float]]:
-        """Per copy, ``min(z − window)`` and ``max(z + window)`` over the atoms [Å, from the
-        centre] for rotations of z rows ``rows`` ``(B, 3)``: rotate_points' z row evaluated
-        on the atoms that a matrix product (other rounding, within ``1e-6 · radius``) puts
-        within ``1e-5 · radius`` of the extremes, so the extremes themselves, bitwise."""
-        p, w = self.template, self.window_a
-        rough, margin = p @ rows.T, 1e-5 * self.radius_a  # (N, B)
-        low, high = rough - w[:, None], rough + w[:, None]
-        out = []
-        for near in ((low <= low.amin(0) + margin).any(1), (high >= high.amax(0) - margin).any(1)):
-            q = p[near][None]
-            z = (q[..., 0] * rows[:, 0, None] + q[..., 1] * rows[:, 1, None]
-                 + q[..., 2] * rows[:, 2, None])  # fmt: skip
-            out.append((z - w[near]).amin(1) if not out else (z + w[near]).amax(1))
-        return out[0].tolist(), out[1].tolist()
 
     def project(self, rotations, centres, sampling_a: float, shape) -> list[tuple]:
         """Pixel-averaged projections of copies at poses ``rotations`` ``(B, 3, 3)``,
@@ -455,7 +444,12 @@ class _PosedMaps:
             for kind in {id(t): t for t, _, _ in self.items}.values():
                 which = [i for i, (t, _, _) in enumerate(self.items) if t is kind]
                 r = torch.stack([self.items[i][1] for i in which]).to(kind.template.dtype)
-                low, high = kind.z_bounds(r[:, 2])
+                # z row of rotate_points, copies batched (the same products and sums)
+                p = kind.template[None]
+                z = (p[..., 0] * r[:, 2, 0, None] + p[..., 1] * r[:, 2, 1, None]
+                     + p[..., 2] * r[:, 2, 2, None])  # fmt: skip
+                low = (z - kind.window_a).amin(dim=1).tolist()
+                high = (z + kind.window_a).amax(dim=1).tolist()
                 for i, lo, hi in zip(which, low, high, strict=True):
                     cz = float(self.items[i][2][2])
                     lows.append(cz + lo)

@@ -40,16 +40,12 @@ from tem_core.potential import (
     projected_potential,
 )
 from tem_core.potential.damage import RadiationDamage, attenuation_filter, ice_exposed
-from tem_core.propagate import (
-    SamplingWarning,
-    check_sampling,
-    multislice,
-    phase_object_wave,
-)
+from tem_core.propagate import SamplingWarning, check_sampling, multislice, phase_object_wave
 from tem_core.simulate.cache import ExitWaveCache
 from tem_core.simulate.checks import (
     _plain_values,
     _preflight,
+    _release_between_tilts,
     _small_grid_threads,
     atom_slice_range,
     micrograph_memory_bytes,
@@ -514,7 +510,7 @@ def tilt_series(
         # tilt runs (memory preflight: tem_core.memory.with_stored_images)
         images[k] = (result.counts if result.counts is not None else result.expected).float()
         del result
-        memory.release_at_boundary()
+        _release_between_tilts(potential, device)  # small grids: only beyond a bound
         if workdir is not None:
             tio.write_mrc(
                 _tilt_path(workdir, k),

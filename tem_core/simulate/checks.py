@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tem_core import memory
+from tem_core import _heap, memory
 from tem_core.detector import Detector
 from tem_core.optics import Microscope
 from tem_core.potential import (
@@ -242,14 +242,28 @@ def _preflight(
 #: and on a loaded 2-core machine the threads' contention made a 400² FFT 8× slower
 #: (10.3 ms instead of 1.2 ms, ``benchmarks/vs_temsim.py`` notes); Taichi keeps its threads.
 #: Their tilts also skip the stages' heap releases (``memory.DEFER_RELEASES``): the series
-#: releases once after each tilt (6-7 malloc_trim calls, 7 ms CPU per 400² tilt, before).
+#: releases once after each tilt (6-7 malloc_trim calls, 7 ms CPU per 400² tilt, before),
+#: and only when the heap holds more than ``_heap.RETAINED_FREE_HEAP_BYTES`` free (the
+#: next tilt reuses the free blocks; a release made it fault its pages in again).
 SINGLE_THREAD_MAX_PIXELS = 512 * 512
+
+
+def _small_grid(potential: PotentialSettings, device: torch.device | None) -> bool:
+    ny, nx = potential.shape
+    return ny * nx <= SINGLE_THREAD_MAX_PIXELS and (device is None or device.type == "cpu")
+
+
+def _release_between_tilts(potential: PotentialSettings, device: torch.device | None) -> bool:
+    """The heap release after a tilt: bounded (:func:`tem_core._heap.release_beyond`) for
+    small grids, every tilt for the others."""
+    if _small_grid(potential, device):
+        return _heap.release_beyond()
+    return memory.release_at_boundary()
 
 
 @contextlib.contextmanager
 def _small_grid_threads(potential: PotentialSettings, device: torch.device | None):
-    ny, nx = potential.shape
-    small = ny * nx <= SINGLE_THREAD_MAX_PIXELS and (device is None or device.type == "cpu")
+    small = _small_grid(potential, device)
     previous = torch.get_num_threads()
     token = memory.DEFER_RELEASES.set(True) if small else None
     try:
