@@ -36,6 +36,7 @@ from tem_core._grid_cache import GridCache, plain_key
 from tem_core.detector.mtf import (
     _mtf_of_omega2,
     apply_mtf,
+    apply_radial_mtf,
     mtf_parametric,
     mtf_tabulated,
 )
@@ -303,7 +304,7 @@ def expected_and_detected(
         the same values as the two functions called separately with this generator.
     """
     electrons, mtf = _electrons_and_mtf(intensity, detector, dose_e_per_a2, sampling_a)
-    blurred = None if mtf is None else apply_mtf(electrons, mtf)  # shared with the noise
+    blurred = None if mtf is None else apply_radial_mtf(electrons, mtf)  # shared with the noise
     expected = _expected_counts(electrons if blurred is None else blurred, None, detector)
     counts = None
     if generator is not None:
@@ -322,7 +323,7 @@ def _expected_counts(
     electrons: torch.Tensor, mtf: torch.Tensor | None, detector: Detector
 ) -> torch.Tensor:
     if mtf is not None:
-        electrons = apply_mtf(electrons, mtf)
+        electrons = apply_radial_mtf(electrons, mtf)
     return _batch_shaped(_as_tensor(detector.gain_counts_per_e, electrons)) * electrons
 
 
@@ -335,11 +336,11 @@ def _sampled_counts(
 ) -> torch.Tensor:
     if mtf is not None and not detector.mtf_after_noise:
         if blurred is None or mtf.requires_grad:  # noise never follows the MTF's parameters
-            blurred = apply_mtf(electrons, mtf.detach())
+            blurred = apply_radial_mtf(electrons, mtf.detach())
         electrons = blurred.clamp_min(0.0)
     detected = sample_electrons(
         electrons, dqe=detector.dqe, generator=generator, noise_model=detector.noise_model
     )
     if mtf is not None and detector.mtf_after_noise:
-        detected = apply_mtf(detected, mtf)
+        detected = apply_radial_mtf(detected, mtf)
     return _batch_shaped(_as_tensor(detector.gain_counts_per_e, detected)) * detected

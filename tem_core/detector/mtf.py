@@ -130,3 +130,18 @@ def apply_mtf(image: torch.Tensor, mtf: torch.Tensor) -> torch.Tensor:
     spectrum = fft2(image) * mtf
     memory.release_in_backward(spectrum)  # heap pages back between the transforms' backward
     return ifft2(spectrum).real
+
+
+def apply_radial_mtf(image: torch.Tensor, mtf: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_mtf` for an even transfer function (``MTF(−ω) = MTF(ω)``, as every radial
+    MTF of :class:`tem_core.detector.Detector`): the product of a real image's Hermitian
+    spectrum with an even real filter is Hermitian, so the half-spectrum transforms
+    (``rfft2``, ``irfft2``) give the same image, within rounding, for half the work. Shapes
+    as :func:`apply_mtf` (checked there); normalised by hand (see :mod:`tem_core._fft`)."""
+    if image.is_complex() or tuple(mtf.shape[-2:]) != tuple(image.shape[-2:]):
+        return apply_mtf(image, mtf)  # (raises on a shape mismatch)
+    ny, nx = image.shape[-2:]
+    spectrum = torch.fft.rfft2(image) * mtf[..., : nx // 2 + 1]
+    memory.release_in_backward(spectrum)
+    out = torch.fft.irfft2(spectrum, s=(ny, nx), norm="forward")  # unnormalised inverse
+    return out * (1.0 / (ny * nx)) if out.requires_grad else out.mul_(1.0 / (ny * nx))

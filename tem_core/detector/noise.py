@@ -61,6 +61,8 @@ def _sample_wald(mean: torch.Tensor, k: torch.Tensor, generator: torch.Generator
     """
     y = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype) ** 2
     u = torch.rand(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    if k.numel() == 1 and not k.requires_grad and float(k) > 0:
+        return _wald_in_place(mean, k.reshape(()), y, u)
     k = torch.broadcast_to(k, mean.shape)
     positive = (mean > 0) & (k > 0)
     k_safe = torch.where(positive, k, torch.ones_like(k))
@@ -71,6 +73,21 @@ def _sample_wald(mean: torch.Tensor, k: torch.Tensor, generator: torch.Generator
     sample = torch.where(pick_small, x, mean * mean / x_safe)
     sample = torch.where(x > 0, sample, mean)  # x underflows only when y = 0: then x = mean
     return torch.where(positive, sample, mean)
+
+
+def _wald_in_place(mean, k, y, u):
+    """:func:`_sample_wald`'s expressions for one ``k > 0`` on four grids (``y``, ``u`` and
+    two more, reused): the same operations on the same values, so the same bits."""
+    tiny = torch.finfo(mean.dtype).tiny
+    t = torch.mul(mean, 4.0).mul_(y).div_(k)  # 4 mean y / k
+    d = torch.mul(y, y).add_(t).sqrt_().add_(y).clamp_min_(tiny)  # y + root, clamped
+    x = torch.mul(mean, 2.0, out=t).mul_(y).div_(d).neg_().add_(mean)  # mean − 2 mean y / d
+    pick_small = u.mul_(torch.add(mean, x, out=d)) <= mean
+    x_positive = x > 0
+    large = torch.mul(mean, mean, out=d).div_(torch.where(x_positive, x, x.new_ones(()), out=u))
+    sample = torch.where(pick_small, x, large, out=y)
+    sample = torch.where(x_positive, sample, mean)  # x underflows only when y = 0
+    return torch.where(mean > 0, sample, mean)
 
 
 def sample_electrons(
