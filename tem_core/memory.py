@@ -92,6 +92,9 @@ SUPPORT_FLOAT64_GRIDS = 2
 # axis (evaluation height, its offset, the projection along the normal, the distance) and
 # the support film's length, in float64 again
 LENGTHS_FLOAT64_GRIDS = 3
+# then _Solvent.parts (potential.streaming): the ice, the excluded ice, their difference, its
+# clamp and the imaginary part (real); the slice's peak when its geometry is a line (no hole)
+SOLVENT_PARTS_REAL_GRIDS = 5
 HOLE_LENGTHS_FLOAT64_GRIDS = 9
 # IceField (potential.ice, amorphous-ice fluctuations): per mode the (2·3 + 1)² spreading
 # indices (int64) and weights, and their products with the mode's coefficients (real,
@@ -104,6 +107,12 @@ ICE_FIELD_OVERSAMPLING = 2
 GRAPH_SOLVENT_REAL_GRIDS_PER_SLICE = 3
 GRAPH_REAL_GRIDS_PER_SLICE = 1
 INELASTIC_REAL_GRIDS = 1  # the running sum of the imaginary potential (no energy filter)
+# while the inelastic background is blurred: the exit wave, the kept CTF, the absorbed
+# fraction's spectrum, its complex copy and the filtered spectrum (complex); the intensity,
+# the absorbed fraction and the blur filter (real); projection: the projected potential
+# (complex, its imaginary part is the absorption) instead of the running sum
+INELASTIC_STAGE_COMPLEX_GRIDS = 5
+INELASTIC_STAGE_REAL_GRIDS = 3
 DAMAGE_REAL_GRIDS = 1  # the radiation-damage filter
 # Per-atom arrays (counted in values per atom, like the grids; `--explain` on a case with
 # many atoms, e.g. `micrograph:1024:float32:0:apo20`, lists them). Kept for the whole stream
@@ -201,19 +210,11 @@ def ctf_bytes(shape: Sequence[int], dtype: torch.dtype, *, requires_grad: bool =
     return n_pixels(shape) * grids * itemsizes(dtype)[0]
 
 
-def mtf_bytes(
-    shape: Sequence[int],
-    dtype: torch.dtype,
-    *,
-    tabulated: bool = False,
-    requires_grad: bool = False,
-) -> int:
-    """Peak memory of :meth:`tem_core.detector.Detector.mtf` on ``shape`` [bytes].
-
-    ``tabulated``: a camera's measured MTF table (``Detector.mtf_camera``) instead of the
-    parametric form; ``requires_grad``: parametric with parameters that require grad (no
-    longer built in place).
-    """
+def mtf_bytes(shape: Sequence[int], dtype: torch.dtype, *, tabulated: bool = False,
+              requires_grad: bool = False) -> int:  # fmt: skip
+    """Peak memory of :meth:`tem_core.detector.Detector.mtf` on ``shape`` [bytes]; ``tabulated``:
+    a camera's measured MTF table (``Detector.mtf_camera``), not the parametric form;
+    ``requires_grad``: parametric with parameters that require grad (not built in place)."""
     real = itemsizes(dtype)[0]
     if tabulated:
         return n_pixels(shape) * (MTF_TABLE_REAL_GRIDS * real + MTF_TABLE_INDEX_GRIDS * 8)
@@ -221,14 +222,8 @@ def mtf_bytes(
     return n_pixels(shape) * grids * real
 
 
-def slice_potential_bytes(
-    shape: Sequence[int],
-    dtype: torch.dtype,
-    n_atoms: int,
-    window_px: int,
-    *,
-    requires_grad: bool = False,
-) -> int:
+def slice_potential_bytes(shape: Sequence[int], dtype: torch.dtype, n_atoms: int,
+                          window_px: int, *, requires_grad: bool = False) -> int:  # fmt: skip
     """Peak memory of :func:`tem_core.potential.slice_potential` [bytes].
 
     The slice and its canvas, plus per atom (in chunks of at most 32768) two ``(window,)``
@@ -324,6 +319,7 @@ def micrograph_phases(
     solvent: bool = True,
     support: bool = False,
     hole: bool = False,
+    line: bool = False,
     ice_field_modes: int = 0,
     inelastic: bool = True,
     damage: bool = False,
@@ -339,7 +335,8 @@ def micrograph_phases(
     streamed slice (``method="projection"``: none); ``"image"``: the exit wave and its
     spectrum while the CTF is built, then the detector's MTF. The peak is the largest phase.
     ``dtype`` is the atoms' floating dtype. ``solvent``: an ice slab (``support``: with a
-    support film around a ``hole``); ``inelastic``: no energy filter; ``damage``: a
+    film around a ``hole``; ``line``: no hole, tilted about x or y or not at all, so its
+    geometry is computed on one line); ``inelastic``: no energy filter; ``damage``: a
     radiation-damage filter. With ``requires_grad`` autograd keeps arrays of each of the
     ``n_slices`` slices holding atoms, and of the ``n_later_slices`` after them, until
     ``backward``: they are added to every phase. ``atoms``: the atoms' own arrays
@@ -352,7 +349,7 @@ def micrograph_phases(
     float64s = 0
     generator_reals = STREAM_REAL_GRIDS
     if solvent:
-        float64s = SOLVENT_FLOAT64_GRIDS + SUPPORT_FLOAT64_GRIDS * support
+        float64s = (SOLVENT_FLOAT64_GRIDS + SUPPORT_FLOAT64_GRIDS * support) * (not line)
         generator_reals += SOLVENT_REAL_GRIDS
     graph = 0
     if requires_grad:
@@ -377,9 +374,9 @@ def micrograph_phases(
         + (STREAM_REAL_GRIDS + kept + loop_reals + splat) * real
     )
     if solvent:
-        temporaries = HOLE_LENGTHS_FLOAT64_GRIDS if hole else LENGTHS_FLOAT64_GRIDS
-        copies = 0 if dtype == torch.float64 else 1 + support
-        slice_ += px * ((float64s + temporaries) * 8 + copies * real)
+        lengths = (HOLE_LENGTHS_FLOAT64_GRIDS if hole else LENGTHS_FLOAT64_GRIDS * (not line)) * 8
+        lengths += 0 if dtype == torch.float64 or line else (1 + support) * real  # the copies
+        slice_ += px * (float64s * 8 + max(lengths, SOLVENT_PARTS_REAL_GRIDS * real))
     if ice_field_modes:
         per_mode = ICE_FIELD_ENTRIES_PER_MODE * (8 + 3 * real)
         r2 = ICE_FIELD_OVERSAMPLING**2
@@ -394,6 +391,8 @@ def micrograph_phases(
     # the detector's MTF with the intensity, the electrons and their spectrum
     image = px * (2 * cplx + INELASTIC_REAL_GRIDS * inelastic * real)
     image += max(ctf_bytes(shape, dtype), mtf_bytes(shape, dtype, tabulated=tabulated_mtf))
+    image = max(image, px * inelastic * (INELASTIC_STAGE_COMPLEX_GRIDS * cplx + (cplx - real) * (
+        method == "projection") + (INELASTIC_STAGE_REAL_GRIDS + kept) * real))  # fmt: skip
     if atoms is not None:
         graph += atoms["graph"]
         slice_ += atoms["stream"] + atoms["slice"]

@@ -43,7 +43,7 @@ CASES = (
 
 @pytest.mark.slow
 def test_estimates_within_1_5x_of_the_measured_peak() -> None:
-    """Measured: 0.93-1.04 at these sizes (2026-12-01); the target is [1/1.5, 1.5]."""
+    """Measured: 0.85-1.09 at these sizes (2026-12-02); the target is [1/1.5, 1.5]."""
     done = subprocess.run(
         [sys.executable, "benchmarks/memory.py", "--case", ",".join(CASES)],
         cwd=REPO_ROOT,

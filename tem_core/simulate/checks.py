@@ -87,6 +87,8 @@ def _memory(specimen, potential, microscope, detector, method, damage) -> tuple[
     ice = specimen.ice
     solvent = bool(potential.include_solvent and ice is not None)
     hole = solvent and ice.hole_diameter_a is not None
+    normal = [float(v) for v in specimen.slab_normal.detach().reshape(-1)[:2]]
+    line = solvent and not hole and 0.0 in normal  # the slab geometry on one line
     n_slices = n_later = 0
     if grad:
         n_total, first, last = atom_slice_range(specimen, potential)
@@ -109,6 +111,7 @@ def _memory(specimen, potential, microscope, detector, method, damage) -> tuple[
         solvent=solvent,
         support=hole and ice.support != "vacuum",
         hole=hole,
+        line=line,
         ice_field_modes=potential.ice_structure.n_modes if solvent and potential.ice_structure
         else 0,
         inelastic=not microscope.energy_filter,
