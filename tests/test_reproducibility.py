@@ -111,13 +111,14 @@ def test_one_and_two_threads_give_the_same_bits() -> None:
     assert _hashes_with_threads(1) == _hashes_with_threads(2)
 
 
-def test_tilt_series_unchanged_by_the_shared_mtf_and_releases_once_per_small_tilt(monkeypatch):
+def test_tilt_series_unchanged_by_the_shared_mtf_and_releases_beyond_the_bound(monkeypatch):
     """The series (small grid: stage releases deferred; the detector's MTF shared by the
     expected image and the noise) gives the bits of the series whose detector runs
     expected_image and detect apart (the path before the sharing, same generator draws),
-    and returns the heap's pages once per tilt."""
+    and returns the heap's pages after a tilt only when the heap holds more than
+    ``_heap.RETAINED_FREE_HEAP_BYTES`` free: once per tilt beyond, never within."""
     import tem_core.simulate as simulate
-    from tem_core import memory
+    from tem_core import _heap, memory
     from tem_core.detector import detect, expected_image
 
     scheme = TiltScheme(angles_rad=(0.0, 0.4), dose_e_per_a2=(10.0,) * 2, defocus_a=(2e4,) * 2)
@@ -138,8 +139,12 @@ def test_tilt_series_unchanged_by_the_shared_mtf_and_releases_once_per_small_til
 
     for method in ("multislice", "projection"):
         calls.clear()
+        monkeypatch.setattr(_heap, "free_heap_bytes", lambda: 2 * _heap.RETAINED_FREE_HEAP_BYTES)
         shared = series(method)
         assert len(calls) == len(scheme)
+        calls.clear()
+        monkeypatch.setattr(_heap, "free_heap_bytes", lambda: _heap.RETAINED_FREE_HEAP_BYTES)
+        assert torch.equal(shared, series(method)) and not calls
         with monkeypatch.context() as patch:
             patch.setattr(simulate, "expected_and_detected", apart)
             assert torch.equal(shared, series(method))
