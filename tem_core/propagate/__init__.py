@@ -61,7 +61,7 @@ from tem_core.propagate.checks import (
     check_sampling,
     estimate_wave_memory_bytes,
 )
-from tem_core.propagate.lines import bandlimit_line, constant_axis, one_line
+from tem_core.propagate.lines import LineWave, bandlimit_line, constant_axis, one_line
 from tem_core.propagate.workspace import StepWorkspace
 from tem_core.units import electron_wavelength_a, interaction_parameter
 from tem_core.validation import (
@@ -383,7 +383,7 @@ def multislice(
         raise TypeError(f"wave must be a torch.Tensor or None, got {type(wave).__name__}")
 
     psi = wave
-    workspace = None
+    workspace = lines = None
     mask = scaled_mask = scaled_prop = scaled_for = None
     propagator = None
     shape = None
@@ -485,6 +485,23 @@ def multislice(
         if buffered and workspace is None:
             workspace = StepWorkspace(interaction_parameter(energy_ev), cdtype, potential.device)
         axis = constant_axis(potential)
+        if axis is not None:  # steps along lines, the wave transformed along axis (lines.py)
+            if workspace is not None:
+                psi = workspace.flush(psi)
+            if lines is not None and lines.axis != axis:
+                psi, lines = lines.wave(), None
+            if lines is None:
+                lines = (
+                    LineWave.plane(shape, axis, dtype=cdtype, device=potential.device)
+                    if n_done == 0 and wave is None
+                    else LineWave.of(psi, axis, propagator)
+                )
+            t = transmission_function(one_line(potential, axis), energy_ev=energy_ev).to(cdtype)
+            lines.step(bandlimit_line(t, mask, axis), propagator)
+            n_done += 1
+            continue
+        if lines is not None:
+            psi, lines = lines.wave(), None
         if buffered and axis is None and scaled_mask is not None and potential.ndim == 2:
             # band limit of this slice batched with the wave step of the previous one
             psi = workspace.push(psi, potential, scaled_mask, scaled_prop)
@@ -493,20 +510,15 @@ def multislice(
         if workspace is not None:
             psi = workspace.flush(psi)
         step = workspace.step if buffered else _multislice_step_scaled
-        if axis is None:
-            if buffered:
-                t = workspace.transmission(potential)
-            else:
-                t = transmission_function(potential, energy_ev=energy_ev).to(cdtype)
-            psi = step(psi, t, scaled_prop, scaled_mask)
-        else:  # the same step, with t computed and band-limited along one axis only
-            t = transmission_function(one_line(potential, axis), energy_ev=energy_ev).to(cdtype)
-            t = bandlimit_line(t, mask, axis)
-            psi = step(psi, t, scaled_prop, None)
+        t = workspace.transmission(potential) if buffered else (
+            transmission_function(potential, energy_ev=energy_ev).to(cdtype))  # fmt: skip
+        psi = step(psi, t, scaled_prop, scaled_mask)
         release_in_backward(psi)  # heap pages back between the steps of backward
         n_done += 1
     if workspace is not None:
         psi = workspace.flush(psi)
+    if lines is not None:
+        psi = lines.wave()
     if n_done == 0:
         raise ValueError("slices is empty: multislice needs at least one slice")
     if per_slice is not None and n_done != len(per_slice):
