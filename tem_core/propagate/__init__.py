@@ -488,20 +488,19 @@ def multislice(
         if axis is not None:  # steps along lines, the wave transformed along axis (lines.py)
             if workspace is not None:
                 psi = workspace.flush(psi)
-            if lines is not None and lines.axis != axis:
-                psi, lines = lines.wave(), None
-            if lines is None:
-                lines = (
-                    LineWave.plane(shape, axis, dtype=cdtype, device=potential.device)
-                    if n_done == 0 and wave is None
-                    else LineWave.of(psi, axis, propagator)
-                )
+            lines = LineWave(shape) if lines is None else lines
+            if lines.active and lines.axis != axis:
+                psi = lines.wave()
+            if not lines.active and n_done == 0 and wave is None:
+                lines.plane(axis, dtype=cdtype, device=potential.device)
+            elif not lines.active:
+                lines.of(psi, axis, propagator)
             t = transmission_function(one_line(potential, axis), energy_ev=energy_ev).to(cdtype)
             lines.step(bandlimit_line(t, mask, axis), propagator)
             n_done += 1
             continue
-        if lines is not None:
-            psi, lines = lines.wave(), None
+        if lines is not None and lines.active:
+            psi = lines.wave()
         if buffered and axis is None and scaled_mask is not None and potential.ndim == 2:
             # band limit of this slice batched with the wave step of the previous one
             psi = workspace.push(psi, potential, scaled_mask, scaled_prop)
@@ -517,7 +516,7 @@ def multislice(
         n_done += 1
     if workspace is not None:
         psi = workspace.flush(psi)
-    if lines is not None:
+    if lines is not None and lines.active:
         psi = lines.wave()
     if n_done == 0:
         raise ValueError("slices is empty: multislice needs at least one slice")

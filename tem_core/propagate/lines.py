@@ -77,49 +77,60 @@ class LineWave:
     ``data[..., j, :]`` is the line of frequency ``index[j]`` (the others are zero), along the
     axis the slices vary on. Steps through slices constant along ``axis`` (module docstring).
 
-    Make one with :meth:`plane` (unit plane wave) or :meth:`of` (any wave); :meth:`wave`
-    returns the wave on the grid. Pure torch: autograd follows the wave and the propagator.
+    One per :func:`~tem_core.propagate.multislice` call: :meth:`plane` (unit plane wave) or
+    :meth:`of` (any wave) starts a run of line slices, :meth:`step` steps it, :meth:`wave`
+    ends it and returns the wave on the grid; the kept frequencies and the propagator's rows
+    are cached between runs. Pure torch: autograd follows the wave and the propagator.
     """
 
-    def __init__(self, data, index, axis: int, shape, *, plane: bool = False) -> None:
-        self.data, self.index, self.axis, self.shape = data, index, axis, tuple(shape)
-        self._plane = plane  # the frequency 0 only: the wave is constant along axis
+    def __init__(self, shape) -> None:
+        self.shape = tuple(shape)
+        self.data: torch.Tensor | None = None  # None: no run in progress
+        self.axis = -1
+        self._plane = False  # the frequency 0 only: the wave is constant along axis
+        self._keep: dict[int, torch.Tensor] = {}
         self._rows_for: torch.Tensor | None = None
+        self._rows_mode: tuple | None = None
         self._rows: torch.Tensor | None = None
 
     @property
-    def _length(self) -> int:
+    def active(self) -> bool:
+        return self.data is not None
+
+    def _length(self, axis: int) -> int:
         """Number of points along the constant axis."""
-        return self.shape[1] if self.axis == -1 else self.shape[0]
+        return self.shape[1] if axis == -1 else self.shape[0]
 
-    @classmethod
-    def plane(cls, shape, axis: int, *, dtype: torch.dtype, device) -> LineWave:
-        """The unit plane wave: the single frequency 0, of value ``n`` (unnormalised)."""
-        ny, nx = shape
-        n, line = (nx, ny) if axis == -1 else (ny, nx)
-        data = torch.full((1, line), float(n), dtype=dtype, device=device)
-        index = torch.zeros(1, dtype=torch.long, device=device)
-        return cls(data, index, axis, shape, plane=True)
+    def plane(self, axis: int, *, dtype: torch.dtype, device) -> None:
+        """Start with the unit plane wave: the single frequency 0, of value ``n``
+        (unnormalised transform)."""
+        ny, nx = self.shape
+        line = ny if axis == -1 else nx
+        self.data = torch.full((1, line), float(self._length(axis)), dtype=dtype, device=device)
+        self.axis, self._plane, self.index = axis, True, None
 
-    @classmethod
-    def of(cls, wave: torch.Tensor, axis: int, propagator: torch.Tensor) -> LineWave:
-        """``wave`` transformed along ``axis``, keeping the frequencies where ``propagator``
-        (its aperture) is not zero everywhere: the next step zeroes the others."""
-        dim_line = -2 if axis == -1 else -1
-        keep = (propagator != 0).any(dim=dim_line).nonzero().reshape(-1)
-        spectrum = torch.fft.fft(wave, dim=axis, norm="backward").index_select(axis, keep)
-        if axis == -1:
-            spectrum = spectrum.transpose(-1, -2)
-        return cls(spectrum.contiguous(), keep, axis, wave.shape[-2:])
+    def of(self, wave: torch.Tensor, axis: int, propagator: torch.Tensor) -> None:
+        """Start with ``wave`` transformed along ``axis``, keeping the frequencies where
+        ``propagator`` (its aperture; the same in every step of a call) is not zero
+        everywhere: the next step zeroes the others."""
+        if axis not in self._keep:
+            dim_line = -2 if axis == -1 else -1
+            self._keep[axis] = (propagator != 0).any(dim=dim_line).nonzero().reshape(-1)
+        keep = self._keep[axis]
+        spectrum = torch.fft.fft(wave, dim=axis, norm="backward")
+        if axis == -1:  # frequencies as rows: a transposed copy, then whole rows
+            spectrum = spectrum.transpose(-1, -2).contiguous()
+        self.data = spectrum.index_select(-2, keep)
+        self.axis, self._plane, self.index = axis, False, keep
 
     def _rows_of(self, propagator: torch.Tensor) -> torch.Tensor:
         """``propagator / n_line`` on the kept frequencies, one row each (cached)."""
-        if self._rows_for is not propagator:
-            rows = propagator.index_select(self.axis, self.index)
-            if self.axis == -1:
-                rows = rows.transpose(-1, -2)
+        mode = (self.axis, self._plane)
+        if self._rows_for is not propagator or self._rows_mode != mode:
+            rows = propagator if self.axis == -2 else propagator.transpose(-1, -2)
+            rows = rows[:1] if self._plane else rows.index_select(-2, self.index)
             self._rows = (rows * (1.0 / rows.shape[-1])).contiguous()  # row-major, as data
-            self._rows_for = propagator
+            self._rows_for, self._rows_mode = propagator, mode
         return self._rows
 
     def step(self, transmission: torch.Tensor, propagator: torch.Tensor) -> None:
@@ -132,12 +143,17 @@ class LineWave:
         self.data = torch.fft.ifft(spectrum, dim=-1, norm="forward")  # unnormalised
 
     def wave(self) -> torch.Tensor:
-        """The wave on the grid, ``(..., ny, nx)`` (an inverse transform along ``axis``)."""
-        data = self.data if self.axis == -2 else self.data.transpose(-1, -2)
-        n = self._length
+        """End the run: the wave on the grid, ``(..., ny, nx)`` (an inverse transform along
+        ``axis``)."""
+        data, axis, self.data = self.data, self.axis, None
+        n = self._length(axis)
         if self._plane:  # constant along axis
-            return (data * (1.0 / n)).expand(*data.shape[:-2], *self.shape).contiguous()
+            line = data * (1.0 / n)
+            line = line if axis == -2 else line.transpose(-1, -2)
+            return line.expand(*line.shape[:-2], *self.shape).contiguous()
         full = list(data.shape)
-        full[self.axis] = n
-        spectrum = data.new_zeros(full).index_copy(self.axis, self.index, data)
-        return torch.fft.ifft(spectrum, dim=self.axis, norm="forward") * (1.0 / n)
+        full[-2] = n  # frequencies as rows, as data
+        spectrum = data.new_zeros(full).index_copy(-2, self.index, data)
+        wave = torch.fft.ifft(spectrum, dim=-2, norm="forward")  # unnormalised, scaled here
+        wave = wave * (1.0 / n) if wave.requires_grad else wave.mul_(1.0 / n)
+        return wave if axis == -2 else wave.transpose(-1, -2).contiguous()
