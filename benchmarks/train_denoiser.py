@@ -75,6 +75,20 @@ def main() -> None:
         default=TrainSettings().particle_weight,
         help="extra loss weight on the particles (TrainSettings.particle_weight)",
     )
+    parser.add_argument(
+        "--focus-electrons",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="summed electrons per pixel [e/px] drawn by a share of the crops "
+        "(TrainSettings.focus_electrons)",
+    )
+    parser.add_argument(
+        "--focus-share",
+        type=float,
+        default=TrainSettings().focus_share,
+        help="share of the crops drawing from --focus-electrons (TrainSettings.focus_share)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", help="folder for the noise-free training images")
     parser.add_argument("--out", help="weights file to write")
@@ -89,6 +103,8 @@ def main() -> None:
         seed=args.seed,
         pilot=not args.no_pilot,
         particle_weight=args.particle_weight,
+        focus_electrons=tuple(args.focus_electrons) if args.focus_electrons else None,
+        focus_share=args.focus_share,
     )
     t0 = time.perf_counter()
 

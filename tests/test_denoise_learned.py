@@ -165,6 +165,27 @@ def test_bad_weights_and_settings(tmp_path):
     for bad in (-1.0, float("nan"), "4"):
         with pytest.raises(ValueError, match="particle_weight"):
             TrainSettings(particle_weight=bad)
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="focus_share"):
+            TrainSettings(focus_share=bad, focus_electrons=(300.0, 3000.0))
+    with pytest.raises(ValueError, match="focus_electrons"):
+        TrainSettings(focus_share=0.5)
+    with pytest.raises(ValueError, match="focus_electrons"):
+        TrainSettings(focus_electrons=(10.0, 100.0))
+
+
+def test_focus_electrons_changes_only_the_focused_runs():
+    """focus_share = 0 draws nothing more (the same losses as without a focus range); a
+    share > 0 draws other doses (other losses), deterministically."""
+    images = torch.stack([rods(48, seed=s, contrast=0.02) for s in range(2)]).float()
+    base = {"steps": 3, "batch": 2, "crop_px": 32, "channels": (4, 8), "seed": 1}
+    plain = train_denoiser(images, detector=DET, settings=TrainSettings(**base))[1]
+    unused = TrainSettings(**base, focus_electrons=(300.0, 3000.0))
+    assert train_denoiser(images, detector=DET, settings=unused)[1] == plain
+    focused = TrainSettings(**base, focus_electrons=(300.0, 3000.0), focus_share=0.5)
+    losses = train_denoiser(images, detector=DET, settings=focused)[1]
+    assert losses != plain
+    assert train_denoiser(images, detector=DET, settings=focused)[1] == losses
 
 
 def test_particle_mask_finds_the_particle_not_the_flat_ice():

@@ -332,6 +332,12 @@ class TrainSettings:
     electrons
         Range of the electrons per pixel at vacuum summed over the projections [e/px];
         drawn log-uniformly per crop.
+    focus_electrons
+        A narrower range [e/px] inside ``electrons`` from which a share ``focus_share`` of
+        the crops draws its electrons (log-uniformly) instead, so that the network sees more
+        of the counts where it is weakest; ``None``: no focus.
+    focus_share
+        Probability in ``[0, 1)`` that a crop draws from ``focus_electrons``.
     channels
         The U-Net's widths per level.
     pilot
@@ -356,6 +362,8 @@ class TrainSettings:
     channels: tuple[int, ...] = (16, 32, 64, 96)
     pilot: bool = True
     particle_weight: float = 0.0
+    focus_electrons: tuple[float, float] | None = None
+    focus_share: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -368,6 +376,19 @@ class TrainSettings:
         require_positive("electrons", lo, "e/px")
         if not hi >= lo:
             raise ValueError(f"electrons must be (low, high) with high ≥ low, got {self.electrons}")
+        if not (isinstance(self.focus_share, (int, float)) and 0 <= self.focus_share < 1):
+            raise ValueError(f"focus_share must be a number in [0, 1), got {self.focus_share!r}")
+        if self.focus_electrons is not None:
+            f_lo, f_hi = self.focus_electrons
+            if not lo <= f_lo <= f_hi <= hi:
+                raise ValueError(
+                    f"focus_electrons must be (low, high) inside electrons {self.electrons} "
+                    f"e/px, got {self.focus_electrons} e/px"
+                )
+        elif self.focus_share > 0:
+            raise ValueError(
+                f"focus_share = {self.focus_share} needs focus_electrons (e/px), got None"
+            )
         if self.crop_px % 2 ** (len(self.channels) - 1):
             raise ValueError(
                 f"crop_px must be a multiple of {2 ** (len(self.channels) - 1)}, got "
@@ -445,7 +466,13 @@ def train_denoiser(
             crop = torch.rot90(crop, int(turns[i]), dims=(-2, -1))
             crops.append(crop.flip(-1) if flips[i] else crop)
         clean = torch.stack(crops)
-        n_e = torch.exp(lo + (hi - lo) * torch.rand(settings.batch, generator=g))
+        log_n = lo + (hi - lo) * torch.rand(settings.batch, generator=g)
+        if settings.focus_share > 0:  # only then more draws: the default's stream unchanged
+            f_lo, f_hi = (math.log(v) for v in settings.focus_electrons)
+            focus = f_lo + (f_hi - f_lo) * torch.rand(settings.batch, generator=g)
+            pick = torch.rand(settings.batch, generator=g) < settings.focus_share
+            log_n = torch.where(pick, focus, log_n)
+        n_e = torch.exp(log_n)
         rate = clean * n_e.to(clean)[:, None, None]
         # Poisson draws on the CPU from the seeded generator (device-independent noise)
         counts = torch.poisson(rate.detach().cpu().double(), generator=g).to(clean)
