@@ -11,11 +11,7 @@ pilot in dB of the mean squared error after the MTF, on the particles (7 × 7 me
 image; and the mean blend weights (SURE's, the two oracles').
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/denoise_particles_vs_ice.py \
-        [--weights FILE] [--scenes 16] [--cache DIR] [--out JSON] [--write-cap FILE]
-
-``--write-cap``: the weights file again with the mean oracle blend weight on the particles
-per ``N`` stored as its blend cap (:attr:`tem_core.denoise.learned.UNet.blend_cap`: the
-SURE blend gives the network at most that weight at that total count).
+        [--weights FILE] [--scenes 16] [--cache DIR] [--out JSON]
 
 One thread; ~5 min on 2 loaded cores. The scenes are cached in ``--cache`` if given.
 """
@@ -65,11 +61,6 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=16, help="first K of the 24 scenes")
     parser.add_argument("--cache", help="folder caching the 24 noise-free scenes (minutes)")
     parser.add_argument("--out", help="JSON file for the table")
-    parser.add_argument(
-        "--write-cap",
-        help="weights file to write: the weights with the blend cap ((N, mean oracle "
-        "particle weight), ...) measured here (learned.UNet.blend_cap)",
-    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", RuntimeWarning)  # the pixel-size warning (none given)
@@ -137,15 +128,6 @@ def main() -> None:
             ),
             flush=True,
         )
-    if args.write_cap:
-        from importlib import resources  # noqa: PLC0415
-
-        source = args.weights or str(resources.files("tem_core") / "data" / "denoise_unet.pt")
-        stored = torch.load(source, map_location="cpu", weights_only=True)
-        stored["blend_cap"] = [[r["electrons_per_px"], r["weight_oracle_particles"]] for r in rows]
-        stored["blend_cap_source"] = " ".join(sys.argv)
-        torch.save(stored, args.write_cap)
-        print(f"wrote {args.write_cap}: blend cap {stored['blend_cap']}")
     if args.out:
         out = {
             "command": " ".join(sys.argv),

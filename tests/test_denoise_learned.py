@@ -3,13 +3,11 @@ dtype and device, determinism, the shipped weights, training, bad input."""
 
 from __future__ import annotations
 
-from importlib import resources
-
 import pytest
 import torch
 
 from tem_core.denoise import PoissonSettings, denoise_poisson, mean_of_projections
-from tem_core.denoise.blend import cap_weight, sure_blend
+from tem_core.denoise.blend import sure_blend
 from tem_core.denoise.learned import (
     TRAINED_ELECTRONS,
     TrainSettings,
@@ -307,55 +305,6 @@ def test_sure_blend_picks_the_estimator_with_the_lower_risk():
         sure_blend(total, oracle, identity, mtf=None, generator=0)
     with pytest.raises(ValueError, match="probe_step"):
         sure_blend(total, oracle, identity, mtf=None, generator=torch.Generator(), probe_step=0)
-
-
-def test_blend_cap_interpolates_in_log_counts_and_limits_the_weight(tmp_path):
-    table = ((100.0, 1.0), (1000.0, 0.2), (10_000.0, 0.8))
-    counts = torch.tensor([10.0, 100.0, 1000.0**0.5 * 10.0, 1000.0, 1e5], dtype=torch.float64)
-    # constant beyond the ends; halfway in log N between 100 and 1000: the mean weight
-    expected = torch.tensor([1.0, 1.0, 0.6, 0.2, 0.8], dtype=torch.float64)
-    torch.testing.assert_close(cap_weight(table, counts), expected)
-    g = torch.Generator().manual_seed(10)
-    truth = 400.0 * rods(64, contrast=0.05)
-    total = torch.poisson(truth.expand(2, -1, -1), generator=g)
-
-    def oracle(s):
-        return truth.expand_as(s).clone()
-
-    def identity(s):
-        return s
-
-    cap = torch.tensor([0.3, 0.3], dtype=torch.float64)
-    out, a = sure_blend(
-        total, oracle, identity, mtf=None, generator=torch.Generator(), max_weight=cap
-    )
-    # uncapped the weight is ≈ 1 (previous test); capped it is the cap
-    assert torch.equal(a, cap)
-    torch.testing.assert_close(out, 0.3 * oracle(total) + 0.7 * total)
-    # a cap stored with the weights reaches the model (load_denoiser) and the blend
-    stored = torch.load(
-        resources.files("tem_core") / "data" / "denoise_unet.pt",
-        weights_only=True,
-    )
-    stored["blend_cap"] = [[25.0, 0.0], [50_000.0, 0.0]]
-    path = tmp_path / "capped.pt"
-    torch.save(stored, path)
-    assert load_denoiser(path).blend_cap == ((25.0, 0.0), (50_000.0, 0.0))
-    assert load_denoiser().blend_cap is None
-    noisy = detect(
-        rods(48).expand(4, -1, -1),
-        detector=DET,
-        dose_e_per_a2=2.0,
-        sampling_a=5.0,
-        generator=torch.Generator().manual_seed(11),
-    )
-    # weight 0 everywhere: the blend is the Wiener estimate
-    capped = PoissonSettings(regulariser="network", weights_path=str(path))
-    wiener = PoissonSettings(regulariser="wiener")
-    torch.testing.assert_close(
-        denoise_poisson(noisy, detector=DET, settings=capped).rate,
-        denoise_poisson(noisy, detector=DET, settings=wiener).rate,
-    )
 
 
 def test_network_blend_is_deterministic_follows_dtype_and_validates():

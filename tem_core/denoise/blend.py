@@ -39,7 +39,7 @@ from tem_core._fft import fft2, ifft2
 from tem_core.denoise.learned import load_denoiser, network_denoise, wiener_pilot
 from tem_core.validation import require_generator, require_positive
 
-__all__ = ["cap_weight", "network_estimate", "sure_blend"]
+__all__ = ["network_estimate", "sure_blend"]
 
 
 @lru_cache(maxsize=4)
@@ -70,21 +70,8 @@ def network_estimate(
     if not blend:
         return network(total)
     flat = total.reshape(-1, *total.shape[-2:])
-    cap = None if model.blend_cap is None else cap_weight(model.blend_cap, flat.mean((-2, -1)))
-    out, _ = sure_blend(flat, network, wiener_pilot, mtf=mtf, generator=generator, max_weight=cap)
+    out, _ = sure_blend(flat, network, wiener_pilot, mtf=mtf, generator=generator)
     return out.reshape(total.shape)
-
-
-def cap_weight(table: tuple[tuple[float, float], ...], counts: torch.Tensor) -> torch.Tensor:
-    """The largest blend weight of the network at mean summed counts ``counts`` ``(B,)``
-    [electrons/pixel]: ``table``'s weights ``((N, w), ...)`` (``N`` increasing, e/px)
-    interpolated linearly in ``log N``, constant beyond its ends; same device and dtype."""
-    n_e = torch.tensor([float(v) for v, _ in table], dtype=counts.dtype, device=counts.device)
-    w = torch.tensor([float(v) for _, v in table], dtype=counts.dtype, device=counts.device)
-    x, xs = torch.log(counts.clamp(float(n_e[0]), float(n_e[-1]))), torch.log(n_e)
-    i = torch.searchsorted(xs, x.contiguous()).clamp(1, len(table) - 1)
-    t = ((x - xs[i - 1]) / (xs[i] - xs[i - 1]).clamp_min(1e-30)).clamp(0.0, 1.0)
-    return w[i - 1] + t * (w[i] - w[i - 1])
 
 
 def sure_blend(
@@ -95,7 +82,6 @@ def sure_blend(
     mtf: torch.Tensor | None,
     generator: torch.Generator,
     probe_step: float = 0.05,
-    max_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The SURE-optimal blend of two estimators of ``E[S]`` for summed counts ``S``.
 
@@ -112,8 +98,6 @@ def sure_blend(
     probe_step
         ``ε`` of the Monte-Carlo divergence in units of the noise's standard deviation
         ``√mean(S)``.
-    max_weight
-        ``(B,)`` largest weight of ``first`` (:func:`cap_weight`), or ``None``: 1.
 
     Returns
     -------
@@ -141,7 +125,5 @@ def sure_blend(
     # SURE(a) = ‖a d + r‖² + 2 (a D₁ + (1 − a) D₂) + const, minimal at a = −(dᵀr + D₁ − D₂)/‖d‖²
     a = -((d * r).sum(dim=(-2, -1)) + div_one - div_two) / dd.clamp_min(1e-30)
     a = torch.where(dd > 0, a, torch.ones_like(a)).clamp(0.0, 1.0)
-    if max_weight is not None:
-        a = torch.minimum(a, max_weight.to(a))
     w = a[..., None, None]
     return w * one + (1 - w) * two, a

@@ -119,9 +119,6 @@ class UNet(nn.Module):
             for i in reversed(range(len(self.channels) - 1))
         )
         self.head = nn.Conv2d(self.channels[0], 1, 1)
-        #: ``((N, w), ...)``: the most weight the SURE blend may give the network at ``N``
-        #: summed electrons per pixel (stored with the weights, ``None``: no cap)
-        self.blend_cap: tuple[tuple[float, float], ...] | None = None
 
     @property
     def multiple(self) -> int:
@@ -218,9 +215,6 @@ def load_denoiser(
         raise ValueError(f"weights_path {str(path)!r} holds no U-Net state ('state', 'channels')")
     model = UNet(stored["channels"], in_channels=int(stored.get("in_channels", 2)))
     model.load_state_dict(stored["state"])
-    cap = stored.get("blend_cap")
-    if cap is not None:
-        model.blend_cap = tuple((float(n_e), float(w)) for n_e, w in cap)
     return model.to(device=device, dtype=dtype).eval()
 
 
