@@ -26,6 +26,12 @@ network is worse than the Wiener estimate on the particles only, the blend keeps
 Taking the risk over the particles found in the Wiener estimate instead (commit 259f155,
 ``network_blend_region="particles"``, since removed) scored 21.928 dB against 21.933 dB on
 the tuning image: not better (``benchmarks/results/denoise_lowdose_tune_2026-12-02.json``).
+Capping the SURE weight by a dose-aware prior, the mean oracle weight on the particles of
+16 held-out training-distribution scenes per summed count (0.69 at 50 e/px, 0.12-0.35 at
+500-1500, 0.93 at 25 000; ``benchmarks/denoise_particles_vs_ice.py``), scored 22.084 dB
+against 22.083 dB uncapped, and lower at 100 e/nm² (19.23 vs 19.37 dB): not better
+either (commit f2cb8b3, since reverted;
+``benchmarks/results/denoise_lowdose_tune_2026-12-02b.json``).
 """
 
 from __future__ import annotations
