@@ -420,10 +420,60 @@ else:
 
 # %% [markdown]
 # Together they add 0.01-0.13 dB per dose over the network alone (0.01 at 100 e/nm²).
-# At 100 e/nm² per projection the margin over Topaz stays below 1 dB: there the
-# particles are at the noise level and the network is worse than the Wiener prior at
-# four of the five n, but the blend, which minimises the risk over the whole image
-# (mostly ice), keeps the network there.
+# With those weights the margin over Topaz stayed below 1 dB at 100 e/nm² per
+# projection: on held-out simulated scenes the network was worse than its Wiener pilot
+# on the particles at 500-1500 electrons per pixel summed over the projections (it
+# flattens the ice instead), which is where 100 e/nm² × 25 or 50 projections lie, and
+# the blend, which minimises the risk over the whole image (mostly ice), kept it.
+#
+# ### The shipped weights: more training where the network was weak
+#
+# The weights shipped now were trained for 2500 instead of 1500 steps, half of the
+# training crops drawing their summed count from 300-3000 electrons per pixel
+# (`benchmarks/train_denoiser.py --steps 2500 --focus-electrons 300 3000 --focus-share
+# 0.5`). They were chosen on the tuning image (mean particle-window PSNR over the 40
+# settings 22.27 dB against 22.08 for the previous weights, every dose up), then run on
+# the benchmark's scene with the other methods' stored rows
+# (`benchmarks/results/denoise_lowdose_2026-12-02b.json`; `network, before` is the
+# previous weights in the same table):
+
+# %%
+new_path = ROOT / "benchmarks" / "results" / "denoise_lowdose_2026-12-02b.json"
+if new_path.exists():
+    new_rows = json.loads(new_path.read_text())["rows"]
+    new_doses = sorted({r["dose_e_per_nm2"] for r in new_rows})
+    labels = {
+        "poisson_network": "network (shipped)",
+        "poisson_network_beta0": "network, before",
+        "poisson_wiener": "Wiener",
+    }
+    print("minus Topaz [dB], particle windows, mean over n; settings with >= 1 dB")
+    print(f"{'':>18} " + " ".join(f"{d:>5}" for d in new_doses))
+    for m, label in labels.items():
+        diff = method_margins(new_rows, m, "topaz")[2]
+        print(
+            f"{label:>18} "
+            + " ".join(f"{v:5.2f}" for v in diff.mean(axis=1))
+            + f"   {int(np.sum(diff >= 1.0))}/{diff.size}"
+        )
+    over_mean = method_margins(new_rows, "poisson_network", "mean")[2]
+    print(
+        f"shipped network above the mean of projections at "
+        f"{int(np.sum(over_mean > 0))}/{over_mean.size} settings"
+    )
+else:
+    print(f"no run at {new_path}")
+
+# %% [markdown]
+# The margin over Topaz is now at least 1 dB at every dose on average over n (1.01 dB
+# at 100 e/nm², barely), though not at every single setting (25 of 40): Topaz scores
+# above the network at three settings (100 e/nm² × 25, 200 and 300 e/nm² × 10
+# projections, by 0.14-0.42 dB) and less than 1 dB below it at twelve more, mostly at
+# 100-300 e/nm² with 5-25 projections and at the highest doses with 2 projections.
+# Each setting is one noise draw on three particles, so single settings scatter by
+# tenths of a dB. The new weights change two things at once (more steps and the
+# focus on the weak range); a run with more steps alone was not completed, so the
+# gain is not split between them.
 
 # %% [markdown]
 # ## A real tilt series (Algorithm 2)
@@ -528,7 +578,10 @@ plt.show()
 #   25 of 40 settings (+0.2 dB on average: up to +1.1 dB at high doses × n, down to
 #   −0.7 dB at low ones) and Topaz by at least 1 dB at 21 of 40. Where the particles are
 #   at the noise level it does not help, and on the real HAADF series, far outside its
-#   training, it is worse than the raw tilts.
+#   training, it is worse than the raw tilts. (Those are the stored table's first
+#   weights without the symmetries and the blend; the shipped weights, with them, beat
+#   Topaz by at least 1 dB at every dose on average over n, 1.01-4.38 dB, and at 25 of
+#   40 single settings: `benchmarks/results/denoise_lowdose_2026-12-02b.json`.)
 # * Where the signal is below the noise (low dose, few projections) the best estimate in
 #   mean squared error is close to a flat image, and no method here recovers the
 #   particles. Scoring over the whole field rewards that flat image (26 dB, more than
