@@ -30,7 +30,7 @@ Capping the SURE weight by a dose-aware prior, the mean oracle weight on the par
 16 held-out training-distribution scenes per summed count (0.69 at 50 e/px, 0.12-0.35 at
 500-1500, 0.93 at 25 000; ``benchmarks/denoise_particles_vs_ice.py``), scored 22.084 dB
 against 22.083 dB uncapped, and lower at 100 e/nm² (19.23 vs 19.37 dB): not better
-either (commit f2cb8b3, since reverted;
+either (commit 3333a85, since reverted;
 ``benchmarks/results/denoise_lowdose_tune_2026-12-02b.json``).
 """
 
