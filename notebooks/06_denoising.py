@@ -472,10 +472,11 @@ else:
 # `denoise_lowdose_2026-12-02b.json`, gave 1.01 dB with the same weights). At single
 # settings the margin reaches 1 dB at 25 of 40: Topaz scores above the network at
 # three (100 e/nm² × 25, 200 and 300 e/nm² × 10 projections, by 0.15-0.46 dB) and less
-# than 1 dB below it at twelve more, ten of them with 2-10 projections. Each setting is one noise draw on three
-# particles, so single settings scatter by tenths of a dB. The new weights change two things at once (more steps and the
-# focus on the weak range); a run with more steps alone was not completed, so the
-# gain is not split between them.
+# than 1 dB below it at twelve more, ten of them with 2-10 projections. Each setting
+# is one noise draw on three particles, so single settings scatter by tenths of a dB.
+# The new weights change two things at once (more steps and the focus on the weak
+# range); a run with more steps alone was not completed, so the gain is not split
+# between them.
 
 # %% [markdown]
 # ## A real tilt series (Algorithm 2)
