@@ -111,8 +111,8 @@ _MARCH_KERNELS: dict[torch.dtype, object] = {}
 def march_kernel(dtype: torch.dtype):
     """Compile-once Taichi kernel of the ray march for one real dtype.
 
-    ``march(coarse, origin, steps, keep, out, n_z, n)``: ``coarse`` ``(2, n, n, n)`` [z, y, x]
-    flattened;
+    ``march(coarse, origin, steps, keep, out, n_z, n)``: ``coarse`` ``(n, n, n, 2)`` [z, y, x,
+    channel] flattened (channels last: the V and X taps of a sample share cache lines);
     ``origin`` ``(3,)`` and ``steps`` ``(3, 3)`` (rows: per x pixel, per y pixel, per z
     sample) float64 grid_sample coordinates ``(x, y, z)`` in ``[−1, 1]``; ``keep`` ``(K,)``
     sorted sample indices in ``[0, n_z]``; ``out`` ``(2, K, m_y, m_x)``: per channel and ray
@@ -126,35 +126,43 @@ def march_kernel(dtype: torch.dtype):
     fp = ti.f64 if dtype == torch.float64 else ti.f32
 
     @ti.func
-    def tap(coarse: ti.template(), c, z, y, x, n):
-        v = ti.cast(0.0, fp)
+    def tap(coarse: ti.template(), z, y, x, n):
+        v = ti.Vector([0.0, 0.0], dt=fp)
         if 0 <= z < n and 0 <= y < n and 0 <= x < n:
-            v = coarse[((c * n + z) * n + y) * n + x]
+            i = 2 * ((z * n + y) * n + x)
+            v = ti.Vector([coarse[i], coarse[i + 1]], dt=fp)
         return v
 
     @ti.func
-    def trilinear(coarse: ti.template(), c, z0, y0, x0, tz, ty, tx, n, inside):
-        v000 = v001 = v010 = v011 = v100 = v101 = v110 = v111 = ti.cast(0.0, fp)
+    def pair(coarse: ti.template(), i):
+        return ti.Vector([coarse[i], coarse[i + 1]], dt=fp)
+
+    @ti.func
+    def trilinear(coarse: ti.template(), z0, y0, x0, tz, ty, tx, n, inside):
+        """(V, X) at one point: both channels of a tap are adjacent in memory."""
+        zero = ti.Vector([0.0, 0.0], dt=fp)
+        v000 = v001 = v010 = v011 = v100 = v101 = v110 = v111 = zero
         if inside:  # the whole 2 × 2 × 2 block in the map: no bounds checks
-            i = ((c * n + z0) * n + y0) * n + x0
-            nn = n * n
-            v000 = coarse[i]
-            v001 = coarse[i + 1]
-            v010 = coarse[i + n]
-            v011 = coarse[i + n + 1]
-            v100 = coarse[i + nn]
-            v101 = coarse[i + nn + 1]
-            v110 = coarse[i + nn + n]
-            v111 = coarse[i + nn + n + 1]
+            i = 2 * ((z0 * n + y0) * n + x0)
+            row = 2 * n
+            plane = 2 * n * n
+            v000 = pair(coarse, i)
+            v001 = pair(coarse, i + 2)
+            v010 = pair(coarse, i + row)
+            v011 = pair(coarse, i + row + 2)
+            v100 = pair(coarse, i + plane)
+            v101 = pair(coarse, i + plane + 2)
+            v110 = pair(coarse, i + plane + row)
+            v111 = pair(coarse, i + plane + row + 2)
         else:
-            v000 = tap(coarse, c, z0, y0, x0, n)
-            v001 = tap(coarse, c, z0, y0, x0 + 1, n)
-            v010 = tap(coarse, c, z0, y0 + 1, x0, n)
-            v011 = tap(coarse, c, z0, y0 + 1, x0 + 1, n)
-            v100 = tap(coarse, c, z0 + 1, y0, x0, n)
-            v101 = tap(coarse, c, z0 + 1, y0, x0 + 1, n)
-            v110 = tap(coarse, c, z0 + 1, y0 + 1, x0, n)
-            v111 = tap(coarse, c, z0 + 1, y0 + 1, x0 + 1, n)
+            v000 = tap(coarse, z0, y0, x0, n)
+            v001 = tap(coarse, z0, y0, x0 + 1, n)
+            v010 = tap(coarse, z0, y0 + 1, x0, n)
+            v011 = tap(coarse, z0, y0 + 1, x0 + 1, n)
+            v100 = tap(coarse, z0 + 1, y0, x0, n)
+            v101 = tap(coarse, z0 + 1, y0, x0 + 1, n)
+            v110 = tap(coarse, z0 + 1, y0 + 1, x0, n)
+            v111 = tap(coarse, z0 + 1, y0 + 1, x0 + 1, n)
         v0 = (v000 * (1 - tx) + v001 * tx) * (1 - ty) + (v010 * (1 - tx) + v011 * tx) * ty
         v1 = (v100 * (1 - tx) + v101 * tx) * (1 - ty) + (v110 * (1 - tx) + v111 * tx) * ty
         return v0 * (1 - tz) + v1 * tz
@@ -203,10 +211,9 @@ def march_kernel(dtype: torch.dtype):
                         tz = pz - ti.cast(z0, fp)
                         inside = (0 <= x0 and x0 + 1 < n and 0 <= y0 and y0 + 1 < n
                                   and 0 <= z0 and z0 + 1 < n)  # fmt: skip
-                        acc_v += ti.cast(trilinear(coarse, 0, z0, y0, x0, tz, ty, tx, n, inside),
-                                         ti.f64)
-                        acc_x += ti.cast(trilinear(coarse, 1, z0, y0, x0, tz, ty, tx, n, inside),
-                                         ti.f64)
+                        v = trilinear(coarse, z0, y0, x0, tz, ty, tx, n, inside)
+                        acc_v += ti.cast(v[0], ti.f64)
+                        acc_x += ti.cast(v[1], ti.f64)
 
     _MARCH_KERNELS[dtype] = march
     return march
@@ -218,6 +225,8 @@ def split_cumulative(coarse, g0, steps, sizes, j, w, use_taichi):
     interpolated between samples ``j`` and ``j + 1`` with weights ``w`` ``(n_b,)``, and
     ``total`` ``(2, 1, m, m)`` over all ``n_z`` samples.
 
+    ``coarse`` is best stored channels last (``coarse.permute(1, 2, 3, 0)`` contiguous, as
+    :class:`tem_core.potential.maps` keeps it); any other layout is copied for the kernel.
     ``g0`` ``(3,)`` and ``steps`` (three ``(3,)``: per x pixel, y pixel, z sample) are the
     float64 ``grid_sample`` coordinates (x, y, z) of the first sample and the steps;
     ``sizes = (m, n_z)``. ``use_taichi``: :func:`march_kernel` (only the sums at the
@@ -229,7 +238,8 @@ def split_cumulative(coarse, g0, steps, sizes, j, w, use_taichi):
     if use_taichi:
         keep = torch.unique(torch.cat([j, j + 1, torch.tensor([n_z])]))
         cum = torch.empty((2, keep.numel(), m_px, m_px), dtype=dtype, device=device)
-        march_kernel(dtype)(coarse.view(-1), g0.to(device).contiguous(),
+        flat = coarse.permute(1, 2, 3, 0).contiguous().view(-1)  # no copy if channels last
+        march_kernel(dtype)(flat, g0.to(device).contiguous(),
                             torch.stack(steps).to(device).contiguous(),
                             keep.to(device=device, dtype=torch.int32), cum, n_z,
                             coarse.shape[-1])  # fmt: skip
