@@ -111,11 +111,13 @@ _MARCH_KERNELS: dict[torch.dtype, object] = {}
 def march_kernel(dtype: torch.dtype):
     """Compile-once Taichi kernel of the ray march for one real dtype.
 
-    ``march(coarse, origin, steps, keep, out, n_z, n)``: ``coarse`` ``(n, n, n, 2)`` [z, y, x,
+    ``march(coarse, origin, steps, keep, busy, out, n_z, n)``: ``coarse`` ``(n, n, n, 2)`` [z, y, x,
     channel] flattened (channels last: the V and X taps of a sample share cache lines);
     ``origin`` ``(3,)`` and ``steps`` ``(3, 3)`` (rows: per x pixel, per y pixel, per z
     sample) float64 grid_sample coordinates ``(x, y, z)`` in ``[−1, 1]``; ``keep`` ``(K,)``
-    sorted sample indices in ``[0, n_z]``; ``out`` ``(2, K, m_y, m_x)``: per channel and ray
+    sorted sample indices in ``[0, n_z]``; ``busy`` (:func:`busy_blocks`) ``(n − 1)³``
+    flattened, 0 where a sample's 8 taps are all zero (the sample adds ±0 to a sum that
+    starts at +0: skipped, the sums stay bitwise the same); ``out`` ``(2, K, m_y, m_x)``: per channel and ray
     the sum of the first ``keep[k]`` samples (accumulated in float64).
     """
     if dtype in _MARCH_KERNELS:
@@ -173,6 +175,7 @@ def march_kernel(dtype: torch.dtype):
         origin: ti.types.ndarray(dtype=ti.f64, ndim=1),
         steps: ti.types.ndarray(dtype=ti.f64, ndim=2),
         keep: ti.types.ndarray(dtype=ti.i32, ndim=1),
+        busy: ti.types.ndarray(dtype=ti.u8, ndim=1),
         out: ti.types.ndarray(dtype=fp, ndim=4),
         n_z: ti.i32,
         n: ti.i32,
@@ -211,15 +214,28 @@ def march_kernel(dtype: torch.dtype):
                         tz = pz - ti.cast(z0, fp)
                         inside = (0 <= x0 and x0 + 1 < n and 0 <= y0 and y0 + 1 < n
                                   and 0 <= z0 and z0 + 1 < n)  # fmt: skip
-                        v = trilinear(coarse, z0, y0, x0, tz, ty, tx, n, inside)
-                        acc_v += ti.cast(v[0], ti.f64)
-                        acc_x += ti.cast(v[1], ti.f64)
+                        taps = 1
+                        if inside:  # skip a block of 8 zero taps: it adds ±0, i.e. nothing
+                            taps = ti.cast(busy[(z0 * (n - 1) + y0) * (n - 1) + x0], ti.i32)
+                        if taps != 0:
+                            v = trilinear(coarse, z0, y0, x0, tz, ty, tx, n, inside)
+                            acc_v += ti.cast(v[0], ti.f64)
+                            acc_x += ti.cast(v[1], ti.f64)
 
     _MARCH_KERNELS[dtype] = march
     return march
 
 
-def split_cumulative(coarse, g0, steps, sizes, j, w, use_taichi):
+def busy_blocks(coarse: torch.Tensor) -> torch.Tensor:
+    """``(n − 1)³`` uint8 flags of ``coarse`` ``(2, n, n, n)``, flattened: 1 where the
+    ``2 × 2 × 2`` block of voxels starting at ``[z, y, x]`` holds a non-zero value (either
+    channel), else 0 (:func:`march_kernel` skips those samples)."""
+    nonzero = (coarse != 0).any(0)[None, None].to(torch.float32)
+    block = torch.nn.functional.max_pool3d(nonzero, 2, stride=1)[0, 0]
+    return (block > 0).to(torch.uint8).contiguous().view(-1)
+
+
+def split_cumulative(coarse, g0, steps, sizes, j, w, use_taichi, busy=None):
     """Cumulative sums along the beam of ``coarse`` ``(2, n, n, n)`` on the rays of a patch,
     at the slice boundaries: ``(at, total)``, ``at`` ``(2, n_b, m, m)`` linearly
     interpolated between samples ``j`` and ``j + 1`` with weights ``w`` ``(n_b,)``, and
@@ -231,7 +247,7 @@ def split_cumulative(coarse, g0, steps, sizes, j, w, use_taichi):
     float64 ``grid_sample`` coordinates (x, y, z) of the first sample and the steps;
     ``sizes = (m, n_z)``. ``use_taichi``: :func:`march_kernel` (only the sums at the
     needed samples), else the torch reference (every sample, ``grid_sample`` and
-    ``cumsum``).
+    ``cumsum``). ``busy``: :func:`busy_blocks` of ``coarse`` (made here if ``None``).
     """
     m_px, n_z = sizes
     device, dtype = coarse.device, coarse.dtype
@@ -239,9 +255,10 @@ def split_cumulative(coarse, g0, steps, sizes, j, w, use_taichi):
         keep = torch.unique(torch.cat([j, j + 1, torch.tensor([n_z])]))
         cum = torch.empty((2, keep.numel(), m_px, m_px), dtype=dtype, device=device)
         flat = coarse.permute(1, 2, 3, 0).contiguous().view(-1)  # no copy if channels last
+        busy = busy_blocks(coarse) if busy is None else busy
         march_kernel(dtype)(flat, g0.to(device).contiguous(),
                             torch.stack(steps).to(device).contiguous(),
-                            keep.to(device=device, dtype=torch.int32), cum, n_z,
+                            keep.to(device=device, dtype=torch.int32), busy, cum, n_z,
                             coarse.shape[-1])  # fmt: skip
         lookup = torch.searchsorted(keep, torch.cat([j, j + 1])).to(device)
         lo, hi = lookup[: j.numel()], lookup[j.numel() :]
