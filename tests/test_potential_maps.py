@@ -307,3 +307,37 @@ def test_map_kernels_match_the_torch_path(data_dir, dtype):
         sa = torch.stack(list(pot.iter_slice_potentials(tilted, mapped, coefficients=maps)))
         sb = torch.stack(list(pot.iter_slice_potentials(tilted, twin, coefficients=maps_twin)))
         assert float((sa - sb).abs().max()) < tol * float(sb.abs().max())
+
+
+@requires_taichi_cpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_march_skips_leave_the_sums_bitwise_the_same(dtype):
+    # the march skips samples whose taps are all zero (busy_blocks' flags and ball): the sums
+    # equal those of a march that reads every sample, bit for bit; a sparse map with a blob
+    # and non-zero voxels on its faces, rays in and around it
+    from tem_core.potential.map_kernels import busy_blocks, split_cumulative
+
+    g = torch.Generator().manual_seed(3)
+    n = 12
+    coarse = torch.zeros((2, n, n, n), dtype=dtype)
+    coarse[:, 4:8, 3:9, 5:8] = torch.randn((2, 4, 6, 3), generator=g, dtype=dtype)
+    coarse[0, 0, 5, 5], coarse[1, 6, n - 1, 2], coarse[0, 3, 4, 0] = 1.0, -2.0, 0.5
+    flags, ball = busy_blocks(coarse)
+    assert flags.shape == ((n - 1) ** 3,) and 0 < int(flags.sum()) < (n - 1) ** 3
+    every = (torch.ones_like(flags), torch.tensor([0.0, 0.0, 0.0, 1e9], dtype=torch.float64))
+    last = coarse.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2)  # as maps.py keeps it
+    for k in range(4):
+        q = torch.linalg.qr(torch.randn((3, 3), generator=g, dtype=torch.float64))[0]
+        steps = [q[axis] * (3.0 / n) for axis in range(3)]  # 1.5 voxels
+        g0 = torch.rand(3, generator=g, dtype=torch.float64) * 0.2 - 7.5 * sum(steps)
+        j = torch.tensor([0, 3, 7, 12, 15])
+        w = torch.rand(5, generator=g, dtype=torch.float64).to(dtype)
+        args = (g0, steps, (16, 16), j, w, True)
+        skipped = split_cumulative(last, *args, busy=(flags, ball))
+        full = split_cumulative(coarse, *args, busy=every)
+        made = split_cumulative(coarse, *args)  # flags made from the map
+        twin = split_cumulative(coarse, g0, steps, (16, 16), j, w, False)
+        for a, b, c, t in zip(skipped, full, made, twin):
+            assert torch.equal(a, b) and torch.equal(a, c)
+            assert float((a - t).abs().max()) <= 1e-5 * float(t.abs().max())
+        assert float(full[1].abs().min()) == 0.0 < float(full[1].abs().max())  # rays miss, hit

@@ -111,14 +111,17 @@ _MARCH_KERNELS: dict[torch.dtype, object] = {}
 def march_kernel(dtype: torch.dtype):
     """Compile-once Taichi kernel of the ray march for one real dtype.
 
-    ``march(coarse, origin, steps, keep, busy, out, n_z, n)``: ``coarse`` ``(n, n, n, 2)`` [z, y, x,
-    channel] flattened (channels last: the V and X taps of a sample share cache lines);
+    ``march(coarse, origin, steps, keep, busy, ball, out, n_z, n)``: ``coarse``
+    ``(n, n, n, 2)`` [z, y, x, channel] flattened (channels last: the V and X taps of a
+    sample share cache lines);
     ``origin`` ``(3,)`` and ``steps`` ``(3, 3)`` (rows: per x pixel, per y pixel, per z
     sample) float64 grid_sample coordinates ``(x, y, z)`` in ``[−1, 1]``; ``keep`` ``(K,)``
     sorted sample indices in ``[0, n_z]``; ``busy`` (:func:`busy_blocks`) ``(n − 1)³``
     flattened, 0 where a sample's 8 taps are all zero (the sample adds ±0 to a sum that
-    starts at +0: skipped, the sums stay bitwise the same); ``out`` ``(2, K, m_y, m_x)``: per channel and ray
-    the sum of the first ``keep[k]`` samples (accumulated in float64).
+    starts at +0: skipped, the sums stay bitwise the same) and ``ball`` a sphere holding
+    every non-zero tap (the samples of a ray outside it are skipped, as well); ``out``
+    ``(2, K, m_y, m_x)``: per channel and ray the sum of the first ``keep[k]`` samples
+    (accumulated in float64).
     """
     if dtype in _MARCH_KERNELS:
         return _MARCH_KERNELS[dtype]
@@ -176,6 +179,7 @@ def march_kernel(dtype: torch.dtype):
         steps: ti.types.ndarray(dtype=ti.f64, ndim=2),
         keep: ti.types.ndarray(dtype=ti.i32, ndim=1),
         busy: ti.types.ndarray(dtype=ti.u8, ndim=1),
+        ball: ti.types.ndarray(dtype=ti.f64, ndim=1),
         out: ti.types.ndarray(dtype=fp, ndim=4),
         n_z: ti.i32,
         n: ti.i32,
@@ -185,9 +189,26 @@ def march_kernel(dtype: torch.dtype):
         sz = ti.Vector([steps[2, 0], steps[2, 1], steps[2, 2]], dt=ti.f64)
         sy = ti.Vector([steps[1, 0], steps[1, 1], steps[1, 2]], dt=ti.f64)
         sx = ti.Vector([steps[0, 0], steps[0, 1], steps[0, 2]], dt=ti.f64)
+        half = 0.5 * ti.cast(n, ti.f64)
+        centre = ti.Vector([ball[0], ball[1], ball[2]], dt=ti.f64)
         for iy, ix in ti.ndrange(out.shape[2], out.shape[3]):
             oy = ti.cast(iy, ti.f64) * sy
             ox = ti.cast(ix, ti.f64) * sx
+            # the samples within ball[3] voxels of ball[:3] (float64, ± 1 sample): the others
+            # have no non-zero tap (ball[3] includes a margin over √3), so they are skipped
+            rel = ((o0 + oy + ox + 1) * half - 0.5) - centre
+            dirn = sz * half
+            qa = dirn.dot(dirn)
+            qb = dirn.dot(rel)
+            qc = rel.dot(rel) - ball[3] * ball[3]
+            disc = qb * qb - qa * qc
+            s_lo = n_z
+            s_hi = -1
+            if disc >= 0 and qa > 0 and ball[3] >= 0:
+                root = ti.sqrt(disc)
+                s_lo = ti.cast(ti.max(ti.floor((-qb - root) / qa) - 1, -1.0), ti.i32)
+                s_hi = ti.cast(ti.min(ti.ceil((-qb + root) / qa) + 1, ti.cast(n_z, ti.f64)),
+                               ti.i32)
             acc_v = ti.cast(0.0, ti.f64)
             acc_x = ti.cast(0.0, ti.f64)
             k = 0
@@ -198,7 +219,7 @@ def march_kernel(dtype: torch.dtype):
                     out[0, k, iy, ix] = ti.cast(acc_v, fp)
                     out[1, k, iy, ix] = ti.cast(acc_x, fp)
                     k += 1
-                if s < n_z:
+                if s < n_z and s_lo <= s and s <= s_hi:
                     # the grid_sample coordinate (float64 sum, as the reference's grid)
                     g = ti.cast(o0 + ti.cast(s, ti.f64) * sz + oy + ox, fp)
                     # grid_sample's unnormalisation (align_corners=False)
@@ -226,13 +247,23 @@ def march_kernel(dtype: torch.dtype):
     return march
 
 
-def busy_blocks(coarse: torch.Tensor) -> torch.Tensor:
-    """``(n − 1)³`` uint8 flags of ``coarse`` ``(2, n, n, n)``, flattened: 1 where the
-    ``2 × 2 × 2`` block of voxels starting at ``[z, y, x]`` holds a non-zero value (either
-    channel), else 0 (:func:`march_kernel` skips those samples)."""
-    nonzero = (coarse != 0).any(0)[None, None].to(torch.float32)
-    block = torch.nn.functional.max_pool3d(nonzero, 2, stride=1)[0, 0]
-    return (block > 0).to(torch.uint8).contiguous().view(-1)
+def busy_blocks(coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where ``coarse`` ``(2, n, n, n)`` is non-zero, for :func:`march_kernel` to skip the
+    samples without a non-zero tap: ``(flags, ball)``, ``flags`` ``(n − 1)³`` uint8
+    flattened, 1 where the ``2 × 2 × 2`` block of voxels starting at ``[z, y, x]`` holds a
+    non-zero value (either channel); ``ball`` float64 ``(x, y, z, r)`` [voxels] a sphere
+    holding every non-zero voxel's centre, ``r`` enlarged by 2 voxels (a sample's taps lie
+    within √3 of it; ``r = −1``: no non-zero voxel)."""
+    nonzero = (coarse != 0).any(0)
+    block = torch.nn.functional.max_pool3d(nonzero[None, None].to(torch.float32), 2, stride=1)
+    flags = (block[0, 0] > 0).to(torch.uint8).contiguous().view(-1)
+    ball = torch.tensor([0.0, 0.0, 0.0, -1.0], dtype=torch.float64)
+    at = torch.nonzero(nonzero).flip(1).to(torch.float64)  # (x, y, z) voxel indices
+    if at.shape[0]:
+        centre = (at.amin(0) + at.amax(0)) / 2
+        radius = float(torch.linalg.vector_norm(at - centre, dim=1).max()) + 2.0
+        ball = torch.cat([centre, torch.tensor([radius], dtype=torch.float64)])
+    return flags, ball.to(coarse.device)
 
 
 def split_cumulative(coarse, g0, steps, sizes, j, w, use_taichi, busy=None):
@@ -258,7 +289,7 @@ def split_cumulative(coarse, g0, steps, sizes, j, w, use_taichi, busy=None):
         busy = busy_blocks(coarse) if busy is None else busy
         march_kernel(dtype)(flat, g0.to(device).contiguous(),
                             torch.stack(steps).to(device).contiguous(),
-                            keep.to(device=device, dtype=torch.int32), busy, cum, n_z,
+                            keep.to(device=device, dtype=torch.int32), *busy, cum, n_z,
                             coarse.shape[-1])  # fmt: skip
         lookup = torch.searchsorted(keep, torch.cat([j, j + 1])).to(device)
         lo, hi = lookup[: j.numel()], lookup[j.numel() :]

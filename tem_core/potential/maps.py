@@ -121,7 +121,7 @@ class _ParticleType:
         # from one cache line (1.6× faster on the TMV example than two separate channels)
         coarse = pool(torch.stack([real, imag])[None], f)[0] * f**3
         self.coarse = coarse.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2)
-        self.busy = busy_blocks(self.coarse) if self.use_taichi else None  # zero blocks skipped
+        self.busy = busy_blocks(self.coarse) if self.use_taichi else None  # zeros skipped
         # gridding correction, padding, FFT
         big = MAP_PADDING * n
         q = torch.arange(n, dtype=torch.float64, device=device) - n // 2
