@@ -326,7 +326,7 @@ def test_march_skips_leave_the_sums_bitwise_the_same(dtype):
     assert flags.shape == ((n - 1) ** 3,) and 0 < int(flags.sum()) < (n - 1) ** 3
     every = (torch.ones_like(flags), torch.tensor([0.0, 0.0, 0.0, 1e9], dtype=torch.float64))
     last = coarse.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2)  # as maps.py keeps it
-    for k in range(4):
+    for _ in range(4):
         q = torch.linalg.qr(torch.randn((3, 3), generator=g, dtype=torch.float64))[0]
         steps = [q[axis] * (3.0 / n) for axis in range(3)]  # 1.5 voxels
         g0 = torch.rand(3, generator=g, dtype=torch.float64) * 0.2 - 7.5 * sum(steps)
@@ -337,7 +337,7 @@ def test_march_skips_leave_the_sums_bitwise_the_same(dtype):
         full = split_cumulative(coarse, *args, busy=every)
         made = split_cumulative(coarse, *args)  # flags made from the map
         twin = split_cumulative(coarse, g0, steps, (16, 16), j, w, False)
-        for a, b, c, t in zip(skipped, full, made, twin):
+        for a, b, c, t in zip(skipped, full, made, twin, strict=True):
             assert torch.equal(a, b) and torch.equal(a, c)
             assert float((a - t).abs().max()) <= 1e-5 * float(t.abs().max())
         assert float(full[1].abs().min()) == 0.0 < float(full[1].abs().max())  # rays miss, hit
