@@ -21,6 +21,7 @@ from tem_core.detector.noise import _sample_wald
 from tem_core.grids import radial_frequency_cycles_per_px
 from tem_core.optics import Microscope, apply_ctf, ctf
 from tem_core.potential.solvent import SolventGeometry
+from tem_core.propagate import PROPAGATOR_CACHE, multislice
 from tem_core.specimen import IceSlab, build_specimen, tilt_specimen
 from tem_core.units import KV_TO_EV
 
@@ -228,3 +229,24 @@ def test_free_heap_bytes_and_the_bounded_release(monkeypatch) -> None:
         assert _heap.release_beyond(2**62) is False and calls == [1]
     monkeypatch.setattr(_heap, "free_heap_bytes", lambda: None)
     assert _heap.release_beyond(2**62) is True and calls == [1, 1]  # cannot say: release
+
+
+def test_multislice_shares_its_propagator_and_mask_between_calls() -> None:
+    # every tilt of a series propagates on the same grid by the same slices: the propagator
+    # and the band-limit mask are made once (plain numbers), the waves stay bit for bit the
+    # same; a tensor thickness (which may need gradients) is never cached
+    PROPAGATOR_CACHE.clear()
+    g = torch.Generator().manual_seed(0)
+    slices = torch.rand(3, 24, 20, dtype=torch.float64, generator=g)
+    kw = dict(sampling_a=0.5, slice_thickness_a=2.0, energy_ev=200e3)
+    first = multislice(slices, **kw)
+    assert len(PROPAGATOR_CACHE) == 2  # propagator and mask
+    assert torch.equal(multislice(slices, **kw), first) and len(PROPAGATOR_CACHE) == 2
+    PROPAGATOR_CACHE.clear()
+    assert torch.equal(multislice(slices, **kw), first)
+    PROPAGATOR_CACHE.clear()
+    dz = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    wave = multislice(slices, **{**kw, "slice_thickness_a": dz})
+    assert len(PROPAGATOR_CACHE) == 1  # the mask only
+    wave.abs().square().sum().backward()
+    assert dz.grad is not None

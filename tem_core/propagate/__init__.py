@@ -51,6 +51,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from tem_core._fft import fft2, ifft2
+from tem_core._grid_cache import GridCache, plain_key
 from tem_core.grids import frequency_squared_per_a2
 from tem_core.memory import release_in_backward
 from tem_core.propagate.checks import (
@@ -89,6 +90,16 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- helpers
+#: Propagators and band-limit masks of :func:`multislice` by plain-number key (every tilt of a
+#: series propagates on the same grid by the same slice thickness; read only)
+PROPAGATOR_CACHE = GridCache()
+
+
+def _shared(key: tuple, shape, make):
+    """``make()`` kept in :data:`PROPAGATOR_CACHE` under ``key`` if it is all plain numbers."""
+    return PROPAGATOR_CACHE.get(plain_key(*key), shape[0] * shape[1], make)
+
+
 def _complex_dtype_for(dtype: torch.dtype) -> torch.dtype:
     """complex64 for float32/complex64 (and lower), complex128 for float64/complex128."""
     if dtype in (torch.float64, torch.complex128):
@@ -242,6 +253,22 @@ def fresnel_propagator(
             (ny, nx), bandlimit_fraction=bandlimit_fraction, device=prop.device
         )
     return prop
+
+
+def _propagator(shape, sampling_a, thickness_a, energy_ev, device, cdtype, fraction):
+    """:func:`fresnel_propagator` in ``cdtype``, shared from :data:`PROPAGATOR_CACHE` when
+    every argument is a plain number (a tensor thickness is made afresh)."""
+    key = ("fresnel", shape, sampling_a, thickness_a, energy_ev, device, cdtype, fraction)
+    return _shared(key, shape, lambda: fresnel_propagator(
+        shape, sampling_a=sampling_a, thickness_a=thickness_a, energy_ev=energy_ev,
+        device=device, dtype=cdtype, bandlimit_fraction=fraction,
+    ).to(cdtype))  # fmt: skip
+
+
+def _mask(shape, fraction, device):
+    """:func:`bandlimit_mask`, shared from :data:`PROPAGATOR_CACHE` (plain numbers)."""
+    return _shared(("mask", shape, fraction, device), shape,
+                   lambda: bandlimit_mask(shape, bandlimit_fraction=fraction, device=device))
 
 
 def apply_bandlimit(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -433,19 +460,10 @@ def multislice(
                 stacklevel=3,
             )
             if bandlimit_fraction is not None and bandlimit_transmission:
-                mask = bandlimit_mask(
-                    shape, bandlimit_fraction=bandlimit_fraction, device=potential.device
-                )
+                mask = _mask(shape, bandlimit_fraction, potential.device)
             if per_slice is None:
-                propagator = fresnel_propagator(
-                    shape,
-                    sampling_a=sampling_a,
-                    thickness_a=slice_thickness_a,
-                    energy_ev=energy_ev,
-                    device=potential.device,
-                    dtype=cdtype,
-                    bandlimit_fraction=bandlimit_fraction,
-                ).to(cdtype)
+                propagator = _propagator(shape, sampling_a, slice_thickness_a, energy_ev,
+                                         potential.device, cdtype, bandlimit_fraction)
         elif tuple(potential.shape[-2:]) != shape:
             raise ValueError(
                 f"slice {index} has shape {tuple(potential.shape)}, the first slice {shape}"
@@ -462,15 +480,8 @@ def multislice(
                 and per_slice[index] == per_slice[index - 1]
             )
             if not same:  # floats repeat in practice: reuse the last propagator
-                propagator = fresnel_propagator(
-                    shape,
-                    sampling_a=sampling_a,
-                    thickness_a=per_slice[index],
-                    energy_ev=energy_ev,
-                    device=potential.device,
-                    dtype=cdtype,
-                    bandlimit_fraction=bandlimit_fraction,
-                ).to(cdtype)
+                propagator = _propagator(shape, sampling_a, per_slice[index], energy_ev,
+                                         potential.device, cdtype, bandlimit_fraction)
         if index == 0 or propagator is not scaled_for:
             # fold the inverse FFT's 1/n into the constant factors: one pass less per FFT
             n_px = shape[0] * shape[1]
