@@ -488,6 +488,15 @@ NETWORK_CANDIDATES = (
 )
 
 
+def _weights_candidate(spec: str) -> dict:
+    """PoissonSettings keywords of one ``--compare-weights`` entry: ``PATH``, ``PATH+PATH``
+    (an ensemble), optionally ``@K`` (``network_symmetries``)."""
+    spec, _, k = spec.partition("@")
+    paths = tuple(spec.split("+"))
+    kw = {"weights_path": paths[0] if len(paths) == 1 else paths}
+    return kw | ({"network_symmetries": int(k)} if k else {})
+
+
 def tune_network(args) -> dict:
     """Particle-window PSNR of the network prior's settings on the separate tuning image
     (the segments moved and turned; noise seeds unlike the benchmark's) at every dose × n;
@@ -501,8 +510,8 @@ def tune_network(args) -> dict:
     if args.compare_weights:  # weights files side by side, each with the default settings
         candidates = (
             *(
-                (f"network_{name}", {"weights_path": path})
-                for name, path in (item.split("=", 1) for item in args.compare_weights.split(","))
+                (f"network_{name}", _weights_candidate(spec))
+                for name, spec in (item.split("=", 1) for item in args.compare_weights.split(","))
             ),
             ("wiener", {"regulariser": "wiener"}),
         )
@@ -872,12 +881,14 @@ def main() -> None:
         help="score the network prior's settings on the tuning image (JSON in --out), stop",
     )
     parser.add_argument(
-        "--weights", help="network weights (default: those shipped in tem_core/data)"
+        "--weights",
+        help="network weights (default: those shipped in tem_core/data); PATH+PATH: an ensemble",
     )
     parser.add_argument(
         "--compare-weights",
         help="with --tune-network: NAME=PATH,... weights files scored side by side with the "
-        "default PoissonSettings (instead of the settings candidates)",
+        "default PoissonSettings (instead of the settings candidates); PATH+PATH: an "
+        "ensemble; a suffix @K: network_symmetries K",
     )
     parser.add_argument(
         "--symmetries",
@@ -889,6 +900,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
     args.full_methods = tuple(m for m in args.full_methods.split(",") if m)
+    if args.weights and "+" in args.weights:  # an ensemble of networks
+        args.weights = tuple(args.weights.split("+"))
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.surrogates_only:

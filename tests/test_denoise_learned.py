@@ -3,6 +3,8 @@ dtype and device, determinism, the shipped weights, training, bad input."""
 
 from __future__ import annotations
 
+from importlib import resources
+
 import pytest
 import torch
 
@@ -353,3 +355,56 @@ def test_cuda_parity():
         assert gpu.device.type == "cuda"
         # float32 convolutions on two devices: relative 1e-4 of the counts
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-3 * float(cpu.mean()))
+
+
+def test_ensemble_of_networks(tmp_path):
+    """An ensemble averages its networks' estimates: one model (also as a 1-tuple) gives that
+    model's estimate; a model twice gives it too (to rounding); two models give their mean,
+    each over the same symmetries; the prior takes a tuple of weight files."""
+    first = load_denoiser(dtype=torch.float64)
+    second = UNet(first.channels, in_channels=first.in_channels).to(torch.float64).eval()
+    second.load_state_dict({k: 0.5 * v for k, v in first.state_dict().items()})
+    g = torch.Generator().manual_seed(7)
+    total = torch.poisson(800.0 * rods(48).expand(2, -1, -1), generator=g)
+    for k in (1, 2):
+        one = network_denoise(total, model=first, symmetries=k)
+        assert torch.equal(network_denoise(total, model=(first,), symmetries=k), one)
+        torch.testing.assert_close(
+            network_denoise(total, model=[first, first], symmetries=k), one, rtol=1e-12, atol=0
+        )
+        other = network_denoise(total, model=second, symmetries=k)
+        both = network_denoise(total, model=(first, second), symmetries=k)
+        assert both.shape == total.shape and both.dtype == total.dtype
+        torch.testing.assert_close(both, 0.5 * (one + other), rtol=1e-12, atol=1e-9)
+        assert float((both - one).abs().max()) > 1e-3  # the second network does change it
+    shipped = str(resources.files("tem_core") / "data" / "denoise_unet.pt")
+    halved = tmp_path / "halved.pt"
+    stored = torch.load(shipped, weights_only=True)
+    torch.save({**stored, "state": {k: 0.5 * v for k, v in stored["state"].items()}}, halved)
+    files = (shipped, str(halved))
+    ens = PoissonSettings(regulariser="network", weights_path=files)
+    assert ens.weights_path == files
+    noisy = 10.0 * torch.poisson(torch.full((3, 32, 32), 100.0), generator=g)
+    out = denoise_poisson(noisy, detector=DET, settings=ens)
+    assert out.denoised.shape == (32, 32) and torch.isfinite(out.denoised).all()
+    single = PoissonSettings(regulariser="network", weights_path=files[0])
+    assert not torch.equal(out.rate, denoise_poisson(noisy, detector=DET, settings=single).rate)
+
+
+def test_ensemble_bad_input(tmp_path):
+    model = load_denoiser()
+    total = torch.full((16, 16), 300.0)
+    for bad in ((), [model, "x"], "model", None):
+        with pytest.raises(TypeError, match="model"):
+            network_denoise(total, model=bad)
+    for bad in ((), ("a.pt", 3), ["a.pt"]):
+        with pytest.raises(TypeError, match="weights_path"):
+            PoissonSettings(regulariser="network", weights_path=bad)
+    noisy = 10.0 * torch.poisson(torch.full((2, 32, 32), 100.0))
+    missing = (str(tmp_path / "missing.pt"),)
+    with pytest.raises(FileNotFoundError, match="weights_path"):
+        denoise_poisson(
+            noisy,
+            detector=DET,
+            settings=PoissonSettings(regulariser="network", weights_path=missing),
+        )

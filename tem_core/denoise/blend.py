@@ -57,7 +57,7 @@ def _cached_denoiser(path: str | None, device: torch.device, dtype: torch.dtype)
 def network_estimate(
     total: torch.Tensor,
     *,
-    weights_path: str | None,
+    weights_path: str | tuple[str, ...] | None,
     symmetries: int,
     blend: bool,
     mtf: torch.Tensor | None,
@@ -66,9 +66,11 @@ def network_estimate(
 ) -> torch.Tensor:
     """The ``"network"`` prior of :func:`tem_core.denoise.denoise_poisson`: the estimate of
     ``E[S]`` for ``(..., ny, nx)`` summed counts [electrons/pixel] by the network (averaged
-    over ``symmetries``), blended with the Wiener estimate by :func:`sure_blend` when
+    over ``symmetries``; a tuple of ``weights_path`` files: the average of those networks),
+    blended with the Wiener estimate by :func:`sure_blend` when
     ``blend`` (the probe from ``generator``); same shape, device and dtype."""
-    model = _cached_denoiser(weights_path, total.device, total.dtype)
+    paths = weights_path if isinstance(weights_path, tuple) else (weights_path,)
+    model = [_cached_denoiser(p, total.device, total.dtype) for p in paths]
 
     def network(s: torch.Tensor) -> torch.Tensor:
         return network_denoise(s, model=model, sampling_a=sampling_a, symmetries=symmetries)

@@ -250,10 +250,29 @@ def _network_once(flat: torch.Tensor, model: UNet, pilot: bool) -> torch.Tensor:
     return (m * (1.0 + out / CONTRAST_SCALE))[:, 0]
 
 
+def check_weights_path(name: str, value):
+    """``value`` (a path, ``None`` or a non-empty tuple of paths, an ensemble) as a path,
+    ``None`` or a tuple of ``str``; a ``TypeError`` naming ``name`` otherwise."""
+    if value is None or isinstance(value, str | Path):
+        return value
+    if isinstance(value, tuple) and value and all(isinstance(v, str | Path) for v in value):
+        return tuple(str(v) for v in value)
+    raise TypeError(
+        f"{name} must be a path, None or a non-empty tuple of paths (an ensemble), got {value!r}"
+    )
+
+
+def _models(model) -> tuple[UNet, ...]:
+    models = (model,) if isinstance(model, UNet) else model
+    if not (isinstance(models, Sequence) and models and all(isinstance(m, UNet) for m in models)):
+        raise TypeError(f"model must be a UNet or a non-empty sequence of UNets, got {model!r}")
+    return tuple(models)
+
+
 def network_denoise(
     total: torch.Tensor,
     *,
-    model: UNet,
+    model: UNet | Sequence[UNet],
     sampling_a: float | None = None,
     n_electrons_vacuum: float | None = None,
     symmetries: int = 1,
@@ -276,8 +295,16 @@ def network_denoise(
     n settings) 1, 2, 4 and 8 score 21.912, 21.956, 21.955 and 21.954 dB
     (``benchmarks/results/denoise_tune_network_2026-12-02.json``): 2 is the default of
     :class:`tem_core.denoise.PoissonSettings`.
+
+    A sequence of models (an ensemble) averages their estimates, each over ``symmetries``
+    transforms (the estimate is affine in the network's output, so this is the average in
+    the network's contrast units); one model gives that model's estimate. Not the default:
+    the shipped weights averaged with the previous ones (commit f27cbff) score 22.184 dB
+    (2 symmetries each) and 22.170 dB (1 each) on the tuning image against 22.244 dB
+    alone, lower at 100 e/nm² too (``benchmarks/results/denoise_lowdose_tune_2026-12-02c.json``).
     """
     total = check_image("total", total, min_size=2)
+    models = _models(model)
     symmetries = check_symmetries("symmetries", symmetries)
     if sampling_a is not None:
         require_positive("sampling_a", sampling_a, "Å")
@@ -300,14 +327,15 @@ def network_denoise(
             RuntimeWarning,
             stacklevel=2,
         )
-    param = next(model.parameters())
-    pilot = model.in_channels == 3
+    param = next(models[0].parameters())
     flat = flat.to(device=param.device, dtype=param.dtype)
-    rate = _network_once(flat, model, pilot)
-    for index in range(1, symmetries):
-        turned = _network_once(_symmetry(flat, index), model, pilot)
-        rate = rate + _symmetry(turned, index, inverse=True)
-    rate = rate / symmetries
+    rate = torch.zeros_like(flat)
+    for net in models:
+        pilot = net.in_channels == 3
+        for index in range(symmetries):
+            turned = _network_once(_symmetry(flat, index), net, pilot)
+            rate = rate + _symmetry(turned, index, inverse=True)
+    rate = rate / (symmetries * len(models))
     return rate.to(device=total.device, dtype=total.dtype).reshape(total.shape)
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +49,7 @@ from tem_core.denoise._validate import (
     transfer_function,
 )
 from tem_core.denoise.blend import network_estimate
-from tem_core.denoise.learned import check_symmetries
+from tem_core.denoise.learned import check_symmetries, check_weights_path
 from tem_core.denoise.wiener import WienerSettings, local_wiener
 from tem_core.detector import Detector, apply_mtf
 from tem_core.validation import (
@@ -150,7 +149,8 @@ class PoissonSettings:
         Settings of the local Wiener filter.
     weights_path
         File of trained network weights (``"network"`` prior); ``None``: the weights shipped
-        with the package (``tem_core/data/denoise_unet.pt``).
+        with the package (``tem_core/data/denoise_unet.pt``); a tuple of files: the
+        average of those networks (an ensemble, each over ``network_symmetries``).
     network_symmetries
         The ``"network"`` prior's estimate is averaged over this many of the square's
         symmetries (1, 2, 4 or 8: none, the half turn, the quarter turns, the quarter turns
@@ -167,7 +167,7 @@ class PoissonSettings:
     tv_iterations: int = 100
     nlm: NLMSettings = NLMSettings()
     wiener: WienerSettings = WienerSettings()
-    weights_path: str | None = None
+    weights_path: str | tuple[str, ...] | None = None
     network_symmetries: int = 2
     network_blend: bool = True
 
@@ -191,10 +191,8 @@ class PoissonSettings:
             raise TypeError(f"nlm must be NLMSettings, got {type(self.nlm).__name__}")
         if not isinstance(self.wiener, WienerSettings):
             raise TypeError(f"wiener must be WienerSettings, got {type(self.wiener).__name__}")
-        if self.weights_path is not None and not isinstance(self.weights_path, str | Path):
-            raise TypeError(
-                f"weights_path must be a path or None, got {type(self.weights_path).__name__}"
-            )
+        paths = check_weights_path("weights_path", self.weights_path)
+        object.__setattr__(self, "weights_path", paths)
         check_symmetries("network_symmetries", self.network_symmetries)
         if not isinstance(self.network_blend, bool):
             raise ValueError(f"network_blend must be True or False, got {self.network_blend!r}")
