@@ -341,3 +341,11 @@ def test_march_skips_leave_the_sums_bitwise_the_same(dtype):
             assert torch.equal(a, b) and torch.equal(a, c)
             assert float((a - t).abs().max()) <= 1e-5 * float(t.abs().max())
         assert float(full[1].abs().min()) == 0.0 < float(full[1].abs().max())  # rays miss, hit
+    # a beam step of 1e-12 voxel: the ray's interval in the ball is huge (clamped, not cast)
+    steps = [torch.tensor(v, dtype=torch.float64) * (3.0 / n)
+             for v in ([1.0, 0, 0], [0, 1.0, 0], [0, 0, 1e-12])]  # fmt: skip
+    g0 = torch.tensor([-0.9, -0.9, -0.1], dtype=torch.float64)
+    j, w = torch.tensor([0, 2, 5]), torch.full((3,), 0.5, dtype=dtype)
+    skipped = split_cumulative(last, g0, steps, (16, 6), j, w, True, busy=(flags, ball))
+    full = split_cumulative(coarse, g0, steps, (16, 6), j, w, True, busy=every)
+    assert all(torch.equal(a, b) for a, b in zip(skipped, full, strict=True))

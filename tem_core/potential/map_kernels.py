@@ -206,9 +206,10 @@ def march_kernel(dtype: torch.dtype):
             s_hi = -1
             if disc >= 0 and qa > 0 and ball[3] >= 0:
                 root = ti.sqrt(disc)
-                s_lo = ti.cast(ti.max(ti.floor((-qb - root) / qa) - 1, -1.0), ti.i32)
-                s_hi = ti.cast(ti.min(ti.ceil((-qb + root) / qa) + 1, ti.cast(n_z, ti.f64)),
-                               ti.i32)
+                # clamped to [−1, n_z] in float64 before the cast (a tiny step: a huge root)
+                last = ti.cast(n_z, ti.f64)
+                s_lo = ti.cast(ti.math.clamp(ti.floor((-qb - root) / qa) - 1, -1.0, last), ti.i32)
+                s_hi = ti.cast(ti.math.clamp(ti.ceil((-qb + root) / qa) + 1, -1.0, last), ti.i32)
             acc_v = ti.cast(0.0, ti.f64)
             acc_x = ti.cast(0.0, ti.f64)
             k = 0
