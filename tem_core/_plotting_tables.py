@@ -136,3 +136,24 @@ def method_margins(
         for d in doses
     ]
     return doses, ns, np.array(margins, dtype=float)
+
+
+def margin_table(
+    rows: list[dict], labels: dict[str, str], other: str = "topaz", other_label: str = "Topaz"
+) -> str:
+    """Each labelled method's particle-window PSNR minus ``other``'s [dB], mean over the
+    numbers of projections per dose, and its count of single settings ≥ 1 dB."""
+    doses = sorted({r["dose_e_per_nm2"] for r in rows})
+    width = max(len(label) for label in labels.values())
+    lines = [
+        f"minus {other_label} [dB], particle windows, mean over n; settings with >= 1 dB",
+        f"{'':>{width}} " + " ".join(f"{d:>5}" for d in doses),
+    ]
+    for method, label in labels.items():
+        diff = method_margins(rows, method, other)[2]
+        lines.append(
+            f"{label:>{width}} "
+            + " ".join(f"{v:5.2f}" for v in diff.mean(axis=1))
+            + f"   {int(np.sum(diff >= 1.0))}/{diff.size}"
+        )
+    return "\n".join(lines)

@@ -22,6 +22,7 @@ from tem_core._plotting_book import (
     use_book_style,
 )
 from tem_core._plotting_tables import (
+    margin_table,
     method_margins,
     peer_results_text,
     recorded_table,
@@ -34,6 +35,7 @@ from tem_core.validation import require_integer, require_positive
 
 __all__ = [
     "heatmap_table",
+    "margin_table",
     "method_margins",
     "peer_results_text",
     "recorded_table",
