@@ -478,7 +478,7 @@ else:
 draws_path = ROOT / "benchmarks" / "results" / "denoise_draws_2026-12-02.json"
 if draws_path.exists():
     draws = json.loads(draws_path.read_text())["summary"]
-    print("minus Topaz [dB], particle windows: mean over n, then over draws ± standard error")
+    print("minus Topaz [dB], particle windows: mean over n, then over draws ± SE")
     print(f"{'dose e/nm²':>10}  {'network':>13}  {'Wiener':>13}  per draw (network)")
     for dose, s in draws["per_dose"].items():
         net, wie = s["network"], s["wiener"]
@@ -487,7 +487,7 @@ if draws_path.exists():
             f"{wie['se']:.2f}  " + " ".join(f"{x:+.2f}" for x in net["per_draw"])
         )
     sd = np.array([c["sd_over_draws"] for c in draws["per_setting"].values()])
-    print(f"sd of one setting's margin over draws: median {np.median(sd):.2f} dB, max {sd.max():.2f}")
+    print(f"sd of one setting: median {np.median(sd):.2f}, max {sd.max():.2f} dB")
 else:
     print(f"no run at {draws_path}")
 

@@ -244,6 +244,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "show_renderings",
         "volume_explorer",
         "use_book_style",
+        "margin_table",
         "method_margins",
         "peer_results_text",
         "recorded_table",
