@@ -62,7 +62,7 @@ from tem_core.propagate.checks import (
     check_sampling,
     estimate_wave_memory_bytes,
 )
-from tem_core.propagate.lines import LineWave, bandlimit_line, constant_axis, one_line
+from tem_core.propagate.lines import LineWave, _times, bandlimit_line, constant_axis, one_line
 from tem_core.propagate.workspace import StepWorkspace
 from tem_core.units import electron_wavelength_a, interaction_parameter
 from tem_core.validation import (
@@ -312,13 +312,6 @@ def _multislice_step_scaled(wave, transmission, scaled_propagator, scaled_mask):
     product = wave * t
     release_in_backward(product)  # mid-step in backward: after propagation, before t
     return ifft2(_times(fft2(product), scaled_propagator), norm="forward")
-
-
-def _times(fresh: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """``fresh * factor``, in place unless autograd needs ``fresh`` (a differentiable factor)."""
-    if factor.requires_grad and torch.is_grad_enabled():
-        return fresh * factor
-    return fresh.mul_(factor)
 
 
 def phase_object_wave(
