@@ -131,16 +131,17 @@ def march_kernel(dtype: torch.dtype):
     fp = ti.f64 if dtype == torch.float64 else ti.f32
 
     @ti.func
-    def tap(coarse: ti.template(), z, y, x, n):
-        v = ti.Vector([0.0, 0.0], dt=fp)
-        if 0 <= z < n and 0 <= y < n and 0 <= x < n:
-            i = 2 * ((z * n + y) * n + x)
-            v = ti.Vector([coarse[i], coarse[i + 1]], dt=fp)
-        return v
+    def pair(coarse: ti.template(), i):
+        """(V, X) of the voxel at flat index ``i // 2``: adjacent in memory."""
+        return ti.Vector([coarse[i], coarse[i + 1]], dt=fp)
 
     @ti.func
-    def pair(coarse: ti.template(), i):
-        return ti.Vector([coarse[i], coarse[i + 1]], dt=fp)
+    def tap(coarse: ti.template(), z, y, x, n):
+        """:func:`pair` with bounds: zero outside the map."""
+        v = ti.Vector([0.0, 0.0], dt=fp)
+        if 0 <= z < n and 0 <= y < n and 0 <= x < n:
+            v = pair(coarse, 2 * ((z * n + y) * n + x))
+        return v
 
     @ti.func
     def trilinear(coarse: ti.template(), z0, y0, x0, tz, ty, tx, n, inside):
