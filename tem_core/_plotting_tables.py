@@ -143,6 +143,10 @@ def margin_table(
 ) -> str:
     """Each labelled method's particle-window PSNR minus ``other``'s [dB], mean over the
     numbers of projections per dose, and its count of single settings ≥ 1 dB."""
+    if not rows:
+        raise ValueError("rows must hold at least one row of a denoising table, got none")
+    if not isinstance(labels, dict) or not labels:
+        raise ValueError(f"labels must be a non-empty dict of method -> label, got {labels!r}")
     doses = sorted({r["dose_e_per_nm2"] for r in rows})
     width = max(len(label) for label in labels.values())
     lines = [

@@ -71,3 +71,26 @@ def test_method_margins_per_dose_and_n_with_nan_where_missing() -> None:
     assert doses == [100, 200] and ns == [2, 5]
     assert margins[0, 0] == 1.5 and margins[1, 0] == 2.0 and margins[1, 1] == 1.5
     assert np.isnan(margins[0, 1])  # Topaz missing at (100, 5)
+
+
+def test_margin_table_means_over_n_and_counts_settings() -> None:
+    import pytest
+
+    from tem_core.plotting import margin_table
+
+    rows = [
+        {"dose_e_per_nm2": d, "n": n, "method": m, "psnr_particles": v}
+        for d, n, m, v in [
+            (100, 2, "ours", 20.0), (100, 2, "topaz", 18.5), (100, 5, "ours", 21.0),
+            (100, 5, "topaz", 20.5), (200, 2, "ours", 22.0), (200, 2, "topaz", 20.0),
+            (200, 5, "ours", 23.5), (200, 5, "topaz", 22.0),
+        ]
+    ]  # fmt: skip
+    lines = margin_table(rows, {"ours": "network"}).splitlines()
+    assert lines[0].startswith("minus Topaz [dB]")
+    assert lines[1].split() == ["100", "200"]
+    assert lines[2].split() == ["network", "1.00", "1.75", "3/4"]
+    with pytest.raises(ValueError, match="labels must be a non-empty dict"):
+        margin_table(rows, {})
+    with pytest.raises(ValueError, match="rows must hold at least one row"):
+        margin_table([], {"ours": "network"})
